@@ -1,0 +1,699 @@
+//! The daemon's configuration: one TOML site file plus the device profiles it refers to.
+//!
+//! Owns: the configuration schema (these structs and their doc comments are the operator's
+//! reference), loading, secret resolution and cross-reference validation. Must not touch:
+//! connections, tasks or any runtime state; a `Config` is inert data.
+//!
+//! Every problem is reported as `file:line:column: key.path: message`, all at once.
+
+mod locate;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use locate::{Problem, SourceFile};
+
+use crate::decode::payload::PayloadMapping;
+use crate::ingest::topic::TopicTemplate;
+
+/// A site file: the gateway, its site hierarchy, devices, MQTT connections and InfluxDB sinks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteFile {
+    /// This gateway.
+    #[serde(default)]
+    pub gateway: GatewayConfig,
+    /// Parks this gateway watches (top of the site hierarchy).
+    #[serde(default)]
+    pub parks: Vec<ParkConfig>,
+    /// Enterprises (tenants) inside a park.
+    #[serde(default)]
+    pub enterprises: Vec<EnterpriseConfig>,
+    /// Locations (building, floor, distribution box) inside an enterprise.
+    #[serde(default)]
+    pub locations: Vec<LocationConfig>,
+    /// Devices, each at one location and decoded with one profile.
+    #[serde(default)]
+    pub devices: Vec<DeviceConfig>,
+    /// An MQTT broker run inside the daemon.
+    #[serde(default)]
+    pub broker: BrokerConfig,
+    /// MQTT connections to subscribe on.
+    #[serde(default)]
+    pub mqtt: Vec<MqttConfig>,
+    /// InfluxDB servers to write readings to.
+    #[serde(default)]
+    pub influx: Vec<InfluxSinkConfig>,
+}
+
+/// `[gateway]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Name of this gateway, used in logs and as the default MQTT client id prefix.
+    #[serde(default = "default_gateway_name")]
+    pub name: String,
+    /// Folder holding the device profiles (`<profile id>.toml`), relative to this file's folder.
+    #[serde(default = "default_profiles_dir")]
+    pub profiles_dir: PathBuf,
+    /// On SIGINT/SIGTERM, how long pending batches may still be written before the daemon exits
+    /// and reports what it could not write.
+    #[serde(default = "default_shutdown_grace_s")]
+    pub shutdown_grace_s: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            name: default_gateway_name(),
+            profiles_dir: default_profiles_dir(),
+            shutdown_grace_s: default_shutdown_grace_s(),
+        }
+    }
+}
+
+fn default_gateway_name() -> String {
+    "parkguard".into()
+}
+fn default_profiles_dir() -> PathBuf {
+    PathBuf::from("../profiles")
+}
+fn default_shutdown_grace_s() -> u64 {
+    10
+}
+
+/// `[[parks]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParkConfig {
+    /// Identifier, written as the `park` tag. Any UTF-8 text.
+    pub id: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// `[[enterprises]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnterpriseConfig {
+    /// Identifier, written as the `enterprise` tag.
+    pub id: String,
+    /// The `id` of the park it belongs to.
+    pub park: String,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// `[[locations]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocationConfig {
+    /// Identifier, written as the `location` tag, e.g. `3号楼配电箱`.
+    pub id: String,
+    /// The `id` of the enterprise it belongs to.
+    pub enterprise: String,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// `[[devices]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// Identifier, written as the `device` tag. For MQTT devices it must equal the `{device}`
+    /// topic level (for example the IMEI of an NB-IoT smoke detector).
+    pub id: String,
+    /// The `id` of the location it is installed at.
+    pub location: String,
+    /// Device profile (file stem in `profiles_dir`) that decodes its data.
+    pub profile: String,
+    /// Device kind (`meter`, `detector`, `gas`, `smoke`, ...); defaults to the profile's kind.
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// `[broker]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// When present, the daemon runs its own MQTT broker (for sites without one). Point an
+    /// `[[mqtt]]` connection at its `listen` address to ingest from it.
+    #[serde(default)]
+    pub embedded: Option<EmbeddedBrokerConfig>,
+}
+
+/// `[broker.embedded]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedBrokerConfig {
+    /// Address and port to accept MQTT 3.1.1 clients on. Use `0.0.0.0:1883` to accept sensors
+    /// from the network; the default only accepts local clients.
+    #[serde(default = "default_broker_listen")]
+    pub listen: SocketAddr,
+    /// Largest accepted PUBLISH payload in bytes.
+    #[serde(default = "default_broker_max_payload")]
+    pub max_payload_bytes: usize,
+    /// Most clients connected at once.
+    #[serde(default = "default_broker_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_broker_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 1883))
+}
+fn default_broker_max_payload() -> usize {
+    256 * 1024
+}
+fn default_broker_max_connections() -> usize {
+    10_000
+}
+
+/// MQTT protocol version spoken to the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum MqttProtocol {
+    #[default]
+    #[serde(rename = "3.1.1")]
+    V311,
+    #[serde(rename = "5")]
+    V5,
+}
+
+/// `[[mqtt]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Name of the connection, used in logs and metrics.
+    pub name: String,
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port; 1883 by default, 8883 when `[mqtt.tls]` is set.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Client identifier; must be unique on the broker and stable across restarts, or the
+    /// persistent session (and the messages queued in it) is lost.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// `"3.1.1"` (default) or `"5"`.
+    #[serde(default)]
+    pub protocol: MqttProtocol,
+    /// Keep-alive interval in seconds; a dead connection is noticed after about 1.5 times this.
+    #[serde(default = "default_keepalive_s")]
+    pub keepalive_s: u64,
+    /// Largest MQTT packet accepted from the broker, in bytes. With MQTT 3.1.1 a larger packet
+    /// breaks the connection (the protocol has no way to refuse it), so keep this above the
+    /// largest payload any sensor may send; with MQTT 5 it is announced to the broker, which
+    /// then drops such packets instead.
+    #[serde(default = "default_max_packet_bytes")]
+    pub max_packet_bytes: usize,
+    /// QoS of the subscriptions: 0, 1 (default) or 2.
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    /// Keep the session on the broker across reconnects (clean session off / session expiry),
+    /// so QoS 1 messages published while the daemon is away are delivered when it returns.
+    #[serde(default = "default_true")]
+    pub persistent_session: bool,
+    /// Seconds to wait for the TCP/TLS connection and the broker's CONNACK.
+    #[serde(default = "default_connect_timeout_s")]
+    pub connect_timeout_s: u64,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password, from an environment variable or a file: `{ env = "VAR" }` or `{ file = "path" }`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// TLS to the broker; absent means plain TCP.
+    #[serde(default)]
+    pub tls: Option<MqttTlsConfig>,
+    /// Topics to subscribe to and how to decode them.
+    #[serde(default)]
+    pub subscriptions: Vec<SubscriptionConfig>,
+}
+
+fn default_keepalive_s() -> u64 {
+    30
+}
+fn default_max_packet_bytes() -> usize {
+    1024 * 1024
+}
+fn default_qos() -> u8 {
+    1
+}
+fn default_true() -> bool {
+    true
+}
+fn default_connect_timeout_s() -> u64 {
+    10
+}
+
+impl MqttConfig {
+    pub fn port(&self) -> u16 {
+        self.port
+            .unwrap_or(if self.tls.is_some() { 8883 } else { 1883 })
+    }
+}
+
+/// `[mqtt.tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTlsConfig {
+    /// PEM file with the CA certificate(s) that signed the broker's certificate.
+    pub ca: PathBuf,
+    /// PEM client certificate, for brokers that require one (set `client_key` too).
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+}
+
+/// What to do with messages from a device that is not declared in `[[devices]]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownDevices {
+    /// Keep them, tagged with what the topic says (counted as `unknown_device` too, so that
+    /// undeclared sensors are noticed and added to the site file).
+    #[default]
+    Accept,
+    /// Drop them and count them as `unknown_device`.
+    Reject,
+}
+
+/// `[[mqtt.subscriptions]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionConfig {
+    /// Topic template. Each level is literal text, `{name}` (any one level, which becomes the
+    /// tag `name`; `park`, `enterprise`, `location`, `device` and `kind` fill the site
+    /// hierarchy), `+` (any one level, not kept) or a final `#`.
+    /// Example: `park/{park}/smoke/{device}/up`.
+    pub topic: String,
+    /// Profile whose `[payload]` mapping decodes these messages.
+    pub profile: String,
+    /// Larger payloads are counted as `too_large` and dropped without being parsed.
+    #[serde(default = "default_max_payload_bytes")]
+    pub max_payload_bytes: usize,
+    /// `accept` (default) or `reject` messages from devices missing from `[[devices]]`.
+    #[serde(default)]
+    pub unknown_devices: UnknownDevices,
+}
+
+fn default_max_payload_bytes() -> usize {
+    64 * 1024
+}
+
+/// InfluxDB write API flavour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InfluxApi {
+    /// InfluxDB 1.x `/write` (database, retention policy, user and password).
+    V1,
+    /// InfluxDB 2.x/3.x and compatible servers: `/api/v2/write` (org, bucket, token).
+    V2,
+}
+
+/// `[[influx]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfluxSinkConfig {
+    /// Name of the sink, used in logs and metrics.
+    pub name: String,
+    /// Base URL, e.g. `http://127.0.0.1:8086`.
+    pub url: String,
+    /// `v1` or `v2`.
+    pub api: InfluxApi,
+    /// v1: database to write to.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// v1: retention policy; the database's default when absent.
+    #[serde(default)]
+    pub retention_policy: Option<String>,
+    /// v1: user name, when authentication is on.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// v1: password, `{ env = "VAR" }` or `{ file = "path" }`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// v2: organisation.
+    #[serde(default)]
+    pub org: Option<String>,
+    /// v2: bucket.
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// v2: API token, `{ env = "VAR" }` or `{ file = "path" }`.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// PEM CA certificate for an `https://` server with a private CA.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// A batch is sent when it holds this many points...
+    #[serde(default = "default_batch_points")]
+    pub batch_points: usize,
+    /// ...or when its oldest point has waited this many milliseconds.
+    #[serde(default = "default_batch_age_ms")]
+    pub batch_age_ms: u64,
+    /// Compress request bodies with gzip.
+    #[serde(default = "default_true")]
+    pub gzip: bool,
+    /// Seconds one write request may take before it counts as failed and is retried.
+    #[serde(default = "default_request_timeout_s")]
+    pub request_timeout_s: u64,
+    /// Points held in memory for this sink while it cannot write; beyond this the oldest are
+    /// dropped and counted.
+    #[serde(default = "default_max_buffered_points")]
+    pub max_buffered_points: usize,
+}
+
+fn default_batch_points() -> usize {
+    5000
+}
+fn default_batch_age_ms() -> u64 {
+    1000
+}
+fn default_request_timeout_s() -> u64 {
+    10
+}
+fn default_max_buffered_points() -> usize {
+    1_000_000
+}
+
+/// A secret taken from the environment or a file, never written into the site file itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Secret {
+    /// Name of an environment variable holding the secret.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// File holding the secret (trailing newline removed), relative to the site file's folder.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+impl Secret {
+    /// Reads the secret now. `base` is the site file's folder.
+    pub fn resolve(&self, base: &Path) -> Result<String, String> {
+        match (&self.env, &self.file) {
+            (Some(var), None) => std::env::var(var)
+                .map_err(|_| format!("environment variable `{var}` is not set")),
+            (None, Some(file)) => {
+                let path = base.join(file);
+                std::fs::read_to_string(&path)
+                    .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+                    .map_err(|err| format!("cannot read secret file {}: {err}", path.display()))
+            }
+            _ => Err("give exactly one of `env` or `file`".into()),
+        }
+    }
+}
+
+/// A device profile file: `<profiles_dir>/<id>.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    #[serde(default)]
+    pub manufacturer: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub firmware: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Device kind of devices with this profile: `meter`, `detector`, `gas`, `smoke`, ...
+    pub kind: String,
+    /// InfluxDB measurement for its readings; defaults to `kind`.
+    #[serde(default)]
+    pub measurement: Option<String>,
+    /// How to decode MQTT JSON payloads of this device.
+    #[serde(default)]
+    pub payload: Option<PayloadMapping>,
+}
+
+impl Profile {
+    pub fn measurement(&self) -> &str {
+        self.measurement.as_deref().unwrap_or(&self.kind)
+    }
+}
+
+/// A loaded, validated configuration with resolved paths and secrets.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    /// Folder of the site file; relative paths resolve against it.
+    pub base_dir: PathBuf,
+    pub site: SiteFile,
+    pub profiles: BTreeMap<String, Profile>,
+    /// Secrets by the key path that named them, e.g. `mqtt[0].password`.
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// Loads and validates a site file and the profiles it uses. Every problem found is
+    /// returned, not just the first.
+    pub fn load(file: &Path) -> Result<Config, Vec<Problem>> {
+        let source = SourceFile::read(file).map_err(|p| vec![p])?;
+        let site: SiteFile = source.deserialize()?;
+        let base_dir = file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let profiles_dir = base_dir.join(&site.gateway.profiles_dir);
+        let mut problems = Vec::new();
+        let profiles = load_profiles(&profiles_dir, &source, &mut problems);
+        let mut config = Config {
+            file: file.to_path_buf(),
+            base_dir,
+            site,
+            profiles,
+            secrets: BTreeMap::new(),
+        };
+        config.validate(&source, &mut problems);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// A secret resolved at load time, by the key path that declared it.
+    pub fn secret(&self, path: &str) -> Option<&str> {
+        self.secrets.get(path).map(String::as_str)
+    }
+
+    pub fn resolve_path(&self, path: &Path) -> PathBuf {
+        self.base_dir.join(path)
+    }
+
+    fn validate(&mut self, source: &SourceFile, problems: &mut Vec<Problem>) {
+        let site = &self.site;
+        let mut report = |path: String, message: String| problems.push(source.locate(&path, message));
+
+        let parks = unique_ids(site.parks.iter().map(|p| &p.id), "parks", &mut report);
+        let enterprises =
+            unique_ids(site.enterprises.iter().map(|e| &e.id), "enterprises", &mut report);
+        let locations = unique_ids(site.locations.iter().map(|l| &l.id), "locations", &mut report);
+        unique_ids(site.devices.iter().map(|d| &d.id), "devices", &mut report);
+
+        for (i, e) in site.enterprises.iter().enumerate() {
+            if !parks.contains(e.park.as_str()) {
+                report(format!("enterprises[{i}].park"), format!("no park with id `{}`", e.park));
+            }
+        }
+        for (i, l) in site.locations.iter().enumerate() {
+            if !enterprises.contains(l.enterprise.as_str()) {
+                report(
+                    format!("locations[{i}].enterprise"),
+                    format!("no enterprise with id `{}`", l.enterprise),
+                );
+            }
+        }
+        let profile_names = self.profiles.keys().map(String::as_str).collect::<Vec<_>>();
+        let dangling_profile = |name: &str| {
+            format!(
+                "no profile `{name}` in {} (known: {})",
+                self.site.gateway.profiles_dir.display(),
+                if profile_names.is_empty() {
+                    "none".to_string()
+                } else {
+                    profile_names.join(", ")
+                }
+            )
+        };
+        for (i, d) in site.devices.iter().enumerate() {
+            if !locations.contains(d.location.as_str()) {
+                report(
+                    format!("devices[{i}].location"),
+                    format!("no location with id `{}`", d.location),
+                );
+            }
+            if !self.profiles.contains_key(&d.profile) {
+                report(format!("devices[{i}].profile"), dangling_profile(&d.profile));
+            }
+        }
+
+        let mut secrets = BTreeMap::new();
+        let mut resolve = |path: String, secret: &Option<Secret>, report: &mut dyn FnMut(String, String)| {
+            if let Some(secret) = secret {
+                match secret.resolve(&self.base_dir) {
+                    Ok(value) => {
+                        secrets.insert(path, value);
+                    }
+                    Err(message) => report(path, message),
+                }
+            }
+        };
+
+        unique_ids(site.mqtt.iter().map(|m| &m.name), "mqtt", &mut report);
+        for (i, m) in site.mqtt.iter().enumerate() {
+            if m.qos > 2 {
+                report(format!("mqtt[{i}].qos"), "must be 0, 1 or 2".into());
+            }
+            if m.keepalive_s < 5 {
+                report(format!("mqtt[{i}].keepalive_s"), "must be at least 5 seconds".into());
+            }
+            if m.password.is_some() && m.username.is_none() {
+                report(format!("mqtt[{i}].password"), "a password needs a `username`".into());
+            }
+            resolve(format!("mqtt[{i}].password"), &m.password, &mut report);
+            if let Some(tls) = &m.tls {
+                for (key, path) in [
+                    ("ca", Some(&tls.ca)),
+                    ("client_cert", tls.client_cert.as_ref()),
+                    ("client_key", tls.client_key.as_ref()),
+                ] {
+                    if let Some(path) = path {
+                        let full = self.base_dir.join(path);
+                        if !full.is_file() {
+                            report(
+                                format!("mqtt[{i}].tls.{key}"),
+                                format!("no such file: {}", full.display()),
+                            );
+                        }
+                    }
+                }
+                if tls.client_cert.is_some() != tls.client_key.is_some() {
+                    report(
+                        format!("mqtt[{i}].tls"),
+                        "`client_cert` and `client_key` go together".into(),
+                    );
+                }
+            }
+            if m.subscriptions.is_empty() {
+                report(format!("mqtt[{i}]"), "no `[[mqtt.subscriptions]]`: nothing would be read".into());
+            }
+            for (j, s) in m.subscriptions.iter().enumerate() {
+                if let Err(message) = TopicTemplate::parse(&s.topic) {
+                    report(format!("mqtt[{i}].subscriptions[{j}].topic"), message);
+                }
+                match self.profiles.get(&s.profile) {
+                    None => report(
+                        format!("mqtt[{i}].subscriptions[{j}].profile"),
+                        dangling_profile(&s.profile),
+                    ),
+                    Some(p) if p.payload.is_none() => report(
+                        format!("mqtt[{i}].subscriptions[{j}].profile"),
+                        format!("profile `{}` has no `[payload]` mapping for MQTT", s.profile),
+                    ),
+                    Some(_) => {}
+                }
+            }
+        }
+
+        unique_ids(site.influx.iter().map(|s| &s.name), "influx", &mut report);
+        for (i, s) in site.influx.iter().enumerate() {
+            if !(s.url.starts_with("http://") || s.url.starts_with("https://")) {
+                report(format!("influx[{i}].url"), "must start with http:// or https://".into());
+            }
+            let needs = |key: &str, present: bool, report: &mut dyn FnMut(String, String)| {
+                if !present {
+                    report(
+                        format!("influx[{i}]"),
+                        format!("api = \"{}\" needs `{key}`", if s.api == InfluxApi::V1 { "v1" } else { "v2" }),
+                    );
+                }
+            };
+            match s.api {
+                InfluxApi::V1 => needs("database", s.database.is_some(), &mut report),
+                InfluxApi::V2 => {
+                    needs("org", s.org.is_some(), &mut report);
+                    needs("bucket", s.bucket.is_some(), &mut report);
+                    needs("token", s.token.is_some(), &mut report);
+                }
+            }
+            if s.batch_points == 0 {
+                report(format!("influx[{i}].batch_points"), "must be at least 1".into());
+            }
+            resolve(format!("influx[{i}].password"), &s.password, &mut report);
+            resolve(format!("influx[{i}].token"), &s.token, &mut report);
+        }
+        self.secrets = secrets;
+    }
+}
+
+/// Reports duplicate ids and returns the set of ids.
+fn unique_ids<'a>(
+    ids: impl Iterator<Item = &'a String>,
+    section: &str,
+    report: &mut dyn FnMut(String, String),
+) -> BTreeSet<&'a str> {
+    let mut seen = BTreeSet::new();
+    for (i, id) in ids.enumerate() {
+        if !seen.insert(id.as_str()) {
+            report(format!("{section}[{i}]"), format!("duplicate id `{id}`"));
+        }
+    }
+    seen
+}
+
+/// Loads every `*.toml` in the profiles folder; problems inside a profile are located in its
+/// own file.
+fn load_profiles(
+    dir: &Path,
+    site: &SourceFile,
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<String, Profile> {
+    let mut profiles = BTreeMap::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) => {
+            problems.push(site.locate(
+                "gateway.profiles_dir",
+                format!("cannot read profiles folder {}: {err}", dir.display()),
+            ));
+            return profiles;
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let Some(id) = path.file_stem().and_then(|s| s.to_str()).map(str::to_string) else {
+            continue;
+        };
+        let source = match SourceFile::read(&path) {
+            Ok(source) => source,
+            Err(problem) => {
+                problems.push(problem);
+                continue;
+            }
+        };
+        match source.deserialize::<Profile>() {
+            Ok(profile) => {
+                if let Some(payload) = &profile.payload {
+                    for (path, message) in payload.problems() {
+                        problems.push(source.locate(&format!("payload.{path}"), message));
+                    }
+                }
+                profiles.insert(id, profile);
+            }
+            Err(mut found) => problems.append(&mut found),
+        }
+    }
+    profiles
+}

@@ -1,0 +1,520 @@
+//! JSON payload mapping: JSON pointers to quantities, with a strict type per field.
+//!
+//! Each field decodes on its own: a missing or mistyped field is reported and skipped, and the
+//! message's other fields are kept. Only a payload that is not JSON at all is lost as a whole.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::model::{Quality, Reading, Tags, TimestampNs, Value};
+
+/// `[payload]` of a device profile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadMapping {
+    /// JSON pointer to the device id in the payload (e.g. `/dev`), for topics without a
+    /// `{device}` level. When both are present the topic wins.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// Where the device's own timestamp is; absent means the time the message was received.
+    #[serde(default)]
+    pub timestamp: Option<TimestampField>,
+    /// `[[payload.fields]]`: one entry per quantity.
+    pub fields: Vec<FieldMapping>,
+}
+
+/// `[payload.timestamp]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimestampField {
+    /// JSON pointer to a number of seconds (or `unit`) since 1970-01-01 UTC.
+    pub pointer: String,
+    /// `s` (default), `ms`, `us` or `ns`.
+    #[serde(default)]
+    pub unit: TimeUnit,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeUnit {
+    #[default]
+    S,
+    Ms,
+    Us,
+    Ns,
+}
+
+impl TimeUnit {
+    fn nanos(self) -> i64 {
+        match self {
+            TimeUnit::S => 1_000_000_000,
+            TimeUnit::Ms => 1_000_000,
+            TimeUnit::Us => 1_000,
+            TimeUnit::Ns => 1,
+        }
+    }
+}
+
+/// `[[payload.fields]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldMapping {
+    /// JSON pointer (RFC 6901), e.g. `/smoke_pct` or `/phases/0/current`.
+    pub pointer: String,
+    /// Quantity name, written as the InfluxDB field key.
+    pub quantity: String,
+    /// Engineering unit, for display.
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// `float`, `int`, `bool` or `text`. A JSON value of another type is a `wrong_type` error;
+    /// an integer is accepted for `float`.
+    #[serde(rename = "type")]
+    pub kind: FieldType,
+    /// An optional field may be absent (or null) without an error, e.g. values that only some
+    /// message types carry.
+    #[serde(default)]
+    pub optional: bool,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    Float,
+    Int,
+    Bool,
+    Text,
+}
+
+impl PayloadMapping {
+    /// Problems a mapping can have that serde cannot see, as (key path, message).
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        let bad_pointer = |p: &str| !p.is_empty() && !p.starts_with('/');
+        if let Some(device) = &self.device {
+            if bad_pointer(device) {
+                problems.push(("device".into(), "a JSON pointer starts with `/`".into()));
+            }
+        }
+        if let Some(ts) = &self.timestamp {
+            if bad_pointer(&ts.pointer) {
+                problems.push(("timestamp.pointer".into(), "a JSON pointer starts with `/`".into()));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, f) in self.fields.iter().enumerate() {
+            if bad_pointer(&f.pointer) {
+                problems.push((format!("fields[{i}].pointer"), "a JSON pointer starts with `/`".into()));
+            }
+            if f.quantity.is_empty() {
+                problems.push((format!("fields[{i}].quantity"), "must not be empty".into()));
+            }
+            if !seen.insert(f.quantity.as_str()) {
+                problems.push((format!("fields[{i}].quantity"), format!("quantity `{}` is mapped twice", f.quantity)));
+            }
+        }
+        problems
+    }
+}
+
+/// Why (part of) a message could not be decoded. Each reason has its own counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DecodeErrorKind {
+    /// Not valid JSON (NaN and Infinity literals included: JSON has no such numbers).
+    BadJson,
+    /// A required field is absent or null.
+    MissingField,
+    /// A field has another JSON type than its mapping says.
+    WrongType,
+    /// A number that is not finite, or does not fit the mapped type.
+    OutOfRange,
+    /// The payload is larger than the subscription allows.
+    TooLarge,
+    /// The message's topic matches no subscription template.
+    UnknownTopic,
+    /// The device timestamp is absent, not a number or implausible; the receive time is used.
+    BadTimestamp,
+    /// The device is not declared in the site file.
+    UnknownDevice,
+    /// Neither the topic nor the payload names the device.
+    NoDevice,
+}
+
+impl DecodeErrorKind {
+    pub const ALL: [DecodeErrorKind; 9] = [
+        DecodeErrorKind::BadJson,
+        DecodeErrorKind::MissingField,
+        DecodeErrorKind::WrongType,
+        DecodeErrorKind::OutOfRange,
+        DecodeErrorKind::TooLarge,
+        DecodeErrorKind::UnknownTopic,
+        DecodeErrorKind::BadTimestamp,
+        DecodeErrorKind::UnknownDevice,
+        DecodeErrorKind::NoDevice,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecodeErrorKind::BadJson => "bad_json",
+            DecodeErrorKind::MissingField => "missing_field",
+            DecodeErrorKind::WrongType => "wrong_type",
+            DecodeErrorKind::OutOfRange => "out_of_range",
+            DecodeErrorKind::TooLarge => "too_large",
+            DecodeErrorKind::UnknownTopic => "unknown_topic",
+            DecodeErrorKind::BadTimestamp => "bad_timestamp",
+            DecodeErrorKind::UnknownDevice => "unknown_device",
+            DecodeErrorKind::NoDevice => "no_device",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    pub kind: DecodeErrorKind,
+    pub detail: String,
+}
+
+impl DecodeError {
+    pub fn new(kind: DecodeErrorKind, detail: impl Into<String>) -> Self {
+        DecodeError {
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.as_str(), self.detail)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+struct CompiledField {
+    pointer: String,
+    quantity: Arc<str>,
+    unit: Option<Arc<str>>,
+    kind: FieldType,
+    optional: bool,
+}
+
+/// A payload mapping prepared for the hot path: names are shared, not copied per reading.
+pub struct PayloadDecoder {
+    measurement: Arc<str>,
+    device_pointer: Option<String>,
+    timestamp: Option<TimestampField>,
+    fields: Vec<CompiledField>,
+}
+
+/// A payload that parsed as JSON, not yet mapped.
+pub struct ParsedPayload(serde_json::Value);
+
+// Device clocks outside these bounds (before 2000 or after 2100) are wrong, not history.
+const EARLIEST_PLAUSIBLE_NS: i64 = 946_684_800_000_000_000;
+const LATEST_PLAUSIBLE_NS: i64 = 4_102_444_800_000_000_000;
+
+impl PayloadDecoder {
+    pub fn new(mapping: &PayloadMapping, measurement: &str) -> Self {
+        PayloadDecoder {
+            measurement: Arc::from(measurement),
+            device_pointer: mapping.device.clone(),
+            timestamp: mapping.timestamp.clone(),
+            fields: mapping
+                .fields
+                .iter()
+                .map(|f| CompiledField {
+                    pointer: f.pointer.clone(),
+                    quantity: Arc::from(f.quantity.as_str()),
+                    unit: f.unit.as_deref().map(Arc::from),
+                    kind: f.kind,
+                    optional: f.optional,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn parse(&self, payload: &[u8]) -> Result<ParsedPayload, DecodeError> {
+        serde_json::from_slice(payload)
+            .map(ParsedPayload)
+            .map_err(|err| DecodeError::new(DecodeErrorKind::BadJson, err.to_string()))
+    }
+
+    /// The device id the payload itself names, when the mapping says where.
+    pub fn device_id<'p>(&self, parsed: &'p ParsedPayload) -> Option<std::borrow::Cow<'p, str>> {
+        let value = parsed.0.pointer(self.device_pointer.as_deref()?)?;
+        match value {
+            serde_json::Value::String(s) => Some(std::borrow::Cow::Borrowed(s.as_str())),
+            serde_json::Value::Number(n) => Some(std::borrow::Cow::Owned(n.to_string())),
+            _ => None,
+        }
+    }
+
+    /// Maps a parsed payload to readings, appending to `out`. Field-level problems go to
+    /// `problems`; the other fields still become readings.
+    pub fn readings(
+        &self,
+        parsed: &ParsedPayload,
+        tags: &Arc<Tags>,
+        received_ns: TimestampNs,
+        out: &mut Vec<Reading>,
+        problems: &mut Vec<DecodeError>,
+    ) {
+        let timestamp_ns = match self.device_timestamp(&parsed.0) {
+            Some(Ok(ts)) => ts,
+            Some(Err(problem)) => {
+                problems.push(problem);
+                received_ns
+            }
+            None => received_ns,
+        };
+        for field in &self.fields {
+            let raw = parsed.0.pointer(&field.pointer);
+            let value = match raw {
+                None | Some(serde_json::Value::Null) => {
+                    if !field.optional {
+                        problems.push(DecodeError::new(
+                            DecodeErrorKind::MissingField,
+                            format!("`{}` ({}) is absent", field.pointer, field.quantity),
+                        ));
+                    }
+                    continue;
+                }
+                Some(raw) => match convert(raw, field.kind) {
+                    Ok(value) => value,
+                    Err(kind) => {
+                        problems.push(DecodeError::new(
+                            kind,
+                            format!(
+                                "`{}` ({}) is {}, expected {:?}",
+                                field.pointer,
+                                field.quantity,
+                                describe(raw),
+                                field.kind
+                            ),
+                        ));
+                        continue;
+                    }
+                },
+            };
+            out.push(Reading {
+                tags: Arc::clone(tags),
+                measurement: Arc::clone(&self.measurement),
+                quantity: Arc::clone(&field.quantity),
+                value,
+                unit: field.unit.clone(),
+                timestamp_ns,
+                quality: Quality::Good,
+            });
+        }
+    }
+
+    fn device_timestamp(&self, root: &serde_json::Value) -> Option<Result<TimestampNs, DecodeError>> {
+        let spec = self.timestamp.as_ref()?;
+        let bad = |detail: String| Some(Err(DecodeError::new(DecodeErrorKind::BadTimestamp, detail)));
+        let Some(raw) = root.pointer(&spec.pointer) else {
+            return bad(format!("`{}` is absent", spec.pointer));
+        };
+        let ns = if let Some(i) = raw.as_i64() {
+            i.checked_mul(spec.unit.nanos())
+        } else if let Some(f) = raw.as_f64() {
+            let ns = f * spec.unit.nanos() as f64;
+            (ns.is_finite() && ns.abs() < i64::MAX as f64).then_some(ns as i64)
+        } else {
+            return bad(format!("`{}` is {}, expected a number", spec.pointer, describe(raw)));
+        };
+        match ns {
+            Some(ns) if (EARLIEST_PLAUSIBLE_NS..LATEST_PLAUSIBLE_NS).contains(&ns) => Some(Ok(ns)),
+            _ => bad(format!("`{}` = {raw} is not a plausible time", spec.pointer)),
+        }
+    }
+}
+
+fn convert(raw: &serde_json::Value, kind: FieldType) -> Result<Value, DecodeErrorKind> {
+    use serde_json::Value as J;
+    match (kind, raw) {
+        (FieldType::Float, J::Number(n)) => match n.as_f64() {
+            Some(f) if f.is_finite() => Ok(Value::Float(f)),
+            _ => Err(DecodeErrorKind::OutOfRange),
+        },
+        (FieldType::Int, J::Number(n)) => match n.as_i64() {
+            Some(i) => Ok(Value::Int(i)),
+            // A fraction or a number beyond i64 cannot be stored as an integer field.
+            None => Err(if n.is_f64() {
+                DecodeErrorKind::WrongType
+            } else {
+                DecodeErrorKind::OutOfRange
+            }),
+        },
+        (FieldType::Bool, J::Bool(b)) => Ok(Value::Bool(*b)),
+        (FieldType::Text, J::String(s)) => Ok(Value::Text(Arc::from(s.as_str()))),
+        _ => Err(DecodeErrorKind::WrongType),
+    }
+}
+
+fn describe(raw: &serde_json::Value) -> &'static str {
+    match raw {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(n) if n.is_f64() => "a fractional number",
+        serde_json::Value::Number(_) => "an integer",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping() -> PayloadMapping {
+        toml::from_str(
+            r#"
+            device = "/dev"
+            timestamp = { pointer = "/ts", unit = "s" }
+            [[fields]]
+            pointer = "/smoke_pct"
+            quantity = "smoke_pct"
+            unit = "%"
+            type = "float"
+            [[fields]]
+            pointer = "/battery_pct"
+            quantity = "battery_pct"
+            type = "int"
+            [[fields]]
+            pointer = "/event"
+            quantity = "event"
+            type = "text"
+            [[fields]]
+            pointer = "/alarm"
+            quantity = "alarm"
+            type = "bool"
+            optional = true
+            "#,
+        )
+        .expect("test mapping parses")
+    }
+
+    fn decode(payload: &str) -> Result<(Vec<Reading>, Vec<DecodeError>), DecodeError> {
+        let decoder = PayloadDecoder::new(&mapping(), "smoke");
+        let parsed = decoder.parse(payload.as_bytes())?;
+        let (mut out, mut problems) = (Vec::new(), Vec::new());
+        decoder.readings(&parsed, &Arc::new(Tags::default()), 5, &mut out, &mut problems);
+        Ok((out, problems))
+    }
+
+    #[test]
+    fn well_formed_payload_yields_every_field_with_device_time() {
+        let (readings, problems) =
+            decode(r#"{"dev":"8699","ts":1718000000,"smoke_pct":12.5,"battery_pct":78,"event":"alarm","alarm":true}"#)
+                .unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(readings.len(), 4);
+        assert_eq!(readings[0].value, Value::Float(12.5));
+        assert_eq!(readings[1].value, Value::Int(78));
+        assert_eq!(readings[2].value, Value::Text("alarm".into()));
+        assert_eq!(readings[3].value, Value::Bool(true));
+        assert!(readings.iter().all(|r| r.timestamp_ns == 1_718_000_000_000_000_000));
+    }
+
+    #[test]
+    fn integer_is_accepted_where_float_is_mapped() {
+        let (readings, _) = decode(r#"{"ts":1718000000,"smoke_pct":12,"battery_pct":78,"event":"x"}"#).unwrap();
+        assert_eq!(readings[0].value, Value::Float(12.0));
+    }
+
+    #[test]
+    fn not_json_is_bad_json() {
+        assert_eq!(decode("{not json").unwrap_err().kind, DecodeErrorKind::BadJson);
+    }
+
+    #[test]
+    fn nan_and_infinity_literals_are_bad_json() {
+        assert_eq!(decode(r#"{"smoke_pct":NaN}"#).unwrap_err().kind, DecodeErrorKind::BadJson);
+        assert_eq!(decode(r#"{"smoke_pct":Infinity}"#).unwrap_err().kind, DecodeErrorKind::BadJson);
+    }
+
+    #[test]
+    fn number_too_large_for_f64_is_rejected_not_infinite() {
+        // serde_json refuses 1e400 rather than yielding infinity.
+        assert_eq!(decode(r#"{"smoke_pct":1e400}"#).unwrap_err().kind, DecodeErrorKind::BadJson);
+    }
+
+    #[test]
+    fn wrong_type_skips_only_that_field() {
+        let (readings, problems) =
+            decode(r#"{"ts":1718000000,"smoke_pct":"12.5","battery_pct":78,"event":"alarm"}"#).unwrap();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].kind, DecodeErrorKind::WrongType);
+        assert!(problems[0].detail.contains("/smoke_pct"), "{}", problems[0].detail);
+        assert_eq!(readings.len(), 2);
+    }
+
+    #[test]
+    fn fraction_for_int_field_is_wrong_type() {
+        let (_, problems) = decode(r#"{"ts":1718000000,"smoke_pct":1,"battery_pct":7.5,"event":"a"}"#).unwrap();
+        assert_eq!(problems[0].kind, DecodeErrorKind::WrongType);
+    }
+
+    #[test]
+    fn integer_beyond_i64_is_out_of_range() {
+        let (_, problems) =
+            decode(r#"{"ts":1718000000,"smoke_pct":1,"battery_pct":18446744073709551615,"event":"a"}"#).unwrap();
+        assert_eq!(problems[0].kind, DecodeErrorKind::OutOfRange);
+    }
+
+    #[test]
+    fn missing_required_field_is_reported_but_optional_is_not() {
+        let (readings, problems) = decode(r#"{"ts":1718000000,"battery_pct":78,"event":"heartbeat"}"#).unwrap();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].kind, DecodeErrorKind::MissingField);
+        assert_eq!(readings.len(), 2);
+    }
+
+    #[test]
+    fn null_counts_as_missing() {
+        let (_, problems) = decode(r#"{"ts":1718000000,"smoke_pct":null,"battery_pct":1,"event":"a"}"#).unwrap();
+        assert_eq!(problems[0].kind, DecodeErrorKind::MissingField);
+    }
+
+    #[test]
+    fn implausible_device_time_falls_back_to_receive_time() {
+        let (readings, problems) = decode(r#"{"ts":12,"smoke_pct":1,"battery_pct":1,"event":"a"}"#).unwrap();
+        assert_eq!(problems[0].kind, DecodeErrorKind::BadTimestamp);
+        assert!(readings.iter().all(|r| r.timestamp_ns == 5));
+    }
+
+    #[test]
+    fn millisecond_timestamps_scale() {
+        let mut m = mapping();
+        m.timestamp = Some(TimestampField { pointer: "/ts".into(), unit: TimeUnit::Ms });
+        let decoder = PayloadDecoder::new(&m, "smoke");
+        let parsed = decoder.parse(br#"{"ts":1718000000123,"smoke_pct":1}"#).unwrap();
+        let (mut out, mut problems) = (Vec::new(), Vec::new());
+        decoder.readings(&parsed, &Arc::new(Tags::default()), 5, &mut out, &mut problems);
+        assert_eq!(out[0].timestamp_ns, 1_718_000_000_123_000_000);
+    }
+
+    #[test]
+    fn device_id_comes_from_payload_pointer() {
+        let decoder = PayloadDecoder::new(&mapping(), "smoke");
+        let parsed = decoder.parse(br#"{"dev":869975031234567}"#).unwrap();
+        assert_eq!(decoder.device_id(&parsed).as_deref(), Some("869975031234567"));
+    }
+
+    #[test]
+    fn mapping_problems_name_their_keys() {
+        let mut m = mapping();
+        m.fields[1].pointer = "battery".into();
+        m.fields[2].quantity = "smoke_pct".into();
+        let problems = m.problems();
+        assert_eq!(problems[0].0, "fields[1].pointer");
+        assert_eq!(problems[1].0, "fields[2].quantity");
+    }
+}

@@ -1,0 +1,63 @@
+//! The embedded MQTT broker (rumqttd), for small sites without a broker of their own: sensors
+//! connect to the daemon directly, and the daemon ingests from it like from any broker.
+//!
+//! rumqttd's `Broker::start` blocks on its server threads and logs (rather than returns) a bind
+//! failure, so the port is probed here first: a port in use is a startup error, not a silent
+//! broker that never accepts anyone.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+
+use rumqttd::{ConnectionSettings, RouterConfig, ServerSettings};
+use tracing::{error, info};
+
+use crate::config::EmbeddedBrokerConfig;
+
+pub fn start(config: &EmbeddedBrokerConfig) -> anyhow::Result<()> {
+    TcpListener::bind(config.listen).map_err(|err| {
+        anyhow::anyhow!("embedded MQTT broker cannot listen on {}: {err}", config.listen)
+    })?;
+    let server = ServerSettings {
+        name: "embedded-v4".into(),
+        listen: config.listen,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: ConnectionSettings {
+            connection_timeout_ms: 60_000,
+            max_payload_size: config.max_payload_bytes,
+            max_inflight_count: 500,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    };
+    let broker_config = rumqttd::Config {
+        id: 0,
+        router: RouterConfig {
+            max_connections: config.max_connections,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 100 * 1024 * 1024,
+            max_segment_count: 10,
+            ..RouterConfig::default()
+        },
+        v4: Some(HashMap::from([("1".to_string(), server)])),
+        v5: None,
+        ws: None,
+        cluster: None,
+        console: None,
+        bridge: None,
+        prometheus: None,
+        metrics: None,
+    };
+    let listen = config.listen;
+    std::thread::Builder::new()
+        .name("embedded-broker".into())
+        .spawn(move || {
+            let mut broker = rumqttd::Broker::new(broker_config);
+            if let Err(err) = broker.start() {
+                error!(error = %err, "Embedded MQTT broker stopped.");
+            }
+        })?;
+    info!(listen = %listen, "Embedded MQTT broker started.");
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! Connection lifecycles of the sources: MQTT brokers (and the embedded broker), later Modbus.
+//!
+//! Owns: connections, subscriptions, reconnects with backoff and jitter, and handing decoded
+//! readings downstream. Must not touch: rules, sinks or storage; it only sends readings into
+//! the channel it is given.
+
+pub mod backoff;
+pub mod broker;
+pub mod mqtt;
+pub mod topic;

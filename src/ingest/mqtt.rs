@@ -1,0 +1,600 @@
+//! One task per MQTT connection: connect (TCP or TLS, MQTT 3.1.1 or 5), subscribe, decode each
+//! message into readings and send them downstream; reconnect with backoff and jitter.
+//!
+//! rumqttc reconnects on the next `poll()` with no delay at all (rumqtt#703), so after an error
+//! this task sleeps a jittered, growing delay before polling again. Subscriptions are sent again
+//! on every CONNACK whose `session_present` is false: a broker that lost (or never kept) the
+//! session would otherwise deliver nothing after a restart, silently.
+//!
+//! A bad message never stops the stream: it is counted by reason, logged at most once a minute
+//! per device and reason, and the next message is read.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rumqttc::{QoS, TlsConfiguration, Transport};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::{Config, MqttConfig, MqttProtocol, UnknownDevices};
+use crate::decode::payload::{DecodeError, DecodeErrorKind, PayloadDecoder};
+use crate::ingest::backoff::Backoff;
+use crate::ingest::topic::TopicTemplate;
+use crate::metrics::{Metrics, MqttMetrics};
+use crate::model::{now_ns, Reading, Tags};
+
+/// Readings of one message, shared by every downstream consumer.
+pub type ReadingBatch = Arc<[Reading]>;
+
+/// Everything a connection task needs, prepared from the configuration before it starts.
+pub struct MqttIngest {
+    name: String,
+    session: SessionSettings,
+    routes: Vec<Route>,
+    devices: Arc<DeviceDirectory>,
+    metrics: Arc<Metrics>,
+    conn_metrics: Arc<MqttMetrics>,
+    log_limiter: LogLimiter,
+}
+
+struct SessionSettings {
+    config: MqttConfig,
+    password: Option<String>,
+    tls: Option<TlsConfiguration>,
+    client_id: String,
+}
+
+struct Route {
+    template: TopicTemplate,
+    filter: String,
+    decoder: PayloadDecoder,
+    profile: String,
+    kind: String,
+    max_payload_bytes: usize,
+    unknown_devices: UnknownDevices,
+    /// Tags per topic: built once per device and topic, then shared by all its readings. The
+    /// problem (unknown device) is kept too, so that every message of such a device is counted.
+    tags_by_topic: HashMap<String, (Option<Arc<Tags>>, Option<DecodeError>)>,
+}
+
+/// Declared devices and where they sit in the site hierarchy.
+pub struct DeviceDirectory {
+    devices: HashMap<String, Tags>,
+}
+
+impl DeviceDirectory {
+    pub fn from_config(config: &Config) -> Self {
+        let site = &config.site;
+        let enterprise_park: HashMap<&str, &str> = site
+            .enterprises
+            .iter()
+            .map(|e| (e.id.as_str(), e.park.as_str()))
+            .collect();
+        let location_enterprise: HashMap<&str, &str> = site
+            .locations
+            .iter()
+            .map(|l| (l.id.as_str(), l.enterprise.as_str()))
+            .collect();
+        let devices = site
+            .devices
+            .iter()
+            .map(|d| {
+                let enterprise = location_enterprise.get(d.location.as_str()).copied().unwrap_or("");
+                let park = enterprise_park.get(enterprise).copied().unwrap_or("");
+                let kind = d
+                    .kind
+                    .clone()
+                    .or_else(|| config.profiles.get(&d.profile).map(|p| p.kind.clone()))
+                    .unwrap_or_default();
+                let tags = Tags {
+                    park: park.to_string(),
+                    enterprise: enterprise.to_string(),
+                    location: d.location.clone(),
+                    device: d.id.clone(),
+                    kind,
+                    profile: d.profile.clone(),
+                    extra: Vec::new(),
+                };
+                (d.id.clone(), tags)
+            })
+            .collect();
+        DeviceDirectory { devices }
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Tags> {
+        self.devices.get(id)
+    }
+}
+
+/// Logs a given (device, reason) at most once per interval; the counters still see every one.
+struct LogLimiter {
+    interval: Duration,
+    last: HashMap<(String, DecodeErrorKind), Instant>,
+}
+
+impl LogLimiter {
+    fn new(interval: Duration) -> Self {
+        LogLimiter {
+            interval,
+            last: HashMap::new(),
+        }
+    }
+
+    fn allow(&mut self, device: &str, kind: DecodeErrorKind) -> bool {
+        let now = Instant::now();
+        if self.last.len() > 10_000 {
+            // A flood of distinct bad device ids must not grow memory without bound.
+            self.last.retain(|_, t| now.duration_since(*t) < self.interval);
+        }
+        match self.last.get_mut(&(device.to_string(), kind)) {
+            Some(t) if now.duration_since(*t) < self.interval => false,
+            Some(t) => {
+                *t = now;
+                true
+            }
+            None => {
+                self.last.insert((device.to_string(), kind), now);
+                true
+            }
+        }
+    }
+}
+
+impl MqttIngest {
+    pub fn new(
+        config: &Config,
+        index: usize,
+        devices: Arc<DeviceDirectory>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let mqtt = config.site.mqtt[index].clone();
+        let password = config.secret(&format!("mqtt[{index}].password")).map(str::to_string);
+        let tls = match &mqtt.tls {
+            None => None,
+            Some(tls) => Some(load_tls(config, tls)?),
+        };
+        let mut routes = Vec::new();
+        for s in &mqtt.subscriptions {
+            let template = TopicTemplate::parse(&s.topic).map_err(anyhow::Error::msg)?;
+            let profile = config
+                .profiles
+                .get(&s.profile)
+                .ok_or_else(|| anyhow::anyhow!("profile `{}` vanished", s.profile))?;
+            let mapping = profile
+                .payload
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("profile `{}` has no payload mapping", s.profile))?;
+            routes.push(Route {
+                filter: template.filter(),
+                template,
+                decoder: PayloadDecoder::new(mapping, profile.measurement()),
+                profile: s.profile.clone(),
+                kind: profile.kind.clone(),
+                max_payload_bytes: s.max_payload_bytes,
+                unknown_devices: s.unknown_devices,
+                tags_by_topic: HashMap::new(),
+            });
+        }
+        let client_id = mqtt
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", config.site.gateway.name, mqtt.name));
+        let conn_metrics = metrics.mqtt(&mqtt.name);
+        Ok(MqttIngest {
+            name: mqtt.name.clone(),
+            session: SessionSettings {
+                config: mqtt,
+                password,
+                tls,
+                client_id,
+            },
+            routes,
+            devices,
+            metrics,
+            conn_metrics,
+            log_limiter: LogLimiter::new(Duration::from_secs(60)),
+        })
+    }
+
+    /// Runs until `cancel` fires. Never returns early: every error is logged, counted and
+    /// retried after a backoff.
+    pub async fn run(mut self, output: mpsc::Sender<ReadingBatch>, cancel: CancellationToken) {
+        match self.session.config.protocol {
+            MqttProtocol::V311 => {
+                let session = v311::Session::new(&self.session);
+                self.drive(session, output, cancel).await
+            }
+            MqttProtocol::V5 => {
+                let session = v5::Session::new(&self.session);
+                self.drive(session, output, cancel).await
+            }
+        }
+    }
+
+    async fn drive<S: Session>(
+        &mut self,
+        mut session: S,
+        output: mpsc::Sender<ReadingBatch>,
+        cancel: CancellationToken,
+    ) {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut down_since: Option<Instant> = None;
+        let qos = match self.session.config.qos {
+            0 => QoS::AtMostOnce,
+            2 => QoS::ExactlyOnce,
+            _ => QoS::AtLeastOnce,
+        };
+        loop {
+            let event = tokio::select! {
+                _ = cancel.cancelled() => break,
+                event = session.poll() => event,
+            };
+            match event {
+                Ok(SessionEvent::Connected { session_present }) => {
+                    self.conn_metrics.connected.store(true, Ordering::Relaxed);
+                    self.conn_metrics.connects.fetch_add(1, Ordering::Relaxed);
+                    match down_since.take() {
+                        Some(since) => info!(
+                            connection = %self.name,
+                            attempts = backoff.attempts(),
+                            down_for_s = since.elapsed().as_secs(),
+                            session_present,
+                            "MQTT connection recovered."
+                        ),
+                        None => info!(connection = %self.name, session_present, "MQTT connected."),
+                    }
+                    backoff.reset();
+                    if !session_present {
+                        for route in &self.routes {
+                            if let Err(err) = session.subscribe(&route.filter, qos) {
+                                warn!(connection = %self.name, filter = %route.filter, error = %err, "MQTT subscribe failed.");
+                            } else {
+                                self.conn_metrics.subscribes.fetch_add(1, Ordering::Relaxed);
+                                debug!(connection = %self.name, filter = %route.filter, "Subscribed.");
+                            }
+                        }
+                    }
+                }
+                Ok(SessionEvent::Publish { topic, payload }) => {
+                    if let Some(batch) = self.handle_message(&topic, &payload) {
+                        if output.send(batch).await.is_err() {
+                            // Downstream is gone: the daemon is shutting down.
+                            break;
+                        }
+                    }
+                }
+                Ok(SessionEvent::Other) => {}
+                Err(err) => {
+                    self.conn_metrics.connected.store(false, Ordering::Relaxed);
+                    self.conn_metrics.connection_errors.fetch_add(1, Ordering::Relaxed);
+                    if down_since.is_none() {
+                        down_since = Some(Instant::now());
+                        warn!(connection = %self.name, error = %err, "MQTT connection lost; reconnecting with backoff.");
+                    } else {
+                        debug!(connection = %self.name, error = %err, attempt = backoff.attempts(), "MQTT reconnect failed.");
+                    }
+                    let delay = backoff.next_delay();
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        self.conn_metrics.connected.store(false, Ordering::Relaxed);
+        session.disconnect().await;
+        info!(connection = %self.name, "MQTT ingest stopped.");
+    }
+
+    /// Decodes one message. Returns the readings to send on, or `None` when nothing is left of it.
+    pub fn handle_message(&mut self, topic: &[u8], payload: &[u8]) -> Option<ReadingBatch> {
+        self.metrics.messages_received.fetch_add(1, Ordering::Relaxed);
+        let received_ns = now_ns();
+        let topic = String::from_utf8_lossy(topic);
+        let Some(route_index) = self
+            .routes
+            .iter()
+            .position(|r| r.template.capture(&topic).is_some())
+        else {
+            self.reject(&topic, DecodeError::new(DecodeErrorKind::UnknownTopic, format!("topic `{topic}` matches no subscription")));
+            return None;
+        };
+        let route = &self.routes[route_index];
+        if payload.len() > route.max_payload_bytes {
+            let err = DecodeError::new(
+                DecodeErrorKind::TooLarge,
+                format!("{} bytes, limit {}", payload.len(), route.max_payload_bytes),
+            );
+            self.reject(&topic, err);
+            return None;
+        }
+        let parsed = match route.decoder.parse(payload) {
+            Ok(parsed) => parsed,
+            Err(err) => {
+                self.reject(&topic, err);
+                return None;
+            }
+        };
+        let (tags, problem) = match route.tags_by_topic.get(topic.as_ref()) {
+            Some(cached) => cached.clone(),
+            None => {
+                let payload_device = route.decoder.device_id(&parsed).map(|d| d.into_owned());
+                let resolved = match build_tags(route, &self.devices, &topic, payload_device.as_deref()) {
+                    Ok(tags) => (Some(Arc::new(tags)), None),
+                    Err(err) => {
+                        let keep = err.kind == DecodeErrorKind::UnknownDevice
+                            && route.unknown_devices == UnknownDevices::Accept;
+                        let tags = keep
+                            .then(|| Arc::new(build_tags_unchecked(route, &topic, payload_device.as_deref())));
+                        (tags, Some(err))
+                    }
+                };
+                // Payload-named devices can differ per message on one topic: no caching then.
+                let route = &mut self.routes[route_index];
+                if route.decoder.device_id(&parsed).is_none() {
+                    if route.tags_by_topic.len() > 100_000 {
+                        route.tags_by_topic.clear();
+                    }
+                    route.tags_by_topic.insert(topic.to_string(), resolved.clone());
+                }
+                resolved
+            }
+        };
+        if let Some(problem) = &problem {
+            let device = tags.as_ref().map(|t| t.device.clone()).unwrap_or_else(|| topic.to_string());
+            self.count_problem(&device, problem);
+        }
+        let tags = tags?;
+        let route = &self.routes[route_index];
+        let mut readings = Vec::with_capacity(16);
+        let mut problems = Vec::new();
+        route
+            .decoder
+            .readings(&parsed, &tags, received_ns, &mut readings, &mut problems);
+        for problem in &problems {
+            self.count_problem(&tags.device, problem);
+        }
+        if readings.is_empty() {
+            return None;
+        }
+        self.metrics
+            .readings_decoded
+            .fetch_add(readings.len() as u64, Ordering::Relaxed);
+        Some(readings.into())
+    }
+
+    fn reject(&mut self, topic: &str, err: DecodeError) {
+        self.count_problem(topic, &err);
+    }
+
+    fn count_problem(&mut self, device: &str, err: &DecodeError) {
+        self.metrics.count_decode_error(err.kind);
+        if self.log_limiter.allow(device, err.kind) {
+            warn!(connection = %self.name, device = %device, reason = err.kind.as_str(), error = %err.detail, "Message could not be fully decoded (logged once a minute per device and reason).");
+        }
+    }
+}
+
+fn build_tags_unchecked(route: &Route, topic: &str, device: Option<&str>) -> Tags {
+    let mut tags = Tags {
+        kind: route.kind.clone(),
+        profile: route.profile.clone(),
+        ..Tags::default()
+    };
+    for (name, value) in route.template.capture(topic).unwrap_or_default() {
+        match name {
+            "park" => tags.park = value.to_string(),
+            "enterprise" => tags.enterprise = value.to_string(),
+            "location" => tags.location = value.to_string(),
+            "device" => tags.device = value.to_string(),
+            "kind" => tags.kind = value.to_string(),
+            other => tags.extra.push((other.to_string(), value.to_string())),
+        }
+    }
+    if tags.device.is_empty() {
+        if let Some(device) = device {
+            tags.device = device.to_string();
+        }
+    }
+    tags.extra.sort();
+    tags
+}
+
+/// Tags for a message: topic levels first, then the declared device's place in the site,
+/// which wins over what the topic says.
+fn build_tags(
+    route: &Route,
+    devices: &DeviceDirectory,
+    topic: &str,
+    payload_device: Option<&str>,
+) -> Result<Tags, DecodeError> {
+    let mut tags = build_tags_unchecked(route, topic, payload_device);
+    if tags.device.is_empty() {
+        return Err(DecodeError::new(
+            DecodeErrorKind::NoDevice,
+            format!("topic `{topic}` has no {{device}} level and the payload names none"),
+        ));
+    }
+    match devices.get(&tags.device) {
+        Some(declared) => {
+            let extra = std::mem::take(&mut tags.extra);
+            tags = declared.clone();
+            tags.extra = extra;
+            Ok(tags)
+        }
+        None => Err(DecodeError::new(
+            DecodeErrorKind::UnknownDevice,
+            format!("device `{}` is not declared in [[devices]]", tags.device),
+        )),
+    }
+}
+
+fn load_tls(config: &Config, tls: &crate::config::MqttTlsConfig) -> anyhow::Result<TlsConfiguration> {
+    let read = |p: &Path| {
+        let full = config.resolve_path(p);
+        std::fs::read(&full).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", full.display()))
+    };
+    let ca = read(&tls.ca)?;
+    let client_auth = match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+        _ => None,
+    };
+    Ok(TlsConfiguration::Simple {
+        ca,
+        alpn: None,
+        client_auth,
+    })
+}
+
+/// What a protocol-specific session reports to the shared connection loop.
+pub enum SessionEvent {
+    Connected { session_present: bool },
+    Publish { topic: Bytes, payload: Bytes },
+    Other,
+}
+
+/// The part of an MQTT client that differs between protocol versions.
+trait Session {
+    async fn poll(&mut self) -> Result<SessionEvent, String>;
+    fn subscribe(&self, filter: &str, qos: QoS) -> Result<(), String>;
+    async fn disconnect(&mut self);
+}
+
+// How long a clean DISCONNECT may take at shutdown before the connection is simply dropped.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
+// Requests queued towards the event loop (subscriptions, acks); subscribing never waits on it.
+const CLIENT_REQUEST_CAPACITY: usize = 256;
+// MQTT 5 session expiry for a persistent session: a week covers a long outage of the gateway.
+const SESSION_EXPIRY_S: u32 = 7 * 24 * 3600;
+
+mod v311 {
+    use super::*;
+    use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet};
+
+    pub struct Session {
+        client: AsyncClient,
+        eventloop: EventLoop,
+    }
+
+    impl Session {
+        pub fn new(s: &SessionSettings) -> Self {
+            let c = &s.config;
+            let mut options = MqttOptions::new(&s.client_id, &c.host, c.port());
+            options
+                .set_keep_alive(Duration::from_secs(c.keepalive_s))
+                .set_clean_session(!c.persistent_session)
+                .set_max_packet_size(c.max_packet_bytes, c.max_packet_bytes);
+            if let Some(user) = &c.username {
+                options.set_credentials(user, s.password.clone().unwrap_or_default());
+            }
+            if let Some(tls) = &s.tls {
+                options.set_transport(Transport::Tls(tls.clone()));
+            }
+            let (client, mut eventloop) = AsyncClient::new(options, CLIENT_REQUEST_CAPACITY);
+            eventloop.network_options.set_connection_timeout(c.connect_timeout_s);
+            Session { client, eventloop }
+        }
+    }
+
+    impl super::Session for Session {
+        async fn poll(&mut self) -> Result<SessionEvent, String> {
+            match self.eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => Ok(SessionEvent::Connected {
+                    session_present: ack.session_present,
+                }),
+                Ok(Event::Incoming(Packet::Publish(p))) => Ok(SessionEvent::Publish {
+                    topic: Bytes::copy_from_slice(p.topic.as_bytes()),
+                    payload: p.payload,
+                }),
+                Ok(_) => Ok(SessionEvent::Other),
+                Err(err) => Err(err.to_string()),
+            }
+        }
+
+        fn subscribe(&self, filter: &str, qos: QoS) -> Result<(), String> {
+            self.client.try_subscribe(filter, qos).map_err(|e| e.to_string())
+        }
+
+        async fn disconnect(&mut self) {
+            if self.client.try_disconnect().is_ok() {
+                let _ = tokio::time::timeout(DISCONNECT_GRACE, async {
+                    while self.eventloop.poll().await.is_ok() {}
+                })
+                .await;
+            }
+        }
+    }
+}
+
+mod v5 {
+    use super::*;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+
+    pub struct Session {
+        client: AsyncClient,
+        eventloop: EventLoop,
+    }
+
+    impl Session {
+        pub fn new(s: &SessionSettings) -> Self {
+            let c = &s.config;
+            let mut options = MqttOptions::new(&s.client_id, &c.host, c.port());
+            options
+                .set_keep_alive(Duration::from_secs(c.keepalive_s))
+                .set_clean_start(!c.persistent_session)
+                .set_max_packet_size(Some(c.max_packet_bytes.min(u32::MAX as usize) as u32))
+                .set_connection_timeout(c.connect_timeout_s);
+            if c.persistent_session {
+                options.set_session_expiry_interval(Some(SESSION_EXPIRY_S));
+            }
+            if let Some(user) = &c.username {
+                options.set_credentials(user, s.password.clone().unwrap_or_default());
+            }
+            if let Some(tls) = &s.tls {
+                options.set_transport(Transport::Tls(tls.clone()));
+            }
+            let (client, eventloop) = AsyncClient::new(options, CLIENT_REQUEST_CAPACITY);
+            Session { client, eventloop }
+        }
+    }
+
+    impl super::Session for Session {
+        async fn poll(&mut self) -> Result<SessionEvent, String> {
+            match self.eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => Ok(SessionEvent::Connected {
+                    session_present: ack.session_present,
+                }),
+                Ok(Event::Incoming(Packet::Publish(p))) => Ok(SessionEvent::Publish {
+                    topic: p.topic,
+                    payload: p.payload,
+                }),
+                Ok(_) => Ok(SessionEvent::Other),
+                Err(err) => Err(err.to_string()),
+            }
+        }
+
+        fn subscribe(&self, filter: &str, qos: QoS) -> Result<(), String> {
+            let qos = match qos {
+                QoS::AtMostOnce => rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+                QoS::AtLeastOnce => rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                QoS::ExactlyOnce => rumqttc::v5::mqttbytes::QoS::ExactlyOnce,
+            };
+            self.client.try_subscribe(filter, qos).map_err(|e| e.to_string())
+        }
+
+        async fn disconnect(&mut self) {
+            if self.client.try_disconnect().is_ok() {
+                let _ = tokio::time::timeout(DISCONNECT_GRACE, async {
+                    while self.eventloop.poll().await.is_ok() {}
+                })
+                .await;
+            }
+        }
+    }
+}

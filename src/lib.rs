@@ -1,0 +1,21 @@
+//! parkguard: a telemetry gateway for electrical and fire safety in small-factory parks.
+//!
+//! # Layout
+//!
+//! Data flows `ingest -> decode -> (rules) -> sinks`:
+//!
+//! - [`model`]: readings, values, quality and site tags; the types every stage speaks.
+//! - [`config`]: the site file and device profiles, loaded with every problem located.
+//! - [`ingest`]: connection lifecycles; MQTT (rumqttc) and the embedded broker (rumqttd).
+//! - [`decode`]: pure decoding of payloads into readings.
+//! - [`sinks`]: line protocol encoding and batched, retried writes to InfluxDB.
+//! - [`metrics`]: self-metrics counters.
+//! - [`pipeline`]: builds the stages back to front and shuts them down front to back.
+
+pub mod config;
+pub mod decode;
+pub mod ingest;
+pub mod metrics;
+pub mod model;
+pub mod pipeline;
+pub mod sinks;

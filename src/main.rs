@@ -1,0 +1,131 @@
+//! The `parkguard` binary: command line, logging, signals and exit codes. Everything else is in
+//! the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use parkguard::config::Config;
+use parkguard::pipeline::Gateway;
+
+/// Exit code for an invalid configuration (as `check` documents).
+const EXIT_INVALID_CONFIG: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "parkguard", version, about = "Telemetry gateway for electrical and fire safety")]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run {
+        /// Site configuration file.
+        #[arg(short, long, env = "PARKGUARD_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a site configuration and the profiles it uses; exit 0 when valid, 2 when not.
+    Check {
+        /// Site configuration file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_json);
+    match cli.command {
+        Command::Check { file } => check(&file),
+        Command::Run { config } => run(&config),
+    }
+}
+
+fn init_logging(json: bool) {
+    // rumqttd logs every client connect at INFO; a park has hundreds of sensors.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn,rumqttc=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load(file: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(file).map_err(|problems| {
+        for problem in &problems {
+            eprintln!("{problem}");
+        }
+        eprintln!("{} problem(s) found in {}", problems.len(), file.display());
+        ExitCode::from(EXIT_INVALID_CONFIG)
+    })
+}
+
+fn check(file: &std::path::Path) -> ExitCode {
+    match load(file) {
+        Ok(config) => {
+            println!(
+                "{}: valid ({} devices, {} profiles, {} MQTT connections, {} InfluxDB sinks)",
+                file.display(),
+                config.site.devices.len(),
+                config.profiles.len(),
+                config.site.mqtt.len(),
+                config.site.influx.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn run(file: &std::path::Path) -> ExitCode {
+    let config = match load(file) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let gateway = match Gateway::start(config).await {
+            Ok(gateway) => gateway,
+            Err(err) => {
+                tracing::error!(error = %format!("{err:#}"), "Startup failed.");
+                return ExitCode::FAILURE;
+            }
+        };
+        wait_for_signal().await;
+        tracing::info!("Shutting down.");
+        let report = gateway.shutdown().await;
+        for sink in &report.sinks {
+            if sink.points_left > 0 {
+                tracing::error!(sink = %sink.name, points_left = sink.points_left, "Points not written before exit.");
+            }
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,75 @@
+//! Self-metrics: counters every stage bumps, read by the shutdown report, tests and (later) the
+//! `/metrics` endpoint.
+//!
+//! Owns: the counters. Must not touch: anything else; stages hold an `Arc<Metrics>` and only add.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::decode::payload::DecodeErrorKind;
+
+#[derive(Default)]
+pub struct Metrics {
+    /// MQTT messages received, whatever became of them.
+    pub messages_received: AtomicU64,
+    /// Readings that left decoding.
+    pub readings_decoded: AtomicU64,
+    decode_errors: [AtomicU64; DecodeErrorKind::ALL.len()],
+    /// Readings the dispatcher could not hand to a sink because its queue was full.
+    pub readings_dropped_queue_full: AtomicU64,
+    sinks: Mutex<BTreeMap<String, Arc<SinkMetrics>>>,
+    mqtt: Mutex<BTreeMap<String, Arc<MqttMetrics>>>,
+}
+
+#[derive(Default)]
+pub struct SinkMetrics {
+    pub points_written: AtomicU64,
+    pub batches_written: AtomicU64,
+    pub write_failures: AtomicU64,
+    /// Points refused by the server as invalid (400/422); never retried.
+    pub points_rejected: AtomicU64,
+    /// Points dropped because the in-memory buffer was full during an outage.
+    pub points_dropped_overflow: AtomicU64,
+    /// Readings that could not be encoded (non-finite values).
+    pub points_unencodable: AtomicU64,
+    /// Points waiting in memory right now.
+    pub points_buffered: AtomicU64,
+}
+
+#[derive(Default)]
+pub struct MqttMetrics {
+    pub connected: AtomicBool,
+    pub connects: AtomicU64,
+    pub connection_errors: AtomicU64,
+    pub subscribes: AtomicU64,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Metrics::default())
+    }
+
+    pub fn count_decode_error(&self, kind: DecodeErrorKind) {
+        self.decode_errors[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn decode_errors(&self, kind: DecodeErrorKind) -> u64 {
+        self.decode_errors[kind.index()].load(Ordering::Relaxed)
+    }
+
+    pub fn sink(&self, name: &str) -> Arc<SinkMetrics> {
+        let mut sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(sinks.entry(name.to_string()).or_default())
+    }
+
+    pub fn mqtt(&self, name: &str) -> Arc<MqttMetrics> {
+        let mut conns = self.mqtt.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(conns.entry(name.to_string()).or_default())
+    }
+
+    pub fn sink_names(&self) -> Vec<String> {
+        let sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
+        sinks.keys().cloned().collect()
+    }
+}

@@ -1,0 +1,126 @@
+//! The vocabulary every stage speaks: readings, their values and quality, and the site tags that
+//! place a device in its park.
+//!
+//! Owns: plain data types only. Must not touch: tokio, IO, configuration parsing, or any other
+//! module of this crate, so that each stage can be tested on its own with these types.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Nanoseconds since the Unix epoch, UTC. InfluxDB's native precision, so no conversion at the sink.
+pub type TimestampNs = i64;
+
+/// One measured quantity of one device at one instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    /// Where the reading belongs: shared by all readings of one message, hence the `Arc`.
+    pub tags: Arc<Tags>,
+    /// InfluxDB measurement the reading is written to (the device kind by default).
+    pub measurement: Arc<str>,
+    /// Name of the quantity, e.g. `leakage_ma`, `t1`, `smoke_pct`; becomes the field key.
+    pub quantity: Arc<str>,
+    pub value: Value,
+    /// Engineering unit, for display only; the field key carries the meaning in storage.
+    pub unit: Option<Arc<str>>,
+    pub timestamp_ns: TimestampNs,
+    pub quality: Quality,
+}
+
+/// A reading's value. Integers stay integers so that counters and status words are exact.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Float(f64),
+    Int(i64),
+    Bool(bool),
+    Text(Arc<str>),
+}
+
+impl Value {
+    /// The value as a number for threshold rules; text has none.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Float(v) => Some(*v),
+            Value::Int(v) => Some(*v as f64),
+            Value::Bool(v) => Some(if *v { 1.0 } else { 0.0 }),
+            Value::Text(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Float(v) => write!(f, "{v}"),
+            Value::Int(v) => write!(f, "{v}"),
+            Value::Bool(v) => write!(f, "{v}"),
+            Value::Text(v) => f.write_str(v),
+        }
+    }
+}
+
+/// How far a reading can be trusted. Only `Good` values feed thresholds; the others feed faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Quality {
+    Good,
+    /// The device could not be reached (Modbus timeout, exception, offline).
+    CommError,
+    /// The last value is older than the device's reporting deadline.
+    Stale,
+    /// The device answered, but the value is impossible or a sensor-open sentinel.
+    Invalid,
+}
+
+impl Quality {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quality::Good => "good",
+            Quality::CommError => "comm_error",
+            Quality::Stale => "stale",
+            Quality::Invalid => "invalid",
+        }
+    }
+}
+
+/// Where a device sits in the site hierarchy (park -> enterprise -> location -> device), plus
+/// any extra tags taken from topic levels. Every field becomes an InfluxDB tag when non-empty.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Tags {
+    pub park: String,
+    pub enterprise: String,
+    pub location: String,
+    pub device: String,
+    /// Device kind, e.g. `meter`, `smoke`, `gas`, `detector`.
+    pub kind: String,
+    /// Device profile (model and firmware) the reading was decoded with.
+    pub profile: String,
+    /// Further tags, sorted by key, e.g. named topic levels that are not part of the hierarchy.
+    pub extra: Vec<(String, String)>,
+}
+
+impl Tags {
+    /// All tags as key/value pairs in key order (the order InfluxDB recommends for writes),
+    /// empty values left out.
+    pub fn pairs(&self) -> Vec<(&str, &str)> {
+        let mut pairs: Vec<(&str, &str)> = vec![
+            ("device", self.device.as_str()),
+            ("enterprise", self.enterprise.as_str()),
+            ("kind", self.kind.as_str()),
+            ("location", self.location.as_str()),
+            ("park", self.park.as_str()),
+            ("profile", self.profile.as_str()),
+        ];
+        pairs.extend(self.extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        pairs.retain(|(_, v)| !v.is_empty());
+        pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        pairs
+    }
+}
+
+/// Current wall-clock time in nanoseconds. Lives here so stages that must not read the clock
+/// themselves (decode, rules) can be handed a time by their callers.
+pub fn now_ns() -> TimestampNs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}

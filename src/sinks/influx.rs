@@ -1,0 +1,249 @@
+//! HTTP writes to InfluxDB: the 1.x `/write` API and the 2.x/3.x `/api/v2/write` API (also
+//! served by VictoriaMetrics and other compatible servers), gzip-compressed.
+//!
+//! Both APIs are the same POST of line protocol with a different URL and authentication, so one
+//! writer serves both. (The `influxdb2` crate was not used: it hides the response headers, so a
+//! 429/503 `Retry-After` could not be honoured, and it would bring a second HTTP and TLS stack.)
+//!
+//! `classify` is the one place that decides what a failed write means.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+
+use crate::config::{Config, InfluxApi, InfluxSinkConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("transport: {0}")]
+    Transport(String),
+    #[error("HTTP {status}: {message}")]
+    Status {
+        status: u16,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// What to do with a batch whose write failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryClass {
+    /// Transient: try the same batch again after a backoff (or the server's `Retry-After`).
+    Retry { after: Option<Duration> },
+    /// 413: the batch is too large for the server; split it and send the halves.
+    Split,
+    /// 400/422 and other 4xx: the data itself is refused; retrying cannot help.
+    Reject,
+    /// 401/403: credentials are wrong; keep the data and retry slowly until an operator fixes it.
+    Unauthorized,
+}
+
+pub fn classify(err: &WriteError) -> RetryClass {
+    match err {
+        WriteError::Transport(_) => RetryClass::Retry { after: None },
+        WriteError::Status {
+            status,
+            retry_after,
+            ..
+        } => match *status {
+            429 | 503 => RetryClass::Retry {
+                after: *retry_after,
+            },
+            413 => RetryClass::Split,
+            401 | 403 => RetryClass::Unauthorized,
+            408 => RetryClass::Retry { after: None },
+            400..=499 => RetryClass::Reject,
+            _ => RetryClass::Retry { after: None },
+        },
+    }
+}
+
+pub struct InfluxWriter {
+    client: reqwest::Client,
+    write_url: reqwest::Url,
+    authorization: Option<HeaderValue>,
+    gzip: bool,
+}
+
+impl InfluxWriter {
+    pub fn new(config: &Config, index: usize) -> anyhow::Result<Self> {
+        let sink: &InfluxSinkConfig = &config.site.influx[index];
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_secs(sink.request_timeout_s))
+            .connect_timeout(Duration::from_secs(sink.request_timeout_s.min(10)))
+            .pool_idle_timeout(Duration::from_secs(60));
+        if let Some(ca) = &sink.ca {
+            let pem = std::fs::read(config.resolve_path(ca))?;
+            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+        }
+        let client = builder.build()?;
+        let base = sink.url.trim_end_matches('/');
+        let (write_url, authorization) = match sink.api {
+            InfluxApi::V1 => {
+                let mut url = reqwest::Url::parse(&format!("{base}/write"))?;
+                url.query_pairs_mut()
+                    .append_pair("db", sink.database.as_deref().unwrap_or_default())
+                    .append_pair("precision", "ns");
+                if let Some(rp) = &sink.retention_policy {
+                    url.query_pairs_mut().append_pair("rp", rp);
+                }
+                let auth = match &sink.username {
+                    Some(user) => {
+                        let password = config
+                            .secret(&format!("influx[{index}].password"))
+                            .unwrap_or_default();
+                        Some(basic_auth(user, password)?)
+                    }
+                    None => None,
+                };
+                (url, auth)
+            }
+            InfluxApi::V2 => {
+                let mut url = reqwest::Url::parse(&format!("{base}/api/v2/write"))?;
+                url.query_pairs_mut()
+                    .append_pair("org", sink.org.as_deref().unwrap_or_default())
+                    .append_pair("bucket", sink.bucket.as_deref().unwrap_or_default())
+                    .append_pair("precision", "ns");
+                let token = config
+                    .secret(&format!("influx[{index}].token"))
+                    .unwrap_or_default();
+                let mut value = HeaderValue::from_str(&format!("Token {token}"))?;
+                value.set_sensitive(true);
+                (url, Some(value))
+            }
+        };
+        Ok(InfluxWriter {
+            client,
+            write_url,
+            authorization,
+            gzip: sink.gzip,
+        })
+    }
+
+    /// Sends one batch of line protocol. The request itself carries the timeout.
+    pub async fn write(&self, body: &str) -> Result<(), WriteError> {
+        let mut request = self
+            .client
+            .post(self.write_url.clone())
+            .header(CONTENT_TYPE, "text/plain; charset=utf-8");
+        if let Some(auth) = &self.authorization {
+            request = request.header(AUTHORIZATION, auth.clone());
+        }
+        request = if self.gzip {
+            request
+                .header(CONTENT_ENCODING, "gzip")
+                .body(gzip(body.as_bytes()))
+        } else {
+            request.body(body.to_string())
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|e| WriteError::Transport(error_chain(&e)))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let message = response
+            .text()
+            .await
+            .unwrap_or_default()
+            .chars()
+            .take(500)
+            .collect();
+        Err(WriteError::Status {
+            status: status.as_u16(),
+            message,
+            retry_after,
+        })
+    }
+}
+
+fn basic_auth(user: &str, password: &str) -> anyhow::Result<HeaderValue> {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let mut value = HeaderValue::from_str(&format!("Basic {encoded}"))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    // Level 1: line protocol compresses about 10:1 even at the fastest level, and the CPU of a
+    // small gateway is better spent elsewhere.
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 8),
+        flate2::Compression::fast(),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = encoder.write_all(data);
+    encoder.finish().unwrap_or_default()
+}
+
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16, retry_after: Option<u64>) -> WriteError {
+        WriteError::Status {
+            status: code,
+            message: String::new(),
+            retry_after: retry_after.map(Duration::from_secs),
+        }
+    }
+
+    #[test]
+    fn throttling_honours_retry_after() {
+        assert_eq!(
+            classify(&status(429, Some(7))),
+            RetryClass::Retry { after: Some(Duration::from_secs(7)) }
+        );
+        assert_eq!(
+            classify(&status(503, Some(2))),
+            RetryClass::Retry { after: Some(Duration::from_secs(2)) }
+        );
+    }
+
+    #[test]
+    fn server_errors_and_transport_errors_retry() {
+        assert_eq!(classify(&status(500, None)), RetryClass::Retry { after: None });
+        assert_eq!(classify(&WriteError::Transport("refused".into())), RetryClass::Retry { after: None });
+    }
+
+    #[test]
+    fn too_large_splits_bad_data_rejects_bad_credentials_keep_data() {
+        assert_eq!(classify(&status(413, None)), RetryClass::Split);
+        assert_eq!(classify(&status(400, None)), RetryClass::Reject);
+        assert_eq!(classify(&status(422, None)), RetryClass::Reject);
+        assert_eq!(classify(&status(401, None)), RetryClass::Unauthorized);
+        assert_eq!(classify(&status(403, None)), RetryClass::Unauthorized);
+    }
+
+    #[test]
+    fn gzip_round_trips() {
+        use std::io::Read as _;
+        let body = "m,t=a f=1i 1\n".repeat(100);
+        let mut out = String::new();
+        flate2::read::GzDecoder::new(&gzip(body.as_bytes())[..])
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(out, body);
+    }
+}
