@@ -43,6 +43,8 @@ pub struct MqttMetrics {
     pub connects: AtomicU64,
     pub connection_errors: AtomicU64,
     pub subscribes: AtomicU64,
+    /// Subscriptions the broker has confirmed.
+    pub subacks: AtomicU64,
 }
 
 impl Metrics {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{info, trace, warn};
 
 use crate::config::Config;
 use crate::ingest::mqtt::{DeviceDirectory, MqttIngest, ReadingBatch};
@@ -124,6 +124,7 @@ async fn dispatch(
 ) {
     let mut last_warning: Option<Instant> = None;
     while let Some(batch) = input.recv().await {
+        trace!(readings = batch.len(), "Dispatched.");
         for (name, sink) in &sinks {
             // try_send: a sink that cannot keep up loses readings (counted), it never stalls
             // ingest or the other sinks.

@@ -104,24 +104,30 @@ impl SourceFile {
 
     /// Deserializes the whole file, collecting every problem that can be found.
     pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, Vec<Problem>> {
+        match self.deserialize_partial() {
+            (Some(value), problems, _) if problems.is_empty() => Ok(value),
+            (_, problems, _) => Err(problems),
+        }
+    }
+
+    /// Like `deserialize`, but also returns what could be read once the failing elements were
+    /// taken out, so that later checks (references between sections) can still run, and the
+    /// map from that value's key paths back to the file's.
+    pub fn deserialize_partial<T: DeserializeOwned>(&self) -> (Option<T>, Vec<Problem>, PathMap) {
         let mut root = match DeTable::parse(&self.text) {
             Ok(root) => root,
             Err(err) => {
-                return Err(vec![self.problem_at(
-                    err.span(),
-                    "",
-                    err.message().to_string(),
-                )])
+                let problem = self.problem_at(err.span(), "", err.message().to_string());
+                return (None, vec![problem], PathMap::default());
             }
         };
         root.get_mut().make_owned();
-        let mut removed = Removed::default();
+        let mut removed = PathMap::default();
         let mut problems = Vec::new();
         loop {
             let deserializer = toml::de::Deserializer::from(root.clone());
             match serde_path_to_error::deserialize::<_, T>(deserializer) {
-                Ok(value) if problems.is_empty() => return Ok(value),
-                Ok(_) => return Err(problems),
+                Ok(value) => return (Some(value), problems, removed),
                 Err(err) => {
                     let current_path = parse_path(&err.path().to_string());
                     let original_path = removed.to_original(&current_path);
@@ -130,11 +136,11 @@ impl SourceFile {
                     let message = inner.message().to_string();
                     // A required section we took out ourselves is not a new problem.
                     if removed.explains_missing_field(&current_path, &message) {
-                        return Err(problems);
+                        return (None, problems, removed);
                     }
                     problems.push(self.problem_at(inner.span(), &path_text, message));
                     if !removed.take_out(root.get_mut(), &current_path, &original_path) {
-                        return Err(problems);
+                        return (None, problems, removed);
                     }
                 }
             }
@@ -216,13 +222,18 @@ fn span_of_path(root: &Spanned<DeTable<'_>>, path: &[Segment]) -> Option<Range<u
 
 /// What has been taken out of the document so far, to map later paths back to the file.
 #[derive(Default)]
-struct Removed {
+pub struct PathMap {
     /// Per array key path: original indices removed, ascending.
     array_elements: BTreeMap<String, Vec<usize>>,
     top_level_keys: Vec<String>,
 }
 
-impl Removed {
+impl PathMap {
+    /// The file's key path for a key path of the partially read value.
+    pub fn original(&self, path: &str) -> String {
+        format_path(&self.to_original(&parse_path(path)))
+    }
+
     fn to_original(&self, current: &[Segment]) -> Vec<Segment> {
         let mut out = Vec::with_capacity(current.len());
         for segment in current {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use locate::{Problem, SourceFile};
+pub use locate::{PathMap, Problem, SourceFile};
 
 use crate::decode::payload::PayloadMapping;
 use crate::ingest::topic::TopicTemplate;
@@ -455,13 +455,15 @@ impl Config {
     /// returned, not just the first.
     pub fn load(file: &Path) -> Result<Config, Vec<Problem>> {
         let source = SourceFile::read(file).map_err(|p| vec![p])?;
-        let site: SiteFile = source.deserialize()?;
+        let (site, mut problems, paths) = source.deserialize_partial::<SiteFile>();
+        let Some(site) = site else {
+            return Err(problems);
+        };
         let base_dir = file
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         let profiles_dir = base_dir.join(&site.gateway.profiles_dir);
-        let mut problems = Vec::new();
         let profiles = load_profiles(&profiles_dir, &source, &mut problems);
         let mut config = Config {
             file: file.to_path_buf(),
@@ -470,10 +472,11 @@ impl Config {
             profiles,
             secrets: BTreeMap::new(),
         };
-        config.validate(&source, &mut problems);
+        config.validate(&source, &paths, &mut problems);
         if problems.is_empty() {
             Ok(config)
         } else {
+            problems.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
             Err(problems)
         }
     }
@@ -487,9 +490,12 @@ impl Config {
         self.base_dir.join(path)
     }
 
-    fn validate(&mut self, source: &SourceFile, problems: &mut Vec<Problem>) {
+    fn validate(&mut self, source: &SourceFile, paths: &PathMap, problems: &mut Vec<Problem>) {
         let site = &self.site;
-        let mut report = |path: String, message: String| problems.push(source.locate(&path, message));
+        let mut report = |path: String, message: String| {
+            let path = paths.original(&path);
+            problems.push(source.locate(&path, message))
+        };
 
         let parks = unique_ids(site.parks.iter().map(|p| &p.id), "parks", &mut report);
         let enterprises =

@@ -268,6 +268,9 @@ impl MqttIngest {
                         }
                     }
                 }
+                Ok(SessionEvent::Subscribed) => {
+                    self.conn_metrics.subacks.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok(SessionEvent::Other) => {}
                 Err(err) => {
                     self.conn_metrics.connected.store(false, Ordering::Relaxed);
@@ -455,6 +458,7 @@ fn load_tls(config: &Config, tls: &crate::config::MqttTlsConfig) -> anyhow::Resu
 pub enum SessionEvent {
     Connected { session_present: bool },
     Publish { topic: Bytes, payload: Bytes },
+    Subscribed,
     Other,
 }
 
@@ -511,6 +515,7 @@ mod v311 {
                     topic: Bytes::copy_from_slice(p.topic.as_bytes()),
                     payload: p.payload,
                 }),
+                Ok(Event::Incoming(Packet::SubAck(_))) => Ok(SessionEvent::Subscribed),
                 Ok(_) => Ok(SessionEvent::Other),
                 Err(err) => Err(err.to_string()),
             }
@@ -574,6 +579,7 @@ mod v5 {
                     topic: p.topic,
                     payload: p.payload,
                 }),
+                Ok(Event::Incoming(Packet::SubAck(_))) => Ok(SessionEvent::Subscribed),
                 Ok(_) => Ok(SessionEvent::Other),
                 Err(err) => Err(err.to_string()),
             }

@@ -9,8 +9,10 @@
 //! | string field value   | double quote, backslash       |
 //!
 //! Line protocol cannot carry a line break outside a string field, so CR and LF in names and
-//! tag values become spaces (in string field values they are kept). A measurement starting with
-//! `#` would be read as a comment line, so its `#` becomes `_`. Empty tag values are left out.
+//! tag values become spaces (in string field values they are kept); nor can a name or tag value
+//! end with a backslash, even an escaped one, so a final backslash becomes `_`. A measurement
+//! starting with `#` would be read as a comment line, so its `#` becomes `_`. Empty tag values
+//! are left out.
 //!
 //! Consecutive readings with the same measurement, tags and timestamp share one line, so a
 //! 12-quantity meter message is one line with 12 fields.
@@ -91,10 +93,21 @@ fn write_measurement(name: &str, out: &mut String) {
 }
 
 fn write_escaped(text: &str, out: &mut String, specials: &[char]) {
+    let (text, trailing_backslash) = match text.strip_suffix('\\') {
+        Some(rest) => (rest, true),
+        None => (text, false),
+    };
     if !text.contains(|c: char| specials.contains(&c) || c == '\n' || c == '\r') {
         out.push_str(text);
-        return;
+    } else {
+        write_escaped_chars(text, out, specials);
     }
+    if trailing_backslash {
+        out.push('_');
+    }
+}
+
+fn write_escaped_chars(text: &str, out: &mut String, specials: &[char]) {
     for c in text.chars() {
         let c = if c == '\n' || c == '\r' { ' ' } else { c };
         match c {
@@ -192,22 +205,29 @@ mod tests {
     fn tag_keys_and_values_escape_comma_equals_space_backslash() {
         let mut r = reading("v", Value::Int(1));
         r.tags = Arc::new(Tags {
-            extra: vec![("k,=y \\".into(), "v,=x \\".into())],
+            extra: vec![("k,=y \\z".into(), "v,=x \\w".into())],
             ..Tags::default()
         });
-        assert_eq!(encode_one(r), "meter,k\\,\\=y\\ \\\\=v\\,\\=x\\ \\\\ v=1i 1700000000000000000\n");
+        assert_eq!(encode_one(r), "meter,k\\,\\=y\\ \\\\z=v\\,\\=x\\ \\\\w v=1i 1700000000000000000\n");
     }
 
     #[test]
     fn field_keys_escape_comma_equals_space_backslash() {
-        let r = reading("a b,c=d\\", Value::Int(1));
-        assert!(encode_one(r).contains(" a\\ b\\,c\\=d\\\\=1i "));
+        let r = reading("a b,c=d\\e", Value::Int(1));
+        assert!(encode_one(r).contains(" a\\ b\\,c\\=d\\\\e=1i "));
     }
 
     #[test]
     fn string_values_escape_quote_and_backslash_only() {
         let r = reading("s", Value::Text("say \"hi\", a=b \\o/".into()));
         assert!(encode_one(r).contains(" s=\"say \\\"hi\\\", a=b \\\\o/\" "));
+    }
+
+    #[test]
+    fn final_backslash_of_a_name_becomes_underscore() {
+        let mut r = reading("v\\", Value::Int(1));
+        r.tags = Arc::new(Tags { device: "a\\".into(), ..Tags::default() });
+        assert_eq!(encode_one(r), "meter,device=a_ v_=1i 1700000000000000000\n");
     }
 
     #[test]

@@ -1,0 +1,296 @@
+//! Real servers for integration tests: mosquitto, influxd (InfluxDB 1.x) and victoria-metrics,
+//! each a child process on a free port with its own temporary folder, probed until ready and
+//! killed on drop. A missing binary fails the test with the command that installs it.
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+pub fn require_binary(name: &str, package: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"] {
+        let path = Path::new(dir).join(name);
+        if path.is_file() {
+            return path;
+        }
+    }
+    panic!("`{name}` is not installed: run `apt-get install -y {package}` (or ./scripts/test, which installs it)");
+}
+
+/// Polls `ready` until it holds or `READY_TIMEOUT` passes.
+pub fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while Instant::now() < deadline {
+        if ready() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("{what} was not ready within {READY_TIMEOUT:?}");
+}
+
+/// Async variant of `wait_for` for conditions checked inside a tokio test.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut ready: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if ready().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not happen within {timeout:?}");
+}
+
+fn port_open(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+fn http_ok(url: &str) -> bool {
+    // A tiny blocking HTTP/1.0 GET, so that readiness probes need no runtime.
+    let Ok(parsed) = url::Url::parse(url) else { return false };
+    let Some(port) = parsed.port() else { return false };
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    use std::io::{Read, Write};
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET {} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", parsed.path());
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && head[9] == b'2'
+}
+
+pub struct Server {
+    pub port: u16,
+    pub dir: TempDir,
+    child: Option<Child>,
+    program: PathBuf,
+    args: Vec<String>,
+    probe: fn(&Server) -> bool,
+    name: &'static str,
+}
+
+impl Server {
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("server.log")).expect("create log");
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.program.display()));
+        self.child = Some(child);
+        let probe = self.probe;
+        wait_for(self.name, || probe(self));
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again with the same port and data folder.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// mosquitto with a plain listener and persistence.
+pub fn mosquitto() -> Server {
+    mosquitto_with(|port, _dir| format!("listener {port} 127.0.0.1\nallow_anonymous true\n"))
+}
+
+/// mosquitto with a configuration made by `listeners(port, dir)` (persistence is added).
+pub fn mosquitto_with(listeners: impl FnOnce(u16, &Path) -> String) -> Server {
+    let program = require_binary("mosquitto", "mosquitto mosquitto-clients");
+    let dir = TempDir::new().expect("temp dir");
+    let port = free_port();
+    let conf = format!(
+        "{}\npersistence true\npersistence_location {}/\nuser root\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+        listeners(port, dir.path()),
+        dir.path().display()
+    );
+    let conf_path = dir.path().join("mosquitto.conf");
+    std::fs::write(&conf_path, conf).expect("write mosquitto.conf");
+    let mut server = Server {
+        port,
+        args: vec!["-c".into(), conf_path.display().to_string()],
+        dir,
+        child: None,
+        program,
+        probe: |s| port_open(s.port),
+        name: "mosquitto",
+    };
+    server.spawn();
+    server
+}
+
+/// InfluxDB 1.x with its HTTP API on a free port.
+pub fn influxd() -> Server {
+    let program = require_binary("influxd", "influxdb");
+    let dir = TempDir::new().expect("temp dir");
+    let port = free_port();
+    let rpc_port = free_port();
+    let d = dir.path().display();
+    let conf = format!(
+        "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc_port}\"\n\
+         [meta]\n  dir = \"{d}/meta\"\n  logging-enabled = false\n\
+         [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
+         [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n\
+         [monitor]\n  store-enabled = false\n\
+         [continuous_queries]\n  enabled = false\n"
+    );
+    let conf_path = dir.path().join("influxdb.conf");
+    std::fs::write(&conf_path, conf).expect("write influxdb.conf");
+    let mut server = Server {
+        port,
+        args: vec!["-config".into(), conf_path.display().to_string()],
+        dir,
+        child: None,
+        program,
+        probe: |s| http_ok(&format!("{}/ping", s.url())),
+        name: "influxd",
+    };
+    server.spawn();
+    server
+}
+
+/// VictoriaMetrics, which serves the InfluxDB v2 write API.
+pub fn victoria_metrics() -> Server {
+    let program = require_binary("victoria-metrics", "victoria-metrics");
+    let dir = TempDir::new().expect("temp dir");
+    let port = free_port();
+    let mut server = Server {
+        port,
+        args: vec![
+            format!("-httpListenAddr=127.0.0.1:{port}"),
+            format!("-storageDataPath={}/data", dir.path().display()),
+            "-search.latencyOffset=0s".into(),
+            "-search.disableCache".into(),
+            "-loggerLevel=ERROR".into(),
+        ],
+        dir,
+        child: None,
+        program,
+        probe: |s| http_ok(&format!("{}/health", s.url())),
+        name: "victoria-metrics",
+    };
+    server.spawn();
+    server
+}
+
+/// InfluxQL against an influxd; returns the JSON answer.
+pub async fn influxql(server: &Server, db: &str, query: &str) -> serde_json::Value {
+    let response = reqwest::Client::new()
+        .post(format!("{}/query", server.url()))
+        .query(&[("db", db), ("q", query), ("epoch", "ns")])
+        .send()
+        .await
+        .expect("influx query");
+    response.json().await.expect("influx JSON")
+}
+
+pub async fn create_database(server: &Server, db: &str) {
+    let answer = influxql(server, db, &format!("CREATE DATABASE \"{db}\"")).await;
+    assert!(answer["results"][0].get("error").is_none(), "{answer}");
+}
+
+/// Rows of the first series of an InfluxQL answer, as column-name -> value maps.
+pub fn rows(answer: &serde_json::Value) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    let mut out = Vec::new();
+    let Some(series) = answer["results"][0]["series"].as_array() else {
+        return out;
+    };
+    for s in series {
+        let columns: Vec<String> = s["columns"]
+            .as_array()
+            .map(|c| c.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        for values in s["values"].as_array().into_iter().flatten() {
+            let mut row = serde_json::Map::new();
+            for (c, v) in columns.iter().zip(values.as_array().into_iter().flatten()) {
+                row.insert(c.clone(), v.clone());
+            }
+            out.push(row);
+        }
+    }
+    out
+}
+
+/// Publishes each message with mosquitto_pub (a client parkguard did not write), QoS 1.
+pub fn mosquitto_pub(port: u16, topic: &str, messages: &[&[u8]]) {
+    mosquitto_pub_args(port, topic, messages, &[]);
+}
+
+pub fn mosquitto_pub_args(port: u16, topic: &str, messages: &[&[u8]], extra: &[&str]) {
+    let program = require_binary("mosquitto_pub", "mosquitto-clients");
+    for message in messages {
+        let status = Command::new(&program)
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", topic, "-s"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().expect("stdin").write_all(message)?;
+                child.wait()
+            })
+            .expect("run mosquitto_pub");
+        assert!(status.success(), "mosquitto_pub failed for {topic}");
+    }
+}
+
+/// Writes a site file plus the given profiles into a fresh folder; returns (folder, site path).
+pub fn site(site_toml: &str) -> (TempDir, PathBuf) {
+    let dir = TempDir::new().expect("temp dir");
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir_all(&profiles).expect("profiles dir");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config/profiles");
+    for entry in std::fs::read_dir(shipped).expect("shipped profiles") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), profiles.join(entry.file_name())).expect("copy profile");
+    }
+    let path = dir.path().join("site.toml");
+    std::fs::write(&path, site_toml).expect("write site");
+    (dir, path)
+}
+
+/// Nanoseconds since the epoch, rounded to whole seconds (payload timestamps are in seconds).
+pub fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
