@@ -14,7 +14,11 @@ use parkguard::pipeline::Gateway;
 const EXIT_INVALID_CONFIG: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "parkguard", version, about = "Telemetry gateway for electrical and fire safety")]
+#[command(
+    name = "parkguard",
+    version,
+    about = "Telemetry gateway for electrical and fire safety"
+)]
 struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
@@ -51,7 +55,12 @@ fn init_logging(json: bool) {
     // rumqttd logs every client connect at INFO; a park has hundreds of sensors.
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn,rumqttc=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // No colour codes in journald, files or pipes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     if json {
         builder.json().init();
     } else {

@@ -98,10 +98,11 @@ pub struct Tags {
 }
 
 impl Tags {
-    /// All tags as key/value pairs in key order (the order InfluxDB recommends for writes),
-    /// empty values left out.
-    pub fn pairs(&self) -> Vec<(&str, &str)> {
-        let mut pairs: Vec<(&str, &str)> = vec![
+    /// Calls `f` for every tag in key order (the order InfluxDB recommends for writes), empty
+    /// values left out, without allocating: this runs once per line written.
+    pub fn for_each_pair<'a>(&'a self, mut f: impl FnMut(&'a str, &'a str)) {
+        // Already in key order; `extra` is kept sorted by whoever builds the tags.
+        let fixed = [
             ("device", self.device.as_str()),
             ("enterprise", self.enterprise.as_str()),
             ("kind", self.kind.as_str()),
@@ -109,9 +110,36 @@ impl Tags {
             ("park", self.park.as_str()),
             ("profile", self.profile.as_str()),
         ];
-        pairs.extend(self.extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        pairs.retain(|(_, v)| !v.is_empty());
-        pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut extra = self
+            .extra
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .peekable();
+        for (key, value) in fixed {
+            while let Some(&(ek, ev)) = extra.peek() {
+                if ek >= key {
+                    break;
+                }
+                if !ev.is_empty() {
+                    f(ek, ev);
+                }
+                extra.next();
+            }
+            if !value.is_empty() {
+                f(key, value);
+            }
+        }
+        for (ek, ev) in extra {
+            if !ev.is_empty() {
+                f(ek, ev);
+            }
+        }
+    }
+
+    /// All tags as key/value pairs in key order, empty values left out.
+    pub fn pairs(&self) -> Vec<(&str, &str)> {
+        let mut pairs = Vec::with_capacity(6 + self.extra.len());
+        self.for_each_pair(|k, v| pairs.push((k, v)));
         pairs
     }
 }
@@ -123,4 +151,26 @@ pub fn now_ns() -> TimestampNs {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_pairs_merge_extra_tags_in_key_order_and_skip_empty_values() {
+        let tags = Tags {
+            park: "p".into(),
+            device: "d".into(),
+            extra: vec![
+                ("a".into(), "1".into()),
+                ("floor".into(), "".into()),
+                ("line".into(), "2".into()),
+                ("zone".into(), "3".into()),
+            ],
+            ..Tags::default()
+        };
+        let keys: Vec<&str> = tags.pairs().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["a", "device", "line", "park", "zone"]);
+    }
 }

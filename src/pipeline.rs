@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, trace, warn};
 
 use crate::config::Config;
-use crate::ingest::mqtt::{DeviceDirectory, MqttIngest, ReadingBatch};
 use crate::ingest::broker;
+use crate::ingest::mqtt::{DeviceDirectory, MqttIngest, ReadingBatch};
 use crate::metrics::Metrics;
 use crate::sinks::runner::{self, SinkReport};
 

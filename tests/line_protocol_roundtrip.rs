@@ -14,12 +14,16 @@ use proptest::prelude::*;
 fn name() -> impl Strategy<Value = String> {
     proptest::string::string_regex("[a-zA-Z0-9_ ,=\"\\\\号楼配电箱温度é-]{1,12}")
         .expect("regex")
-        .prop_filter("no leading #, not only spaces", |s| !s.starts_with('#') && !s.trim().is_empty())
+        .prop_filter("no leading #, not only spaces", |s| {
+            !s.starts_with('#') && !s.trim().is_empty()
+        })
 }
 
 fn value() -> impl Strategy<Value = Value> {
     prop_oneof![
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::Float),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::Float),
         any::<i64>().prop_map(Value::Int),
         any::<bool>().prop_map(Value::Bool),
         proptest::string::string_regex("[a-z \",=\\\\号\\n{}]{0,16}")
@@ -29,12 +33,25 @@ fn value() -> impl Strategy<Value = Value> {
 }
 
 fn reading() -> impl Strategy<Value = Reading> {
-    (name(), name(), name(), proptest::collection::vec((name(), value()), 1..6), any::<i64>()).prop_map(
-        |(measurement, device, location, fields, ts)| {
-            let tags = Arc::new(Tags { device, location, ..Tags::default() });
+    (
+        name(),
+        name(),
+        name(),
+        proptest::collection::vec((name(), value()), 1..6),
+        any::<i64>(),
+    )
+        .prop_map(|(measurement, device, location, fields, ts)| {
+            let tags = Arc::new(Tags {
+                device,
+                location,
+                ..Tags::default()
+            });
             // One message: distinct quantities sharing tags and time.
             let mut seen = std::collections::BTreeSet::new();
-            let fields: Vec<_> = fields.into_iter().filter(|(q, _)| seen.insert(q.clone())).collect();
+            let fields: Vec<_> = fields
+                .into_iter()
+                .filter(|(q, _)| seen.insert(q.clone()))
+                .collect();
             Reading {
                 tags,
                 measurement: measurement.into(),
@@ -44,8 +61,7 @@ fn reading() -> impl Strategy<Value = Reading> {
                 timestamp_ns: ts,
                 quality: Quality::Good,
             }
-        },
-    )
+        })
 }
 
 fn carried(name: &str) -> String {

@@ -82,10 +82,14 @@ async fn start(site: &str) -> (tempfile::TempDir, Gateway) {
     let config = Config::load(&path).unwrap_or_else(|p| panic!("{p:#?}"));
     let gateway = Gateway::start(config).await.expect("gateway starts");
     let mqtt = gateway.metrics.mqtt("park");
-    eventually("both subscriptions confirmed", Duration::from_secs(20), || {
-        let mqtt = Arc::clone(&mqtt);
-        async move { mqtt.subacks.load(Ordering::Relaxed) >= 2 }
-    })
+    eventually(
+        "both subscriptions confirmed",
+        Duration::from_secs(20),
+        || {
+            let mqtt = Arc::clone(&mqtt);
+            async move { mqtt.subacks.load(Ordering::Relaxed) >= 2 }
+        },
+    )
     .await;
     (dir, gateway)
 }
@@ -108,10 +112,18 @@ async fn mosquitto_pub_readings_reach_influxdb_v1_and_bad_input_is_counted_not_f
     let t0 = now_s();
     let smoke_topic = format!("park/xinghe/smoke/{SMOKE}/up");
     let good = |ts: i64, pct: f64| {
-        format!(r#"{{"dev":"{SMOKE}","ts":{ts},"seq":{ts},"event":"heartbeat","smoke_pct":{pct},"battery_pct":78}}"#)
+        format!(
+            r#"{{"dev":"{SMOKE}","ts":{ts},"seq":{ts},"event":"heartbeat","smoke_pct":{pct},"battery_pct":78}}"#
+        )
     };
-    let huge = format!(r#"{{"dev":"{SMOKE}","ts":{t0},"event":"{}"}}"#, "x".repeat(4096));
-    let wrong_type = format!(r#"{{"dev":"{SMOKE}","ts":{},"event":"alarm","smoke_pct":"high"}}"#, t0 - 2);
+    let huge = format!(
+        r#"{{"dev":"{SMOKE}","ts":{t0},"event":"{}"}}"#,
+        "x".repeat(4096)
+    );
+    let wrong_type = format!(
+        r#"{{"dev":"{SMOKE}","ts":{},"event":"alarm","smoke_pct":"high"}}"#,
+        t0 - 2
+    );
     let nan = format!(r#"{{"dev":"{SMOKE}","ts":{t0},"event":"alarm","smoke_pct":NaN}}"#);
     let messages: Vec<String> = vec![
         good(t0 - 3, 1.5),
@@ -124,18 +136,34 @@ async fn mosquitto_pub_readings_reach_influxdb_v1_and_bad_input_is_counted_not_f
     let refs: Vec<&[u8]> = messages.iter().map(|m| m.as_bytes()).collect();
     mosquitto_pub(broker.port, &smoke_topic, &refs);
     let meter = meter_payload(t0 * 1000 + 250);
-    mosquitto_pub(broker.port, "park/xinghe/meter/adw300-0001/up", &[meter.as_bytes()]);
-    mosquitto_pub(broker.port, "park/xinghe/meter/undeclared-9/up", &[meter.as_bytes()]);
+    mosquitto_pub(
+        broker.port,
+        "park/xinghe/meter/adw300-0001/up",
+        &[meter.as_bytes()],
+    );
+    mosquitto_pub(
+        broker.port,
+        "park/xinghe/meter/undeclared-9/up",
+        &[meter.as_bytes()],
+    );
 
-    eventually("smoke and meter rows in InfluxDB", Duration::from_secs(20), || async {
-        let smoke = rows(&influxql(&influx, "pg", "SELECT * FROM smoke").await).len();
-        let meter = rows(&influxql(&influx, "pg", "SELECT * FROM electrical").await).len();
-        smoke >= 3 && meter >= 1
-    })
+    eventually(
+        "smoke and meter rows in InfluxDB",
+        Duration::from_secs(20),
+        || async {
+            let smoke = rows(&influxql(&influx, "pg", "SELECT * FROM smoke").await).len();
+            let meter = rows(&influxql(&influx, "pg", "SELECT * FROM electrical").await).len();
+            smoke >= 3 && meter >= 1
+        },
+    )
     .await;
 
     let smoke = rows(&influxql(&influx, "pg", "SELECT * FROM smoke ORDER BY time").await);
-    assert_eq!(smoke.len(), 3, "two good messages and the one with a mistyped field: {smoke:#?}");
+    assert_eq!(
+        smoke.len(),
+        3,
+        "two good messages and the one with a mistyped field: {smoke:#?}"
+    );
     for row in &smoke {
         assert_eq!(row["device"], SMOKE);
         assert_eq!(row["park"], "xinghe");
@@ -150,17 +178,30 @@ async fn mosquitto_pub_readings_reach_influxdb_v1_and_bad_input_is_counted_not_f
     assert_eq!(smoke[0]["battery_pct"], 78);
     assert_eq!(smoke[0]["event"], "heartbeat");
     assert_eq!(smoke[1]["time"], ns(t0 - 2));
-    assert_eq!(smoke[1]["event"], "alarm", "the well-typed fields of a message are kept");
-    assert!(smoke[1]["smoke_pct"].is_null(), "the mistyped field is not written");
+    assert_eq!(
+        smoke[1]["event"], "alarm",
+        "the well-typed fields of a message are kept"
+    );
+    assert!(
+        smoke[1]["smoke_pct"].is_null(),
+        "the mistyped field is not written"
+    );
     assert_eq!(smoke[2]["time"], ns(t0 - 1));
     assert_eq!(smoke[2]["smoke_pct"], 2.5);
 
     let meter = rows(&influxql(&influx, "pg", "SELECT * FROM electrical").await);
-    assert_eq!(meter.len(), 1, "the undeclared meter is rejected: {meter:#?}");
+    assert_eq!(
+        meter.len(),
+        1,
+        "the undeclared meter is rejected: {meter:#?}"
+    );
     let m = &meter[0];
     assert_eq!(m["location"], "3号楼配电箱");
     assert_eq!(m["device"], "adw300-0001");
-    assert_eq!(m["time"], serde_json::json!(t0 * 1_000_000_000 + 250_000_000));
+    assert_eq!(
+        m["time"],
+        serde_json::json!(t0 * 1_000_000_000 + 250_000_000)
+    );
     for (field, value) in [
         ("ua", serde_json::json!(230.1)),
         ("ic", serde_json::json!(13.25)),
@@ -175,14 +216,26 @@ async fn mosquitto_pub_readings_reach_influxdb_v1_and_bad_input_is_counted_not_f
     let fields = influxql(&influx, "pg", "SHOW FIELD KEYS FROM electrical").await;
     let types: Vec<(String, String)> = rows(&fields)
         .iter()
-        .map(|r| (r["fieldKey"].as_str().unwrap_or("").into(), r["fieldType"].as_str().unwrap_or("").into()))
+        .map(|r| {
+            (
+                r["fieldKey"].as_str().unwrap_or("").into(),
+                r["fieldType"].as_str().unwrap_or("").into(),
+            )
+        })
         .collect();
-    assert!(types.contains(&("p_total".into(), "integer".into())), "{types:?}");
+    assert!(
+        types.contains(&("p_total".into(), "integer".into())),
+        "{types:?}"
+    );
     assert!(types.contains(&("ua".into(), "float".into())), "{types:?}");
     assert_eq!(types.len(), 12, "{types:?}");
 
     let metrics = &gateway.metrics;
-    assert_eq!(metrics.decode_errors(DecodeErrorKind::BadJson), 2, "not-JSON and NaN");
+    assert_eq!(
+        metrics.decode_errors(DecodeErrorKind::BadJson),
+        2,
+        "not-JSON and NaN"
+    );
     assert_eq!(metrics.decode_errors(DecodeErrorKind::WrongType), 1);
     assert_eq!(metrics.decode_errors(DecodeErrorKind::TooLarge), 1);
     assert_eq!(metrics.decode_errors(DecodeErrorKind::UnknownDevice), 1);
@@ -193,7 +246,10 @@ async fn mosquitto_pub_readings_reach_influxdb_v1_and_bad_input_is_counted_not_f
     assert_eq!(report.points_left(), 0);
     assert_eq!(report.sinks.len(), 1);
     assert_eq!(report.sinks[0].name, "influx1");
-    let written = metrics.sink("influx1").points_written.load(Ordering::Relaxed);
+    let written = metrics
+        .sink("influx1")
+        .points_written
+        .load(Ordering::Relaxed);
     // Smoke: 4 fields from each good message, 1 from the mistyped one; meter: 12.
     assert_eq!(written, 4 + 1 + 4 + 12);
 }
@@ -220,11 +276,18 @@ async fn v2_write_api_delivers_to_victoria_metrics() {
 
     let ts_ms = now_s() * 1000 - 5000;
     let meter = meter_payload(ts_ms);
-    mosquitto_pub(broker.port, "park/xinghe/meter/adw300-0001/up", &[meter.as_bytes()]);
+    mosquitto_pub(
+        broker.port,
+        "park/xinghe/meter/adw300-0001/up",
+        &[meter.as_bytes()],
+    );
 
     let client = reqwest::Client::new();
     let export = |client: reqwest::Client, url: String| async move {
-        let _ = client.get(format!("{url}/internal/force_flush")).send().await;
+        let _ = client
+            .get(format!("{url}/internal/force_flush"))
+            .send()
+            .await;
         client
             .get(format!("{url}/api/v1/export"))
             .query(&[("match[]", "{__name__=~\"electrical_.*\"}")])
@@ -235,10 +298,14 @@ async fn v2_write_api_delivers_to_victoria_metrics() {
             .await
             .expect("export body")
     };
-    eventually("12 series in VictoriaMetrics", Duration::from_secs(30), || {
-        let (client, url) = (client.clone(), vm.url());
-        async move { export(client, url).await.lines().count() >= 12 }
-    })
+    eventually(
+        "12 series in VictoriaMetrics",
+        Duration::from_secs(30),
+        || {
+            let (client, url) = (client.clone(), vm.url());
+            async move { export(client, url).await.lines().count() >= 12 }
+        },
+    )
     .await;
     let text = export(client.clone(), vm.url()).await;
     let series: Vec<serde_json::Value> = text
@@ -257,7 +324,10 @@ async fn v2_write_api_delivers_to_victoria_metrics() {
     let metrics = Arc::clone(&gateway.metrics);
     let report = gateway.shutdown().await;
     assert_eq!(report.points_left(), 0);
-    assert_eq!(metrics.sink("vm").points_written.load(Ordering::Relaxed), 12);
+    assert_eq!(
+        metrics.sink("vm").points_written.load(Ordering::Relaxed),
+        12
+    );
 }
 
 /// Topics outside every template cannot be produced through mosquitto (it only delivers what
@@ -273,7 +343,10 @@ fn unknown_topic_and_missing_device_are_counted() {
     assert_eq!(metrics.decode_errors(DecodeErrorKind::UnknownTopic), 1);
     let ok = format!(r#"{{"ts":{},"event":"test"}}"#, now_s());
     let batch = ingest
-        .handle_message(format!("park/xinghe/smoke/{SMOKE}/up").as_bytes(), ok.as_bytes())
+        .handle_message(
+            format!("park/xinghe/smoke/{SMOKE}/up").as_bytes(),
+            ok.as_bytes(),
+        )
         .expect("readings");
     assert_eq!(batch.len(), 1);
     assert_eq!(batch[0].tags.location, "二楼车间");

@@ -266,7 +266,12 @@ impl PathMap {
 
     /// Takes the innermost top-level array element (or top-level table) of `current` out of the
     /// document. Returns false when there is nothing that could be taken out.
-    fn take_out(&mut self, root: &mut DeTable<'_>, current: &[Segment], original: &[Segment]) -> bool {
+    fn take_out(
+        &mut self,
+        root: &mut DeTable<'_>,
+        current: &[Segment],
+        original: &[Segment],
+    ) -> bool {
         let Some(Segment::Key(top)) = current.first() else {
             return false;
         };
@@ -346,10 +351,19 @@ mod tests {
         let problems = source(text).deserialize::<Doc>().unwrap_err();
         let rendered: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
         assert_eq!(problems.len(), 3, "{rendered:#?}");
-        assert!(rendered[0].starts_with("site.toml:3:1: devices[0]"), "{rendered:#?}");
+        assert!(
+            rendered[0].starts_with("site.toml:3:1: devices[0]"),
+            "{rendered:#?}"
+        );
         assert!(rendered[0].contains("bogus"));
-        assert!(rendered[1].starts_with("site.toml:10:8: devices[2].port"), "{rendered:#?}");
-        assert!(rendered[2].starts_with("site.toml:13:5: other.x"), "{rendered:#?}");
+        assert!(
+            rendered[1].starts_with("site.toml:10:8: devices[2].port"),
+            "{rendered:#?}"
+        );
+        assert!(
+            rendered[2].starts_with("site.toml:13:5: other.x"),
+            "{rendered:#?}"
+        );
     }
 
     #[test]

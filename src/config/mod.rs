@@ -397,8 +397,9 @@ impl Secret {
     /// Reads the secret now. `base` is the site file's folder.
     pub fn resolve(&self, base: &Path) -> Result<String, String> {
         match (&self.env, &self.file) {
-            (Some(var), None) => std::env::var(var)
-                .map_err(|_| format!("environment variable `{var}` is not set")),
+            (Some(var), None) => {
+                std::env::var(var).map_err(|_| format!("environment variable `{var}` is not set"))
+            }
             (None, Some(file)) => {
                 let path = base.join(file);
                 std::fs::read_to_string(&path)
@@ -498,14 +499,24 @@ impl Config {
         };
 
         let parks = unique_ids(site.parks.iter().map(|p| &p.id), "parks", &mut report);
-        let enterprises =
-            unique_ids(site.enterprises.iter().map(|e| &e.id), "enterprises", &mut report);
-        let locations = unique_ids(site.locations.iter().map(|l| &l.id), "locations", &mut report);
+        let enterprises = unique_ids(
+            site.enterprises.iter().map(|e| &e.id),
+            "enterprises",
+            &mut report,
+        );
+        let locations = unique_ids(
+            site.locations.iter().map(|l| &l.id),
+            "locations",
+            &mut report,
+        );
         unique_ids(site.devices.iter().map(|d| &d.id), "devices", &mut report);
 
         for (i, e) in site.enterprises.iter().enumerate() {
             if !parks.contains(e.park.as_str()) {
-                report(format!("enterprises[{i}].park"), format!("no park with id `{}`", e.park));
+                report(
+                    format!("enterprises[{i}].park"),
+                    format!("no park with id `{}`", e.park),
+                );
             }
         }
         for (i, l) in site.locations.iter().enumerate() {
@@ -536,21 +547,25 @@ impl Config {
                 );
             }
             if !self.profiles.contains_key(&d.profile) {
-                report(format!("devices[{i}].profile"), dangling_profile(&d.profile));
+                report(
+                    format!("devices[{i}].profile"),
+                    dangling_profile(&d.profile),
+                );
             }
         }
 
         let mut secrets = BTreeMap::new();
-        let mut resolve = |path: String, secret: &Option<Secret>, report: &mut dyn FnMut(String, String)| {
-            if let Some(secret) = secret {
-                match secret.resolve(&self.base_dir) {
-                    Ok(value) => {
-                        secrets.insert(path, value);
+        let mut resolve =
+            |path: String, secret: &Option<Secret>, report: &mut dyn FnMut(String, String)| {
+                if let Some(secret) = secret {
+                    match secret.resolve(&self.base_dir) {
+                        Ok(value) => {
+                            secrets.insert(path, value);
+                        }
+                        Err(message) => report(path, message),
                     }
-                    Err(message) => report(path, message),
                 }
-            }
-        };
+            };
 
         unique_ids(site.mqtt.iter().map(|m| &m.name), "mqtt", &mut report);
         for (i, m) in site.mqtt.iter().enumerate() {
@@ -558,10 +573,16 @@ impl Config {
                 report(format!("mqtt[{i}].qos"), "must be 0, 1 or 2".into());
             }
             if m.keepalive_s < 5 {
-                report(format!("mqtt[{i}].keepalive_s"), "must be at least 5 seconds".into());
+                report(
+                    format!("mqtt[{i}].keepalive_s"),
+                    "must be at least 5 seconds".into(),
+                );
             }
             if m.password.is_some() && m.username.is_none() {
-                report(format!("mqtt[{i}].password"), "a password needs a `username`".into());
+                report(
+                    format!("mqtt[{i}].password"),
+                    "a password needs a `username`".into(),
+                );
             }
             resolve(format!("mqtt[{i}].password"), &m.password, &mut report);
             if let Some(tls) = &m.tls {
@@ -588,7 +609,10 @@ impl Config {
                 }
             }
             if m.subscriptions.is_empty() {
-                report(format!("mqtt[{i}]"), "no `[[mqtt.subscriptions]]`: nothing would be read".into());
+                report(
+                    format!("mqtt[{i}]"),
+                    "no `[[mqtt.subscriptions]]`: nothing would be read".into(),
+                );
             }
             for (j, s) in m.subscriptions.iter().enumerate() {
                 if let Err(message) = TopicTemplate::parse(&s.topic) {
@@ -601,7 +625,10 @@ impl Config {
                     ),
                     Some(p) if p.payload.is_none() => report(
                         format!("mqtt[{i}].subscriptions[{j}].profile"),
-                        format!("profile `{}` has no `[payload]` mapping for MQTT", s.profile),
+                        format!(
+                            "profile `{}` has no `[payload]` mapping for MQTT",
+                            s.profile
+                        ),
                     ),
                     Some(_) => {}
                 }
@@ -611,13 +638,19 @@ impl Config {
         unique_ids(site.influx.iter().map(|s| &s.name), "influx", &mut report);
         for (i, s) in site.influx.iter().enumerate() {
             if !(s.url.starts_with("http://") || s.url.starts_with("https://")) {
-                report(format!("influx[{i}].url"), "must start with http:// or https://".into());
+                report(
+                    format!("influx[{i}].url"),
+                    "must start with http:// or https://".into(),
+                );
             }
             let needs = |key: &str, present: bool, report: &mut dyn FnMut(String, String)| {
                 if !present {
                     report(
                         format!("influx[{i}]"),
-                        format!("api = \"{}\" needs `{key}`", if s.api == InfluxApi::V1 { "v1" } else { "v2" }),
+                        format!(
+                            "api = \"{}\" needs `{key}`",
+                            if s.api == InfluxApi::V1 { "v1" } else { "v2" }
+                        ),
                     );
                 }
             };
@@ -630,7 +663,10 @@ impl Config {
                 }
             }
             if s.batch_points == 0 {
-                report(format!("influx[{i}].batch_points"), "must be at least 1".into());
+                report(
+                    format!("influx[{i}].batch_points"),
+                    "must be at least 1".into(),
+                );
             }
             resolve(format!("influx[{i}].password"), &s.password, &mut report);
             resolve(format!("influx[{i}].token"), &s.token, &mut report);
@@ -679,7 +715,11 @@ fn load_profiles(
         .collect();
     paths.sort();
     for path in paths {
-        let Some(id) = path.file_stem().and_then(|s| s.to_str()).map(str::to_string) else {
+        let Some(id) = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .map(str::to_string)
+        else {
             continue;
         };
         let source = match SourceFile::read(&path) {

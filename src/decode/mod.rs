@@ -5,4 +5,5 @@
 //! turned into one. Must not touch: IO, the clock (callers pass the receive time), logging,
 //! counters or configuration files.
 
+pub mod json;
 pub mod payload;

@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::decode::json::{Json, Pointer};
+
 use crate::model::{Quality, Reading, Tags, TimestampNs, Value};
 
 /// `[payload]` of a device profile.
@@ -91,7 +93,7 @@ impl PayloadMapping {
     /// Problems a mapping can have that serde cannot see, as (key path, message).
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
-        let bad_pointer = |p: &str| !p.is_empty() && !p.starts_with('/');
+        let bad_pointer = |p: &str| Pointer::parse(p).is_err();
         if let Some(device) = &self.device {
             if bad_pointer(device) {
                 problems.push(("device".into(), "a JSON pointer starts with `/`".into()));
@@ -99,19 +101,28 @@ impl PayloadMapping {
         }
         if let Some(ts) = &self.timestamp {
             if bad_pointer(&ts.pointer) {
-                problems.push(("timestamp.pointer".into(), "a JSON pointer starts with `/`".into()));
+                problems.push((
+                    "timestamp.pointer".into(),
+                    "a JSON pointer starts with `/`".into(),
+                ));
             }
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, f) in self.fields.iter().enumerate() {
             if bad_pointer(&f.pointer) {
-                problems.push((format!("fields[{i}].pointer"), "a JSON pointer starts with `/`".into()));
+                problems.push((
+                    format!("fields[{i}].pointer"),
+                    "a JSON pointer starts with `/`".into(),
+                ));
             }
             if f.quantity.is_empty() {
                 problems.push((format!("fields[{i}].quantity"), "must not be empty".into()));
             }
             if !seen.insert(f.quantity.as_str()) {
-                problems.push((format!("fields[{i}].quantity"), format!("quantity `{}` is mapped twice", f.quantity)));
+                problems.push((
+                    format!("fields[{i}].quantity"),
+                    format!("quantity `{}` is mapped twice", f.quantity),
+                ));
             }
         }
         problems
@@ -197,60 +208,73 @@ impl fmt::Display for DecodeError {
 impl std::error::Error for DecodeError {}
 
 struct CompiledField {
-    pointer: String,
+    pointer: Pointer,
     quantity: Arc<str>,
     unit: Option<Arc<str>>,
     kind: FieldType,
     optional: bool,
 }
 
-/// A payload mapping prepared for the hot path: names are shared, not copied per reading.
+/// A payload mapping prepared for the hot path: pointers split once, names shared rather than
+/// copied per reading.
 pub struct PayloadDecoder {
     measurement: Arc<str>,
-    device_pointer: Option<String>,
-    timestamp: Option<TimestampField>,
+    device_pointer: Option<Pointer>,
+    timestamp: Option<(Pointer, TimeUnit)>,
     fields: Vec<CompiledField>,
 }
 
-/// A payload that parsed as JSON, not yet mapped.
-pub struct ParsedPayload(serde_json::Value);
+/// A payload that parsed as JSON, not yet mapped; borrows from the payload bytes.
+pub struct ParsedPayload<'a>(Json<'a>);
 
 // Device clocks outside these bounds (before 2000 or after 2100) are wrong, not history.
 const EARLIEST_PLAUSIBLE_NS: i64 = 946_684_800_000_000_000;
 const LATEST_PLAUSIBLE_NS: i64 = 4_102_444_800_000_000_000;
 
 impl PayloadDecoder {
-    pub fn new(mapping: &PayloadMapping, measurement: &str) -> Self {
-        PayloadDecoder {
-            measurement: Arc::from(measurement),
-            device_pointer: mapping.device.clone(),
-            timestamp: mapping.timestamp.clone(),
-            fields: mapping
-                .fields
-                .iter()
-                .map(|f| CompiledField {
-                    pointer: f.pointer.clone(),
-                    quantity: Arc::from(f.quantity.as_str()),
-                    unit: f.unit.as_deref().map(Arc::from),
-                    kind: f.kind,
-                    optional: f.optional,
-                })
-                .collect(),
+    /// Fails only on a malformed pointer, which configuration validation reports first.
+    pub fn new(mapping: &PayloadMapping, measurement: &str) -> Result<Self, String> {
+        let mut fields = Vec::with_capacity(mapping.fields.len());
+        for f in &mapping.fields {
+            fields.push(CompiledField {
+                pointer: Pointer::parse(&f.pointer)?,
+                quantity: Arc::from(f.quantity.as_str()),
+                unit: f.unit.as_deref().map(Arc::from),
+                kind: f.kind,
+                optional: f.optional,
+            });
         }
+        Ok(PayloadDecoder {
+            measurement: Arc::from(measurement),
+            device_pointer: mapping.device.as_deref().map(Pointer::parse).transpose()?,
+            timestamp: match &mapping.timestamp {
+                Some(ts) => Some((Pointer::parse(&ts.pointer)?, ts.unit)),
+                None => None,
+            },
+            fields,
+        })
     }
 
-    pub fn parse(&self, payload: &[u8]) -> Result<ParsedPayload, DecodeError> {
-        serde_json::from_slice(payload)
+    pub fn parse<'a>(&self, payload: &'a [u8]) -> Result<ParsedPayload<'a>, DecodeError> {
+        Json::parse(payload)
             .map(ParsedPayload)
             .map_err(|err| DecodeError::new(DecodeErrorKind::BadJson, err.to_string()))
     }
 
+    /// True when the mapping takes the device id from the payload.
+    pub fn names_device_in_payload(&self) -> bool {
+        self.device_pointer.is_some()
+    }
+
     /// The device id the payload itself names, when the mapping says where.
-    pub fn device_id<'p>(&self, parsed: &'p ParsedPayload) -> Option<std::borrow::Cow<'p, str>> {
-        let value = parsed.0.pointer(self.device_pointer.as_deref()?)?;
-        match value {
-            serde_json::Value::String(s) => Some(std::borrow::Cow::Borrowed(s.as_str())),
-            serde_json::Value::Number(n) => Some(std::borrow::Cow::Owned(n.to_string())),
+    pub fn device_id<'p>(
+        &self,
+        parsed: &'p ParsedPayload<'_>,
+    ) -> Option<std::borrow::Cow<'p, str>> {
+        match parsed.0.get(self.device_pointer.as_ref()?)? {
+            Json::Str(s) => Some(std::borrow::Cow::Borrowed(s.as_ref())),
+            Json::Int(i) => Some(std::borrow::Cow::Owned(i.to_string())),
+            Json::UInt(u) => Some(std::borrow::Cow::Owned(u.to_string())),
             _ => None,
         }
     }
@@ -259,7 +283,7 @@ impl PayloadDecoder {
     /// `problems`; the other fields still become readings.
     pub fn readings(
         &self,
-        parsed: &ParsedPayload,
+        parsed: &ParsedPayload<'_>,
         tags: &Arc<Tags>,
         received_ns: TimestampNs,
         out: &mut Vec<Reading>,
@@ -274,9 +298,8 @@ impl PayloadDecoder {
             None => received_ns,
         };
         for field in &self.fields {
-            let raw = parsed.0.pointer(&field.pointer);
-            let value = match raw {
-                None | Some(serde_json::Value::Null) => {
+            let value = match parsed.0.get(&field.pointer) {
+                None | Some(Json::Null) => {
                     if !field.optional {
                         problems.push(DecodeError::new(
                             DecodeErrorKind::MissingField,
@@ -314,58 +337,58 @@ impl PayloadDecoder {
         }
     }
 
-    fn device_timestamp(&self, root: &serde_json::Value) -> Option<Result<TimestampNs, DecodeError>> {
-        let spec = self.timestamp.as_ref()?;
-        let bad = |detail: String| Some(Err(DecodeError::new(DecodeErrorKind::BadTimestamp, detail)));
-        let Some(raw) = root.pointer(&spec.pointer) else {
-            return bad(format!("`{}` is absent", spec.pointer));
+    fn device_timestamp(&self, root: &Json<'_>) -> Option<Result<TimestampNs, DecodeError>> {
+        let (pointer, unit) = self.timestamp.as_ref()?;
+        let bad =
+            |detail: String| Some(Err(DecodeError::new(DecodeErrorKind::BadTimestamp, detail)));
+        let Some(raw) = root.get(pointer) else {
+            return bad(format!("`{pointer}` is absent"));
         };
-        let ns = if let Some(i) = raw.as_i64() {
-            i.checked_mul(spec.unit.nanos())
-        } else if let Some(f) = raw.as_f64() {
-            let ns = f * spec.unit.nanos() as f64;
-            (ns.is_finite() && ns.abs() < i64::MAX as f64).then_some(ns as i64)
-        } else {
-            return bad(format!("`{}` is {}, expected a number", spec.pointer, describe(raw)));
+        let ns = match raw {
+            Json::Int(i) => i.checked_mul(unit.nanos()),
+            Json::Float(f) => {
+                let ns = f * unit.nanos() as f64;
+                (ns.is_finite() && ns.abs() < i64::MAX as f64).then_some(ns as i64)
+            }
+            Json::UInt(_) => None,
+            other => {
+                return bad(format!(
+                    "`{pointer}` is {}, expected a number",
+                    describe(other)
+                ))
+            }
         };
         match ns {
             Some(ns) if (EARLIEST_PLAUSIBLE_NS..LATEST_PLAUSIBLE_NS).contains(&ns) => Some(Ok(ns)),
-            _ => bad(format!("`{}` = {raw} is not a plausible time", spec.pointer)),
+            _ => bad(format!("`{pointer}` is not a plausible time")),
         }
     }
 }
 
-fn convert(raw: &serde_json::Value, kind: FieldType) -> Result<Value, DecodeErrorKind> {
-    use serde_json::Value as J;
+fn convert(raw: &Json<'_>, kind: FieldType) -> Result<Value, DecodeErrorKind> {
     match (kind, raw) {
-        (FieldType::Float, J::Number(n)) => match n.as_f64() {
-            Some(f) if f.is_finite() => Ok(Value::Float(f)),
-            _ => Err(DecodeErrorKind::OutOfRange),
-        },
-        (FieldType::Int, J::Number(n)) => match n.as_i64() {
-            Some(i) => Ok(Value::Int(i)),
-            // A fraction or a number beyond i64 cannot be stored as an integer field.
-            None => Err(if n.is_f64() {
-                DecodeErrorKind::WrongType
-            } else {
-                DecodeErrorKind::OutOfRange
-            }),
-        },
-        (FieldType::Bool, J::Bool(b)) => Ok(Value::Bool(*b)),
-        (FieldType::Text, J::String(s)) => Ok(Value::Text(Arc::from(s.as_str()))),
+        (FieldType::Float, Json::Float(f)) if f.is_finite() => Ok(Value::Float(*f)),
+        (FieldType::Float, Json::Float(_)) => Err(DecodeErrorKind::OutOfRange),
+        (FieldType::Float, Json::Int(i)) => Ok(Value::Float(*i as f64)),
+        (FieldType::Float, Json::UInt(u)) => Ok(Value::Float(*u as f64)),
+        (FieldType::Int, Json::Int(i)) => Ok(Value::Int(*i)),
+        // Beyond i64 an integer field cannot hold it; a fraction is another type altogether.
+        (FieldType::Int, Json::UInt(_)) => Err(DecodeErrorKind::OutOfRange),
+        (FieldType::Bool, Json::Bool(b)) => Ok(Value::Bool(*b)),
+        (FieldType::Text, Json::Str(s)) => Ok(Value::Text(Arc::from(s.as_ref()))),
         _ => Err(DecodeErrorKind::WrongType),
     }
 }
 
-fn describe(raw: &serde_json::Value) -> &'static str {
+fn describe(raw: &Json<'_>) -> &'static str {
     match raw {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(n) if n.is_f64() => "a fractional number",
-        serde_json::Value::Number(_) => "an integer",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Float(_) => "a fractional number",
+        Json::Int(_) | Json::UInt(_) => "an integer",
+        Json::Str(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
     }
 }
 
@@ -402,10 +425,16 @@ mod tests {
     }
 
     fn decode(payload: &str) -> Result<(Vec<Reading>, Vec<DecodeError>), DecodeError> {
-        let decoder = PayloadDecoder::new(&mapping(), "smoke");
+        let decoder = PayloadDecoder::new(&mapping(), "smoke").unwrap();
         let parsed = decoder.parse(payload.as_bytes())?;
         let (mut out, mut problems) = (Vec::new(), Vec::new());
-        decoder.readings(&parsed, &Arc::new(Tags::default()), 5, &mut out, &mut problems);
+        decoder.readings(
+            &parsed,
+            &Arc::new(Tags::default()),
+            5,
+            &mut out,
+            &mut problems,
+        );
         Ok((out, problems))
     }
 
@@ -420,58 +449,82 @@ mod tests {
         assert_eq!(readings[1].value, Value::Int(78));
         assert_eq!(readings[2].value, Value::Text("alarm".into()));
         assert_eq!(readings[3].value, Value::Bool(true));
-        assert!(readings.iter().all(|r| r.timestamp_ns == 1_718_000_000_000_000_000));
+        assert!(readings
+            .iter()
+            .all(|r| r.timestamp_ns == 1_718_000_000_000_000_000));
     }
 
     #[test]
     fn integer_is_accepted_where_float_is_mapped() {
-        let (readings, _) = decode(r#"{"ts":1718000000,"smoke_pct":12,"battery_pct":78,"event":"x"}"#).unwrap();
+        let (readings, _) =
+            decode(r#"{"ts":1718000000,"smoke_pct":12,"battery_pct":78,"event":"x"}"#).unwrap();
         assert_eq!(readings[0].value, Value::Float(12.0));
     }
 
     #[test]
     fn not_json_is_bad_json() {
-        assert_eq!(decode("{not json").unwrap_err().kind, DecodeErrorKind::BadJson);
+        assert_eq!(
+            decode("{not json").unwrap_err().kind,
+            DecodeErrorKind::BadJson
+        );
     }
 
     #[test]
     fn nan_and_infinity_literals_are_bad_json() {
-        assert_eq!(decode(r#"{"smoke_pct":NaN}"#).unwrap_err().kind, DecodeErrorKind::BadJson);
-        assert_eq!(decode(r#"{"smoke_pct":Infinity}"#).unwrap_err().kind, DecodeErrorKind::BadJson);
+        assert_eq!(
+            decode(r#"{"smoke_pct":NaN}"#).unwrap_err().kind,
+            DecodeErrorKind::BadJson
+        );
+        assert_eq!(
+            decode(r#"{"smoke_pct":Infinity}"#).unwrap_err().kind,
+            DecodeErrorKind::BadJson
+        );
     }
 
     #[test]
     fn number_too_large_for_f64_is_rejected_not_infinite() {
         // serde_json refuses 1e400 rather than yielding infinity.
-        assert_eq!(decode(r#"{"smoke_pct":1e400}"#).unwrap_err().kind, DecodeErrorKind::BadJson);
+        assert_eq!(
+            decode(r#"{"smoke_pct":1e400}"#).unwrap_err().kind,
+            DecodeErrorKind::BadJson
+        );
     }
 
     #[test]
     fn wrong_type_skips_only_that_field() {
         let (readings, problems) =
-            decode(r#"{"ts":1718000000,"smoke_pct":"12.5","battery_pct":78,"event":"alarm"}"#).unwrap();
+            decode(r#"{"ts":1718000000,"smoke_pct":"12.5","battery_pct":78,"event":"alarm"}"#)
+                .unwrap();
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].kind, DecodeErrorKind::WrongType);
-        assert!(problems[0].detail.contains("/smoke_pct"), "{}", problems[0].detail);
+        assert!(
+            problems[0].detail.contains("/smoke_pct"),
+            "{}",
+            problems[0].detail
+        );
         assert_eq!(readings.len(), 2);
     }
 
     #[test]
     fn fraction_for_int_field_is_wrong_type() {
-        let (_, problems) = decode(r#"{"ts":1718000000,"smoke_pct":1,"battery_pct":7.5,"event":"a"}"#).unwrap();
+        let (_, problems) =
+            decode(r#"{"ts":1718000000,"smoke_pct":1,"battery_pct":7.5,"event":"a"}"#).unwrap();
         assert_eq!(problems[0].kind, DecodeErrorKind::WrongType);
     }
 
     #[test]
     fn integer_beyond_i64_is_out_of_range() {
-        let (_, problems) =
-            decode(r#"{"ts":1718000000,"smoke_pct":1,"battery_pct":18446744073709551615,"event":"a"}"#).unwrap();
+        let (_, problems) = decode(
+            r#"{"ts":1718000000,"smoke_pct":1,"battery_pct":18446744073709551615,"event":"a"}"#,
+        )
+        .unwrap();
         assert_eq!(problems[0].kind, DecodeErrorKind::OutOfRange);
     }
 
     #[test]
     fn missing_required_field_is_reported_but_optional_is_not() {
-        let (readings, problems) = decode(r#"{"ts":1718000000,"battery_pct":78,"event":"heartbeat"}"#).unwrap();
+        let (readings, problems) =
+            decode(r#"{"ts":1718000000,"battery_pct":78,"event":"heartbeat"}"#).unwrap();
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].kind, DecodeErrorKind::MissingField);
         assert_eq!(readings.len(), 2);
@@ -479,13 +532,15 @@ mod tests {
 
     #[test]
     fn null_counts_as_missing() {
-        let (_, problems) = decode(r#"{"ts":1718000000,"smoke_pct":null,"battery_pct":1,"event":"a"}"#).unwrap();
+        let (_, problems) =
+            decode(r#"{"ts":1718000000,"smoke_pct":null,"battery_pct":1,"event":"a"}"#).unwrap();
         assert_eq!(problems[0].kind, DecodeErrorKind::MissingField);
     }
 
     #[test]
     fn implausible_device_time_falls_back_to_receive_time() {
-        let (readings, problems) = decode(r#"{"ts":12,"smoke_pct":1,"battery_pct":1,"event":"a"}"#).unwrap();
+        let (readings, problems) =
+            decode(r#"{"ts":12,"smoke_pct":1,"battery_pct":1,"event":"a"}"#).unwrap();
         assert_eq!(problems[0].kind, DecodeErrorKind::BadTimestamp);
         assert!(readings.iter().all(|r| r.timestamp_ns == 5));
     }
@@ -493,19 +548,33 @@ mod tests {
     #[test]
     fn millisecond_timestamps_scale() {
         let mut m = mapping();
-        m.timestamp = Some(TimestampField { pointer: "/ts".into(), unit: TimeUnit::Ms });
-        let decoder = PayloadDecoder::new(&m, "smoke");
-        let parsed = decoder.parse(br#"{"ts":1718000000123,"smoke_pct":1}"#).unwrap();
+        m.timestamp = Some(TimestampField {
+            pointer: "/ts".into(),
+            unit: TimeUnit::Ms,
+        });
+        let decoder = PayloadDecoder::new(&m, "smoke").unwrap();
+        let parsed = decoder
+            .parse(br#"{"ts":1718000000123,"smoke_pct":1}"#)
+            .unwrap();
         let (mut out, mut problems) = (Vec::new(), Vec::new());
-        decoder.readings(&parsed, &Arc::new(Tags::default()), 5, &mut out, &mut problems);
+        decoder.readings(
+            &parsed,
+            &Arc::new(Tags::default()),
+            5,
+            &mut out,
+            &mut problems,
+        );
         assert_eq!(out[0].timestamp_ns, 1_718_000_000_123_000_000);
     }
 
     #[test]
     fn device_id_comes_from_payload_pointer() {
-        let decoder = PayloadDecoder::new(&mapping(), "smoke");
+        let decoder = PayloadDecoder::new(&mapping(), "smoke").unwrap();
         let parsed = decoder.parse(br#"{"dev":869975031234567}"#).unwrap();
-        assert_eq!(decoder.device_id(&parsed).as_deref(), Some("869975031234567"));
+        assert_eq!(
+            decoder.device_id(&parsed).as_deref(),
+            Some("869975031234567")
+        );
     }
 
     #[test]

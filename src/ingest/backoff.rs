@@ -54,7 +54,11 @@ mod tests {
         let ceilings = [100, 200, 400, 800, 1600, 2000, 2000];
         for ceiling in ceilings {
             let d = b.next_delay().as_millis() as u64;
-            assert!(d >= ceiling / 2 && d <= ceiling, "{d} outside [{}, {ceiling}]", ceiling / 2);
+            assert!(
+                d >= ceiling / 2 && d <= ceiling,
+                "{d} outside [{}, {ceiling}]",
+                ceiling / 2
+            );
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
@@ -63,7 +67,11 @@ mod tests {
     #[test]
     fn jitter_spreads_delays() {
         let draws: std::collections::BTreeSet<u128> = (0..50)
-            .map(|_| Backoff::new(Duration::from_secs(1), Duration::from_secs(1)).next_delay().as_millis())
+            .map(|_| {
+                Backoff::new(Duration::from_secs(1), Duration::from_secs(1))
+                    .next_delay()
+                    .as_millis()
+            })
             .collect();
         assert!(draws.len() > 10, "only {} distinct delays", draws.len());
     }

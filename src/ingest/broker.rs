@@ -15,7 +15,10 @@ use crate::config::EmbeddedBrokerConfig;
 
 pub fn start(config: &EmbeddedBrokerConfig) -> anyhow::Result<()> {
     TcpListener::bind(config.listen).map_err(|err| {
-        anyhow::anyhow!("embedded MQTT broker cannot listen on {}: {err}", config.listen)
+        anyhow::anyhow!(
+            "embedded MQTT broker cannot listen on {}: {err}",
+            config.listen
+        )
     })?;
     let server = ServerSettings {
         name: "embedded-v4".into(),

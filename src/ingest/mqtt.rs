@@ -84,7 +84,10 @@ impl DeviceDirectory {
             .devices
             .iter()
             .map(|d| {
-                let enterprise = location_enterprise.get(d.location.as_str()).copied().unwrap_or("");
+                let enterprise = location_enterprise
+                    .get(d.location.as_str())
+                    .copied()
+                    .unwrap_or("");
                 let park = enterprise_park.get(enterprise).copied().unwrap_or("");
                 let kind = d
                     .kind
@@ -129,7 +132,8 @@ impl LogLimiter {
         let now = Instant::now();
         if self.last.len() > 10_000 {
             // A flood of distinct bad device ids must not grow memory without bound.
-            self.last.retain(|_, t| now.duration_since(*t) < self.interval);
+            self.last
+                .retain(|_, t| now.duration_since(*t) < self.interval);
         }
         match self.last.get_mut(&(device.to_string(), kind)) {
             Some(t) if now.duration_since(*t) < self.interval => false,
@@ -153,7 +157,9 @@ impl MqttIngest {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let mqtt = config.site.mqtt[index].clone();
-        let password = config.secret(&format!("mqtt[{index}].password")).map(str::to_string);
+        let password = config
+            .secret(&format!("mqtt[{index}].password"))
+            .map(str::to_string);
         let tls = match &mqtt.tls {
             None => None,
             Some(tls) => Some(load_tls(config, tls)?),
@@ -172,7 +178,8 @@ impl MqttIngest {
             routes.push(Route {
                 filter: template.filter(),
                 template,
-                decoder: PayloadDecoder::new(mapping, profile.measurement()),
+                decoder: PayloadDecoder::new(mapping, profile.measurement())
+                    .map_err(|e| anyhow::anyhow!("profile `{}`: {e}", s.profile))?,
                 profile: s.profile.clone(),
                 kind: profile.kind.clone(),
                 max_payload_bytes: s.max_payload_bytes,
@@ -274,7 +281,9 @@ impl MqttIngest {
                 Ok(SessionEvent::Other) => {}
                 Err(err) => {
                     self.conn_metrics.connected.store(false, Ordering::Relaxed);
-                    self.conn_metrics.connection_errors.fetch_add(1, Ordering::Relaxed);
+                    self.conn_metrics
+                        .connection_errors
+                        .fetch_add(1, Ordering::Relaxed);
                     if down_since.is_none() {
                         down_since = Some(Instant::now());
                         warn!(connection = %self.name, error = %err, "MQTT connection lost; reconnecting with backoff.");
@@ -296,7 +305,9 @@ impl MqttIngest {
 
     /// Decodes one message. Returns the readings to send on, or `None` when nothing is left of it.
     pub fn handle_message(&mut self, topic: &[u8], payload: &[u8]) -> Option<ReadingBatch> {
-        self.metrics.messages_received.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .messages_received
+            .fetch_add(1, Ordering::Relaxed);
         let received_ns = now_ns();
         let topic = String::from_utf8_lossy(topic);
         let Some(route_index) = self
@@ -304,7 +315,13 @@ impl MqttIngest {
             .iter()
             .position(|r| r.template.capture(&topic).is_some())
         else {
-            self.reject(&topic, DecodeError::new(DecodeErrorKind::UnknownTopic, format!("topic `{topic}` matches no subscription")));
+            self.reject(
+                &topic,
+                DecodeError::new(
+                    DecodeErrorKind::UnknownTopic,
+                    format!("topic `{topic}` matches no subscription"),
+                ),
+            );
             return None;
         };
         let route = &self.routes[route_index];
@@ -327,29 +344,40 @@ impl MqttIngest {
             Some(cached) => cached.clone(),
             None => {
                 let payload_device = route.decoder.device_id(&parsed).map(|d| d.into_owned());
-                let resolved = match build_tags(route, &self.devices, &topic, payload_device.as_deref()) {
-                    Ok(tags) => (Some(Arc::new(tags)), None),
-                    Err(err) => {
-                        let keep = err.kind == DecodeErrorKind::UnknownDevice
-                            && route.unknown_devices == UnknownDevices::Accept;
-                        let tags = keep
-                            .then(|| Arc::new(build_tags_unchecked(route, &topic, payload_device.as_deref())));
-                        (tags, Some(err))
-                    }
-                };
+                let resolved =
+                    match build_tags(route, &self.devices, &topic, payload_device.as_deref()) {
+                        Ok(tags) => (Some(Arc::new(tags)), None),
+                        Err(err) => {
+                            let keep = err.kind == DecodeErrorKind::UnknownDevice
+                                && route.unknown_devices == UnknownDevices::Accept;
+                            let tags = keep.then(|| {
+                                Arc::new(build_tags_unchecked(
+                                    route,
+                                    &topic,
+                                    payload_device.as_deref(),
+                                ))
+                            });
+                            (tags, Some(err))
+                        }
+                    };
                 // Payload-named devices can differ per message on one topic: no caching then.
                 let route = &mut self.routes[route_index];
-                if route.decoder.device_id(&parsed).is_none() {
+                if !route.decoder.names_device_in_payload() {
                     if route.tags_by_topic.len() > 100_000 {
                         route.tags_by_topic.clear();
                     }
-                    route.tags_by_topic.insert(topic.to_string(), resolved.clone());
+                    route
+                        .tags_by_topic
+                        .insert(topic.to_string(), resolved.clone());
                 }
                 resolved
             }
         };
         if let Some(problem) = &problem {
-            let device = tags.as_ref().map(|t| t.device.clone()).unwrap_or_else(|| topic.to_string());
+            let device = tags
+                .as_ref()
+                .map(|t| t.device.clone())
+                .unwrap_or_else(|| topic.to_string());
             self.count_problem(&device, problem);
         }
         let tags = tags?;
@@ -437,7 +465,10 @@ fn build_tags(
     }
 }
 
-fn load_tls(config: &Config, tls: &crate::config::MqttTlsConfig) -> anyhow::Result<TlsConfiguration> {
+fn load_tls(
+    config: &Config,
+    tls: &crate::config::MqttTlsConfig,
+) -> anyhow::Result<TlsConfiguration> {
     let read = |p: &Path| {
         let full = config.resolve_path(p);
         std::fs::read(&full).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", full.display()))
@@ -500,7 +531,9 @@ mod v311 {
                 options.set_transport(Transport::Tls(tls.clone()));
             }
             let (client, mut eventloop) = AsyncClient::new(options, CLIENT_REQUEST_CAPACITY);
-            eventloop.network_options.set_connection_timeout(c.connect_timeout_s);
+            eventloop
+                .network_options
+                .set_connection_timeout(c.connect_timeout_s);
             Session { client, eventloop }
         }
     }
@@ -522,7 +555,9 @@ mod v311 {
         }
 
         fn subscribe(&self, filter: &str, qos: QoS) -> Result<(), String> {
-            self.client.try_subscribe(filter, qos).map_err(|e| e.to_string())
+            self.client
+                .try_subscribe(filter, qos)
+                .map_err(|e| e.to_string())
         }
 
         async fn disconnect(&mut self) {
@@ -591,7 +626,9 @@ mod v5 {
                 QoS::AtLeastOnce => rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
                 QoS::ExactlyOnce => rumqttc::v5::mqttbytes::QoS::ExactlyOnce,
             };
-            self.client.try_subscribe(filter, qos).map_err(|e| e.to_string())
+            self.client
+                .try_subscribe(filter, qos)
+                .map_err(|e| e.to_string())
         }
 
         async fn disconnect(&mut self) {

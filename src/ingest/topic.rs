@@ -31,7 +31,9 @@ impl TopicTemplate {
                 p if p.starts_with('{') && p.ends_with('}') && p.len() > 2 => {
                     let name = &p[1..p.len() - 1];
                     if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                        return Err(format!("level name `{name}` may only use letters, digits and `_`"));
+                        return Err(format!(
+                            "level name `{name}` may only use letters, digits and `_`"
+                        ));
                     }
                     if !names.insert(name.to_string()) {
                         return Err(format!("level name `{name}` is used twice"));

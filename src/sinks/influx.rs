@@ -213,18 +213,28 @@ mod tests {
     fn throttling_honours_retry_after() {
         assert_eq!(
             classify(&status(429, Some(7))),
-            RetryClass::Retry { after: Some(Duration::from_secs(7)) }
+            RetryClass::Retry {
+                after: Some(Duration::from_secs(7))
+            }
         );
         assert_eq!(
             classify(&status(503, Some(2))),
-            RetryClass::Retry { after: Some(Duration::from_secs(2)) }
+            RetryClass::Retry {
+                after: Some(Duration::from_secs(2))
+            }
         );
     }
 
     #[test]
     fn server_errors_and_transport_errors_retry() {
-        assert_eq!(classify(&status(500, None)), RetryClass::Retry { after: None });
-        assert_eq!(classify(&WriteError::Transport("refused".into())), RetryClass::Retry { after: None });
+        assert_eq!(
+            classify(&status(500, None)),
+            RetryClass::Retry { after: None }
+        );
+        assert_eq!(
+            classify(&WriteError::Transport("refused".into())),
+            RetryClass::Retry { after: None }
+        );
     }
 
     #[test]

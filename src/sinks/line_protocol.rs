@@ -17,7 +17,6 @@
 //! Consecutive readings with the same measurement, tags and timestamp share one line, so a
 //! 12-quantity meter message is one line with 12 fields.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use crate::model::{Quality, Reading, Value};
@@ -35,12 +34,12 @@ pub fn encode(readings: &[Reading], out: &mut String) -> usize {
         }
         let line_start = out.len();
         write_measurement(&first.measurement, out);
-        for (key, value) in first.tags.pairs() {
+        first.tags.for_each_pair(|key, value| {
             out.push(',');
             write_escaped(key, out, TAG_SPECIALS);
             out.push('=');
             write_escaped(value, out, TAG_SPECIALS);
-        }
+        });
         let mut separator = ' ';
         for reading in &readings[i..end] {
             let field_start = out.len();
@@ -66,7 +65,9 @@ pub fn encode(readings: &[Reading], out: &mut String) -> usize {
             // Every field of this line was skipped: a line without fields is invalid.
             out.truncate(line_start);
         } else {
-            let _ = write!(out, " {}\n", first.timestamp_ns);
+            out.push(' ');
+            out.push_str(itoa::Buffer::new().format(first.timestamp_ns));
+            out.push('\n');
         }
         i = end;
     }
@@ -124,13 +125,12 @@ fn write_escaped_chars(text: &str, out: &mut String, specials: &[char]) {
 fn write_value(value: &Value, out: &mut String) -> bool {
     match value {
         Value::Float(f) if !f.is_finite() => return false,
-        // `{:?}` is the shortest representation that reads back to the same f64, in
-        // scientific notation when shorter (1e300), which InfluxDB accepts.
-        Value::Float(f) => {
-            let _ = write!(out, "{f:?}");
-        }
+        // The shortest representation that reads back to the same f64, in scientific
+        // notation when shorter (1e300), which InfluxDB accepts.
+        Value::Float(f) => out.push_str(ryu::Buffer::new().format_finite(*f)),
         Value::Int(i) => {
-            let _ = write!(out, "{i}i");
+            out.push_str(itoa::Buffer::new().format(*i));
+            out.push('i');
         }
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::Text(s) => {
@@ -184,7 +184,10 @@ mod tests {
         ];
         let mut out = String::new();
         encode(&rs, &mut out);
-        assert_eq!(out, "meter,device=d,park=p a=1.0,b=-3i,c=true,d=\"x\" 1700000000000000000\n");
+        assert_eq!(
+            out,
+            "meter,device=d,park=p a=1.0,b=-3i,c=true,d=\"x\" 1700000000000000000\n"
+        );
     }
 
     #[test]
@@ -208,7 +211,10 @@ mod tests {
             extra: vec![("k,=y \\z".into(), "v,=x \\w".into())],
             ..Tags::default()
         });
-        assert_eq!(encode_one(r), "meter,k\\,\\=y\\ \\\\z=v\\,\\=x\\ \\\\w v=1i 1700000000000000000\n");
+        assert_eq!(
+            encode_one(r),
+            "meter,k\\,\\=y\\ \\\\z=v\\,\\=x\\ \\\\w v=1i 1700000000000000000\n"
+        );
     }
 
     #[test]
@@ -226,22 +232,37 @@ mod tests {
     #[test]
     fn final_backslash_of_a_name_becomes_underscore() {
         let mut r = reading("v\\", Value::Int(1));
-        r.tags = Arc::new(Tags { device: "a\\".into(), ..Tags::default() });
+        r.tags = Arc::new(Tags {
+            device: "a\\".into(),
+            ..Tags::default()
+        });
         assert_eq!(encode_one(r), "meter,device=a_ v_=1i 1700000000000000000\n");
     }
 
     #[test]
     fn line_breaks_in_names_become_spaces() {
         let mut r = reading("v", Value::Int(1));
-        r.tags = Arc::new(Tags { device: "a\nb".into(), ..Tags::default() });
-        assert_eq!(encode_one(r), "meter,device=a\\ b v=1i 1700000000000000000\n");
+        r.tags = Arc::new(Tags {
+            device: "a\nb".into(),
+            ..Tags::default()
+        });
+        assert_eq!(
+            encode_one(r),
+            "meter,device=a\\ b v=1i 1700000000000000000\n"
+        );
     }
 
     #[test]
     fn chinese_names_pass_through_unescaped() {
         let mut r = reading("温度", Value::Float(21.5));
-        r.tags = Arc::new(Tags { location: "3号楼配电箱".into(), ..Tags::default() });
-        assert_eq!(encode_one(r), "meter,location=3号楼配电箱 温度=21.5 1700000000000000000\n");
+        r.tags = Arc::new(Tags {
+            location: "3号楼配电箱".into(),
+            ..Tags::default()
+        });
+        assert_eq!(
+            encode_one(r),
+            "meter,location=3号楼配电箱 温度=21.5 1700000000000000000\n"
+        );
     }
 
     #[test]
@@ -252,12 +273,18 @@ mod tests {
 
     #[test]
     fn non_finite_floats_are_skipped_and_counted() {
-        let rs = [reading("a", Value::Float(f64::NAN)), reading("b", Value::Int(1))];
+        let rs = [
+            reading("a", Value::Float(f64::NAN)),
+            reading("b", Value::Int(1)),
+        ];
         let mut out = String::new();
         assert_eq!(encode(&rs, &mut out), 1);
         assert_eq!(out, "meter,device=d,park=p b=1i 1700000000000000000\n");
         let mut out = String::new();
-        assert_eq!(encode(&[reading("a", Value::Float(f64::INFINITY))], &mut out), 1);
+        assert_eq!(
+            encode(&[reading("a", Value::Float(f64::INFINITY))], &mut out),
+            1
+        );
         assert_eq!(out, "", "a line with no fields must not be written");
     }
 

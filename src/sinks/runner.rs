@@ -80,7 +80,9 @@ impl Shared {
                     dropped += oldest.len();
                 }
             }
-            self.metrics.points_buffered.store(q.points as u64, Ordering::Relaxed);
+            self.metrics
+                .points_buffered
+                .store(q.points as u64, Ordering::Relaxed);
         }
         if dropped > 0 {
             self.metrics
@@ -95,14 +97,18 @@ impl Shared {
         let mut q = self.lock();
         q.points += batch.len();
         q.batches.push_front(batch);
-        self.metrics.points_buffered.store(q.points as u64, Ordering::Relaxed);
+        self.metrics
+            .points_buffered
+            .store(q.points as u64, Ordering::Relaxed);
     }
 
     fn pop_front(&self) -> Option<Vec<Reading>> {
         let mut q = self.lock();
         let batch = q.batches.pop_front()?;
         q.points -= batch.len();
-        self.metrics.points_buffered.store(q.points as u64, Ordering::Relaxed);
+        self.metrics
+            .points_buffered
+            .store(q.points as u64, Ordering::Relaxed);
         Some(batch)
     }
 }
@@ -201,8 +207,14 @@ async fn writer_task(writer: InfluxWriter, shared: Arc<Shared>) -> SinkReport {
         let points = batch.len() as u64;
         let err = match result {
             Ok(()) => {
-                shared.metrics.points_written.fetch_add(points - unencodable as u64, Ordering::Relaxed);
-                shared.metrics.batches_written.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .metrics
+                    .points_written
+                    .fetch_add(points - unencodable as u64, Ordering::Relaxed);
+                shared
+                    .metrics
+                    .batches_written
+                    .fetch_add(1, Ordering::Relaxed);
                 if let Some(since) = failing_since.take() {
                     info!(sink = %shared.name, attempts = backoff.attempts(), down_for_s = since.elapsed().as_secs(), "Sink writes recovered.");
                 }
@@ -211,11 +223,17 @@ async fn writer_task(writer: InfluxWriter, shared: Arc<Shared>) -> SinkReport {
             }
             Err(err) => err,
         };
-        shared.metrics.write_failures.fetch_add(1, Ordering::Relaxed);
+        shared
+            .metrics
+            .write_failures
+            .fetch_add(1, Ordering::Relaxed);
         let class = classify(&err);
         let delay = match class {
             RetryClass::Reject => {
-                shared.metrics.points_rejected.fetch_add(points, Ordering::Relaxed);
+                shared
+                    .metrics
+                    .points_rejected
+                    .fetch_add(points, Ordering::Relaxed);
                 error!(sink = %shared.name, points, error = %err, "InfluxDB refused a batch as invalid; it is dropped.");
                 continue;
             }
@@ -228,7 +246,10 @@ async fn writer_task(writer: InfluxWriter, shared: Arc<Shared>) -> SinkReport {
                 continue;
             }
             RetryClass::Split => {
-                shared.metrics.points_rejected.fetch_add(points, Ordering::Relaxed);
+                shared
+                    .metrics
+                    .points_rejected
+                    .fetch_add(points, Ordering::Relaxed);
                 error!(sink = %shared.name, error = %err, "InfluxDB refuses even a single point as too large; it is dropped.");
                 continue;
             }

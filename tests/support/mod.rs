@@ -61,9 +61,15 @@ fn port_open(port: u16) -> bool {
 
 fn http_ok(url: &str) -> bool {
     // A tiny blocking HTTP/1.0 GET, so that readiness probes need no runtime.
-    let Ok(parsed) = url::Url::parse(url) else { return false };
-    let Some(port) = parsed.port() else { return false };
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let Ok(parsed) = url::Url::parse(url) else {
+        return false;
+    };
+    let Some(port) = parsed.port() else {
+        return false;
+    };
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
     use std::io::{Read, Write};
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let request = format!("GET {} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", parsed.path());
@@ -236,7 +242,11 @@ pub fn rows(answer: &serde_json::Value) -> Vec<serde_json::Map<String, serde_jso
     for s in series {
         let columns: Vec<String> = s["columns"]
             .as_array()
-            .map(|c| c.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .map(|c| {
+                c.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
         for values in s["values"].as_array().into_iter().flatten() {
             let mut row = serde_json::Map::new();
@@ -258,7 +268,17 @@ pub fn mosquitto_pub_args(port: u16, topic: &str, messages: &[&[u8]], extra: &[&
     let program = require_binary("mosquitto_pub", "mosquitto-clients");
     for message in messages {
         let status = Command::new(&program)
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", topic, "-s"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-s",
+            ])
             .args(extra)
             .stdin(Stdio::piped())
             .spawn()

@@ -1,0 +1,133 @@
+//! `parkguard check`: located errors and exit codes; and every shipped file under
+//! firmware-config/ parses and validates.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+fn check(path: &Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_parkguard"))
+        .args(["check", &path.display().to_string()])
+        .output()
+        .expect("run parkguard check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn unknown_key_wrong_type_and_dangling_profile_are_three_located_errors_exit_2() {
+    let (_dir, path) = support::site(
+        r#"[gateway]
+profiles_dir = "profiles"
+
+[[parks]]
+id = "p"
+
+[[enterprises]]
+id = "e"
+park = "p"
+
+[[locations]]
+id = "l"
+enterprise = "e"
+
+[[devices]]
+id = "d1"
+location = "l"
+profile = "nb_smoke"
+colour = "red"
+
+[[devices]]
+id = "d2"
+location = "l"
+profile = "no_such_profile"
+
+[[mqtt]]
+name = "m"
+host = "localhost"
+port = "1883"
+[[mqtt.subscriptions]]
+topic = "a/{device}"
+profile = "nb_smoke"
+"#,
+    );
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2, "{stderr}");
+    let file = path.display().to_string();
+    let problems: Vec<&str> = stderr.lines().filter(|l| l.starts_with(&file)).collect();
+    assert_eq!(problems.len(), 3, "{stderr}");
+    assert_eq!(
+        problems[0],
+        format!("{file}:19:1: devices[0].colour: unknown field `colour`, expected one of `id`, `location`, `profile`, `kind`, `name`")
+    );
+    assert!(
+        problems[1].starts_with(&format!(
+            "{file}:24:1: devices[1].profile: no profile `no_such_profile`"
+        )),
+        "{}",
+        problems[1]
+    );
+    assert_eq!(
+        problems[2],
+        format!("{file}:29:8: mqtt[0].port: invalid type: string \"1883\", expected u16")
+    );
+}
+
+#[test]
+fn problems_in_a_profile_are_located_in_the_profile_file() {
+    let (dir, path) = support::site("[gateway]\nprofiles_dir = \"profiles\"\n");
+    let profile = dir.path().join("profiles/broken.toml");
+    std::fs::write(&profile, "kind = \"gas\"\n[payload]\n[[payload.fields]]\npointer = \"lel\"\nquantity = \"lel\"\ntype = \"decimal\"\n").expect("write");
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains(&format!(
+            "{}:6:8: payload.fields[0].type: unknown variant `decimal`",
+            profile.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn secrets_must_come_from_env_or_file_and_must_exist() {
+    let (_dir, path) = support::site(
+        "[gateway]\nprofiles_dir = \"profiles\"\n[[influx]]\nname = \"i\"\nurl = \"http://x\"\napi = \"v2\"\norg = \"o\"\nbucket = \"b\"\ntoken = { env = \"PARKGUARD_TEST_SURELY_UNSET\" }\n\n[[influx]]\nname = \"j\"\nurl = \"http://x\"\napi = \"v2\"\norg = \"o\"\nbucket = \"b\"\ntoken = \"inline-secret\"\n",
+    );
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains(
+            "influx[0].token: environment variable `PARKGUARD_TEST_SURELY_UNSET` is not set"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("influx[1].token: invalid type: string"),
+        "inline secrets are refused: {stderr}"
+    );
+}
+
+#[test]
+fn every_shipped_site_and_profile_validates() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config/sites");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&root).expect("sites folder") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let (code, stdout, stderr) = check(&path);
+            assert_eq!(code, 0, "{}:\n{stderr}", path.display());
+            assert!(stdout.contains("valid"), "{stdout}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "only {checked} site files");
+    // Sites load every profile in the folder, so any broken profile fails the loop above; this
+    // names the count so that a profile folder that went missing is noticed too.
+    let config = parkguard::config::Config::load(&root.join("demo-park.toml")).expect("demo site");
+    assert!(config.profiles.len() >= 2);
+}
