@@ -181,16 +181,7 @@ batch_age_ms = 100
     let config = Config::load(&path).unwrap_or_else(|p| panic!("{p:#?}"));
     let gateway = Gateway::start(config).await.expect("start");
     for name in ["v311", "v5"] {
-        let m = gateway.metrics.mqtt(name);
-        eventually(
-            &format!("{name} subscribed over TLS"),
-            Duration::from_secs(20),
-            || {
-                let m = Arc::clone(&m);
-                async move { m.subacks.load(Ordering::Relaxed) >= 1 }
-            },
-        )
-        .await;
+        wait_subscribed(&gateway, name, 1).await;
     }
     let tls_args = [
         "--cafile",
@@ -300,16 +291,7 @@ async fn embedded_broker_accepts_sensors_and_the_daemon_ingests_from_it() {
     let (_dir, path) = site(&site_text);
     let config = Config::load(&path).unwrap_or_else(|p| panic!("{p:#?}"));
     let gateway = Gateway::start(config.clone()).await.expect("start");
-    let m = gateway.metrics.mqtt("embedded");
-    eventually(
-        "subscribed to the embedded broker",
-        Duration::from_secs(20),
-        || {
-            let m = Arc::clone(&m);
-            async move { m.subacks.load(Ordering::Relaxed) >= 1 }
-        },
-    )
-    .await;
+    wait_subscribed(&gateway, "embedded", 1).await;
     let msg = format!(r#"{{"ts":{},"event":"alarm","smoke_pct":35.0}}"#, now_s());
     mosquitto_pub(port, "park/星河/smoke/8699/up", &[msg.as_bytes()]);
     eventually(

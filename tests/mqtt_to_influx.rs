@@ -78,24 +78,11 @@ fn meter_payload(ts_ms: i64) -> String {
 }
 
 async fn start(site: &str) -> (tempfile::TempDir, Gateway) {
-    let (dir, path) = site_toml_dir(site);
+    let (dir, path) = support::site(site);
     let config = Config::load(&path).unwrap_or_else(|p| panic!("{p:#?}"));
     let gateway = Gateway::start(config).await.expect("gateway starts");
-    let mqtt = gateway.metrics.mqtt("park");
-    eventually(
-        "both subscriptions confirmed",
-        Duration::from_secs(20),
-        || {
-            let mqtt = Arc::clone(&mqtt);
-            async move { mqtt.subacks.load(Ordering::Relaxed) >= 2 }
-        },
-    )
-    .await;
+    wait_subscribed(&gateway, "park", 2).await;
     (dir, gateway)
-}
-
-fn site_toml_dir(site_text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
-    site(site_text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,12 +254,7 @@ async fn v2_write_api_delivers_to_victoria_metrics() {
     let config = Config::load(&path).unwrap_or_else(|p| panic!("{p:#?}"));
     assert_eq!(config.secret("influx[0].token"), Some("secret-token"));
     let gateway = Gateway::start(config).await.expect("start");
-    let mqtt = gateway.metrics.mqtt("park");
-    eventually("subscribed", Duration::from_secs(20), || {
-        let mqtt = Arc::clone(&mqtt);
-        async move { mqtt.subacks.load(Ordering::Relaxed) >= 2 }
-    })
-    .await;
+    wait_subscribed(&gateway, "park", 2).await;
 
     let ts_ms = now_s() * 1000 - 5000;
     let meter = meter_payload(ts_ms);

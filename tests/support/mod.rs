@@ -314,3 +314,21 @@ pub fn now_s() -> i64 {
         .expect("clock")
         .as_secs() as i64
 }
+
+/// Waits until MQTT connection `name` of a running gateway is connected and the broker has
+/// confirmed at least `subacks` subscriptions since start.
+pub async fn wait_subscribed(gateway: &parkguard::pipeline::Gateway, name: &str, subacks: u64) {
+    use std::sync::atomic::Ordering;
+    let m = gateway.metrics.mqtt(name);
+    eventually(
+        &format!("{name}: {subacks} subscription(s) confirmed"),
+        Duration::from_secs(40),
+        || {
+            let m = std::sync::Arc::clone(&m);
+            async move {
+                m.subacks.load(Ordering::Relaxed) >= subacks && m.connected.load(Ordering::Relaxed)
+            }
+        },
+    )
+    .await;
+}
