@@ -17,6 +17,7 @@ use serde::Deserialize;
 pub use locate::{PathMap, Problem, SourceFile};
 
 use crate::decode::payload::PayloadMapping;
+use crate::decode::registers::ModbusProfile;
 use crate::ingest::topic::TopicTemplate;
 
 /// A site file: the gateway, its site hierarchy, devices, MQTT connections and InfluxDB sinks.
@@ -431,6 +432,9 @@ pub struct Profile {
     /// How to decode MQTT JSON payloads of this device.
     #[serde(default)]
     pub payload: Option<PayloadMapping>,
+    /// Register map, for devices polled over Modbus.
+    #[serde(default)]
+    pub modbus: Option<ModbusProfile>,
 }
 
 impl Profile {
@@ -734,6 +738,11 @@ fn load_profiles(
                 if let Some(payload) = &profile.payload {
                     for (path, message) in payload.problems() {
                         problems.push(source.locate(&format!("payload.{path}"), message));
+                    }
+                }
+                if let Some(modbus) = &profile.modbus {
+                    for (path, message) in modbus.problems() {
+                        problems.push(source.locate(&format!("modbus.{path}"), message));
                     }
                 }
                 profiles.insert(id, profile);

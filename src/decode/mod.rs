@@ -1,5 +1,5 @@
-//! Pure decoding of device data into readings: MQTT JSON payloads (`payload`) and, later,
-//! Modbus register words.
+//! Pure decoding of device data into readings: MQTT JSON payloads (`payload`, over
+//! the borrowed tree of `json`) and Modbus register words (`registers`).
 //!
 //! Owns: turning bytes into `model::Reading`s and saying precisely why bytes could not be
 //! turned into one. Must not touch: IO, the clock (callers pass the receive time), logging,
@@ -7,3 +7,4 @@
 
 pub mod json;
 pub mod payload;
+pub mod registers;

@@ -1,4 +1,5 @@
-//! Connection lifecycles of the sources: MQTT brokers (and the embedded broker), later Modbus.
+//! Connection lifecycles of the sources: MQTT brokers (and the embedded broker), and the Modbus
+//! request plan (`plan`, pure) that the poller will execute.
 //!
 //! Owns: connections, subscriptions, reconnects with backoff and jitter, and handing decoded
 //! readings downstream. Must not touch: rules, sinks or storage; it only sends readings into
@@ -7,4 +8,5 @@
 pub mod backoff;
 pub mod broker;
 pub mod mqtt;
+pub mod plan;
 pub mod topic;
