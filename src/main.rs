@@ -39,6 +39,9 @@ enum Command {
     Check {
         /// Site configuration file.
         file: PathBuf,
+        /// Also print the Modbus read plan of every profile: one line per request.
+        #[arg(long)]
+        plan: bool,
     },
 }
 
@@ -46,7 +49,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_json);
     match cli.command {
-        Command::Check { file } => check(&file),
+        Command::Check { file, plan } => check(&file, plan),
         Command::Run { config } => run(&config),
     }
 }
@@ -78,9 +81,12 @@ fn load(file: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
-fn check(file: &std::path::Path) -> ExitCode {
+fn check(file: &std::path::Path, print_plan: bool) -> ExitCode {
     match load(file) {
         Ok(config) => {
+            if print_plan {
+                print_read_plans(&config);
+            }
             println!(
                 "{}: valid ({} devices, {} profiles, {} MQTT connections, {} InfluxDB sinks)",
                 file.display(),
@@ -125,6 +131,46 @@ fn run(file: &std::path::Path) -> ExitCode {
         }
         ExitCode::SUCCESS
     })
+}
+
+fn print_read_plans(config: &Config) {
+    use parkguard::decode::registers::RegisterDecoder;
+    use parkguard::ingest::plan::{plan, PlanOptions};
+    for (id, profile) in &config.profiles {
+        let Some(modbus) = &profile.modbus else {
+            continue;
+        };
+        let decoders: Vec<RegisterDecoder> = modbus
+            .registers
+            .iter()
+            .map(|r| RegisterDecoder::new(r, modbus.address_base))
+            .collect();
+        for (class, interval_ms) in &modbus.poll_classes {
+            let requests = plan(&decoders, class, PlanOptions::from(modbus));
+            if requests.is_empty() {
+                continue;
+            }
+            println!(
+                "{id} [{class}, every {interval_ms} ms]: {} request(s)",
+                requests.len()
+            );
+            for r in requests {
+                let names: Vec<&str> = r
+                    .values
+                    .iter()
+                    .map(|&i| modbus.registers[i].quantity.as_str())
+                    .collect();
+                println!(
+                    "  {:?} {}..{} ({} x 16 bit): {}",
+                    r.area,
+                    r.start,
+                    u32::from(r.start) + u32::from(r.count) - 1,
+                    r.count,
+                    names.join(", ")
+                );
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() {

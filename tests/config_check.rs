@@ -131,3 +131,24 @@ fn every_shipped_site_and_profile_validates() {
     let config = parkguard::config::Config::load(&root.join("demo-park.toml")).expect("demo site");
     assert!(config.profiles.len() >= 2);
 }
+
+#[test]
+fn check_plan_prints_the_fewest_reads_per_poll_class() {
+    let site = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config/sites/demo-park.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_parkguard"))
+        .args(["check", "--plan", &site.display().to_string()])
+        .output()
+        .expect("run parkguard check --plan");
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // ADW300: 20..37 and 100..120 are 62 registers apart, beyond max_gap = 10: two reads.
+    assert!(
+        stdout.contains("acrel_adw300_3p [fast, every 1000 ms]: 2 request(s)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Holding 20..37 (0x0014..0x0025, count 18): ua, ub, uc, ia, ib, ic, pa, pb, pc, p_total"), "{stdout}");
+    assert!(
+        stdout.contains("Input 8198..8211 (0x2006..0x2013, count 14)"),
+        "{stdout}"
+    );
+}
