@@ -160,11 +160,12 @@ fn print_read_plans(config: &Config) {
                     .iter()
                     .map(|&i| modbus.registers[i].quantity.as_str())
                     .collect();
+                let last = u32::from(r.start) + u32::from(r.count) - 1;
                 println!(
-                    "  {:?} {}..{} ({} x 16 bit): {}",
+                    "  {:?} {}..{last} (0x{:04X}..0x{last:04X}, count {}): {}",
                     r.area,
                     r.start,
-                    u32::from(r.start) + u32::from(r.count) - 1,
+                    r.start,
                     r.count,
                     names.join(", ")
                 );
