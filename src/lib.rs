@@ -18,4 +18,5 @@ pub mod ingest;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod sim;
 pub mod sinks;

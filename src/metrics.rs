@@ -20,6 +20,23 @@ pub struct Metrics {
     pub readings_dropped_queue_full: AtomicU64,
     sinks: Mutex<BTreeMap<String, Arc<SinkMetrics>>>,
     mqtt: Mutex<BTreeMap<String, Arc<MqttMetrics>>>,
+    modbus: Mutex<BTreeMap<String, Arc<ModbusMetrics>>>,
+}
+
+#[derive(Default)]
+pub struct ModbusMetrics {
+    pub connects: AtomicU64,
+    /// Read requests sent.
+    pub requests: AtomicU64,
+    pub polls_ok: AtomicU64,
+    pub polls_failed: AtomicU64,
+    pub exceptions: AtomicU64,
+    pub timeouts: AtomicU64,
+    /// Poll ticks skipped because the connection was still busy with earlier polls.
+    pub missed_cycles: AtomicU64,
+    pub units_offline: AtomicU64,
+    /// Time spent polling, summed, for the mean poll latency.
+    pub poll_micros_total: AtomicU64,
 }
 
 #[derive(Default)]
@@ -67,6 +84,11 @@ impl Metrics {
 
     pub fn mqtt(&self, name: &str) -> Arc<MqttMetrics> {
         let mut conns = self.mqtt.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(conns.entry(name.to_string()).or_default())
+    }
+
+    pub fn modbus(&self, name: &str) -> Arc<ModbusMetrics> {
+        let mut conns = self.modbus.lock().unwrap_or_else(|e| e.into_inner());
         Arc::clone(conns.entry(name.to_string()).or_default())
     }
 

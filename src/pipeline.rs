@@ -16,6 +16,7 @@ use tracing::{info, trace, warn};
 
 use crate::config::Config;
 use crate::ingest::broker;
+use crate::ingest::modbus::ModbusPoller;
 use crate::ingest::mqtt::{DeviceDirectory, MqttIngest, ReadingBatch};
 use crate::metrics::Metrics;
 use crate::sinks::runner::{self, SinkReport};
@@ -76,9 +77,14 @@ impl Gateway {
             let task = MqttIngest::new(&config, index, Arc::clone(&devices), Arc::clone(&metrics))?;
             ingest.push(tokio::spawn(task.run(ingest_tx.clone(), cancel.clone())));
         }
+        for index in 0..config.site.modbus.len() {
+            let poller = ModbusPoller::new(&config, index, &devices, &metrics)?;
+            ingest.push(tokio::spawn(poller.run(ingest_tx.clone(), cancel.clone())));
+        }
         drop(ingest_tx);
         info!(
             mqtt = config.site.mqtt.len(),
+            modbus = config.site.modbus.len(),
             sinks = config.site.influx.len(),
             devices = config.site.devices.len(),
             "parkguard started."

@@ -45,9 +45,65 @@ pub struct SiteFile {
     /// MQTT connections to subscribe on.
     #[serde(default)]
     pub mqtt: Vec<MqttConfig>,
+    /// Modbus endpoints to poll.
+    #[serde(default)]
+    pub modbus: Vec<ModbusConfig>,
     /// InfluxDB servers to write readings to.
     #[serde(default)]
     pub influx: Vec<InfluxSinkConfig>,
+}
+
+/// How a Modbus endpoint is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModbusTransport {
+    /// Modbus TCP (MBAP framing).
+    Tcp,
+}
+
+/// `[[modbus]]`: one connection, carrying one or more units (slave ids). Requests on one
+/// connection are strictly one at a time, as on the RS-485 bus behind a serial server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusConfig {
+    /// Name of the connection, used in logs and metrics.
+    pub name: String,
+    /// `tcp`.
+    pub transport: ModbusTransport,
+    /// `host:port` of the device or serial server, e.g. `192.168.10.21:502`.
+    pub address: String,
+    /// Seconds one request (or the connection) may take before it counts as failed.
+    #[serde(default = "default_modbus_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Consecutive failed polls after which a unit is offline: its readings turn to quality
+    /// `comm_error` and it is retried only every `offline_retry_s`, so a dead unit never
+    /// holds up the others on the bus.
+    #[serde(default = "default_offline_after")]
+    pub offline_after_failures: u32,
+    #[serde(default = "default_offline_retry_s")]
+    pub offline_retry_s: u64,
+    /// `[[modbus.units]]`
+    pub units: Vec<ModbusUnitConfig>,
+}
+
+fn default_modbus_timeout_ms() -> u64 {
+    1000
+}
+fn default_offline_after() -> u32 {
+    3
+}
+fn default_offline_retry_s() -> u64 {
+    30
+}
+
+/// `[[modbus.units]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusUnitConfig {
+    /// The `id` of a `[[devices]]` entry; its profile must have a `[modbus]` register map.
+    pub device: String,
+    /// Modbus unit id (slave address) 1-247; 255 or 1 for most Modbus TCP devices.
+    pub unit_id: u8,
 }
 
 /// `[gateway]`
@@ -633,6 +689,52 @@ impl Config {
                             "profile `{}` has no `[payload]` mapping for MQTT",
                             s.profile
                         ),
+                    ),
+                    Some(_) => {}
+                }
+            }
+        }
+
+        let device_profiles: BTreeMap<&str, &str> = site
+            .devices
+            .iter()
+            .map(|d| (d.id.as_str(), d.profile.as_str()))
+            .collect();
+        unique_ids(site.modbus.iter().map(|m| &m.name), "modbus", &mut report);
+        for (i, m) in site.modbus.iter().enumerate() {
+            if m.address.parse::<SocketAddr>().is_err() && !m.address.contains(':') {
+                report(
+                    format!("modbus[{i}].address"),
+                    "give `host:port`, e.g. `192.168.10.21:502`".into(),
+                );
+            }
+            if m.timeout_ms < 10 {
+                report(
+                    format!("modbus[{i}].timeout_ms"),
+                    "must be at least 10 ms".into(),
+                );
+            }
+            if m.offline_after_failures == 0 {
+                report(
+                    format!("modbus[{i}].offline_after_failures"),
+                    "must be at least 1".into(),
+                );
+            }
+            for (j, u) in m.units.iter().enumerate() {
+                if !(1..=247).contains(&u.unit_id) && u.unit_id != 255 {
+                    report(
+                        format!("modbus[{i}].units[{j}].unit_id"),
+                        "must be 1 to 247 (or 255)".into(),
+                    );
+                }
+                match device_profiles.get(u.device.as_str()) {
+                    None => report(
+                        format!("modbus[{i}].units[{j}].device"),
+                        format!("no device with id `{}`", u.device),
+                    ),
+                    Some(profile) if self.profiles.get(*profile).is_some_and(|p| p.modbus.is_none()) => report(
+                        format!("modbus[{i}].units[{j}].device"),
+                        format!("device `{}` has profile `{profile}`, which has no [modbus] register map", u.device),
                     ),
                     Some(_) => {}
                 }

@@ -354,6 +354,10 @@ impl RegisterDecoder {
         self.mapping.data_type.width(self.mapping.length)
     }
 
+    pub fn quantity(&self) -> &str {
+        &self.quantity
+    }
+
     pub fn poll_class(&self) -> &str {
         &self.mapping.poll
     }

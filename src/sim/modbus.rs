@@ -1,0 +1,161 @@
+//! A Modbus TCP server (tokio-modbus `Service`) answering for several units from register
+//! banks. Each unit can be switched to answer with an exception or not at all, to test fault
+//! handling against a real protocol stack rather than a mock.
+
+use std::collections::HashMap;
+use std::future::{ready, Ready};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::net::TcpListener;
+use tokio_modbus::prelude::{ExceptionCode, Request, Response, SlaveRequest};
+use tokio_modbus::server::tcp::{accept_tcp_connection, Server};
+
+use crate::decode::registers::Area;
+
+/// How a simulated unit answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    Normal,
+    /// Every request gets this exception (e.g. `ServerDeviceBusy`, 0x06).
+    Exception(ExceptionCode),
+    /// Every other request gets this exception, the rest are answered.
+    ExceptionEveryOther(ExceptionCode),
+    /// No answer at all, like a unit with a broken wire.
+    Silent,
+}
+
+#[derive(Debug)]
+pub struct SimulatedUnit {
+    words: Mutex<HashMap<(Area, u16), u16>>,
+    behaviour: Mutex<Behaviour>,
+    requests: Mutex<u64>,
+}
+
+impl Default for SimulatedUnit {
+    fn default() -> Self {
+        SimulatedUnit {
+            words: Mutex::new(HashMap::new()),
+            behaviour: Mutex::new(Behaviour::Normal),
+            requests: Mutex::new(0),
+        }
+    }
+}
+
+impl SimulatedUnit {
+    pub fn set_words(&self, area: Area, start: u16, words: &[u16]) {
+        let mut bank = self.words.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, w) in words.iter().enumerate() {
+            bank.insert((area, start.wrapping_add(i as u16)), *w);
+        }
+    }
+
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        *self.behaviour.lock().unwrap_or_else(|e| e.into_inner()) = behaviour;
+    }
+
+    /// Requests addressed to this unit so far, answered or not.
+    pub fn requests(&self) -> u64 {
+        *self.requests.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self, area: Area, start: u16, count: u16) -> Vec<u16> {
+        let bank = self.words.lock().unwrap_or_else(|e| e.into_inner());
+        (0..count)
+            .map(|i| {
+                bank.get(&(area, start.wrapping_add(i)))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    fn answer(&self, request: &Request<'_>) -> Result<Option<Response>, ExceptionCode> {
+        let n = {
+            let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+            *requests += 1;
+            *requests
+        };
+        match *self.behaviour.lock().unwrap_or_else(|e| e.into_inner()) {
+            Behaviour::Normal => {}
+            Behaviour::Exception(code) => return Err(code),
+            Behaviour::ExceptionEveryOther(code) if n % 2 == 0 => return Err(code),
+            Behaviour::ExceptionEveryOther(_) => {}
+            Behaviour::Silent => return Ok(None),
+        }
+        let bits = |words: Vec<u16>| words.into_iter().map(|w| w != 0).collect();
+        Ok(Some(match request {
+            Request::ReadHoldingRegisters(a, c) => {
+                Response::ReadHoldingRegisters(self.read(Area::Holding, *a, *c))
+            }
+            Request::ReadInputRegisters(a, c) => {
+                Response::ReadInputRegisters(self.read(Area::Input, *a, *c))
+            }
+            Request::ReadCoils(a, c) => Response::ReadCoils(bits(self.read(Area::Coil, *a, *c))),
+            Request::ReadDiscreteInputs(a, c) => {
+                Response::ReadDiscreteInputs(bits(self.read(Area::DiscreteInput, *a, *c)))
+            }
+            Request::WriteSingleRegister(a, w) => {
+                self.set_words(Area::Holding, *a, &[*w]);
+                Response::WriteSingleRegister(*a, *w)
+            }
+            Request::WriteMultipleRegisters(a, words) => {
+                self.set_words(Area::Holding, *a, words);
+                Response::WriteMultipleRegisters(*a, words.len() as u16)
+            }
+            Request::WriteSingleCoil(a, on) => {
+                self.set_words(Area::Coil, *a, &[u16::from(*on)]);
+                Response::WriteSingleCoil(*a, *on)
+            }
+            _ => return Err(ExceptionCode::IllegalFunction),
+        }))
+    }
+}
+
+/// Units by unit id behind one TCP listener (a Modbus TCP device, or a gateway to a bus).
+#[derive(Debug, Clone, Default)]
+pub struct SimulatedBus {
+    units: Arc<HashMap<u8, Arc<SimulatedUnit>>>,
+}
+
+impl SimulatedBus {
+    pub fn new(unit_ids: impl IntoIterator<Item = u8>) -> Self {
+        SimulatedBus {
+            units: Arc::new(
+                unit_ids
+                    .into_iter()
+                    .map(|id| (id, Arc::new(SimulatedUnit::default())))
+                    .collect(),
+            ),
+        }
+    }
+
+    pub fn unit(&self, id: u8) -> Option<Arc<SimulatedUnit>> {
+        self.units.get(&id).cloned()
+    }
+
+    /// Serves on `listener` until the task is dropped.
+    pub async fn serve_tcp(self, listener: TcpListener) -> std::io::Result<()> {
+        let server = Server::new(listener);
+        let on_connected = |stream, addr: SocketAddr| {
+            let bus = self.clone();
+            async move { accept_tcp_connection(stream, addr, move |_| Ok(Some(bus.clone()))) }
+        };
+        server.serve(&on_connected, |_err| {}).await
+    }
+}
+
+impl tokio_modbus::server::Service for SimulatedBus {
+    type Request = SlaveRequest<'static>;
+    type Response = Option<Response>;
+    type Exception = ExceptionCode;
+    type Future = Ready<Result<Self::Response, Self::Exception>>;
+
+    fn call(&self, req: Self::Request) -> Self::Future {
+        match self.units.get(&req.slave) {
+            // An absent unit on a bus does not answer.
+            None => ready(Ok(None)),
+            Some(unit) => ready(unit.answer(&req.request)),
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Modbus TCP polling against the in-process simulator (tokio-modbus server): readings reach
+//! InfluxDB with the profile's decoding, and on one connection carrying 8 units a silent unit
+//! goes offline while a busy one and the healthy ones keep their cadence.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use parkguard::config::Config;
+use parkguard::decode::registers::Area;
+use parkguard::pipeline::Gateway;
+use parkguard::sim::modbus::{Behaviour, SimulatedBus};
+use support::*;
+use tokio_modbus::prelude::ExceptionCode;
+
+async fn serve(bus: SimulatedBus) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(bus.serve_tcp(listener));
+    port
+}
+
+const HIERARCHY: &str = "[gateway]\nprofiles_dir = \"profiles\"\n[[parks]]\nid = \"p\"\n[[enterprises]]\nid = \"e\"\npark = \"p\"\n[[locations]]\nid = \"配电房\"\nenterprise = \"e\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meter_and_gas_detector_readings_reach_influxdb_decoded_by_their_profiles() {
+    let influx = influxd();
+    create_database(&influx, "pg").await;
+    let bus = SimulatedBus::new([1, 2]);
+    let meter = bus.unit(1).expect("unit 1");
+    meter.set_words(Area::Holding, 20, &[2301, 2298, 2310]);
+    meter.set_words(Area::Holding, 30, &[0xFFFF, 0xFB50]); // pa = -1200 W
+    meter.set_words(Area::Holding, 111, &[355, 0x7FFF]); // t1 35.5, t2 probe open
+    meter.set_words(Area::Holding, 120, &[0x0101]);
+    let gas = bus.unit(2).expect("unit 2");
+    gas.set_words(Area::Holding, 3, &[2]); // high alarm
+    gas.set_words(Area::Holding, 8, &[0xCCCD, 0x4244]); // 49.2 %LEL, CDAB
+    let port = serve(bus).await;
+    let site_text = format!(
+        "{HIERARCHY}[[devices]]\nid = \"m1\"\nlocation = \"配电房\"\nprofile = \"acrel_adw300_3p\"\n\
+         [[devices]]\nid = \"g1\"\nlocation = \"配电房\"\nprofile = \"gas_detector_lel\"\n\
+         [[modbus]]\nname = \"rs485-1\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:{port}\"\ntimeout_ms = 500\n\
+         [[modbus.units]]\ndevice = \"m1\"\nunit_id = 1\n[[modbus.units]]\ndevice = \"g1\"\nunit_id = 2\n\
+         [[influx]]\nname = \"i\"\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"pg\"\nbatch_age_ms = 100\n",
+        influx.url()
+    );
+    let (_dir, path) = site(&site_text);
+    let gateway = Gateway::start(Config::load(&path).unwrap_or_else(|p| panic!("{p:#?}")))
+        .await
+        .expect("start");
+    eventually("meter and gas rows", Duration::from_secs(20), || async {
+        !rows(&influxql(&influx, "pg", "SELECT * FROM electrical").await).is_empty()
+            && !rows(&influxql(&influx, "pg", "SELECT * FROM gas").await).is_empty()
+    })
+    .await;
+    let m = &rows(
+        &influxql(
+            &influx,
+            "pg",
+            "SELECT * FROM electrical WHERE ua > 0 LIMIT 1",
+        )
+        .await,
+    )[0];
+    assert_eq!(m["location"], "配电房");
+    assert_eq!(m["ua"].as_f64(), Some(230.1));
+    assert_eq!(m["pa"], -1200);
+    assert_eq!(m["t1"].as_f64(), Some(35.5));
+    assert!(
+        m.get("t2").is_none_or(|v| v.is_null()),
+        "an open probe has no value"
+    );
+    assert_eq!(m["t2_quality"], "invalid");
+    assert_eq!(m["leak_alarm"], true);
+    assert_eq!(m["phase_loss"], true);
+    let g = &rows(&influxql(&influx, "pg", "SELECT * FROM gas WHERE lel > 0 LIMIT 1").await)[0];
+    assert_eq!(g["status"], "high_alarm");
+    assert_eq!(g["lel"].as_f64(), Some(49.2));
+    gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_busy_units_do_not_stall_the_other_units_on_their_connection() {
+    let bus = SimulatedBus::new(1..=8);
+    bus.unit(3)
+        .expect("unit 3")
+        .set_behaviour(Behaviour::Silent);
+    bus.unit(5)
+        .expect("unit 5")
+        .set_behaviour(Behaviour::ExceptionEveryOther(
+            ExceptionCode::ServerDeviceBusy,
+        ));
+    let port = serve(bus.clone()).await;
+    let mut site_text = HIERARCHY.to_string();
+    for id in 1..=8 {
+        site_text.push_str(&format!("[[devices]]\nid = \"d{id}\"\nlocation = \"配电房\"\nprofile = \"arcm_combo_detector\"\n"));
+    }
+    site_text.push_str(&format!(
+        "[[modbus]]\nname = \"bus\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:{port}\"\ntimeout_ms = 200\noffline_after_failures = 3\noffline_retry_s = 60\n"
+    ));
+    for id in 1..=8 {
+        site_text.push_str(&format!(
+            "[[modbus.units]]\ndevice = \"d{id}\"\nunit_id = {id}\n"
+        ));
+    }
+    let (_dir, path) = site(&site_text);
+    let gateway = Gateway::start(Config::load(&path).unwrap_or_else(|p| panic!("{p:#?}")))
+        .await
+        .expect("start");
+    let metrics = gateway.metrics.modbus("bus");
+    let started = std::time::Instant::now();
+    eventually("unit 3 offline", Duration::from_secs(20), || {
+        let metrics = std::sync::Arc::clone(&metrics);
+        async move { metrics.units_offline.load(Ordering::Relaxed) == 1 }
+    })
+    .await;
+    // Unit 3 costs three timeouts (0.6 s) and is then left alone for a minute.
+    let before: Vec<u64> = (1..=8)
+        .map(|id| bus.unit(id).expect("unit").requests())
+        .collect();
+    let window = Duration::from_secs(5);
+    tokio::time::sleep(window).await;
+    let after: Vec<u64> = (1..=8)
+        .map(|id| bus.unit(id).expect("unit").requests())
+        .collect();
+    for id in [1usize, 2, 4, 5, 6, 7, 8] {
+        let polled = after[id - 1] - before[id - 1];
+        // One fast request a second (the slow class is due once a minute): 5 in 5 s, allowing
+        // one for where the window cuts the cadence.
+        assert!(
+            (4..=6).contains(&polled),
+            "unit {id} was asked {polled} times in {window:?}"
+        );
+    }
+    assert_eq!(
+        after[2], before[2],
+        "offline unit 3 is not retried before offline_retry_s"
+    );
+    assert!(
+        metrics.exceptions.load(Ordering::Relaxed) >= 2,
+        "unit 5's busy answers are counted"
+    );
+    assert_eq!(
+        metrics.units_offline.load(Ordering::Relaxed),
+        1,
+        "a busy unit is not offline"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    gateway.shutdown().await;
+}
