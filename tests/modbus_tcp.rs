@@ -150,3 +150,154 @@ async fn silent_and_busy_units_do_not_stall_the_other_units_on_their_connection(
     assert!(started.elapsed() < Duration::from_secs(20));
     gateway.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtu_over_tcp_serial_server_carries_several_units() {
+    let bus = SimulatedBus::new([7, 9]);
+    bus.unit(7)
+        .expect("unit 7")
+        .set_words(Area::Holding, 0, &[412]);
+    bus.unit(9)
+        .expect("unit 9")
+        .set_words(Area::Holding, 0, &[88]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(bus.clone().serve_rtu_over_tcp(listener));
+    let mut site_text = HIERARCHY.to_string();
+    for id in [7, 9] {
+        site_text.push_str(&format!("[[devices]]\nid = \"d{id}\"\nlocation = \"配电房\"\nprofile = \"arcm_combo_detector\"\n"));
+    }
+    site_text.push_str(&format!(
+        "[[modbus]]\nname = \"dtu\"\ntransport = \"rtu_over_tcp\"\naddress = \"127.0.0.1:{port}\"\ntimeout_ms = 500\n\
+         [[modbus.units]]\ndevice = \"d7\"\nunit_id = 7\n[[modbus.units]]\ndevice = \"d9\"\nunit_id = 9\n"
+    ));
+    let (_dir, path) = site(&site_text);
+    let gateway = Gateway::start(Config::load(&path).unwrap_or_else(|p| panic!("{p:#?}")))
+        .await
+        .expect("start");
+    let metrics = gateway.metrics.modbus("dtu");
+    eventually(
+        "both units polled over RTU framing",
+        Duration::from_secs(20),
+        || {
+            let metrics = std::sync::Arc::clone(&metrics);
+            async move { metrics.polls_ok.load(Ordering::Relaxed) >= 4 }
+        },
+    )
+    .await;
+    assert_eq!(metrics.polls_failed.load(Ordering::Relaxed), 0);
+    assert!(bus.unit(7).expect("7").requests() >= 2 && bus.unit(9).expect("9").requests() >= 2);
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn writes_reach_the_device_and_refusals_are_reported() {
+    use parkguard::config::ModbusTransport;
+    use parkguard::ingest::modbus::{write, Write, WriteError};
+    let bus = SimulatedBus::new([1, 2]);
+    bus.unit(2)
+        .expect("unit 2")
+        .set_behaviour(Behaviour::Exception(ExceptionCode::IllegalDataAddress));
+    let port = serve(bus.clone()).await;
+    let address = format!("127.0.0.1:{port}");
+    let limit = Duration::from_millis(500);
+    // Set the leakage alarm threshold (register 16) to 500 mA, then reset the latch (20 = 1).
+    write(
+        &address,
+        ModbusTransport::Tcp,
+        1,
+        &Write::Registers {
+            start: 16,
+            words: vec![500, 200],
+        },
+        limit,
+    )
+    .await
+    .expect("write two registers");
+    write(
+        &address,
+        ModbusTransport::Tcp,
+        1,
+        &Write::Registers {
+            start: 20,
+            words: vec![1],
+        },
+        limit,
+    )
+    .await
+    .expect("write one register");
+    write(
+        &address,
+        ModbusTransport::Tcp,
+        1,
+        &Write::Coils {
+            start: 3,
+            bits: vec![true],
+        },
+        limit,
+    )
+    .await
+    .expect("write a coil");
+    let mut ctx = parkguard::ingest::modbus::connect(&address, ModbusTransport::Tcp, limit)
+        .await
+        .expect("connect");
+    use tokio_modbus::prelude::{Reader, Slave, SlaveContext};
+    ctx.set_slave(Slave(1));
+    let words = ctx
+        .read_holding_registers(16, 5)
+        .await
+        .expect("transport")
+        .expect("answer");
+    assert_eq!(words, [500, 200, 0, 0, 1]);
+    let coils = ctx
+        .read_coils(3, 1)
+        .await
+        .expect("transport")
+        .expect("answer");
+    assert_eq!(coils, [true]);
+    let refused = write(
+        &address,
+        ModbusTransport::Tcp,
+        2,
+        &Write::Registers {
+            start: 0,
+            words: vec![1],
+        },
+        limit,
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(WriteError::Exception(ref e)) if e.contains("IllegalDataAddress")),
+        "{refused:?}"
+    );
+    let empty = write(
+        &address,
+        ModbusTransport::Tcp,
+        1,
+        &Write::Coils {
+            start: 0,
+            bits: vec![],
+        },
+        limit,
+    )
+    .await;
+    assert!(matches!(empty, Err(WriteError::Empty)));
+    let dead = format!("127.0.0.1:{}", free_port());
+    let unreachable = write(
+        &dead,
+        ModbusTransport::Tcp,
+        1,
+        &Write::Registers {
+            start: 0,
+            words: vec![1],
+        },
+        limit,
+    )
+    .await;
+    assert!(
+        matches!(unreachable, Err(WriteError::Transport(_))),
+        "{unreachable:?}"
+    );
+}

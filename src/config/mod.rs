@@ -59,6 +59,9 @@ pub struct SiteFile {
 pub enum ModbusTransport {
     /// Modbus TCP (MBAP framing).
     Tcp,
+    /// Modbus RTU frames (with CRC) over a TCP connection: a serial server or 4G DTU in
+    /// transparent mode, carrying a whole RS-485 bus.
+    RtuOverTcp,
 }
 
 /// `[[modbus]]`: one connection, carrying one or more units (slave ids). Requests on one
@@ -68,7 +71,7 @@ pub enum ModbusTransport {
 pub struct ModbusConfig {
     /// Name of the connection, used in logs and metrics.
     pub name: String,
-    /// `tcp`.
+    /// `tcp` or `rtu_over_tcp`.
     pub transport: ModbusTransport,
     /// `host:port` of the device or serial server, e.g. `192.168.10.21:502`.
     pub address: String,

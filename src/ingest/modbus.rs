@@ -19,18 +19,113 @@ use std::time::Duration;
 use tokio::net::lookup_host;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
-use tokio_modbus::client::{Client, Context, Reader};
+use tokio_modbus::client::{Client, Context, Reader, Writer};
 use tokio_modbus::prelude::{Slave, SlaveContext};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, ModbusConfig};
+use crate::config::{Config, ModbusConfig, ModbusTransport};
 use crate::decode::registers::{Area, RegisterDecoder};
 use crate::ingest::backoff::Backoff;
 use crate::ingest::mqtt::{DeviceDirectory, ReadingBatch};
 use crate::ingest::plan::{plan, PlanOptions, ReadRequest};
 use crate::metrics::{Metrics, ModbusMetrics};
 use crate::model::{now_ns, Quality, Reading, Tags, Value};
+
+/// Opens a connection of the given transport, within `limit`.
+pub async fn connect(
+    address: &str,
+    transport: ModbusTransport,
+    limit: Duration,
+) -> Result<Context, String> {
+    let attempt = async {
+        let addr = lookup_host(address)
+            .await
+            .map_err(|e| e.to_string())?
+            .next()
+            .ok_or_else(|| format!("`{address}` resolves to no address"))?;
+        match transport {
+            ModbusTransport::Tcp => tokio_modbus::client::tcp::connect(addr)
+                .await
+                .map_err(|e| e.to_string()),
+            ModbusTransport::RtuOverTcp => {
+                let stream = tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(tokio_modbus::client::rtu::attach(stream))
+            }
+        }
+    };
+    timeout(limit, attempt)
+        .await
+        .map_err(|_| format!("no connection within {} ms", limit.as_millis()))?
+}
+
+/// A write for commissioning and for resetting latched detectors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// Function 06 (one word) or 16 (several).
+    Registers { start: u16, words: Vec<u16> },
+    /// Function 05 (one bit) or 15 (several).
+    Coils { start: u16, bits: Vec<bool> },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("{0}")]
+    Transport(String),
+    #[error("the device refused the write: {0}")]
+    Exception(String),
+    #[error("nothing to write")]
+    Empty,
+}
+
+/// Writes to one unit over a connection of its own, every step within `limit`.
+pub async fn write(
+    address: &str,
+    transport: ModbusTransport,
+    unit_id: u8,
+    request: &Write,
+    limit: Duration,
+) -> Result<(), WriteError> {
+    if is_empty(request) {
+        return Err(WriteError::Empty);
+    }
+    let mut ctx = connect(address, transport, limit)
+        .await
+        .map_err(WriteError::Transport)?;
+    ctx.set_slave(Slave(unit_id));
+    let sent = timeout(limit, async {
+        match request {
+            Write::Registers { start, words } if words.len() == 1 => {
+                ctx.write_single_register(*start, words[0]).await
+            }
+            Write::Registers { start, words } => ctx.write_multiple_registers(*start, words).await,
+            Write::Coils { start, bits } if bits.len() == 1 => {
+                ctx.write_single_coil(*start, bits[0]).await
+            }
+            Write::Coils { start, bits } => ctx.write_multiple_coils(*start, bits).await,
+        }
+    })
+    .await;
+    let _ = timeout(limit, ctx.disconnect()).await;
+    match sent {
+        Err(_) => Err(WriteError::Transport(format!(
+            "no answer within {} ms",
+            limit.as_millis()
+        ))),
+        Ok(Err(err)) => Err(WriteError::Transport(err.to_string())),
+        Ok(Ok(Err(exception))) => Err(WriteError::Exception(format!("{exception:?}"))),
+        Ok(Ok(Ok(()))) => Ok(()),
+    }
+}
+
+fn is_empty(request: &Write) -> bool {
+    match request {
+        Write::Registers { words, .. } => words.is_empty(),
+        Write::Coils { bits, .. } => bits.is_empty(),
+    }
+}
 
 struct Schedule {
     interval: Duration,
@@ -217,19 +312,7 @@ impl ModbusPoller {
     }
 
     async fn connect(&self, limit: Duration) -> Result<Context, String> {
-        let attempt = async {
-            let addr = lookup_host(&self.config.address)
-                .await
-                .map_err(|e| e.to_string())?
-                .next()
-                .ok_or_else(|| format!("`{}` resolves to no address", self.config.address))?;
-            tokio_modbus::client::tcp::connect(addr)
-                .await
-                .map_err(|e| e.to_string())
-        };
-        timeout(limit, attempt)
-            .await
-            .map_err(|_| format!("no connection within {} ms", limit.as_millis()))?
+        connect(&self.config.address, self.config.transport, limit).await
     }
 
     async fn poll(

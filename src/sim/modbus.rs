@@ -134,14 +134,27 @@ impl SimulatedBus {
         self.units.get(&id).cloned()
     }
 
-    /// Serves on `listener` until the task is dropped.
+    /// Serves Modbus TCP on `listener` until the task is dropped.
     pub async fn serve_tcp(self, listener: TcpListener) -> std::io::Result<()> {
-        let server = Server::new(listener);
         let on_connected = |stream, addr: SocketAddr| {
             let bus = self.clone();
             async move { accept_tcp_connection(stream, addr, move |_| Ok(Some(bus.clone()))) }
         };
-        server.serve(&on_connected, |_err| {}).await
+        Server::new(listener).serve(&on_connected, |_err| {}).await
+    }
+
+    /// Serves RTU frames over TCP on `listener`, like a serial server in transparent mode.
+    pub async fn serve_rtu_over_tcp(self, listener: TcpListener) -> std::io::Result<()> {
+        use tokio_modbus::server::rtu_over_tcp;
+        let on_connected = |stream, addr: SocketAddr| {
+            let bus = self.clone();
+            async move {
+                rtu_over_tcp::accept_tcp_connection(stream, addr, move |_| Ok(Some(bus.clone())))
+            }
+        };
+        rtu_over_tcp::Server::new(listener)
+            .serve(&on_connected, |_err| {})
+            .await
     }
 }
 
