@@ -10,6 +10,9 @@ use std::sync::Arc;
 /// Nanoseconds since the Unix epoch, UTC. InfluxDB's native precision, so no conversion at the sink.
 pub type TimestampNs = i64;
 
+/// Readings of one message or poll, shared by every downstream consumer without copying.
+pub type ReadingBatch = Arc<[Reading]>;
+
 /// One measured quantity of one device at one instant.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {

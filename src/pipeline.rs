@@ -16,9 +16,11 @@ use tracing::{info, trace, warn};
 
 use crate::config::Config;
 use crate::ingest::broker;
+use crate::ingest::devices::DeviceDirectory;
 use crate::ingest::modbus::ModbusPoller;
-use crate::ingest::mqtt::{DeviceDirectory, MqttIngest, ReadingBatch};
+use crate::ingest::mqtt::MqttIngest;
 use crate::metrics::Metrics;
+use crate::model::ReadingBatch;
 use crate::sinks::runner::{self, SinkReport};
 
 /// Message batches waiting between ingest and the dispatcher.

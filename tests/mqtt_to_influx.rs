@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use parkguard::config::Config;
 use parkguard::decode::payload::DecodeErrorKind;
-use parkguard::ingest::mqtt::{DeviceDirectory, MqttIngest};
+use parkguard::ingest::devices::DeviceDirectory;
+use parkguard::ingest::mqtt::MqttIngest;
 use parkguard::metrics::Metrics;
 use parkguard::pipeline::Gateway;
 use support::*;

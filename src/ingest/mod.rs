@@ -7,6 +7,7 @@
 
 pub mod backoff;
 pub mod broker;
+pub mod devices;
 pub mod modbus;
 pub mod mqtt;
 pub mod plan;

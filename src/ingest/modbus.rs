@@ -27,10 +27,10 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, ModbusConfig, ModbusTransport};
 use crate::decode::registers::{Area, RegisterDecoder};
 use crate::ingest::backoff::Backoff;
-use crate::ingest::mqtt::{DeviceDirectory, ReadingBatch};
+use crate::ingest::devices::DeviceDirectory;
 use crate::ingest::plan::{plan, PlanOptions, ReadRequest};
 use crate::metrics::{Metrics, ModbusMetrics};
-use crate::model::{now_ns, Quality, Reading, Tags, Value};
+use crate::model::{now_ns, Quality, Reading, ReadingBatch, Tags, Value};
 
 /// Opens a connection of the given transport, within `limit`.
 pub async fn connect(

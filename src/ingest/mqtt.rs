@@ -24,12 +24,10 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, MqttConfig, MqttProtocol, UnknownDevices};
 use crate::decode::payload::{DecodeError, DecodeErrorKind, PayloadDecoder};
 use crate::ingest::backoff::Backoff;
+use crate::ingest::devices::DeviceDirectory;
 use crate::ingest::topic::TopicTemplate;
 use crate::metrics::{Metrics, MqttMetrics};
-use crate::model::{now_ns, Reading, Tags};
-
-/// Readings of one message, shared by every downstream consumer.
-pub type ReadingBatch = Arc<[Reading]>;
+use crate::model::{now_ns, ReadingBatch, Tags};
 
 /// Everything a connection task needs, prepared from the configuration before it starts.
 pub struct MqttIngest {
@@ -60,58 +58,6 @@ struct Route {
     /// Tags per topic: built once per device and topic, then shared by all its readings. The
     /// problem (unknown device) is kept too, so that every message of such a device is counted.
     tags_by_topic: HashMap<String, (Option<Arc<Tags>>, Option<DecodeError>)>,
-}
-
-/// Declared devices and where they sit in the site hierarchy.
-pub struct DeviceDirectory {
-    devices: HashMap<String, Tags>,
-}
-
-impl DeviceDirectory {
-    pub fn from_config(config: &Config) -> Self {
-        let site = &config.site;
-        let enterprise_park: HashMap<&str, &str> = site
-            .enterprises
-            .iter()
-            .map(|e| (e.id.as_str(), e.park.as_str()))
-            .collect();
-        let location_enterprise: HashMap<&str, &str> = site
-            .locations
-            .iter()
-            .map(|l| (l.id.as_str(), l.enterprise.as_str()))
-            .collect();
-        let devices = site
-            .devices
-            .iter()
-            .map(|d| {
-                let enterprise = location_enterprise
-                    .get(d.location.as_str())
-                    .copied()
-                    .unwrap_or("");
-                let park = enterprise_park.get(enterprise).copied().unwrap_or("");
-                let kind = d
-                    .kind
-                    .clone()
-                    .or_else(|| config.profiles.get(&d.profile).map(|p| p.kind.clone()))
-                    .unwrap_or_default();
-                let tags = Tags {
-                    park: park.to_string(),
-                    enterprise: enterprise.to_string(),
-                    location: d.location.clone(),
-                    device: d.id.clone(),
-                    kind,
-                    profile: d.profile.clone(),
-                    extra: Vec::new(),
-                };
-                (d.id.clone(), tags)
-            })
-            .collect();
-        DeviceDirectory { devices }
-    }
-
-    pub fn get(&self, id: &str) -> Option<&Tags> {
-        self.devices.get(id)
-    }
 }
 
 /// Logs a given (device, reason) at most once per interval; the counters still see every one.
@@ -315,9 +261,9 @@ impl MqttIngest {
             .iter()
             .position(|r| r.template.capture(&topic).is_some())
         else {
-            self.reject(
+            self.count_problem(
                 &topic,
-                DecodeError::new(
+                &DecodeError::new(
                     DecodeErrorKind::UnknownTopic,
                     format!("topic `{topic}` matches no subscription"),
                 ),
@@ -330,13 +276,13 @@ impl MqttIngest {
                 DecodeErrorKind::TooLarge,
                 format!("{} bytes, limit {}", payload.len(), route.max_payload_bytes),
             );
-            self.reject(&topic, err);
+            self.count_problem(&topic, &err);
             return None;
         }
         let parsed = match route.decoder.parse(payload) {
             Ok(parsed) => parsed,
             Err(err) => {
-                self.reject(&topic, err);
+                self.count_problem(&topic, &err);
                 return None;
             }
         };
@@ -397,10 +343,6 @@ impl MqttIngest {
             .readings_decoded
             .fetch_add(readings.len() as u64, Ordering::Relaxed);
         Some(readings.into())
-    }
-
-    fn reject(&mut self, topic: &str, err: DecodeError) {
-        self.count_problem(topic, &err);
     }
 
     fn count_problem(&mut self, device: &str, err: &DecodeError) {

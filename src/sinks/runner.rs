@@ -22,9 +22,9 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::ingest::backoff::Backoff;
-use crate::ingest::mqtt::ReadingBatch;
+
 use crate::metrics::{Metrics, SinkMetrics};
-use crate::model::Reading;
+use crate::model::{Reading, ReadingBatch};
 use crate::sinks::influx::{classify, InfluxWriter, RetryClass};
 use crate::sinks::line_protocol;
 
