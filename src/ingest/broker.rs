@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::TcpListener;
+use std::time::Duration;
 
 use rumqttd::{ConnectionSettings, RouterConfig, ServerSettings};
 use tracing::{error, info};
@@ -61,6 +62,32 @@ pub fn start(config: &EmbeddedBrokerConfig) -> anyhow::Result<()> {
                 error!(error = %err, "Embedded MQTT broker stopped.");
             }
         })?;
+    // Ingest connects right after this returns; without waiting it would first see a refused
+    // connection and log a spurious outage.
+    let deadline = std::time::Instant::now() + BROKER_READY_TIMEOUT;
+    while std::net::TcpStream::connect_timeout(&probe_address(listen), Duration::from_millis(100))
+        .is_err()
+    {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("embedded MQTT broker did not start listening on {listen}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     info!(listen = %listen, "Embedded MQTT broker started.");
     Ok(())
+}
+
+const BROKER_READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where to probe a listener: a wildcard listen address is reached through loopback.
+fn probe_address(listen: std::net::SocketAddr) -> std::net::SocketAddr {
+    let mut probe = listen;
+    if listen.ip().is_unspecified() {
+        probe.set_ip(if listen.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    probe
 }
