@@ -550,6 +550,14 @@ impl Config {
         self.secrets.get(path).map(String::as_str)
     }
 
+    /// A profile validation has already checked to exist; an error only if the config was
+    /// built without `load`.
+    pub fn profile(&self, id: &str) -> anyhow::Result<&Profile> {
+        self.profiles
+            .get(id)
+            .ok_or_else(|| anyhow::anyhow!("no profile `{id}`"))
+    }
+
     pub fn resolve_path(&self, path: &Path) -> PathBuf {
         self.base_dir.join(path)
     }

@@ -173,10 +173,7 @@ impl ModbusPoller {
                 .get(&u.device)
                 .ok_or_else(|| anyhow::anyhow!("device `{}` is not declared", u.device))?
                 .clone();
-            let profile = config
-                .profiles
-                .get(&tags.profile)
-                .ok_or_else(|| anyhow::anyhow!("profile `{}` vanished", tags.profile))?;
+            let profile = config.profile(&tags.profile)?;
             let map = profile
                 .modbus
                 .as_ref()

@@ -113,10 +113,7 @@ impl MqttIngest {
         let mut routes = Vec::new();
         for s in &mqtt.subscriptions {
             let template = TopicTemplate::parse(&s.topic).map_err(anyhow::Error::msg)?;
-            let profile = config
-                .profiles
-                .get(&s.profile)
-                .ok_or_else(|| anyhow::anyhow!("profile `{}` vanished", s.profile))?;
+            let profile = config.profile(&s.profile)?;
             let mapping = profile
                 .payload
                 .as_ref()
