@@ -152,3 +152,52 @@ fn check_plan_prints_the_fewest_reads_per_poll_class() {
         "{stdout}"
     );
 }
+
+#[test]
+fn serial_line_settings_are_checked_and_only_allowed_on_rtu() {
+    let (_dir, path) = support::site(
+        r#"[gateway]
+profiles_dir = "profiles"
+[[parks]]
+id = "p"
+[[enterprises]]
+id = "e"
+park = "p"
+[[locations]]
+id = "l"
+enterprise = "e"
+[[devices]]
+id = "d1"
+location = "l"
+profile = "arcm_combo_detector"
+
+[[modbus]]
+name = "rs485"
+transport = "rtu"
+address = "/dev/ttyUSB0"
+serial = { baud = 100, parity = "even", stop_bits = 3 }
+[[modbus.units]]
+device = "d1"
+unit_id = 1
+
+[[modbus]]
+name = "tcp"
+transport = "tcp"
+address = "10.0.0.5:502"
+serial = { baud = 9600 }
+[[modbus.units]]
+device = "d1"
+unit_id = 2
+"#,
+    );
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2, "{stderr}");
+    for expected in [
+        "modbus[0].serial.baud: must be 300 to 921600",
+        "modbus[0].serial.stop_bits: must be 1 or 2",
+        "modbus[1].serial: serial settings apply only to `transport = \"rtu\"`",
+    ] {
+        assert!(stderr.contains(expected), "missing `{expected}` in:\n{stderr}");
+    }
+    assert_eq!(stderr.matches("modbus[").count(), 3, "{stderr}");
+}

@@ -11,6 +11,7 @@ mod locate;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -62,6 +63,94 @@ pub enum ModbusTransport {
     /// Modbus RTU frames (with CRC) over a TCP connection: a serial server or 4G DTU in
     /// transparent mode, carrying a whole RS-485 bus.
     RtuOverTcp,
+    /// Modbus RTU on a local serial port (an RS-485 adapter), set up by `[modbus.serial]`.
+    Rtu,
+}
+
+/// Parity of a serial line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Parity {
+    #[default]
+    None,
+    Even,
+    Odd,
+}
+
+/// `[modbus.serial]`: line settings of an RS-485 port, for `transport = "rtu"`. They must
+/// match every unit on the bus; `parkguard modbus scan` finds them when they are unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialConfig {
+    /// Bits per second: 1200 to 115200; most meters ship at 9600.
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// `none`, `even` or `odd`. The Modbus standard asks for even; many Chinese meters
+    /// default to none.
+    #[serde(default)]
+    pub parity: Parity,
+    /// 7 or 8; RTU framing needs 8.
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+    /// 1 or 2. The standard uses 2 stop bits when there is no parity; devices accept 1.
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+}
+
+impl Default for SerialConfig {
+    fn default() -> Self {
+        SerialConfig {
+            baud: default_baud(),
+            parity: Parity::None,
+            data_bits: default_data_bits(),
+            stop_bits: default_stop_bits(),
+        }
+    }
+}
+
+impl SerialConfig {
+    /// The silence that ends an RTU frame: 3.5 characters, and at least 1.75 ms above
+    /// 19200 baud (Modbus over serial line, 2.5.1.1).
+    pub fn frame_gap(&self) -> Duration {
+        if self.baud > 19_200 {
+            return Duration::from_micros(1750);
+        }
+        let bits_per_char = 1
+            + u64::from(self.data_bits)
+            + u64::from(self.parity != Parity::None)
+            + u64::from(self.stop_bits);
+        Duration::from_micros(bits_per_char * 3_500_000 / u64::from(self.baud.max(1)))
+    }
+}
+
+fn default_baud() -> u32 {
+    9600
+}
+fn default_data_bits() -> u8 {
+    8
+}
+fn default_stop_bits() -> u8 {
+    1
+}
+
+/// Everything needed to open a Modbus connection: the part of `[[modbus]]` that the
+/// commissioning tools also take from the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModbusLink {
+    pub transport: ModbusTransport,
+    /// `host:port` for TCP transports, the serial device path for `rtu`.
+    pub address: String,
+    pub serial: SerialConfig,
+}
+
+impl ModbusLink {
+    pub fn tcp(address: impl Into<String>) -> Self {
+        ModbusLink {
+            transport: ModbusTransport::Tcp,
+            address: address.into(),
+            serial: SerialConfig::default(),
+        }
+    }
 }
 
 /// `[[modbus]]`: one connection, carrying one or more units (slave ids). Requests on one
@@ -71,13 +160,24 @@ pub enum ModbusTransport {
 pub struct ModbusConfig {
     /// Name of the connection, used in logs and metrics.
     pub name: String,
-    /// `tcp` or `rtu_over_tcp`.
+    /// `tcp`, `rtu_over_tcp` or `rtu`.
     pub transport: ModbusTransport,
-    /// `host:port` of the device or serial server, e.g. `192.168.10.21:502`.
+    /// `host:port` of the device or serial server (e.g. `192.168.10.21:502`), or for `rtu`
+    /// the serial device (e.g. `/dev/ttyUSB0`, better a stable `/dev/serial/by-id/...` path).
     pub address: String,
-    /// Seconds one request (or the connection) may take before it counts as failed.
+    /// Line settings for `transport = "rtu"` (default 9600 baud, 8 data bits, no parity,
+    /// 1 stop bit).
+    #[serde(default)]
+    pub serial: Option<SerialConfig>,
+    /// Milliseconds one request (or opening the connection) may take before it counts as
+    /// failed.
     #[serde(default = "default_modbus_timeout_ms")]
     pub timeout_ms: u64,
+    /// Milliseconds of quiet between two requests on this connection, for slow devices and
+    /// serial servers that need it. On `rtu` the 3.5-character frame gap is always kept in
+    /// addition.
+    #[serde(default)]
+    pub request_pause_ms: u64,
     /// Consecutive failed polls after which a unit is offline: its readings turn to quality
     /// `comm_error` and it is retried only every `offline_retry_s`, so a dead unit never
     /// holds up the others on the bus.
@@ -87,6 +187,16 @@ pub struct ModbusConfig {
     pub offline_retry_s: u64,
     /// `[[modbus.units]]`
     pub units: Vec<ModbusUnitConfig>,
+}
+
+impl ModbusConfig {
+    pub fn link(&self) -> ModbusLink {
+        ModbusLink {
+            transport: self.transport,
+            address: self.address.clone(),
+            serial: self.serial.unwrap_or_default(),
+        }
+    }
 }
 
 fn default_modbus_timeout_ms() -> u64 {
@@ -713,11 +823,45 @@ impl Config {
             .collect();
         unique_ids(site.modbus.iter().map(|m| &m.name), "modbus", &mut report);
         for (i, m) in site.modbus.iter().enumerate() {
-            if m.address.parse::<SocketAddr>().is_err() && !m.address.contains(':') {
-                report(
-                    format!("modbus[{i}].address"),
-                    "give `host:port`, e.g. `192.168.10.21:502`".into(),
-                );
+            if m.transport == ModbusTransport::Rtu {
+                if m.address.trim().is_empty() {
+                    report(
+                        format!("modbus[{i}].address"),
+                        "give the serial device, e.g. `/dev/ttyUSB0`".into(),
+                    );
+                }
+                let serial = m.serial.unwrap_or_default();
+                if !(300..=921_600).contains(&serial.baud) {
+                    report(
+                        format!("modbus[{i}].serial.baud"),
+                        "must be 300 to 921600".into(),
+                    );
+                }
+                if !(7..=8).contains(&serial.data_bits) {
+                    report(
+                        format!("modbus[{i}].serial.data_bits"),
+                        "must be 7 or 8".into(),
+                    );
+                }
+                if !(1..=2).contains(&serial.stop_bits) {
+                    report(
+                        format!("modbus[{i}].serial.stop_bits"),
+                        "must be 1 or 2".into(),
+                    );
+                }
+            } else {
+                if m.address.parse::<SocketAddr>().is_err() && !m.address.contains(':') {
+                    report(
+                        format!("modbus[{i}].address"),
+                        "give `host:port`, e.g. `192.168.10.21:502`".into(),
+                    );
+                }
+                if m.serial.is_some() {
+                    report(
+                        format!("modbus[{i}].serial"),
+                        "serial settings apply only to `transport = \"rtu\"`".into(),
+                    );
+                }
             }
             if m.timeout_ms < 10 {
                 report(
@@ -864,4 +1008,33 @@ fn load_profiles(
         }
     }
     profiles
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtu_frame_gap_is_three_and_a_half_characters_with_a_floor_above_19200_baud() {
+        let line = |baud, parity, stop_bits| SerialConfig {
+            baud,
+            parity,
+            data_bits: 8,
+            stop_bits,
+        };
+        // 9600 8N1: 10 bits a character, 3.5 characters = 3.646 ms.
+        assert_eq!(
+            line(9600, Parity::None, 1).frame_gap(),
+            Duration::from_micros(3645)
+        );
+        // 9600 8E1: 11 bits.
+        assert_eq!(
+            line(9600, Parity::Even, 1).frame_gap(),
+            Duration::from_micros(4010)
+        );
+        assert_eq!(
+            line(115_200, Parity::None, 1).frame_gap(),
+            Duration::from_micros(1750)
+        );
+    }
 }

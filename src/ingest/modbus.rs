@@ -24,7 +24,9 @@ use tokio_modbus::prelude::{Slave, SlaveContext};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, ModbusConfig, ModbusTransport};
+use tokio_serial::{ClearBuffer, DataBits, FlowControl, SerialPort, SerialStream, StopBits};
+
+use crate::config::{Config, ModbusConfig, ModbusLink, ModbusTransport, Parity, SerialConfig};
 use crate::decode::registers::{Area, RegisterDecoder};
 use crate::ingest::backoff::Backoff;
 use crate::ingest::devices::DeviceDirectory;
@@ -32,23 +34,23 @@ use crate::ingest::plan::{plan, PlanOptions, ReadRequest};
 use crate::metrics::{Metrics, ModbusMetrics};
 use crate::model::{now_ns, Quality, Reading, ReadingBatch, Tags, Value};
 
-/// Opens a connection of the given transport, within `limit`.
-pub async fn connect(
-    address: &str,
-    transport: ModbusTransport,
-    limit: Duration,
-) -> Result<Context, String> {
+/// Opens a connection over `link`, within `limit`.
+pub async fn connect(link: &ModbusLink, limit: Duration) -> Result<Context, String> {
+    let address = link.address.as_str();
     let attempt = async {
+        if link.transport == ModbusTransport::Rtu {
+            return open_serial(address, &link.serial).map(tokio_modbus::client::rtu::attach);
+        }
         let addr = lookup_host(address)
             .await
             .map_err(|e| e.to_string())?
             .next()
             .ok_or_else(|| format!("`{address}` resolves to no address"))?;
-        match transport {
+        match link.transport {
             ModbusTransport::Tcp => tokio_modbus::client::tcp::connect(addr)
                 .await
                 .map_err(|e| e.to_string()),
-            ModbusTransport::RtuOverTcp => {
+            ModbusTransport::RtuOverTcp | ModbusTransport::Rtu => {
                 let stream = tokio::net::TcpStream::connect(addr)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -59,6 +61,30 @@ pub async fn connect(
     timeout(limit, attempt)
         .await
         .map_err(|_| format!("no connection within {} ms", limit.as_millis()))?
+}
+
+/// Opens a serial port with `settings`, exclusively, with anything a device sent before
+/// (a late answer to a request that timed out) thrown away.
+pub fn open_serial(path: &str, settings: &SerialConfig) -> Result<SerialStream, String> {
+    let builder = tokio_serial::new(path, settings.baud)
+        .data_bits(match settings.data_bits {
+            7 => DataBits::Seven,
+            _ => DataBits::Eight,
+        })
+        .parity(match settings.parity {
+            Parity::None => tokio_serial::Parity::None,
+            Parity::Even => tokio_serial::Parity::Even,
+            Parity::Odd => tokio_serial::Parity::Odd,
+        })
+        .stop_bits(match settings.stop_bits {
+            2 => StopBits::Two,
+            _ => StopBits::One,
+        })
+        .flow_control(FlowControl::None);
+    let port = SerialStream::open(&builder).map_err(|e| format!("{path}: {e}"))?;
+    port.clear(ClearBuffer::All)
+        .map_err(|e| format!("{path}: {e}"))?;
+    Ok(port)
 }
 
 /// A write for commissioning and for resetting latched detectors.
@@ -82,8 +108,7 @@ pub enum WriteError {
 
 /// Writes to one unit over a connection of its own, every step within `limit`.
 pub async fn write(
-    address: &str,
-    transport: ModbusTransport,
+    link: &ModbusLink,
     unit_id: u8,
     request: &Write,
     limit: Duration,
@@ -91,9 +116,7 @@ pub async fn write(
     if is_empty(request) {
         return Err(WriteError::Empty);
     }
-    let mut ctx = connect(address, transport, limit)
-        .await
-        .map_err(WriteError::Transport)?;
+    let mut ctx = connect(link, limit).await.map_err(WriteError::Transport)?;
     ctx.set_slave(Slave(unit_id));
     let sent = timeout(limit, async {
         match request {
@@ -147,6 +170,8 @@ struct Unit {
 
 pub struct ModbusPoller {
     config: ModbusConfig,
+    /// Quiet kept between any two requests on this connection.
+    bus_gap: Duration,
     units: Vec<Unit>,
     metrics: Arc<ModbusMetrics>,
 }
@@ -205,7 +230,12 @@ impl ModbusPoller {
                 offline: false,
             });
         }
+        let frame_gap = match modbus.transport {
+            ModbusTransport::Rtu => modbus.serial.unwrap_or_default().frame_gap(),
+            ModbusTransport::Tcp | ModbusTransport::RtuOverTcp => Duration::ZERO,
+        };
         Ok(ModbusPoller {
+            bus_gap: frame_gap + Duration::from_millis(modbus.request_pause_ms),
             metrics: metrics.modbus(&modbus.name),
             config: modbus,
             units,
@@ -226,6 +256,7 @@ impl ModbusPoller {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut context: Option<Context> = None;
         let mut reconnect_not_before = Instant::now();
+        let mut quiet_until = Instant::now();
         loop {
             let Some((u, s, due)) = self.earliest_due() else {
                 cancel.cancelled().await;
@@ -255,7 +286,10 @@ impl ModbusPoller {
             }
             let started = Instant::now();
             let result = match context.as_mut() {
-                Some(ctx) => self.poll(ctx, u, s, request_timeout).await,
+                Some(ctx) => {
+                    self.poll(ctx, u, s, request_timeout, &mut quiet_until)
+                        .await
+                }
                 None => Err(PollError::Transport("not connected".into())),
             };
             self.metrics
@@ -309,7 +343,7 @@ impl ModbusPoller {
     }
 
     async fn connect(&self, limit: Duration) -> Result<Context, String> {
-        connect(&self.config.address, self.config.transport, limit).await
+        connect(&self.config.link(), limit).await
     }
 
     async fn poll(
@@ -318,6 +352,7 @@ impl ModbusPoller {
         u: usize,
         s: usize,
         limit: Duration,
+        quiet_until: &mut Instant,
     ) -> Result<Vec<Reading>, PollError> {
         let unit = &self.units[u];
         ctx.set_slave(Slave(unit.unit_id));
@@ -327,6 +362,7 @@ impl ModbusPoller {
             if i > 0 && !unit.request_pause.is_zero() {
                 tokio::time::sleep(unit.request_pause).await;
             }
+            sleep_until(*quiet_until).await;
             self.metrics.requests.fetch_add(1, Ordering::Relaxed);
             let (start, count) = (request.start, request.count);
             let answer = timeout(limit, async {
@@ -344,6 +380,7 @@ impl ModbusPoller {
                 }
             })
             .await;
+            *quiet_until = Instant::now() + self.bus_gap;
             let words = match answer {
                 Err(_) => {
                     self.metrics.timeouts.fetch_add(1, Ordering::Relaxed);

@@ -1,4 +1,4 @@
-//! A Modbus TCP server (tokio-modbus `Service`) answering for several units from register
+//! A Modbus server (tokio-modbus `Service`; TCP, RTU over TCP, RTU on a serial device) answering for several units from register
 //! banks. Each unit can be switched to answer with an exception or not at all, to test fault
 //! handling against a real protocol stack rather than a mock.
 
@@ -30,6 +30,8 @@ pub struct SimulatedUnit {
     words: Mutex<HashMap<(Area, u16), u16>>,
     behaviour: Mutex<Behaviour>,
     requests: Mutex<u64>,
+    /// When each request arrived, for cadence measurements.
+    arrivals: Mutex<Vec<std::time::Instant>>,
 }
 
 impl Default for SimulatedUnit {
@@ -38,6 +40,7 @@ impl Default for SimulatedUnit {
             words: Mutex::new(HashMap::new()),
             behaviour: Mutex::new(Behaviour::Normal),
             requests: Mutex::new(0),
+            arrivals: Mutex::new(Vec::new()),
         }
     }
 }
@@ -59,6 +62,11 @@ impl SimulatedUnit {
         *self.requests.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Arrival times of the requests since the last call, oldest first.
+    pub fn take_arrivals(&self) -> Vec<std::time::Instant> {
+        std::mem::take(&mut *self.arrivals.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     fn read(&self, area: Area, start: u16, count: u16) -> Vec<u16> {
         let bank = self.words.lock().unwrap_or_else(|e| e.into_inner());
         (0..count)
@@ -76,6 +84,14 @@ impl SimulatedUnit {
             *requests += 1;
             *requests
         };
+        {
+            let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
+            // Bounded so that a long-running simulator does not grow without limit.
+            if arrivals.len() >= 100_000 {
+                arrivals.clear();
+            }
+            arrivals.push(std::time::Instant::now());
+        }
         match *self.behaviour.lock().unwrap_or_else(|e| e.into_inner()) {
             Behaviour::Normal => {}
             Behaviour::Exception(code) => return Err(code),
@@ -154,6 +170,22 @@ impl SimulatedBus {
         };
         rtu_over_tcp::Server::new(listener)
             .serve(&on_connected, |_err| {})
+            .await
+    }
+}
+
+impl SimulatedBus {
+    /// Serves RTU on a serial device (one end of a pseudo-terminal pair, or a real RS-485
+    /// adapter) until the task is dropped.
+    pub async fn serve_rtu_serial(
+        self,
+        path: &str,
+        settings: &crate::config::SerialConfig,
+    ) -> std::io::Result<()> {
+        let port =
+            crate::ingest::modbus::open_serial(path, settings).map_err(std::io::Error::other)?;
+        tokio_modbus::server::rtu::Server::new(port)
+            .serve_forever(self)
             .await
     }
 }

@@ -332,3 +332,40 @@ pub async fn wait_subscribed(gateway: &parkguard::pipeline::Gateway, name: &str,
     )
     .await;
 }
+
+/// A pair of connected pseudo-terminals made by socat: what one end writes, the other reads,
+/// like the two sides of an RS-485 bus. socat is killed on drop.
+pub struct PtyPair {
+    pub gateway_end: String,
+    pub device_end: String,
+    _dir: TempDir,
+    child: Child,
+}
+
+pub fn pty_pair() -> PtyPair {
+    let program = require_binary("socat", "socat");
+    let dir = TempDir::new().expect("temp dir");
+    let a = dir.path().join("gateway");
+    let b = dir.path().join("device");
+    let child = Command::new(program)
+        .arg(format!("pty,raw,echo=0,link={}", a.display()))
+        .arg(format!("pty,raw,echo=0,link={}", b.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn socat");
+    wait_for("socat pty links", || a.exists() && b.exists());
+    PtyPair {
+        gateway_end: a.display().to_string(),
+        device_end: b.display().to_string(),
+        _dir: dir,
+        child,
+    }
+}
+
+impl Drop for PtyPair {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,13 +1,14 @@
-//! Modbus TCP polling against the in-process simulator (tokio-modbus server): readings reach
-//! InfluxDB with the profile's decoding, and on one connection carrying 8 units a silent unit
-//! goes offline while a busy one and the healthy ones keep their cadence.
+//! Modbus polling against the in-process simulator (a tokio-modbus server) over TCP, RTU on a
+//! socat pseudo-terminal pair, and RTU over TCP: readings reach InfluxDB with the profile's
+//! decoding, and on one bus carrying 8 units a silent unit goes offline while a busy one and
+//! the healthy ones keep their cadence.
 
 mod support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use parkguard::config::Config;
+use parkguard::config::{Config, Parity, SerialConfig};
 use parkguard::decode::registers::Area;
 use parkguard::pipeline::Gateway;
 use parkguard::sim::modbus::{Behaviour, SimulatedBus};
@@ -81,24 +82,16 @@ async fn meter_and_gas_detector_readings_reach_influxdb_decoded_by_their_profile
     gateway.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_and_busy_units_do_not_stall_the_other_units_on_their_connection() {
-    let bus = SimulatedBus::new(1..=8);
-    bus.unit(3)
-        .expect("unit 3")
-        .set_behaviour(Behaviour::Silent);
-    bus.unit(5)
-        .expect("unit 5")
-        .set_behaviour(Behaviour::ExceptionEveryOther(
-            ExceptionCode::ServerDeviceBusy,
-        ));
-    let port = serve(bus.clone()).await;
+/// Eight arcm_combo_detector units on one connection (`link` is the `[[modbus]]` line
+/// settings): unit 3 never answers and unit 5 answers busy (0x06) every other time. Unit 3
+/// goes offline; every other unit keeps its 1 s cadence within one timeout (200 ms).
+async fn fault_isolation_on_one_bus(bus: SimulatedBus, link: &str) {
     let mut site_text = HIERARCHY.to_string();
     for id in 1..=8 {
         site_text.push_str(&format!("[[devices]]\nid = \"d{id}\"\nlocation = \"配电房\"\nprofile = \"arcm_combo_detector\"\n"));
     }
     site_text.push_str(&format!(
-        "[[modbus]]\nname = \"bus\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:{port}\"\ntimeout_ms = 200\noffline_after_failures = 3\noffline_retry_s = 60\n"
+        "[[modbus]]\nname = \"bus\"\n{link}\ntimeout_ms = 200\noffline_after_failures = 3\noffline_retry_s = 60\n"
     ));
     for id in 1..=8 {
         site_text.push_str(&format!(
@@ -117,25 +110,34 @@ async fn silent_and_busy_units_do_not_stall_the_other_units_on_their_connection(
     })
     .await;
     // Unit 3 costs three timeouts (0.6 s) and is then left alone for a minute.
-    let before: Vec<u64> = (1..=8)
-        .map(|id| bus.unit(id).expect("unit").requests())
-        .collect();
+    for id in 1..=8 {
+        bus.unit(id).expect("unit").take_arrivals();
+    }
     let window = Duration::from_secs(5);
     tokio::time::sleep(window).await;
-    let after: Vec<u64> = (1..=8)
-        .map(|id| bus.unit(id).expect("unit").requests())
-        .collect();
-    for id in [1usize, 2, 4, 5, 6, 7, 8] {
-        let polled = after[id - 1] - before[id - 1];
+    let interval = Duration::from_millis(1000);
+    let timeout = Duration::from_millis(200);
+    for id in [1u8, 2, 4, 5, 6, 7, 8] {
+        let arrivals = bus.unit(id).expect("unit").take_arrivals();
         // One fast request a second (the slow class is due once a minute): 5 in 5 s, allowing
         // one for where the window cuts the cadence.
         assert!(
-            (4..=6).contains(&polled),
-            "unit {id} was asked {polled} times in {window:?}"
+            (4..=6).contains(&arrivals.len()),
+            "unit {id} was asked {} times in {window:?}",
+            arrivals.len()
+        );
+        let longest_cycle = arrivals
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default();
+        assert!(
+            longest_cycle <= interval + timeout,
+            "unit {id}: {longest_cycle:?} between two polls, more than {interval:?} + {timeout:?}"
         );
     }
-    assert_eq!(
-        after[2], before[2],
+    assert!(
+        bus.unit(3).expect("unit 3").take_arrivals().is_empty(),
         "offline unit 3 is not retried before offline_retry_s"
     );
     assert!(
@@ -148,6 +150,116 @@ async fn silent_and_busy_units_do_not_stall_the_other_units_on_their_connection(
         "a busy unit is not offline"
     );
     assert!(started.elapsed() < Duration::from_secs(20));
+    gateway.shutdown().await;
+}
+
+fn bus_with_silent_3_and_busy_5() -> SimulatedBus {
+    let bus = SimulatedBus::new(1..=8);
+    bus.unit(3)
+        .expect("unit 3")
+        .set_behaviour(Behaviour::Silent);
+    bus.unit(5)
+        .expect("unit 5")
+        .set_behaviour(Behaviour::ExceptionEveryOther(
+            ExceptionCode::ServerDeviceBusy,
+        ));
+    bus
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_silent_and_busy_units_do_not_stall_the_other_units_on_their_connection() {
+    let bus = bus_with_silent_3_and_busy_5();
+    let port = serve(bus.clone()).await;
+    fault_isolation_on_one_bus(
+        bus,
+        &format!("transport = \"tcp\"\naddress = \"127.0.0.1:{port}\""),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtu_serial_silent_and_busy_units_do_not_stall_the_other_units_on_the_bus() {
+    let pty = pty_pair();
+    let bus = bus_with_silent_3_and_busy_5();
+    let settings = SerialConfig {
+        baud: 19200,
+        parity: Parity::Even,
+        data_bits: 8,
+        stop_bits: 1,
+    };
+    let device_end = pty.device_end.clone();
+    let server = bus.clone();
+    tokio::spawn(async move { server.serve_rtu_serial(&device_end, &settings).await });
+    fault_isolation_on_one_bus(
+        bus,
+        &format!(
+            "transport = \"rtu\"\naddress = \"{}\"\nserial = {{ baud = 19200, parity = \"even\" }}",
+            pty.gateway_end
+        ),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtu_serial_readings_reach_influxdb_decoded_by_their_profiles() {
+    let influx = influxd();
+    create_database(&influx, "pg").await;
+    let pty = pty_pair();
+    let bus = SimulatedBus::new([1, 2]);
+    bus.unit(1)
+        .expect("unit 1")
+        .set_words(Area::Holding, 20, &[2301, 2298, 2310]);
+    bus.unit(2)
+        .expect("unit 2")
+        .set_words(Area::Holding, 8, &[0xCCCD, 0x4244]); // 49.2 %LEL, CDAB
+    let device_end = pty.device_end.clone();
+    tokio::spawn(async move {
+        bus.serve_rtu_serial(&device_end, &SerialConfig::default())
+            .await
+    });
+    let site_text = format!(
+        "{HIERARCHY}[[devices]]\nid = \"m1\"\nlocation = \"配电房\"\nprofile = \"acrel_adw300_3p\"\n\
+         [[devices]]\nid = \"g1\"\nlocation = \"配电房\"\nprofile = \"gas_detector_lel\"\n\
+         [[modbus]]\nname = \"rs485-1\"\ntransport = \"rtu\"\naddress = \"{}\"\ntimeout_ms = 500\nrequest_pause_ms = 20\n\
+         [[modbus.units]]\ndevice = \"m1\"\nunit_id = 1\n[[modbus.units]]\ndevice = \"g1\"\nunit_id = 2\n\
+         [[influx]]\nname = \"i\"\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"pg\"\nbatch_age_ms = 100\n",
+        pty.gateway_end,
+        influx.url()
+    );
+    let (_dir, path) = site(&site_text);
+    let gateway = Gateway::start(Config::load(&path).unwrap_or_else(|p| panic!("{p:#?}")))
+        .await
+        .expect("start");
+    eventually(
+        "meter and gas rows over RTU",
+        Duration::from_secs(20),
+        || async {
+            !rows(&influxql(&influx, "pg", "SELECT ua FROM electrical WHERE ua > 0").await)
+                .is_empty()
+                && !rows(&influxql(&influx, "pg", "SELECT lel FROM gas WHERE lel > 0").await)
+                    .is_empty()
+        },
+    )
+    .await;
+    let m = &rows(
+        &influxql(
+            &influx,
+            "pg",
+            "SELECT ua FROM electrical WHERE ua > 0 LIMIT 1",
+        )
+        .await,
+    )[0];
+    assert_eq!(m["ua"].as_f64(), Some(230.1));
+    let g = &rows(&influxql(&influx, "pg", "SELECT lel FROM gas WHERE lel > 0 LIMIT 1").await)[0];
+    assert_eq!(g["lel"].as_f64(), Some(49.2));
+    assert_eq!(
+        gateway
+            .metrics
+            .modbus("rs485-1")
+            .polls_failed
+            .load(Ordering::Relaxed),
+        0
+    );
     gateway.shutdown().await;
 }
 
@@ -194,19 +306,18 @@ async fn rtu_over_tcp_serial_server_carries_several_units() {
 
 #[tokio::test]
 async fn writes_reach_the_device_and_refusals_are_reported() {
-    use parkguard::config::ModbusTransport;
+    use parkguard::config::ModbusLink;
     use parkguard::ingest::modbus::{write, Write, WriteError};
     let bus = SimulatedBus::new([1, 2]);
     bus.unit(2)
         .expect("unit 2")
         .set_behaviour(Behaviour::Exception(ExceptionCode::IllegalDataAddress));
     let port = serve(bus.clone()).await;
-    let address = format!("127.0.0.1:{port}");
+    let link = ModbusLink::tcp(format!("127.0.0.1:{port}"));
     let limit = Duration::from_millis(500);
     // Set the leakage alarm threshold (register 16) to 500 mA, then reset the latch (20 = 1).
     write(
-        &address,
-        ModbusTransport::Tcp,
+        &link,
         1,
         &Write::Registers {
             start: 16,
@@ -217,8 +328,7 @@ async fn writes_reach_the_device_and_refusals_are_reported() {
     .await
     .expect("write two registers");
     write(
-        &address,
-        ModbusTransport::Tcp,
+        &link,
         1,
         &Write::Registers {
             start: 20,
@@ -229,8 +339,7 @@ async fn writes_reach_the_device_and_refusals_are_reported() {
     .await
     .expect("write one register");
     write(
-        &address,
-        ModbusTransport::Tcp,
+        &link,
         1,
         &Write::Coils {
             start: 3,
@@ -240,7 +349,7 @@ async fn writes_reach_the_device_and_refusals_are_reported() {
     )
     .await
     .expect("write a coil");
-    let mut ctx = parkguard::ingest::modbus::connect(&address, ModbusTransport::Tcp, limit)
+    let mut ctx = parkguard::ingest::modbus::connect(&link, limit)
         .await
         .expect("connect");
     use tokio_modbus::prelude::{Reader, Slave, SlaveContext};
@@ -258,8 +367,7 @@ async fn writes_reach_the_device_and_refusals_are_reported() {
         .expect("answer");
     assert_eq!(coils, [true]);
     let refused = write(
-        &address,
-        ModbusTransport::Tcp,
+        &link,
         2,
         &Write::Registers {
             start: 0,
@@ -273,8 +381,7 @@ async fn writes_reach_the_device_and_refusals_are_reported() {
         "{refused:?}"
     );
     let empty = write(
-        &address,
-        ModbusTransport::Tcp,
+        &link,
         1,
         &Write::Coils {
             start: 0,
@@ -286,8 +393,7 @@ async fn writes_reach_the_device_and_refusals_are_reported() {
     assert!(matches!(empty, Err(WriteError::Empty)));
     let dead = format!("127.0.0.1:{}", free_port());
     let unreachable = write(
-        &dead,
-        ModbusTransport::Tcp,
+        &ModbusLink::tcp(dead),
         1,
         &Write::Registers {
             start: 0,
