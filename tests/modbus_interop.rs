@@ -198,7 +198,7 @@ fn all_types_profile(unit: u8, spec: &mut Vec<Json>) -> (String, BTreeMap<String
         ("i32", json!(-123_456_789), 2),
         ("u64", json!(72_623_859_790_382_856u64), 4),
         ("i64", json!(-1_234_567_890_123_456_789i64), 4),
-        ("f32", json!(3.14159), 2),
+        ("f32", json!(123.456), 2),
         ("f64", json!(-98765.4321), 4),
     ];
     let mut toml = String::from(
