@@ -197,7 +197,10 @@ unit_id = 2
         "modbus[0].serial.stop_bits: must be 1 or 2",
         "modbus[1].serial: serial settings apply only to `transport = \"rtu\"`",
     ] {
-        assert!(stderr.contains(expected), "missing `{expected}` in:\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
     }
     assert_eq!(stderr.matches("modbus[").count(), 3, "{stderr}");
 }
