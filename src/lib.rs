@@ -2,12 +2,15 @@
 //!
 //! # Layout
 //!
-//! Data flows `ingest -> decode -> (rules) -> sinks`:
+//! Data flows `ingest -> decode -> rules -> store / sinks`:
 //!
 //! - [`model`]: readings, values, quality and site tags; the types every stage speaks.
 //! - [`config`]: the site file and device profiles, loaded with every problem located.
 //! - [`ingest`]: connection lifecycles; MQTT (rumqttc) and the embedded broker (rumqttd).
 //! - [`decode`]: pure decoding of payloads into readings.
+//! - [`rules`]: thresholds, delays and the ISA-18.2 alarm state machine (pure), and the task
+//!   that owns them.
+//! - [`store`]: SQLite: alarm states across restarts and the hash-chained alarm journal.
 //! - [`sinks`]: line protocol encoding and batched, retried writes to InfluxDB.
 //! - [`metrics`]: self-metrics counters.
 //! - [`pipeline`]: builds the stages back to front and shuts them down front to back.
@@ -18,5 +21,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod rules;
 pub mod sim;
 pub mod sinks;
+pub mod store;

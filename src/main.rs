@@ -43,6 +43,38 @@ enum Command {
         #[arg(long)]
         plan: bool,
     },
+    /// The alarm journal in the store.
+    Journal {
+        #[command(subcommand)]
+        command: JournalCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum JournalCommand {
+    /// Check the hash chain: exit 0 when every entry is intact, 1 when an entry was edited or
+    /// removed (the first one is named).
+    Verify {
+        /// Site configuration file (its `gateway.store` is checked).
+        #[arg(short, long, env = "PARKGUARD_CONFIG", conflicts_with = "store")]
+        config: Option<PathBuf>,
+        /// The store file itself.
+        #[arg(long)]
+        store: Option<PathBuf>,
+    },
+    /// Print the newest entries, optionally only those mentioning TEXT (alarm key, device,
+    /// rule or message).
+    Show {
+        #[arg(short, long, env = "PARKGUARD_CONFIG", conflicts_with = "store")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// Only entries whose key, device, rule or message contains this.
+        #[arg(long)]
+        search: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,6 +83,88 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { file, plan } => check(&file, plan),
         Command::Run { config } => run(&config),
+        Command::Journal { command } => journal(command),
+    }
+}
+
+fn store_path(config: Option<PathBuf>, store: Option<PathBuf>) -> Result<PathBuf, ExitCode> {
+    match (config, store) {
+        (_, Some(store)) => Ok(store),
+        (Some(config), None) => {
+            let config = load(&config)?;
+            Ok(config.resolve_path(&config.site.gateway.store))
+        }
+        (None, None) => {
+            eprintln!("give the site file (-c) or the store (--store)");
+            Err(ExitCode::from(EXIT_INVALID_CONFIG))
+        }
+    }
+}
+
+fn journal(command: JournalCommand) -> ExitCode {
+    let (config, store, search, limit) = match command {
+        JournalCommand::Verify { config, store } => (config, store, None, None),
+        JournalCommand::Show {
+            config,
+            store,
+            search,
+            limit,
+        } => (config, store, search, Some(limit)),
+    };
+    let path = match store_path(config, store) {
+        Ok(path) => path,
+        Err(code) => return code,
+    };
+    if !path.exists() {
+        eprintln!("{}: no such store", path.display());
+        return ExitCode::FAILURE;
+    }
+    let store = match parkguard::store::Store::open(&path) {
+        Ok(store) => store,
+        Err(err) => {
+            eprintln!("{err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(limit) = limit {
+        return match store.journal(search.as_deref(), limit) {
+            Ok(entries) => {
+                for e in entries.iter().rev() {
+                    println!(
+                        "{:>6} {} {:<40} {:<20} {:<24} {:<9} {} {}",
+                        e.seq,
+                        e.at_ms,
+                        e.key,
+                        e.action,
+                        e.state,
+                        e.severity,
+                        e.operator.as_deref().unwrap_or("-"),
+                        e.message
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("{err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match store.verify_journal() {
+        Ok(v) => match v.problem {
+            None => {
+                println!("{}: journal intact, {} entries", path.display(), v.entries);
+                ExitCode::SUCCESS
+            }
+            Some((seq, what)) => {
+                println!("{}: journal entry {seq}: {what}", path.display());
+                ExitCode::FAILURE
+            }
+        },
+        Err(err) => {
+            eprintln!("{err}");
+            ExitCode::FAILURE
+        }
     }
 }
 

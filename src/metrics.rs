@@ -18,6 +18,12 @@ pub struct Metrics {
     decode_errors: [AtomicU64; DecodeErrorKind::ALL.len()],
     /// Readings the dispatcher could not hand to a sink because its queue was full.
     pub readings_dropped_queue_full: AtomicU64,
+    /// Readings the rule engine evaluated.
+    pub readings_evaluated: AtomicU64,
+    /// Alarm transitions (raised, cleared, acknowledged, ...).
+    pub alarm_transitions: AtomicU64,
+    /// Failed writes of alarm state and journal to the SQLite store.
+    pub store_errors: AtomicU64,
     sinks: Mutex<BTreeMap<String, Arc<SinkMetrics>>>,
     mqtt: Mutex<BTreeMap<String, Arc<MqttMetrics>>>,
     modbus: Mutex<BTreeMap<String, Arc<ModbusMetrics>>>,

@@ -1,8 +1,9 @@
-//! Wiring: builds the stages back to front (sinks, dispatcher, broker, ingest), runs them, and
-//! shuts them down front to back.
+//! Wiring: builds the stages back to front (sinks, store and rules, dispatcher, broker,
+//! ingest), runs them, and shuts them down front to back.
 //!
 //! Only ingest watches the cancellation token. When ingest stops it drops its senders; the
-//! dispatcher ends when its input closes and drops the sinks' inputs; each sink writes what it
+//! dispatcher ends when its input closes and drops the rules' and sinks' inputs; the rules
+//! task stores its last transitions and drops its sink inputs; each sink writes what it
 //! holds until its grace period ends and reports what it left.
 
 use std::sync::atomic::Ordering;
@@ -21,7 +22,10 @@ use crate::ingest::modbus::ModbusPoller;
 use crate::ingest::mqtt::MqttIngest;
 use crate::metrics::Metrics;
 use crate::model::ReadingBatch;
+use crate::rules::engine::RuleEngine;
+use crate::rules::runtime::{self, now_ms, restore, RulesHandle};
 use crate::sinks::runner::{self, SinkReport};
+use crate::store::Store;
 
 /// Message batches waiting between ingest and the dispatcher.
 const INGEST_CAPACITY: usize = 4096;
@@ -29,9 +33,12 @@ const INGEST_CAPACITY: usize = 4096;
 /// A running gateway.
 pub struct Gateway {
     pub metrics: Arc<Metrics>,
+    /// Operator commands and alarm snapshots.
+    pub rules: RulesHandle,
     cancel: CancellationToken,
     ingest: Vec<JoinHandle<()>>,
     dispatcher: JoinHandle<()>,
+    rules_task: JoinHandle<()>,
     sinks: Vec<JoinHandle<SinkReport>>,
 }
 
@@ -66,8 +73,33 @@ impl Gateway {
             sinks.push(handle.done);
         }
 
+        let store_path = config.resolve_path(&config.site.gateway.store);
+        let mut store = Store::open(&store_path)?;
+        let mut engine = RuleEngine::new(&config, now_ms());
+        let restored = restore(&mut engine, &mut store)?;
+        info!(
+            rules = config.rules.len(),
+            alarms_watched = engine.instance_count(),
+            alarms_restored = restored,
+            store = %store_path.display(),
+            "Rules loaded."
+        );
+        let (rules_tx, rules_rx) = mpsc::channel::<ReadingBatch>(INGEST_CAPACITY);
+        let (rules, rules_task) = runtime::spawn(
+            engine,
+            store,
+            rules_rx,
+            sink_inputs.clone(),
+            Arc::clone(&metrics),
+        );
+
         let (ingest_tx, ingest_rx) = mpsc::channel::<ReadingBatch>(INGEST_CAPACITY);
-        let dispatcher = tokio::spawn(dispatch(ingest_rx, sink_inputs, Arc::clone(&metrics)));
+        let dispatcher = tokio::spawn(dispatch(
+            ingest_rx,
+            rules_tx,
+            sink_inputs,
+            Arc::clone(&metrics),
+        ));
 
         if let Some(embedded) = &config.site.broker.embedded {
             broker::start(embedded)?;
@@ -93,9 +125,11 @@ impl Gateway {
         );
         Ok(Gateway {
             metrics,
+            rules,
             cancel,
             ingest,
             dispatcher,
+            rules_task,
             sinks,
         })
     }
@@ -109,6 +143,7 @@ impl Gateway {
             let _ = task.await;
         }
         let _ = self.dispatcher.await;
+        let _ = self.rules_task.await;
         let mut reports = Vec::new();
         for sink in self.sinks {
             if let Ok(report) = sink.await {
@@ -127,12 +162,15 @@ impl Gateway {
 
 async fn dispatch(
     mut input: mpsc::Receiver<ReadingBatch>,
+    rules: mpsc::Sender<ReadingBatch>,
     sinks: Vec<(String, mpsc::Sender<ReadingBatch>)>,
     metrics: Arc<Metrics>,
 ) {
     let mut last_warning: Option<Instant> = None;
     while let Some(batch) = input.recv().await {
         trace!(readings = batch.len(), "Dispatched.");
+        // Rules get every reading (they never wait on IO, so this only waits on evaluation).
+        let _ = rules.send(Arc::clone(&batch)).await;
         for (name, sink) in &sinks {
             // try_send: a sink that cannot keep up loses readings (counted), it never stalls
             // ingest or the other sinks.

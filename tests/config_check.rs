@@ -62,7 +62,7 @@ profile = "nb_smoke"
     assert_eq!(problems.len(), 3, "{stderr}");
     assert_eq!(
         problems[0],
-        format!("{file}:19:1: devices[0].colour: unknown field `colour`, expected one of `id`, `location`, `profile`, `kind`, `name`")
+        format!("{file}:19:1: devices[0].colour: unknown field `colour`, expected one of `id`, `location`, `profile`, `kind`, `name`, `params`")
     );
     assert!(
         problems[1].starts_with(&format!(

@@ -7,6 +7,11 @@
 //! Every problem is reported as `file:line:column: key.path: message`, all at once.
 
 mod locate;
+pub mod rules;
+
+pub use rules::{
+    AlarmKind, ConditionConfig, LevelConfig, RuleConfig, RuleOverride, RuleSetFile, Severity,
+};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -52,6 +57,9 @@ pub struct SiteFile {
     /// InfluxDB servers to write readings to.
     #[serde(default)]
     pub influx: Vec<InfluxSinkConfig>,
+    /// Changes to rules for this site or part of it (thresholds, delays, off).
+    #[serde(default)]
+    pub rule_overrides: Vec<RuleOverride>,
 }
 
 /// How a Modbus endpoint is reached.
@@ -233,6 +241,15 @@ pub struct GatewayConfig {
     /// and reports what it could not write.
     #[serde(default = "default_shutdown_grace_s")]
     pub shutdown_grace_s: u64,
+    /// Rule set files, relative to this file's folder; rules are bound to devices by kind,
+    /// profile and quantity. Default: `default.toml` in the `rules` folder beside
+    /// `profiles_dir`. An empty list runs no rules.
+    #[serde(default)]
+    pub rule_files: Option<Vec<PathBuf>>,
+    /// The SQLite store (alarm states, alarm journal), relative to this file's folder. Put it
+    /// on persistent storage: `/var/lib/parkguard/parkguard.db` under systemd.
+    #[serde(default = "default_store")]
+    pub store: PathBuf,
 }
 
 impl Default for GatewayConfig {
@@ -241,8 +258,25 @@ impl Default for GatewayConfig {
             name: default_gateway_name(),
             profiles_dir: default_profiles_dir(),
             shutdown_grace_s: default_shutdown_grace_s(),
+            rule_files: None,
+            store: default_store(),
         }
     }
+}
+
+impl GatewayConfig {
+    pub fn rule_files(&self) -> Vec<PathBuf> {
+        self.rule_files.clone().unwrap_or_else(|| {
+            let profiles = self.profiles_dir.components().as_path();
+            vec![profiles
+                .parent()
+                .unwrap_or(Path::new(""))
+                .join("rules/default.toml")]
+        })
+    }
+}
+fn default_store() -> PathBuf {
+    PathBuf::from("parkguard.db")
 }
 
 fn default_gateway_name() -> String {
@@ -306,6 +340,10 @@ pub struct DeviceConfig {
     pub kind: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
+    /// Numbers rules can scale their thresholds by (a rule's `per`), e.g.
+    /// `params = { rated_current_a = 63 }` for the overcurrent rule.
+    #[serde(default)]
+    pub params: BTreeMap<String, f64>,
 }
 
 /// `[broker]`
@@ -604,6 +642,10 @@ pub struct Profile {
     /// Register map, for devices polled over Modbus.
     #[serde(default)]
     pub modbus: Option<ModbusProfile>,
+    /// Seconds between a device's unprompted messages (heartbeats), for offline detection of
+    /// devices that publish rather than being polled.
+    #[serde(default)]
+    pub heartbeat_s: Option<f64>,
 }
 
 impl Profile {
@@ -622,6 +664,8 @@ pub struct Config {
     pub profiles: BTreeMap<String, Profile>,
     /// Secrets by the key path that named them, e.g. `mqtt[0].password`.
     pub secrets: BTreeMap<String, String>,
+    /// Rules of every rule file, in file order.
+    pub rules: Vec<RuleConfig>,
 }
 
 impl Config {
@@ -639,12 +683,19 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from("."));
         let profiles_dir = base_dir.join(&site.gateway.profiles_dir);
         let profiles = load_profiles(&profiles_dir, &source, &mut problems);
+        let rules = load_rules(
+            &base_dir,
+            &site.gateway.rule_files(),
+            &source,
+            &mut problems,
+        );
         let mut config = Config {
             file: file.to_path_buf(),
             base_dir,
             site,
             profiles,
             secrets: BTreeMap::new(),
+            rules,
         };
         config.validate(&source, &paths, &mut problems);
         if problems.is_empty() {
@@ -896,6 +947,46 @@ impl Config {
             }
         }
 
+        let devices: BTreeSet<&str> = site.devices.iter().map(|d| d.id.as_str()).collect();
+        for (i, o) in site.rule_overrides.iter().enumerate() {
+            if !self.rules.iter().any(|r| r.id == o.rule) {
+                report(
+                    format!("rule_overrides[{i}].rule"),
+                    format!("no rule with id `{}` in the rule files", o.rule),
+                );
+            }
+            let scopes = [
+                ("park", &o.park, &parks),
+                ("enterprise", &o.enterprise, &enterprises),
+                ("location", &o.location, &locations),
+                ("device", &o.device, &devices),
+            ];
+            if scopes.iter().filter(|(_, id, _)| id.is_some()).count() > 1 {
+                report(
+                    format!("rule_overrides[{i}]"),
+                    "give at most one of park, enterprise, location, device".into(),
+                );
+            }
+            for (name, id, known) in scopes {
+                if let Some(id) = id {
+                    if !known.contains(id.as_str()) {
+                        report(
+                            format!("rule_overrides[{i}].{name}"),
+                            format!("no {name} with id `{id}`"),
+                        );
+                    }
+                }
+            }
+        }
+        for (i, d) in site.devices.iter().enumerate() {
+            if d.params.values().any(|v| !v.is_finite()) {
+                report(
+                    format!("devices[{i}].params"),
+                    "parameters must be finite numbers".into(),
+                );
+            }
+        }
+
         unique_ids(site.influx.iter().map(|s| &s.name), "influx", &mut report);
         for (i, s) in site.influx.iter().enumerate() {
             if !(s.url.starts_with("http://") || s.url.starts_with("https://")) {
@@ -953,6 +1044,46 @@ fn unique_ids<'a>(
 
 /// Loads every `*.toml` in the profiles folder; problems inside a profile are located in its
 /// own file.
+fn load_rules(
+    base_dir: &Path,
+    files: &[PathBuf],
+    site: &SourceFile,
+    problems: &mut Vec<Problem>,
+) -> Vec<RuleConfig> {
+    let mut rules: Vec<RuleConfig> = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        let path = base_dir.join(file);
+        let source = match SourceFile::read(&path) {
+            Ok(source) => source,
+            Err(_) => {
+                problems.push(site.locate(
+                    &format!("gateway.rule_files[{i}]"),
+                    format!("cannot read rule file {}", path.display()),
+                ));
+                continue;
+            }
+        };
+        match source.deserialize::<RuleSetFile>() {
+            Ok(set) => {
+                for (j, rule) in set.rules.into_iter().enumerate() {
+                    for (key, message) in rule.problems() {
+                        problems.push(source.locate(&format!("rules[{j}].{key}"), message));
+                    }
+                    if rules.iter().any(|r| r.id == rule.id) {
+                        problems.push(source.locate(
+                            &format!("rules[{j}].id"),
+                            format!("rule id `{}` is already used", rule.id),
+                        ));
+                    }
+                    rules.push(rule);
+                }
+            }
+            Err(mut found) => problems.append(&mut found),
+        }
+    }
+    rules
+}
+
 fn load_profiles(
     dir: &Path,
     site: &SourceFile,

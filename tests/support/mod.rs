@@ -292,7 +292,8 @@ pub fn mosquitto_pub_args(port: u16, topic: &str, messages: &[&[u8]], extra: &[&
     }
 }
 
-/// Writes a site file plus the given profiles into a fresh folder; returns (folder, site path).
+/// Writes a site file into a fresh folder next to copies of the shipped profiles (`profiles/`)
+/// and rule sets (`rules/`); returns (folder, site path).
 pub fn site(site_toml: &str) -> (TempDir, PathBuf) {
     let dir = TempDir::new().expect("temp dir");
     let profiles = dir.path().join("profiles");
@@ -301,6 +302,13 @@ pub fn site(site_toml: &str) -> (TempDir, PathBuf) {
     for entry in std::fs::read_dir(shipped).expect("shipped profiles") {
         let entry = entry.expect("entry");
         std::fs::copy(entry.path(), profiles.join(entry.file_name())).expect("copy profile");
+    }
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).expect("rules dir");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config/rules");
+    for entry in std::fs::read_dir(shipped).expect("shipped rules") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), rules.join(entry.file_name())).expect("copy rules");
     }
     let path = dir.path().join("site.toml");
     std::fs::write(&path, site_toml).expect("write site");

@@ -1,0 +1,359 @@
+//! Rule set files (`firmware-config/rules/*.toml`) and per-site overrides: the serde shapes and
+//! their checks. What the rules mean at run time is `crate::rules`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A rule set file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSetFile {
+    #[serde(default)]
+    pub description: Option<String>,
+    /// `[[rules]]`
+    pub rules: Vec<RuleConfig>,
+}
+
+/// How urgent an alarm is; decides routing (DOMAIN.md 7): critical goes to the fire
+/// department, high to park operators, medium to maintenance, low to the dashboard.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    #[default]
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// What an alarm means (ISA-18.2 / GB vocabulary: 报警, 预警, 故障, 监管).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmKind {
+    /// A hazard that needs an operator's response (报警/火警).
+    #[default]
+    Alarm,
+    /// An early warning (预警).
+    PreAlarm,
+    /// Equipment that cannot watch what it should: sensor open/short, comm loss (故障).
+    Fault,
+    /// The monitoring system itself or its supervision: tamper, battery (监管).
+    Supervisory,
+    /// A device test, recorded but not a hazard.
+    Test,
+    /// Advisory only: journaled and stored, needs no acknowledgement (not an ISA alarm).
+    Event,
+}
+
+impl AlarmKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmKind::Alarm => "alarm",
+            AlarmKind::PreAlarm => "pre_alarm",
+            AlarmKind::Fault => "fault",
+            AlarmKind::Supervisory => "supervisory",
+            AlarmKind::Test => "test",
+            AlarmKind::Event => "event",
+        }
+    }
+}
+
+/// `[[rules]]`: one condition watched on every device it binds to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Stable id, e.g. `R1`; alarm keys and the journal use it, so do not reuse an id for a
+    /// different meaning.
+    pub id: String,
+    /// Name shown to operators, in English and (optionally) Chinese.
+    pub name: String,
+    #[serde(default)]
+    pub name_zh: Option<String>,
+    /// Bind only to devices of these kinds (`meter`, `detector`, `gas`, `smoke`, ...).
+    /// Empty: every kind.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Bind only to devices with these profiles. Empty: every profile.
+    #[serde(default)]
+    pub profiles: Vec<String>,
+    /// What is watched: `type` and its inputs.
+    pub condition: ConditionConfig,
+    /// Hysteresis on clearing, in the value's unit: a high alarm at 300 with deadband 30 clears
+    /// below 270.
+    #[serde(default)]
+    pub deadband: f64,
+    /// Seconds the condition must hold before the alarm is raised (filters inrush spikes).
+    #[serde(default)]
+    pub on_delay_s: f64,
+    /// Seconds the condition must be gone before the alarm clears.
+    #[serde(default)]
+    pub off_delay_s: f64,
+    /// Every level latches: the alarm stays active after the value returns, until an
+    /// operator resets it (复位).
+    #[serde(default)]
+    pub latched: bool,
+    /// During an alarm flood in the park, new non-critical alarms of this rule are not
+    /// annunciated (still journaled and stored).
+    #[serde(default)]
+    pub flood_suppressible: bool,
+    /// Multiply every level's `at` by this device parameter (`[[devices]] params`), e.g.
+    /// `rated_current_a` so that `at = 0.8` means 0.8 In. Devices without it are not bound.
+    #[serde(default)]
+    pub per: Option<String>,
+    /// `[[rules.levels]]`, lowest first.
+    pub levels: Vec<LevelConfig>,
+}
+
+/// The watched input of a rule.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ConditionConfig {
+    /// Value at or above a level's `at`. One alarm per matching quantity.
+    High { quantities: Vec<String> },
+    /// Value at or below a level's `at`.
+    Low { quantities: Vec<String> },
+    /// Rise per minute over `window_s`, at or above a level's `at`.
+    Rate {
+        quantities: Vec<String>,
+        #[serde(default = "default_rate_window")]
+        window_s: f64,
+    },
+    /// The highest of the quantities (e.g. T1..T4), at or above a level's `at`.
+    Max { quantities: Vec<String> },
+    /// Phase unbalance in percent: largest deviation from the mean over the mean, computed
+    /// only while the mean is at least `min_mean` (no load, no unbalance).
+    Unbalance {
+        quantities: Vec<String>,
+        #[serde(default)]
+        min_mean: f64,
+    },
+    /// 1 while some phase is below `below` and every other phase above `others_above`,
+    /// else 0.
+    PhaseLoss {
+        quantities: Vec<String>,
+        below: f64,
+        others_above: f64,
+    },
+    /// A device's own flag (status bit) is set. One alarm per matching quantity.
+    Flag { quantities: Vec<String> },
+    /// A device's text state (enumeration, event) is one of a level's `states`. With
+    /// `clear_states`, the condition ends only on one of those (for event streams whose
+    /// other messages, e.g. heartbeats, say nothing about the condition).
+    State {
+        quantities: Vec<String>,
+        #[serde(default)]
+        clear_states: Vec<String>,
+    },
+    /// The quantity's reading is marked invalid by the decoder (sensor open/short sentinel).
+    Invalid { quantities: Vec<String> },
+    /// The device's readings arrive with quality comm_error (Modbus offline).
+    CommLoss,
+    /// No reading from the device for `intervals` × its expected interval + `grace_s`,
+    /// counted from start for a device never seen. The interval is the device's fastest
+    /// Modbus poll class or its profile's `heartbeat_s`; devices with neither are not bound.
+    Silence {
+        #[serde(default = "default_silence_intervals")]
+        intervals: f64,
+        #[serde(default)]
+        grace_s: f64,
+    },
+}
+
+fn default_rate_window() -> f64 {
+    60.0
+}
+fn default_silence_intervals() -> f64 {
+    2.0
+}
+
+impl ConditionConfig {
+    pub fn quantities(&self) -> &[String] {
+        match self {
+            ConditionConfig::High { quantities }
+            | ConditionConfig::Low { quantities }
+            | ConditionConfig::Rate { quantities, .. }
+            | ConditionConfig::Max { quantities }
+            | ConditionConfig::Unbalance { quantities, .. }
+            | ConditionConfig::PhaseLoss { quantities, .. }
+            | ConditionConfig::Flag { quantities }
+            | ConditionConfig::State { quantities, .. }
+            | ConditionConfig::Invalid { quantities } => quantities,
+            ConditionConfig::CommLoss | ConditionConfig::Silence { .. } => &[],
+        }
+    }
+}
+
+/// `[[rules.levels]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LevelConfig {
+    pub severity: Severity,
+    #[serde(default)]
+    pub kind: AlarmKind,
+    /// Threshold for numeric conditions (high, low, rate, max, unbalance, phase_loss).
+    #[serde(default)]
+    pub at: Option<f64>,
+    /// States that raise this level, for `state` conditions.
+    #[serde(default)]
+    pub states: Vec<String>,
+    /// Overrides the rule's `on_delay_s` for this level (e.g. 10 s for a critical overcurrent
+    /// whose warning waits 60 s).
+    #[serde(default)]
+    pub on_delay_s: Option<f64>,
+    #[serde(default)]
+    pub off_delay_s: Option<f64>,
+    /// This level latches even if the rule does not (e.g. gas level 2).
+    #[serde(default)]
+    pub latched: Option<bool>,
+}
+
+/// `[[rule_overrides]]` in a site file: changes one rule for a scope. The most specific scope
+/// wins per setting: device, then location, enterprise, park, then the whole site.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleOverride {
+    /// The rule's `id`.
+    pub rule: String,
+    /// At most one of `park`, `enterprise`, `location`, `device`; none means the whole site.
+    #[serde(default)]
+    pub park: Option<String>,
+    #[serde(default)]
+    pub enterprise: Option<String>,
+    #[serde(default)]
+    pub location: Option<String>,
+    #[serde(default)]
+    pub device: Option<String>,
+    /// `false` switches the rule off in this scope.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub deadband: Option<f64>,
+    #[serde(default)]
+    pub on_delay_s: Option<f64>,
+    #[serde(default)]
+    pub off_delay_s: Option<f64>,
+    /// New thresholds by severity, e.g. `at = { low = 150, high = 250 }`.
+    #[serde(default)]
+    pub at: BTreeMap<Severity, f64>,
+}
+
+impl RuleOverride {
+    /// 0 = site, 1 = park, 2 = enterprise, 3 = location, 4 = device.
+    pub fn specificity(&self) -> u8 {
+        if self.device.is_some() {
+            4
+        } else if self.location.is_some() {
+            3
+        } else if self.enterprise.is_some() {
+            2
+        } else if self.park.is_some() {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+impl RuleConfig {
+    /// Problems as (key path inside the rule, message).
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        let mut report =
+            |path: &str, message: &str| problems.push((path.to_string(), message.to_string()));
+        if self.levels.is_empty() {
+            report("levels", "give at least one level");
+        }
+        let numeric = !matches!(
+            self.condition,
+            ConditionConfig::Flag { .. }
+                | ConditionConfig::State { .. }
+                | ConditionConfig::Invalid { .. }
+                | ConditionConfig::CommLoss
+                | ConditionConfig::Silence { .. }
+        );
+        let needs_quantities = !matches!(
+            self.condition,
+            ConditionConfig::CommLoss | ConditionConfig::Silence { .. }
+        );
+        if needs_quantities && self.condition.quantities().is_empty() {
+            report("condition.quantities", "give at least one quantity");
+        }
+        if let ConditionConfig::Unbalance { quantities, .. }
+        | ConditionConfig::PhaseLoss { quantities, .. } = &self.condition
+        {
+            if quantities.len() < 2 {
+                report(
+                    "condition.quantities",
+                    "give the phases, e.g. [\"ia\", \"ib\", \"ic\"]",
+                );
+            }
+        }
+        if let ConditionConfig::Rate { window_s, .. } = &self.condition {
+            if window_s.is_nan() || *window_s < 1.0 {
+                report("condition.window_s", "must be at least 1 second");
+            }
+        }
+        for (i, level) in self.levels.iter().enumerate() {
+            match (&self.condition, numeric) {
+                (ConditionConfig::State { .. }, _) if level.states.is_empty() => report(
+                    &format!("levels[{i}].states"),
+                    "a state condition needs the states that raise this level",
+                ),
+                (_, true) if level.at.is_none_or(|a| !a.is_finite()) => report(
+                    &format!("levels[{i}].at"),
+                    "a numeric condition needs a finite threshold `at`",
+                ),
+                _ => {}
+            }
+            for (name, delay) in [
+                ("on_delay_s", level.on_delay_s),
+                ("off_delay_s", level.off_delay_s),
+            ] {
+                if delay.is_some_and(|d| !(0.0..=86_400.0).contains(&d)) {
+                    report(&format!("levels[{i}].{name}"), "must be 0 to 86400 seconds");
+                }
+            }
+        }
+        if numeric {
+            let ats: Vec<f64> = self.levels.iter().filter_map(|l| l.at).collect();
+            let rising = matches!(self.condition, ConditionConfig::Low { .. });
+            let ordered = ats
+                .windows(2)
+                .all(|w| if rising { w[1] < w[0] } else { w[1] > w[0] });
+            if !ordered {
+                report(
+                    "levels",
+                    if rising {
+                        "levels of a low condition go from the mildest down: each `at` below the one before"
+                    } else {
+                        "levels go from the mildest up: each `at` above the one before"
+                    },
+                );
+            }
+        }
+        for (name, value) in [
+            ("deadband", self.deadband),
+            ("on_delay_s", self.on_delay_s),
+            ("off_delay_s", self.off_delay_s),
+        ] {
+            if !(0.0..=86_400.0).contains(&value) {
+                report(name, "must be 0 or more (delays at most 86400 s)");
+            }
+        }
+        problems
+    }
+}

@@ -1,0 +1,589 @@
+//! The alarm state machine of ISA-18.2 / IEC 62682, pure, one instance per alarm: it owns the
+//! acknowledgement, latch, shelving, suppression and out-of-service state of one alarm and
+//! nothing else (not the thresholds, not the clock, not where transitions go).
+//!
+//! States: normal, unacknowledged (active), acknowledged (active), returned-to-normal
+//! unacknowledged. Orthogonal to them: shelved (operator, time-limited, with a reason),
+//! suppressed by design (maintenance window), out of service. A latched alarm stays active
+//! after its condition clears until an operator resets it (复位). An escalation to a higher
+//! level is a new annunciation and needs a new acknowledgement.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AlarmKind, Severity};
+use crate::rules::threshold::Ms;
+
+/// The ISA-18.2 state an operator sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmState {
+    Normal,
+    Unacknowledged,
+    Acknowledged,
+    ReturnedUnacknowledged,
+}
+
+impl AlarmState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmState::Normal => "normal",
+            AlarmState::Unacknowledged => "unacknowledged",
+            AlarmState::Acknowledged => "acknowledged",
+            AlarmState::ReturnedUnacknowledged => "returned_unacknowledged",
+        }
+    }
+}
+
+/// What happened to an alarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Raised,
+    Escalated,
+    DeEscalated,
+    /// The condition is gone; a latched alarm stays active until reset.
+    ConditionCleared,
+    Cleared,
+    Acknowledged,
+    Shelved,
+    Unshelved,
+    Suppressed,
+    Unsuppressed,
+    RemovedFromService,
+    ReturnedToService,
+    Reset,
+    ChatterFlagged,
+    /// Its rule no longer exists (configuration changed).
+    Retired,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Raised => "raised",
+            Action::Escalated => "escalated",
+            Action::DeEscalated => "de_escalated",
+            Action::ConditionCleared => "condition_cleared",
+            Action::Cleared => "cleared",
+            Action::Acknowledged => "acknowledged",
+            Action::Shelved => "shelved",
+            Action::Unshelved => "unshelved",
+            Action::Suppressed => "suppressed",
+            Action::Unsuppressed => "unsuppressed",
+            Action::RemovedFromService => "removed_from_service",
+            Action::ReturnedToService => "returned_to_service",
+            Action::Reset => "reset",
+            Action::ChatterFlagged => "chatter_flagged",
+            Action::Retired => "retired",
+        }
+    }
+}
+
+/// The level an active condition is at.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Level {
+    /// Index into the rule's levels, mildest first.
+    pub index: u8,
+    pub severity: Severity,
+    pub kind: AlarmKind,
+    pub latched: bool,
+}
+
+/// An operator's command on one alarm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    Acknowledge,
+    /// Hides the alarm until `until_ms` (at most `MAX_SHELVE_MS` ahead); a reason is required.
+    Shelve {
+        until_ms: Ms,
+        reason: String,
+    },
+    Unshelve,
+    /// Clears a latched alarm whose condition is gone.
+    Reset,
+    /// Maintenance window: the alarm is evaluated and journaled but not annunciated.
+    Suppress {
+        until_ms: Ms,
+    },
+    RemoveFromService,
+    /// Ends suppression and out-of-service.
+    ReturnToService,
+}
+
+/// Who did it and why, carried by every command into the journal.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Operator {
+    pub name: String,
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+impl Operator {
+    pub fn system() -> Self {
+        Operator {
+            name: "system".into(),
+            comment: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("nothing to acknowledge: the alarm is normal or already acknowledged")]
+    NothingToAcknowledge,
+    #[error("the alarm is not latched; it clears by itself when its value returns")]
+    NotLatched,
+    #[error("the condition is still present; reset is possible once the value has returned")]
+    ConditionPresent,
+    #[error("shelving needs a reason")]
+    ReasonRequired,
+    #[error("shelving must end in the future and within 24 hours")]
+    BadShelveTime,
+    #[error("a maintenance window must end in the future and within 30 days")]
+    BadSuppressTime,
+    #[error("the alarm is not shelved")]
+    NotShelved,
+    #[error("the alarm is in service and not suppressed")]
+    InService,
+    #[error("no alarm `{0}`")]
+    UnknownAlarm(String),
+    #[error("operator name is required")]
+    OperatorRequired,
+}
+
+pub const MAX_SHELVE_MS: Ms = 24 * 3600 * 1000;
+pub const MAX_SUPPRESS_MS: Ms = 30 * 24 * 3600 * 1000;
+
+/// One alarm's lifecycle state. Serialized into the store as is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alarm {
+    /// The condition is present now.
+    pub condition: bool,
+    /// Active: the condition is present, or it latched and has not been reset.
+    pub active: bool,
+    pub acknowledged: bool,
+    /// The current level while active; the last one after it returned.
+    pub level: Option<Level>,
+    /// The latch is engaged (a latched level was reached).
+    pub latched: bool,
+    pub raised_at: Option<Ms>,
+    pub changed_at: Ms,
+    pub shelved_until: Option<Ms>,
+    pub shelve_reason: Option<String>,
+    pub suppressed_until: Option<Ms>,
+    pub out_of_service: bool,
+    pub chattering: bool,
+}
+
+impl Default for Alarm {
+    /// Normal: inactive and nothing left to acknowledge.
+    fn default() -> Self {
+        Alarm {
+            condition: false,
+            active: false,
+            acknowledged: true,
+            level: None,
+            latched: false,
+            raised_at: None,
+            changed_at: 0,
+            shelved_until: None,
+            shelve_reason: None,
+            suppressed_until: None,
+            out_of_service: false,
+            chattering: false,
+        }
+    }
+}
+
+impl Alarm {
+    pub fn state(&self) -> AlarmState {
+        match (self.active, self.acknowledged) {
+            (true, false) => AlarmState::Unacknowledged,
+            (true, true) => AlarmState::Acknowledged,
+            (false, false) => AlarmState::ReturnedUnacknowledged,
+            (false, true) => AlarmState::Normal,
+        }
+    }
+
+    pub fn is_normal(&self) -> bool {
+        self.state() == AlarmState::Normal
+            && self.shelved_until.is_none()
+            && self.suppressed_until.is_none()
+            && !self.out_of_service
+    }
+
+    /// Shown and pushed to people: not shelved, suppressed or out of service.
+    pub fn annunciated(&self) -> bool {
+        self.shelved_until.is_none() && self.suppressed_until.is_none() && !self.out_of_service
+    }
+
+    /// The condition's new level (`None`: the condition is gone), from the level filters.
+    pub fn on_condition(&mut self, level: Option<Level>, now: Ms) -> Option<Action> {
+        let before = self.level.filter(|_| self.condition);
+        match (before, level) {
+            (None, None) | (Some(_), Some(_))
+                if before.map(|l| l.index) == level.map(|l| l.index) =>
+            {
+                None
+            }
+            (None, Some(new)) => {
+                let fresh = !self.active;
+                self.condition = true;
+                self.active = true;
+                // Events need no operator response: they are acknowledged as they happen.
+                self.acknowledged = new.kind == AlarmKind::Event;
+                self.latched |= new.latched;
+                self.level = Some(new);
+                self.changed_at = now;
+                if fresh {
+                    self.raised_at = Some(now);
+                    Some(Action::Raised)
+                } else {
+                    // A latched alarm whose condition comes back: annunciate again.
+                    Some(Action::Escalated)
+                }
+            }
+            (Some(old), Some(new)) => {
+                self.level = Some(new);
+                self.latched |= new.latched;
+                self.changed_at = now;
+                if new.index > old.index {
+                    self.acknowledged = new.kind == AlarmKind::Event;
+                    Some(Action::Escalated)
+                } else if self.latched && old.latched {
+                    // A latched level holds until reset: the level shown stays the latched one.
+                    self.level = Some(old);
+                    None
+                } else {
+                    Some(Action::DeEscalated)
+                }
+            }
+            (Some(_), None) => {
+                self.condition = false;
+                self.changed_at = now;
+                if self.latched {
+                    Some(Action::ConditionCleared)
+                } else {
+                    self.active = false;
+                    Some(Action::Cleared)
+                }
+            }
+            (None, None) => None,
+        }
+    }
+
+    pub fn command(&mut self, command: &Command, now: Ms) -> Result<Action, CommandError> {
+        self.changed_at = now;
+        match command {
+            Command::Acknowledge => {
+                if self.acknowledged {
+                    return Err(CommandError::NothingToAcknowledge);
+                }
+                self.acknowledged = true;
+                Ok(Action::Acknowledged)
+            }
+            Command::Shelve { until_ms, reason } => {
+                if reason.trim().is_empty() {
+                    return Err(CommandError::ReasonRequired);
+                }
+                if *until_ms <= now || *until_ms - now > MAX_SHELVE_MS {
+                    return Err(CommandError::BadShelveTime);
+                }
+                self.shelved_until = Some(*until_ms);
+                self.shelve_reason = Some(reason.clone());
+                Ok(Action::Shelved)
+            }
+            Command::Unshelve => {
+                if self.shelved_until.take().is_none() {
+                    return Err(CommandError::NotShelved);
+                }
+                self.shelve_reason = None;
+                Ok(Action::Unshelved)
+            }
+            Command::Reset => {
+                if !self.latched {
+                    return Err(CommandError::NotLatched);
+                }
+                if self.condition {
+                    return Err(CommandError::ConditionPresent);
+                }
+                self.latched = false;
+                self.active = false;
+                self.acknowledged = true;
+                Ok(Action::Reset)
+            }
+            Command::Suppress { until_ms } => {
+                if *until_ms <= now || *until_ms - now > MAX_SUPPRESS_MS {
+                    return Err(CommandError::BadSuppressTime);
+                }
+                self.suppressed_until = Some(*until_ms);
+                Ok(Action::Suppressed)
+            }
+            Command::RemoveFromService => {
+                self.out_of_service = true;
+                Ok(Action::RemovedFromService)
+            }
+            Command::ReturnToService => {
+                if !self.out_of_service && self.suppressed_until.is_none() {
+                    return Err(CommandError::InService);
+                }
+                self.out_of_service = false;
+                self.suppressed_until = None;
+                Ok(Action::ReturnedToService)
+            }
+        }
+    }
+
+    /// Ends shelving and maintenance windows whose time has come.
+    pub fn tick(&mut self, now: Ms) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if self.shelved_until.is_some_and(|t| t <= now) {
+            self.shelved_until = None;
+            self.shelve_reason = None;
+            self.changed_at = now;
+            actions.push(Action::Unshelved);
+        }
+        if self.suppressed_until.is_some_and(|t| t <= now) {
+            self.suppressed_until = None;
+            self.changed_at = now;
+            actions.push(Action::Unsuppressed);
+        }
+        actions
+    }
+
+    /// The next time `tick` has something to do.
+    pub fn deadline(&self) -> Option<Ms> {
+        match (self.shelved_until, self.suppressed_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn level(index: u8, severity: Severity, latched: bool) -> Option<Level> {
+        Some(Level {
+            index,
+            severity,
+            kind: AlarmKind::Alarm,
+            latched,
+        })
+    }
+
+    #[test]
+    fn raise_ack_clear_goes_unacknowledged_acknowledged_normal() {
+        let mut a = Alarm::default();
+        assert_eq!(a.state(), AlarmState::Normal);
+        assert_eq!(
+            a.on_condition(level(0, Severity::High, false), 1),
+            Some(Action::Raised)
+        );
+        assert_eq!(a.state(), AlarmState::Unacknowledged);
+        assert_eq!(
+            a.command(&Command::Acknowledge, 2),
+            Ok(Action::Acknowledged)
+        );
+        assert_eq!(a.state(), AlarmState::Acknowledged);
+        assert_eq!(a.on_condition(None, 3), Some(Action::Cleared));
+        assert_eq!(a.state(), AlarmState::Normal);
+    }
+
+    #[test]
+    fn clear_before_ack_returns_unacknowledged_and_ack_makes_it_normal() {
+        let mut a = Alarm::default();
+        a.on_condition(level(0, Severity::High, false), 1);
+        assert_eq!(a.on_condition(None, 2), Some(Action::Cleared));
+        assert_eq!(a.state(), AlarmState::ReturnedUnacknowledged);
+        assert_eq!(
+            a.command(&Command::Acknowledge, 3),
+            Ok(Action::Acknowledged)
+        );
+        assert_eq!(a.state(), AlarmState::Normal);
+        assert_eq!(
+            a.command(&Command::Acknowledge, 4),
+            Err(CommandError::NothingToAcknowledge)
+        );
+    }
+
+    #[test]
+    fn escalation_needs_a_new_acknowledgement_and_de_escalation_does_not() {
+        let mut a = Alarm::default();
+        a.on_condition(level(0, Severity::Low, false), 1);
+        a.command(&Command::Acknowledge, 2).expect("ack");
+        assert_eq!(
+            a.on_condition(level(2, Severity::Critical, false), 3),
+            Some(Action::Escalated)
+        );
+        assert_eq!(a.state(), AlarmState::Unacknowledged);
+        a.command(&Command::Acknowledge, 4).expect("ack");
+        assert_eq!(
+            a.on_condition(level(1, Severity::High, false), 5),
+            Some(Action::DeEscalated)
+        );
+        assert_eq!(a.state(), AlarmState::Acknowledged);
+        assert_eq!(
+            a.on_condition(level(1, Severity::High, false), 6),
+            None,
+            "same level: nothing"
+        );
+    }
+
+    #[test]
+    fn latched_alarm_stays_active_until_reset_after_the_value_returned() {
+        let mut a = Alarm::default();
+        a.on_condition(level(2, Severity::Critical, true), 1);
+        assert_eq!(
+            a.command(&Command::Reset, 2),
+            Err(CommandError::ConditionPresent)
+        );
+        assert_eq!(
+            a.on_condition(level(1, Severity::High, false), 3),
+            None,
+            "holds the latched level"
+        );
+        assert_eq!(a.level.map(|l| l.index), Some(2));
+        assert_eq!(a.on_condition(None, 4), Some(Action::ConditionCleared));
+        assert!(a.active);
+        a.command(&Command::Acknowledge, 5).expect("ack");
+        assert_eq!(a.state(), AlarmState::Acknowledged, "still active: latched");
+        assert_eq!(a.command(&Command::Reset, 6), Ok(Action::Reset));
+        assert_eq!(a.state(), AlarmState::Normal);
+        assert!(!a.latched);
+    }
+
+    #[test]
+    fn reset_of_an_unlatched_alarm_is_refused() {
+        let mut a = Alarm::default();
+        a.on_condition(level(0, Severity::High, false), 1);
+        assert_eq!(a.command(&Command::Reset, 2), Err(CommandError::NotLatched));
+    }
+
+    #[test]
+    fn latched_alarm_whose_condition_returns_before_reset_is_annunciated_again() {
+        let mut a = Alarm::default();
+        a.on_condition(level(0, Severity::Critical, true), 1);
+        a.on_condition(None, 2);
+        a.command(&Command::Acknowledge, 3).expect("ack");
+        assert_eq!(
+            a.on_condition(level(0, Severity::Critical, true), 4),
+            Some(Action::Escalated)
+        );
+        assert_eq!(a.state(), AlarmState::Unacknowledged);
+    }
+
+    #[test]
+    fn shelving_needs_a_reason_and_a_limited_time_and_ends_by_itself() {
+        let mut a = Alarm::default();
+        a.on_condition(level(0, Severity::High, false), 0);
+        let shelve = |until_ms, reason: &str| Command::Shelve {
+            until_ms,
+            reason: reason.into(),
+        };
+        assert_eq!(
+            a.command(&shelve(1000, " "), 0),
+            Err(CommandError::ReasonRequired)
+        );
+        assert_eq!(
+            a.command(&shelve(0, "x"), 0),
+            Err(CommandError::BadShelveTime)
+        );
+        assert_eq!(
+            a.command(&shelve(MAX_SHELVE_MS + 1, "x"), 0),
+            Err(CommandError::BadShelveTime)
+        );
+        assert_eq!(
+            a.command(&shelve(60_000, "sensor being replaced"), 0),
+            Ok(Action::Shelved)
+        );
+        assert!(!a.annunciated());
+        assert_eq!(a.deadline(), Some(60_000));
+        assert!(a.tick(59_999).is_empty());
+        assert_eq!(a.tick(60_000), vec![Action::Unshelved]);
+        assert!(a.annunciated());
+        assert_eq!(
+            a.state(),
+            AlarmState::Unacknowledged,
+            "shelving does not acknowledge"
+        );
+        assert_eq!(
+            a.command(&Command::Unshelve, 1),
+            Err(CommandError::NotShelved)
+        );
+    }
+
+    #[test]
+    fn operator_can_unshelve_early() {
+        let mut a = Alarm::default();
+        a.command(
+            &Command::Shelve {
+                until_ms: 10_000,
+                reason: "r".into(),
+            },
+            0,
+        )
+        .expect("shelve");
+        assert_eq!(a.command(&Command::Unshelve, 5), Ok(Action::Unshelved));
+        assert!(a.annunciated());
+    }
+
+    #[test]
+    fn suppression_window_and_out_of_service_end_with_return_to_service() {
+        let mut a = Alarm::default();
+        assert_eq!(
+            a.command(&Command::ReturnToService, 0),
+            Err(CommandError::InService)
+        );
+        assert_eq!(
+            a.command(&Command::Suppress { until_ms: 0 }, 0),
+            Err(CommandError::BadSuppressTime)
+        );
+        assert_eq!(
+            a.command(
+                &Command::Suppress {
+                    until_ms: 3_600_000
+                },
+                0
+            ),
+            Ok(Action::Suppressed)
+        );
+        assert_eq!(
+            a.on_condition(level(0, Severity::High, false), 10),
+            Some(Action::Raised)
+        );
+        assert!(
+            !a.annunciated(),
+            "raised during maintenance: evaluated, not annunciated"
+        );
+        assert_eq!(a.tick(3_600_000), vec![Action::Unsuppressed]);
+        assert!(a.annunciated());
+        assert_eq!(
+            a.command(&Command::RemoveFromService, 1),
+            Ok(Action::RemovedFromService)
+        );
+        assert!(!a.annunciated());
+        assert_eq!(
+            a.command(&Command::ReturnToService, 2),
+            Ok(Action::ReturnedToService)
+        );
+        assert!(a.annunciated());
+    }
+
+    #[test]
+    fn events_are_acknowledged_as_they_happen() {
+        let mut a = Alarm::default();
+        let event = Some(Level {
+            index: 0,
+            severity: Severity::Low,
+            kind: AlarmKind::Event,
+            latched: false,
+        });
+        a.on_condition(event, 1);
+        assert_eq!(a.state(), AlarmState::Acknowledged);
+        a.on_condition(None, 2);
+        assert_eq!(a.state(), AlarmState::Normal);
+    }
+}

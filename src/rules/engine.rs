@@ -1,0 +1,1166 @@
+//! The rule engine: binds the rule sets to devices, evaluates readings and the passing of time,
+//! runs one alarm state machine per (rule, device, quantity), and reports every transition as
+//! an `AlarmEvent`. Pure and single-owner: no IO, no locks, the clock is passed in. Flood and
+//! chatter detection live here because they look across alarms.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AlarmKind, ConditionConfig, Config, RuleConfig, Severity};
+use crate::ingest::devices::DeviceDirectory;
+use crate::model::{Quality, Reading, Tags, Value};
+use crate::rules::alarm::{Action, Alarm, AlarmState, Command, CommandError, Level, Operator};
+use crate::rules::threshold::{Direction, Edge, LevelFilter, Ms};
+
+/// Flood: more than this many new alarms in `FLOOD_WINDOW_MS` in one park ...
+pub const FLOOD_START: usize = 10;
+/// ... and it ends when the window holds fewer than this.
+pub const FLOOD_END: usize = 5;
+pub const FLOOD_WINDOW_MS: Ms = 10 * 60 * 1000;
+/// Chatter: more than this many activations of one alarm in `CHATTER_WINDOW_MS`.
+pub const CHATTER_ACTIVATIONS: usize = 3;
+pub const CHATTER_WINDOW_MS: Ms = 60 * 1000;
+
+/// The value that caused a transition, for the journal and the alarm point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Observed {
+    Number(f64),
+    Text(String),
+}
+
+impl std::fmt::Display for Observed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Observed::Number(n) => write!(f, "{}", (n * 1000.0).round() / 1000.0),
+            Observed::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+/// One transition of one alarm: what the journal, the store, InfluxDB and the pushes get.
+#[derive(Debug, Clone)]
+pub struct AlarmEvent {
+    /// `rule/device` or `rule/device/quantity`; `flood/<park>` for a park's flood state.
+    pub key: Arc<str>,
+    pub rule: Arc<str>,
+    pub rule_name: Arc<str>,
+    pub tags: Arc<Tags>,
+    /// The quantity watched, or empty for whole-device rules.
+    pub source: Arc<str>,
+    pub action: Action,
+    pub at_ms: Ms,
+    pub state: AlarmState,
+    pub severity: Severity,
+    pub kind: AlarmKind,
+    pub value: Option<Observed>,
+    pub unit: Option<Arc<str>>,
+    pub threshold: Option<f64>,
+    pub message: String,
+    pub operator: Option<Operator>,
+    /// Shown and pushed to people (not shelved, suppressed, out of service or held back by a
+    /// flood).
+    pub annunciated: bool,
+    /// The alarm after the transition, to persist.
+    pub alarm: Alarm,
+    /// Level filter states after the transition, to persist with the alarm.
+    pub filters: Vec<bool>,
+}
+
+/// What survives a restart for one alarm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersistedAlarm {
+    pub alarm: Alarm,
+    pub filters: Vec<bool>,
+}
+
+/// Which alarms a command is for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "target", content = "id", rename_all = "snake_case")]
+pub enum Target {
+    Alarm(String),
+    /// Every alarm of a device (maintenance mode of a device).
+    Device(String),
+    /// Every alarm of every device at a location.
+    Location(String),
+}
+
+/// A read-only view of one alarm, for the API and the board.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlarmView {
+    pub key: String,
+    pub rule: String,
+    pub rule_name: String,
+    pub park: String,
+    pub enterprise: String,
+    pub location: String,
+    pub device: String,
+    pub source: String,
+    pub state: AlarmState,
+    pub severity: Option<Severity>,
+    pub kind: Option<AlarmKind>,
+    pub value: Option<Observed>,
+    pub threshold: Option<f64>,
+    pub latched: bool,
+    pub shelved_until_ms: Option<Ms>,
+    pub suppressed_until_ms: Option<Ms>,
+    pub out_of_service: bool,
+    pub chattering: bool,
+    pub raised_at_ms: Option<Ms>,
+    pub changed_at_ms: Ms,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Evaluation {
+    Numeric(Direction),
+    Rate(Direction, Ms),
+    Max,
+    Unbalance { min_mean: f64 },
+    PhaseLoss { below: f64, others_above: f64 },
+    Flag,
+    State,
+    Invalid,
+    CommLoss,
+    Silence { after: Ms },
+}
+
+/// A rule with its levels, as bound to one device (overrides applied).
+struct Bound {
+    rule: usize,
+    ats: Vec<f64>,
+    deadband: f64,
+    on_delays: Vec<Ms>,
+    off_delays: Vec<Ms>,
+}
+
+struct CompiledRule {
+    id: Arc<str>,
+    name: Arc<str>,
+    levels: Vec<(Severity, AlarmKind, bool, Vec<String>)>,
+    clear_states: Vec<String>,
+    flood_suppressible: bool,
+}
+
+struct Instance {
+    key: Arc<str>,
+    rule: usize,
+    device: usize,
+    source: Arc<str>,
+    evaluation: Evaluation,
+    ats: Vec<f64>,
+    deadband: f64,
+    on_delays: Vec<Ms>,
+    off_delays: Vec<Ms>,
+    filters: Vec<LevelFilter>,
+    /// Latest value of each input, for derived conditions.
+    inputs: Vec<Option<f64>>,
+    history: VecDeque<(Ms, f64)>,
+    alarm: Alarm,
+    value: Option<Observed>,
+    unit: Option<Arc<str>>,
+    activations: VecDeque<Ms>,
+    deadband_factor: f64,
+    scheduled: Option<Ms>,
+}
+
+struct Device {
+    tags: Arc<Tags>,
+    last_seen: Option<Ms>,
+    /// Instances fed by each quantity, with the input slot for derived ones.
+    by_quantity: HashMap<Arc<str>, Arc<[(usize, u8)]>>,
+    /// Instances fed by every reading of the device (comm loss, silence).
+    every_reading: Vec<usize>,
+}
+
+#[derive(Default)]
+struct Flood {
+    raises: VecDeque<Ms>,
+    active: bool,
+}
+
+pub struct RuleEngine {
+    rules: Vec<CompiledRule>,
+    instances: Vec<Instance>,
+    devices: Vec<Device>,
+    device_index: HashMap<String, usize>,
+    by_key: HashMap<Arc<str>, usize>,
+    floods: BTreeMap<String, Flood>,
+    timers: BinaryHeap<Reverse<(Ms, usize)>>,
+    started: Ms,
+    flood_rule: Arc<str>,
+}
+
+fn ms(seconds: f64) -> Ms {
+    (seconds * 1000.0).round() as Ms
+}
+
+fn matches(pattern: &str, quantity: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => quantity.starts_with(prefix),
+        None => pattern == quantity,
+    }
+}
+
+/// Every quantity a profile can produce: payload fields, registers, and named bits.
+fn profile_quantities(profile: &crate::config::Profile) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(payload) = &profile.payload {
+        out.extend(payload.fields.iter().map(|f| f.quantity.clone()));
+    }
+    if let Some(modbus) = &profile.modbus {
+        for r in &modbus.registers {
+            out.push(r.quantity.clone());
+            out.extend(r.bits.values().cloned());
+        }
+    }
+    out
+}
+
+impl RuleEngine {
+    /// Binds every rule to every device it applies to. `now` is the start of silence
+    /// deadlines for devices never seen.
+    pub fn new(config: &Config, now: Ms) -> RuleEngine {
+        let directory = DeviceDirectory::from_config(config);
+        let rules: Vec<CompiledRule> = config.rules.iter().map(compile).collect();
+        let mut engine = RuleEngine {
+            rules,
+            instances: Vec::new(),
+            devices: Vec::new(),
+            device_index: HashMap::new(),
+            by_key: HashMap::new(),
+            floods: BTreeMap::new(),
+            timers: BinaryHeap::new(),
+            started: now,
+            flood_rule: Arc::from("flood"),
+        };
+        let polled: HashMap<&str, Ms> = config
+            .site
+            .modbus
+            .iter()
+            .flat_map(|m| m.units.iter())
+            .filter_map(|u| {
+                let d = config.site.devices.iter().find(|d| d.id == u.device)?;
+                let profile = config.profiles.get(&d.profile)?;
+                let fastest = profile.modbus.as_ref()?.poll_classes.values().min()?;
+                Some((u.device.as_str(), *fastest as Ms))
+            })
+            .collect();
+        for device in &config.site.devices {
+            let Some(tags) = directory.get(&device.id) else {
+                continue;
+            };
+            let Some(profile) = config.profiles.get(&device.profile) else {
+                continue;
+            };
+            let quantities = profile_quantities(profile);
+            let interval = polled
+                .get(device.id.as_str())
+                .copied()
+                .or(profile.heartbeat_s.map(ms));
+            let d = engine.devices.len();
+            engine.device_index.insert(device.id.clone(), d);
+            engine.devices.push(Device {
+                tags: Arc::new(tags.clone()),
+                last_seen: None,
+                by_quantity: HashMap::new(),
+                every_reading: Vec::new(),
+            });
+            for (r, rule) in config.rules.iter().enumerate() {
+                if !rule.kinds.is_empty() && !rule.kinds.contains(&tags.kind) {
+                    continue;
+                }
+                if !rule.profiles.is_empty() && !rule.profiles.contains(&device.profile) {
+                    continue;
+                }
+                let Some(bound) = bind(config, r, rule, device, tags) else {
+                    continue;
+                };
+                engine.bind_instances(d, &bound, rule, &quantities, interval);
+            }
+        }
+        engine
+    }
+
+    fn bind_instances(
+        &mut self,
+        d: usize,
+        bound: &Bound,
+        rule: &RuleConfig,
+        quantities: &[String],
+        interval: Option<Ms>,
+    ) {
+        let matched: Vec<&String> = quantities
+            .iter()
+            .filter(|q| rule.condition.quantities().iter().any(|p| matches(p, q)))
+            .collect();
+        let per_quantity = |e: Evaluation| {
+            matched
+                .iter()
+                .map(move |q| (e, vec![(*q).clone()], (*q).clone()))
+        };
+        let plan: Vec<(Evaluation, Vec<String>, String)> = match &rule.condition {
+            ConditionConfig::High { .. } => {
+                per_quantity(Evaluation::Numeric(Direction::High)).collect()
+            }
+            ConditionConfig::Low { .. } => {
+                per_quantity(Evaluation::Numeric(Direction::Low)).collect()
+            }
+            ConditionConfig::Rate { window_s, .. } => {
+                per_quantity(Evaluation::Rate(Direction::High, ms(*window_s))).collect()
+            }
+            ConditionConfig::Flag { .. } => per_quantity(Evaluation::Flag).collect(),
+            ConditionConfig::State { .. } => per_quantity(Evaluation::State).collect(),
+            ConditionConfig::Invalid { .. } => per_quantity(Evaluation::Invalid).collect(),
+            ConditionConfig::Max { .. } if !matched.is_empty() => {
+                vec![(
+                    Evaluation::Max,
+                    matched.iter().map(|q| (*q).clone()).collect(),
+                    String::new(),
+                )]
+            }
+            ConditionConfig::Unbalance { min_mean, .. } if matched.len() >= 2 => vec![(
+                Evaluation::Unbalance {
+                    min_mean: *min_mean,
+                },
+                matched.iter().map(|q| (*q).clone()).collect(),
+                String::new(),
+            )],
+            ConditionConfig::PhaseLoss {
+                below,
+                others_above,
+                ..
+            } if matched.len() >= 2 => vec![(
+                Evaluation::PhaseLoss {
+                    below: *below,
+                    others_above: *others_above,
+                },
+                matched.iter().map(|q| (*q).clone()).collect(),
+                String::new(),
+            )],
+            ConditionConfig::CommLoss => vec![(Evaluation::CommLoss, Vec::new(), String::new())],
+            ConditionConfig::Silence {
+                intervals, grace_s, ..
+            } => match interval {
+                Some(interval) => vec![(
+                    Evaluation::Silence {
+                        after: (interval as f64 * intervals) as Ms + ms(*grace_s),
+                    },
+                    Vec::new(),
+                    String::new(),
+                )],
+                None => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        for (evaluation, inputs, source) in plan {
+            let device = &self.devices[d];
+            let key: Arc<str> = if source.is_empty() {
+                Arc::from(format!("{}/{}", rule.id, device.tags.device))
+            } else {
+                Arc::from(format!("{}/{}/{}", rule.id, device.tags.device, source))
+            };
+            let i = self.instances.len();
+            self.instances.push(Instance {
+                key: Arc::clone(&key),
+                rule: bound.rule,
+                device: d,
+                source: Arc::from(source),
+                evaluation,
+                ats: bound.ats.clone(),
+                deadband: bound.deadband,
+                on_delays: bound.on_delays.clone(),
+                off_delays: bound.off_delays.clone(),
+                filters: vec![LevelFilter::default(); bound.ats.len().max(rule.levels.len())],
+                inputs: vec![None; inputs.len()],
+                history: VecDeque::new(),
+                alarm: Alarm::default(),
+                value: None,
+                unit: None,
+                activations: VecDeque::new(),
+                deadband_factor: 1.0,
+                scheduled: None,
+            });
+            self.by_key.insert(key, i);
+            let device = &mut self.devices[d];
+            match evaluation {
+                Evaluation::CommLoss | Evaluation::Silence { .. } => device.every_reading.push(i),
+                _ => {
+                    for (slot, q) in inputs.iter().enumerate() {
+                        let entry = device
+                            .by_quantity
+                            .entry(Arc::from(q.as_str()))
+                            .or_insert_with(|| Arc::from([]));
+                        let mut fed = entry.to_vec();
+                        fed.push((i, slot as u8));
+                        *entry = Arc::from(fed);
+                    }
+                }
+            }
+            if let Evaluation::Silence { after } = evaluation {
+                self.schedule(i, self.started + after);
+            }
+        }
+    }
+
+    pub fn instance_count(&self) -> usize {
+        self.instances.len()
+    }
+
+    /// Puts back what was persisted before a restart; keys of rules that no longer exist are
+    /// returned as `Retired` events so that the journal says where they went.
+    pub fn restore(
+        &mut self,
+        persisted: impl IntoIterator<Item = (String, PersistedAlarm)>,
+        now: Ms,
+    ) -> Vec<AlarmEvent> {
+        let mut retired = Vec::new();
+        for (key, p) in persisted {
+            match self.by_key.get(key.as_str()) {
+                Some(&i) => {
+                    let inst = &mut self.instances[i];
+                    for (f, active) in inst.filters.iter_mut().zip(&p.filters) {
+                        *f = LevelFilter::new(*active);
+                    }
+                    inst.alarm = p.alarm;
+                    inst.deadband_factor = if inst.alarm.chattering { 2.0 } else { 1.0 };
+                    if let Some(deadline) = inst.alarm.deadline() {
+                        self.schedule(i, deadline);
+                    }
+                }
+                None => {
+                    let mut alarm = p.alarm;
+                    alarm.active = false;
+                    alarm.acknowledged = true;
+                    alarm.changed_at = now;
+                    let rule = key.split('/').next().unwrap_or_default().to_string();
+                    retired.push(AlarmEvent {
+                        key: Arc::from(key.as_str()),
+                        rule: Arc::from(rule.as_str()),
+                        rule_name: Arc::from(rule.as_str()),
+                        tags: Arc::new(Tags::default()),
+                        source: Arc::from(""),
+                        action: Action::Retired,
+                        at_ms: now,
+                        state: AlarmState::Normal,
+                        severity: alarm.level.map(|l| l.severity).unwrap_or_default(),
+                        kind: alarm.level.map(|l| l.kind).unwrap_or_default(),
+                        value: None,
+                        unit: None,
+                        threshold: None,
+                        message: format!(
+                            "alarm {key} retired: its rule or device is no longer configured"
+                        ),
+                        operator: Some(Operator::system()),
+                        annunciated: false,
+                        alarm,
+                        filters: Vec::new(),
+                    });
+                }
+            }
+        }
+        retired
+    }
+
+    /// Evaluates readings received at `now`.
+    pub fn on_readings(&mut self, readings: &[Reading], now: Ms, out: &mut Vec<AlarmEvent>) {
+        let mut last_device: Option<usize> = None;
+        for reading in readings {
+            let Some(&d) = self.device_index.get(reading.tags.device.as_str()) else {
+                continue;
+            };
+            if last_device != Some(d) {
+                last_device = Some(d);
+                self.devices[d].last_seen = Some(now);
+                for k in 0..self.devices[d].every_reading.len() {
+                    let i = self.devices[d].every_reading[k];
+                    self.on_device_reading(i, reading, now, out);
+                }
+            }
+            let Some(fed) = self.devices[d].by_quantity.get(&reading.quantity) else {
+                continue;
+            };
+            // A reference count, not a copy: evaluation needs `&mut self`.
+            let fed = Arc::clone(fed);
+            for &(i, slot) in fed.iter() {
+                self.on_value(i, slot, reading, now, out);
+            }
+        }
+    }
+
+    fn on_device_reading(
+        &mut self,
+        i: usize,
+        reading: &Reading,
+        now: Ms,
+        out: &mut Vec<AlarmEvent>,
+    ) {
+        let inst = &mut self.instances[i];
+        match inst.evaluation {
+            Evaluation::CommLoss => {
+                let lost = reading.quality == Quality::CommError;
+                inst.value = Some(Observed::Text(reading.quality.as_str().to_string()));
+                self.apply_sample(i, lost, !lost, now, out);
+            }
+            Evaluation::Silence { .. } if inst.alarm.condition => {
+                inst.value = Some(Observed::Text("seen".into()));
+                self.apply_sample(i, false, true, now, out);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_value(
+        &mut self,
+        i: usize,
+        slot: u8,
+        reading: &Reading,
+        now: Ms,
+        out: &mut Vec<AlarmEvent>,
+    ) {
+        let inst = &mut self.instances[i];
+        if inst.unit.is_none() {
+            inst.unit = reading.unit.clone();
+        }
+        match inst.evaluation {
+            Evaluation::Invalid => {
+                let invalid = reading.quality == Quality::Invalid;
+                let good = reading.quality == Quality::Good;
+                inst.value = Some(Observed::Text(reading.quality.as_str().to_string()));
+                return self.apply_sample(i, invalid, good, now, out);
+            }
+            _ if reading.quality != Quality::Good => return, // hold state on missing data
+            Evaluation::Flag => {
+                let set = match &reading.value {
+                    Value::Bool(b) => *b,
+                    Value::Int(n) => *n != 0,
+                    Value::Float(f) => *f != 0.0,
+                    Value::Text(_) => return,
+                };
+                inst.value = Some(Observed::Number(f64::from(u8::from(set))));
+                return self.apply_sample(i, set, !set, now, out);
+            }
+            Evaluation::State => {
+                let Value::Text(text) = &reading.value else {
+                    return;
+                };
+                inst.value = Some(Observed::Text(text.to_string()));
+                return self.apply_state(i, text, now, out);
+            }
+            _ => {}
+        }
+        let Some(value) = reading.value.as_f64().filter(|v| v.is_finite()) else {
+            return;
+        };
+        let derived = match inst.evaluation {
+            Evaluation::Numeric(_) => Some(value),
+            Evaluation::Rate(_, window) => {
+                inst.history.push_back((now, value));
+                while inst.history.front().is_some_and(|(t, _)| now - t > window) {
+                    inst.history.pop_front();
+                }
+                match inst.history.front() {
+                    Some(&(t0, v0)) if now - t0 >= window / 2 && now > t0 => {
+                        Some((value - v0) / (now - t0) as f64 * 60_000.0)
+                    }
+                    _ => None,
+                }
+            }
+            Evaluation::Max | Evaluation::Unbalance { .. } | Evaluation::PhaseLoss { .. } => {
+                if let Some(input) = inst.inputs.get_mut(usize::from(slot)) {
+                    *input = Some(value);
+                }
+                derive(inst.evaluation, &inst.inputs)
+            }
+            _ => None,
+        };
+        let Some(v) = derived else {
+            return;
+        };
+        inst.value = Some(Observed::Number(v));
+        let direction = match inst.evaluation {
+            Evaluation::Numeric(d) | Evaluation::Rate(d, _) => d,
+            _ => Direction::High,
+        };
+        let deadband = inst.deadband * inst.deadband_factor;
+        let mut edges = Vec::new();
+        for (k, filter) in inst.filters.iter_mut().enumerate() {
+            let Some(&at) = inst.ats.get(k) else { continue };
+            let (raise, clear) = direction.compare(v, at, deadband);
+            if let Some(edge) =
+                filter.sample(raise, clear, now, inst.on_delays[k], inst.off_delays[k])
+            {
+                edges.push(edge);
+            }
+        }
+        self.after_filters(i, edges, now, out);
+    }
+
+    fn apply_state(&mut self, i: usize, text: &str, now: Ms, out: &mut Vec<AlarmEvent>) {
+        let inst = &mut self.instances[i];
+        let rule = &self.rules[inst.rule];
+        let mut edges = Vec::new();
+        let in_some_level = rule.levels.iter().any(|l| l.3.iter().any(|s| s == text));
+        let clearing = if rule.clear_states.is_empty() {
+            !in_some_level
+        } else {
+            rule.clear_states.iter().any(|s| s == text)
+        };
+        for (k, filter) in inst.filters.iter_mut().enumerate() {
+            let raise = rule
+                .levels
+                .get(k)
+                .is_some_and(|l| l.3.iter().any(|s| s == text));
+            // A state outside this level but in another ends this level; with clear_states,
+            // only those end the condition.
+            let clear = !raise && (clearing || (in_some_level && rule.clear_states.is_empty()));
+            if let Some(edge) =
+                filter.sample(raise, clear, now, inst.on_delays[k], inst.off_delays[k])
+            {
+                edges.push(edge);
+            }
+        }
+        self.after_filters(i, edges, now, out);
+    }
+
+    /// One-level conditions (flag, invalid, comm loss, silence).
+    fn apply_sample(
+        &mut self,
+        i: usize,
+        raise: bool,
+        clear: bool,
+        now: Ms,
+        out: &mut Vec<AlarmEvent>,
+    ) {
+        let inst = &mut self.instances[i];
+        let mut edges = Vec::new();
+        for (k, filter) in inst.filters.iter_mut().enumerate() {
+            if let Some(edge) =
+                filter.sample(raise, clear, now, inst.on_delays[k], inst.off_delays[k])
+            {
+                edges.push(edge);
+            }
+        }
+        self.after_filters(i, edges, now, out);
+    }
+
+    /// Turns level edges into the alarm's new level, runs the state machine, schedules the
+    /// next deadline.
+    fn after_filters(&mut self, i: usize, edges: Vec<Edge>, now: Ms, out: &mut Vec<AlarmEvent>) {
+        if !edges.is_empty() {
+            // Transitions are stamped with the millisecond the delay ran out.
+            let at = edges
+                .iter()
+                .map(|e| match e {
+                    Edge::Raised(t) | Edge::Cleared(t) => *t,
+                })
+                .max()
+                .unwrap_or(now);
+            let level = self.current_level(i);
+            let inst = &mut self.instances[i];
+            if let Some(action) = inst.alarm.on_condition(level, at) {
+                self.emit(i, action, at, None, out);
+            }
+        }
+        self.reschedule(i);
+    }
+
+    fn current_level(&self, i: usize) -> Option<Level> {
+        let inst = &self.instances[i];
+        let rule = &self.rules[inst.rule];
+        let k = inst.filters.iter().rposition(|f| f.active)?;
+        let (severity, kind, latched, _) = rule.levels.get(k)?;
+        Some(Level {
+            index: k as u8,
+            severity: *severity,
+            kind: *kind,
+            latched: *latched,
+        })
+    }
+
+    fn reschedule(&mut self, i: usize) {
+        let inst = &self.instances[i];
+        let mut next = inst.alarm.deadline();
+        for (k, f) in inst.filters.iter().enumerate() {
+            if let Some(t) = f.deadline(inst.on_delays[k], inst.off_delays[k]) {
+                next = Some(next.map_or(t, |n: Ms| n.min(t)));
+            }
+        }
+        if let Evaluation::Silence { after } = inst.evaluation {
+            if !inst.alarm.condition {
+                let seen = self.devices[inst.device].last_seen.unwrap_or(self.started);
+                let t = seen + after;
+                next = Some(next.map_or(t, |n: Ms| n.min(t)));
+            }
+        }
+        if let Some(t) = next {
+            if inst.scheduled.is_none_or(|s| t < s) {
+                self.schedule(i, t);
+            }
+        }
+    }
+
+    fn schedule(&mut self, i: usize, t: Ms) {
+        self.instances[i].scheduled = Some(t);
+        self.timers.push(Reverse((t, i)));
+    }
+
+    /// The next time `tick` has work, if any.
+    pub fn next_deadline(&self) -> Option<Ms> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Lets time pass: delays that ran out, shelving and maintenance that ended, devices that
+    /// went silent, floods that ended.
+    pub fn tick(&mut self, now: Ms, out: &mut Vec<AlarmEvent>) {
+        while let Some(&Reverse((t, i))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            if self.instances[i].scheduled != Some(t) {
+                continue; // superseded by an earlier schedule
+            }
+            self.instances[i].scheduled = None;
+            self.tick_instance(i, now, out);
+        }
+        let ended: Vec<String> = self
+            .floods
+            .iter_mut()
+            .filter_map(|(park, flood)| {
+                while flood
+                    .raises
+                    .front()
+                    .is_some_and(|t| now - t > FLOOD_WINDOW_MS)
+                {
+                    flood.raises.pop_front();
+                }
+                (flood.active && flood.raises.len() < FLOOD_END).then(|| {
+                    flood.active = false;
+                    park.clone()
+                })
+            })
+            .collect();
+        for park in ended {
+            out.push(self.flood_event(&park, false, now));
+        }
+    }
+
+    fn tick_instance(&mut self, i: usize, now: Ms, out: &mut Vec<AlarmEvent>) {
+        let inst = &mut self.instances[i];
+        for action in inst.alarm.tick(now) {
+            self.emit(i, action, now, Some(Operator::system()), out);
+        }
+        let inst = &mut self.instances[i];
+        if let Evaluation::Silence { after } = inst.evaluation {
+            let seen = self.devices[inst.device].last_seen.unwrap_or(self.started);
+            if !inst.alarm.condition && now >= seen + after {
+                inst.value = Some(Observed::Text(match self.devices[inst.device].last_seen {
+                    Some(_) => "silent".into(),
+                    None => "never_seen".into(),
+                }));
+                // Stamped at the deadline, not at the tick that noticed it.
+                return self.apply_sample(i, true, false, seen + after, out);
+            }
+        }
+        let inst = &mut self.instances[i];
+        let mut edges = Vec::new();
+        for (k, f) in inst.filters.iter_mut().enumerate() {
+            if let Some(edge) = f.tick(now, inst.on_delays[k], inst.off_delays[k]) {
+                edges.push(edge);
+            }
+        }
+        self.after_filters(i, edges, now, out);
+    }
+
+    /// An operator's command on one alarm or every alarm of a device or location.
+    pub fn command(
+        &mut self,
+        target: &Target,
+        command: &Command,
+        operator: &Operator,
+        now: Ms,
+        out: &mut Vec<AlarmEvent>,
+    ) -> Result<(), CommandError> {
+        if operator.name.trim().is_empty() {
+            return Err(CommandError::OperatorRequired);
+        }
+        let targets: Vec<usize> = match target {
+            Target::Alarm(key) => vec![*self
+                .by_key
+                .get(key.as_str())
+                .ok_or_else(|| CommandError::UnknownAlarm(key.clone()))?],
+            Target::Device(id) => self
+                .instances
+                .iter()
+                .enumerate()
+                .filter(|(_, inst)| self.devices[inst.device].tags.device == *id)
+                .map(|(i, _)| i)
+                .collect(),
+            Target::Location(id) => self
+                .instances
+                .iter()
+                .enumerate()
+                .filter(|(_, inst)| self.devices[inst.device].tags.location == *id)
+                .map(|(i, _)| i)
+                .collect(),
+        };
+        if targets.is_empty() {
+            return Err(CommandError::UnknownAlarm(format!("{target:?}")));
+        }
+        let single = targets.len() == 1;
+        for i in targets {
+            match self.instances[i].alarm.command(command, now) {
+                Ok(action) => {
+                    self.emit(i, action, now, Some(operator.clone()), out);
+                    self.reschedule(i);
+                }
+                // On a device or location, commands apply where they make sense.
+                Err(err) if single => return Err(err),
+                Err(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn emit(
+        &mut self,
+        i: usize,
+        action: Action,
+        at: Ms,
+        operator: Option<Operator>,
+        out: &mut Vec<AlarmEvent>,
+    ) {
+        let mut annunciated = self.instances[i].alarm.annunciated();
+        let inst = &self.instances[i];
+        let rule = &self.rules[inst.rule];
+        let level = inst.alarm.level;
+        let severity = level.map(|l| l.severity).unwrap_or_default();
+        let kind = level.map(|l| l.kind).unwrap_or_default();
+        let park = self.devices[inst.device].tags.park.clone();
+        let mut extra = Vec::new();
+        if action == Action::Raised && kind != AlarmKind::Event {
+            let flood = self.floods.entry(park.clone()).or_default();
+            flood.raises.push_back(at);
+            while flood
+                .raises
+                .front()
+                .is_some_and(|t| at - t > FLOOD_WINDOW_MS)
+            {
+                flood.raises.pop_front();
+            }
+            if !flood.active && flood.raises.len() > FLOOD_START {
+                flood.active = true;
+                extra.push(self.flood_event(&park, true, at));
+            }
+            let inst = &mut self.instances[i];
+            inst.activations.push_back(at);
+            while inst
+                .activations
+                .front()
+                .is_some_and(|t| at - t > CHATTER_WINDOW_MS)
+            {
+                inst.activations.pop_front();
+            }
+            if !inst.alarm.chattering && inst.activations.len() > CHATTER_ACTIVATIONS {
+                // Flagged as a bad actor; its deadband doubles (DOMAIN.md 7).
+                inst.alarm.chattering = true;
+                inst.deadband_factor = 2.0;
+                extra.push(self.event(i, Action::ChatterFlagged, at, None, false));
+            }
+        }
+        let rule_floodable = rule.flood_suppressible;
+        if rule_floodable
+            && severity != Severity::Critical
+            && self.floods.get(&park).is_some_and(|f| f.active)
+        {
+            annunciated = false;
+        }
+        out.push(self.event(i, action, at, operator, annunciated));
+        out.append(&mut extra);
+    }
+
+    fn event(
+        &self,
+        i: usize,
+        action: Action,
+        at: Ms,
+        operator: Option<Operator>,
+        annunciated: bool,
+    ) -> AlarmEvent {
+        let inst = &self.instances[i];
+        let rule = &self.rules[inst.rule];
+        let level = inst.alarm.level;
+        let threshold = level.and_then(|l| inst.ats.get(usize::from(l.index)).copied());
+        let value = inst.value.clone();
+        let subject = if inst.source.is_empty() {
+            rule.name.to_string()
+        } else {
+            format!("{} {}", rule.name, inst.source)
+        };
+        let unit = inst.unit.as_deref().unwrap_or("");
+        let message = match (action, &value, threshold) {
+            (Action::Raised | Action::Escalated | Action::DeEscalated, Some(v), Some(t)) => {
+                format!("{subject} {v}{unit} (threshold {t}{unit})")
+            }
+            (_, Some(v), _) => format!("{subject}: {} ({v})", action.as_str().replace('_', " ")),
+            _ => format!("{subject}: {}", action.as_str().replace('_', " ")),
+        };
+        AlarmEvent {
+            key: Arc::clone(&inst.key),
+            rule: Arc::clone(&rule.id),
+            rule_name: Arc::clone(&rule.name),
+            tags: Arc::clone(&self.devices[inst.device].tags),
+            source: Arc::clone(&inst.source),
+            action,
+            at_ms: at,
+            state: inst.alarm.state(),
+            severity: level.map(|l| l.severity).unwrap_or_default(),
+            kind: level.map(|l| l.kind).unwrap_or_default(),
+            value,
+            unit: inst.unit.clone(),
+            threshold,
+            message,
+            operator,
+            annunciated,
+            alarm: inst.alarm.clone(),
+            filters: inst.filters.iter().map(|f| f.active).collect(),
+        }
+    }
+
+    fn flood_event(&self, park: &str, started: bool, at: Ms) -> AlarmEvent {
+        let tags = Tags {
+            park: park.to_string(),
+            ..Tags::default()
+        };
+        AlarmEvent {
+            key: Arc::from(format!("flood/{park}")),
+            rule: Arc::clone(&self.flood_rule),
+            rule_name: Arc::from("Alarm flood"),
+            tags: Arc::new(tags),
+            source: Arc::from(""),
+            action: if started {
+                Action::Raised
+            } else {
+                Action::Cleared
+            },
+            at_ms: at,
+            state: if started {
+                AlarmState::Acknowledged
+            } else {
+                AlarmState::Normal
+            },
+            severity: Severity::Medium,
+            kind: AlarmKind::Supervisory,
+            value: None,
+            unit: None,
+            threshold: Some(FLOOD_START as f64),
+            message: if started {
+                format!("alarm flood in park {park}: more than {FLOOD_START} new alarms in 10 minutes; non-critical alarms of flood-suppressible rules are held back")
+            } else {
+                format!("alarm flood in park {park} ended")
+            },
+            operator: Some(Operator::system()),
+            annunciated: true,
+            alarm: Alarm::default(),
+            filters: Vec::new(),
+        }
+    }
+
+    /// Parks in flood now.
+    pub fn floods(&self) -> Vec<String> {
+        self.floods
+            .iter()
+            .filter(|(_, f)| f.active)
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
+    /// Every alarm that is not normal (active, unacknowledged, shelved, suppressed or out of
+    /// service), most severe first, then newest first.
+    pub fn alarms(&self) -> Vec<AlarmView> {
+        let mut views: Vec<AlarmView> = self
+            .instances
+            .iter()
+            .filter(|inst| !inst.alarm.is_normal())
+            .map(|inst| self.view(inst))
+            .collect();
+        views.sort_by(|a, b| {
+            b.severity
+                .cmp(&a.severity)
+                .then(b.changed_at_ms.cmp(&a.changed_at_ms))
+        });
+        views
+    }
+
+    pub fn alarm(&self, key: &str) -> Option<AlarmView> {
+        self.by_key.get(key).map(|&i| self.view(&self.instances[i]))
+    }
+
+    fn view(&self, inst: &Instance) -> AlarmView {
+        let tags = &self.devices[inst.device].tags;
+        let rule = &self.rules[inst.rule];
+        let a = &inst.alarm;
+        AlarmView {
+            key: inst.key.to_string(),
+            rule: rule.id.to_string(),
+            rule_name: rule.name.to_string(),
+            park: tags.park.clone(),
+            enterprise: tags.enterprise.clone(),
+            location: tags.location.clone(),
+            device: tags.device.clone(),
+            source: inst.source.to_string(),
+            state: a.state(),
+            severity: a.level.map(|l| l.severity),
+            kind: a.level.map(|l| l.kind),
+            value: inst.value.clone(),
+            threshold: a
+                .level
+                .and_then(|l| inst.ats.get(usize::from(l.index)).copied()),
+            latched: a.latched,
+            shelved_until_ms: a.shelved_until,
+            suppressed_until_ms: a.suppressed_until,
+            out_of_service: a.out_of_service,
+            chattering: a.chattering,
+            raised_at_ms: a.raised_at,
+            changed_at_ms: a.changed_at,
+        }
+    }
+}
+
+fn derive(evaluation: Evaluation, inputs: &[Option<f64>]) -> Option<f64> {
+    let known: Vec<f64> = inputs.iter().flatten().copied().collect();
+    match evaluation {
+        Evaluation::Max => known.iter().copied().reduce(f64::max),
+        Evaluation::Unbalance { min_mean } => {
+            if known.len() < inputs.len() {
+                return None;
+            }
+            let mean = known.iter().sum::<f64>() / known.len() as f64;
+            if mean < min_mean.max(f64::MIN_POSITIVE) {
+                return Some(0.0);
+            }
+            let deviation = known.iter().map(|v| (v - mean).abs()).fold(0.0, f64::max);
+            Some(deviation / mean * 100.0)
+        }
+        Evaluation::PhaseLoss {
+            below,
+            others_above,
+        } => {
+            if known.len() < inputs.len() {
+                return None;
+            }
+            let lost = known.iter().enumerate().any(|(i, v)| {
+                *v < below
+                    && known
+                        .iter()
+                        .enumerate()
+                        .all(|(j, w)| j == i || *w > others_above)
+            });
+            Some(f64::from(u8::from(lost)))
+        }
+        _ => None,
+    }
+}
+
+fn compile(rule: &RuleConfig) -> CompiledRule {
+    let clear_states = match &rule.condition {
+        ConditionConfig::State { clear_states, .. } => clear_states.clone(),
+        _ => Vec::new(),
+    };
+    CompiledRule {
+        id: Arc::from(rule.id.as_str()),
+        name: Arc::from(rule.name.as_str()),
+        levels: rule
+            .levels
+            .iter()
+            .map(|l| {
+                (
+                    l.severity,
+                    l.kind,
+                    l.latched.unwrap_or(rule.latched),
+                    l.states.clone(),
+                )
+            })
+            .collect(),
+        clear_states,
+        flood_suppressible: rule.flood_suppressible,
+    }
+}
+
+/// The rule's settings for one device, with the site's overrides applied from the least to
+/// the most specific scope. `None`: the rule is switched off for the device, or it scales by a
+/// parameter the device does not have.
+fn bind(
+    config: &Config,
+    index: usize,
+    rule: &RuleConfig,
+    device: &crate::config::DeviceConfig,
+    tags: &Tags,
+) -> Option<Bound> {
+    let scale = match &rule.per {
+        Some(param) => *device.params.get(param)?,
+        None => 1.0,
+    };
+    let mut ats: Vec<f64> = rule
+        .levels
+        .iter()
+        .map(|l| l.at.unwrap_or(0.0) * scale)
+        .collect();
+    let mut deadband = rule.deadband * scale;
+    let mut on_delay = rule.on_delay_s;
+    let mut off_delay = rule.off_delay_s;
+    let mut overrides: Vec<_> = config
+        .site
+        .rule_overrides
+        .iter()
+        .filter(|o| o.rule == rule.id)
+        .filter(|o| {
+            o.park.as_ref().is_none_or(|p| *p == tags.park)
+                && o.enterprise.as_ref().is_none_or(|e| *e == tags.enterprise)
+                && o.location.as_ref().is_none_or(|l| *l == tags.location)
+                && o.device.as_ref().is_none_or(|d| *d == tags.device)
+        })
+        .collect();
+    overrides.sort_by_key(|o| o.specificity());
+    let mut enabled = true;
+    for o in overrides {
+        if let Some(e) = o.enabled {
+            enabled = e;
+        }
+        if let Some(d) = o.deadband {
+            deadband = d;
+        }
+        if let Some(d) = o.on_delay_s {
+            on_delay = d;
+        }
+        if let Some(d) = o.off_delay_s {
+            off_delay = d;
+        }
+        for (k, level) in rule.levels.iter().enumerate() {
+            if let Some(at) = o.at.get(&level.severity) {
+                ats[k] = *at;
+            }
+        }
+    }
+    if !enabled {
+        return None;
+    }
+    Some(Bound {
+        rule: index,
+        on_delays: rule
+            .levels
+            .iter()
+            .map(|l| ms(l.on_delay_s.unwrap_or(on_delay)))
+            .collect(),
+        off_delays: rule
+            .levels
+            .iter()
+            .map(|l| ms(l.off_delay_s.unwrap_or(off_delay)))
+            .collect(),
+        ats,
+        deadband,
+    })
+}

@@ -1,0 +1,267 @@
+//! The task that owns the rule engine: feeds it readings, operator commands and the clock, and
+//! sends its transitions on: to the store's writer thread (alarm state and journal), and as
+//! `alarm` points to the sinks. Neither can slow evaluation: the store gets an unbounded
+//! channel (transitions are few; the journal must not lose one), the sinks a `try_send`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::config::AlarmKind;
+use crate::metrics::Metrics;
+use crate::model::{Quality, Reading, ReadingBatch, Tags, Value};
+use crate::rules::alarm::{Action, Command, CommandError, Operator};
+use crate::rules::engine::{AlarmEvent, AlarmView, Observed, RuleEngine, Target};
+use crate::rules::threshold::Ms;
+use crate::store::Store;
+
+/// Wall-clock milliseconds since the Unix epoch: the rule engine's clock in the daemon.
+pub fn now_ms() -> Ms {
+    (crate::model::now_ns() / 1_000_000) as Ms
+}
+
+enum Request {
+    Command {
+        target: Target,
+        command: Command,
+        operator: Operator,
+        reply: oneshot::Sender<Result<(), CommandError>>,
+    },
+    Alarms {
+        reply: oneshot::Sender<Vec<AlarmView>>,
+    },
+    Alarm {
+        key: String,
+        reply: oneshot::Sender<Option<AlarmView>>,
+    },
+}
+
+/// The library API to the running rules: operator commands and alarm snapshots.
+#[derive(Clone)]
+pub struct RulesHandle {
+    requests: mpsc::Sender<Request>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    #[error(transparent)]
+    Refused(#[from] CommandError),
+    #[error("the rules engine has stopped")]
+    Stopped,
+}
+
+impl RulesHandle {
+    pub async fn command(
+        &self,
+        target: Target,
+        command: Command,
+        operator: Operator,
+    ) -> Result<(), HandleError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Command {
+                target,
+                command,
+                operator,
+                reply,
+            })
+            .await
+            .map_err(|_| HandleError::Stopped)?;
+        Ok(answer.await.map_err(|_| HandleError::Stopped)??)
+    }
+
+    /// Every alarm that is not normal, most severe and newest first.
+    pub async fn alarms(&self) -> Vec<AlarmView> {
+        let (reply, answer) = oneshot::channel();
+        if self.requests.send(Request::Alarms { reply }).await.is_err() {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
+    }
+
+    pub async fn alarm(&self, key: &str) -> Option<AlarmView> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request::Alarm {
+            key: key.to_string(),
+            reply,
+        };
+        self.requests.send(request).await.ok()?;
+        answer.await.ok().flatten()
+    }
+}
+
+/// Where alarm points go: the sinks' inputs.
+pub type SinkInputs = Vec<(String, mpsc::Sender<ReadingBatch>)>;
+
+/// Starts the rules task and the store's writer thread. The task ends when `input` closes,
+/// after the writer has stored everything.
+pub fn spawn(
+    mut engine: RuleEngine,
+    mut store: Store,
+    mut input: mpsc::Receiver<ReadingBatch>,
+    sinks: SinkInputs,
+    metrics: Arc<Metrics>,
+) -> (RulesHandle, JoinHandle<()>) {
+    let (requests_tx, mut requests) = mpsc::channel::<Request>(64);
+    let (store_tx, store_rx) = std::sync::mpsc::channel::<Vec<AlarmEvent>>();
+    let writer_metrics = Arc::clone(&metrics);
+    let writer = std::thread::Builder::new()
+        .name("parkguard-store".into())
+        .spawn(move || {
+            for events in store_rx {
+                if let Err(err) = store.record(&events) {
+                    writer_metrics
+                        .store_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    error!(error = %err, transitions = events.len(), "Alarm transitions could not be stored.");
+                }
+            }
+        });
+    let task = tokio::spawn(async move {
+        let mut events = Vec::new();
+        let mut open = true;
+        while open {
+            let sleep_for = engine
+                .next_deadline()
+                .map(|t| Duration::from_millis((t - now_ms()).clamp(0, 3_600_000) as u64))
+                .unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                batch = input.recv() => match batch {
+                    Some(batch) => {
+                        engine.on_readings(&batch, now_ms(), &mut events);
+                        metrics.readings_evaluated.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    }
+                    None => open = false,
+                },
+                Some(request) = requests.recv() => match request {
+                    Request::Command { target, command, operator, reply } => {
+                        let result = engine.command(&target, &command, &operator, now_ms(), &mut events);
+                        let _ = reply.send(result);
+                    }
+                    Request::Alarms { reply } => {
+                        let _ = reply.send(engine.alarms());
+                    }
+                    Request::Alarm { key, reply } => {
+                        let _ = reply.send(engine.alarm(&key));
+                    }
+                },
+                _ = tokio::time::sleep(sleep_for) => {}
+            }
+            engine.tick(now_ms(), &mut events);
+            if !events.is_empty() {
+                publish(std::mem::take(&mut events), &store_tx, &sinks, &metrics);
+            }
+        }
+        drop(store_tx);
+        if let Ok(writer) = writer {
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
+        info!("Rules stopped.");
+    });
+    (
+        RulesHandle {
+            requests: requests_tx,
+        },
+        task,
+    )
+}
+
+/// Restores the store's alarm states into the engine (before the first reading).
+pub fn restore(engine: &mut RuleEngine, store: &mut Store) -> anyhow::Result<usize> {
+    let persisted = store.load_alarms()?;
+    let count = persisted.len();
+    let retired = engine.restore(persisted, now_ms());
+    if !retired.is_empty() {
+        store.record(&retired)?;
+    }
+    Ok(count)
+}
+
+fn publish(
+    events: Vec<AlarmEvent>,
+    store: &std::sync::mpsc::Sender<Vec<AlarmEvent>>,
+    sinks: &SinkInputs,
+    metrics: &Metrics,
+) {
+    for e in &events {
+        metrics.alarm_transitions.fetch_add(1, Ordering::Relaxed);
+        match e.action {
+            Action::Raised | Action::Escalated if e.kind != AlarmKind::Event => {
+                warn!(alarm = %e.key, severity = e.severity.as_str(), kind = e.kind.as_str(), action = e.action.as_str(), annunciated = e.annunciated, "{}", e.message)
+            }
+            _ => {
+                info!(alarm = %e.key, action = e.action.as_str(), state = e.state.as_str(), operator = e.operator.as_ref().map(|o| o.name.as_str()), "{}", e.message)
+            }
+        }
+    }
+    let points: ReadingBatch = events.iter().flat_map(alarm_point).collect();
+    for (name, sink) in sinks {
+        if sink.try_send(Arc::clone(&points)).is_err() {
+            metrics
+                .readings_dropped_queue_full
+                .fetch_add(points.len() as u64, Ordering::Relaxed);
+            warn!(sink = %name, "Sink input full: alarm points dropped.");
+        }
+    }
+    let _ = store.send(events);
+}
+
+/// One transition as fields of one `alarm` point (tags park, enterprise, location, device,
+/// rule, kind, severity).
+pub fn alarm_point(e: &AlarmEvent) -> Vec<Reading> {
+    let mut extra = vec![
+        ("rule".to_string(), e.rule.to_string()),
+        ("severity".to_string(), e.severity.as_str().to_string()),
+    ];
+    if !e.source.is_empty() {
+        extra.push(("source".to_string(), e.source.to_string()));
+    }
+    extra.sort();
+    let tags = Arc::new(Tags {
+        park: e.tags.park.clone(),
+        enterprise: e.tags.enterprise.clone(),
+        location: e.tags.location.clone(),
+        device: e.tags.device.clone(),
+        kind: e.kind.as_str().to_string(),
+        profile: String::new(),
+        extra,
+    });
+    let measurement: Arc<str> = Arc::from("alarm");
+    let timestamp_ns = e.at_ms.saturating_mul(1_000_000);
+    let field = |name: &str, value: Value| Reading {
+        tags: Arc::clone(&tags),
+        measurement: Arc::clone(&measurement),
+        quantity: Arc::from(name),
+        value,
+        unit: None,
+        timestamp_ns,
+        quality: Quality::Good,
+    };
+    let mut fields = vec![
+        field("action", Value::Text(Arc::from(e.action.as_str()))),
+        field("state", Value::Text(Arc::from(e.state.as_str()))),
+        field("message", Value::Text(Arc::from(e.message.as_str()))),
+        field("annunciated", Value::Bool(e.annunciated)),
+    ];
+    match &e.value {
+        Some(Observed::Number(n)) => fields.push(field("value", Value::Float(*n))),
+        Some(Observed::Text(t)) => {
+            fields.push(field("value_text", Value::Text(Arc::from(t.as_str()))))
+        }
+        None => {}
+    }
+    if let Some(t) = e.threshold {
+        fields.push(field("threshold", Value::Float(t)));
+    }
+    if let Some(op) = &e.operator {
+        fields.push(field("operator", Value::Text(Arc::from(op.name.as_str()))));
+        if let Some(c) = &op.comment {
+            fields.push(field("comment", Value::Text(Arc::from(c.as_str()))));
+        }
+    }
+    fields
+}

@@ -1,0 +1,388 @@
+//! The SQLite store (rusqlite, bundled SQLite, WAL mode): alarm states that survive restarts,
+//! and the alarm journal, every entry chained to the one before by a SHA-256 hash so that an
+//! edited or deleted entry is detected (`parkguard journal verify`). Owns the schema and its
+//! migrations; knows nothing of MQTT, Modbus or InfluxDB.
+//!
+//! Blocking by nature: the daemon uses it from one writer thread (`runtime`), never from the
+//! rules task itself.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::rules::engine::{AlarmEvent, PersistedAlarm};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("store: alarm state of `{key}` is unreadable: {error}")]
+    BadState { key: String, error: String },
+    #[error(
+        "store schema version {0} is newer than this parkguard understands; upgrade parkguard"
+    )]
+    TooNew(i64),
+}
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts how many have run.
+const MIGRATIONS: &[&str] = &[
+    // 1: alarm state and the hash-chained journal.
+    "CREATE TABLE alarm_state (
+        key TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL
+     );
+     CREATE TABLE journal (
+        seq INTEGER PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        park TEXT NOT NULL,
+        enterprise TEXT NOT NULL,
+        location TEXT NOT NULL,
+        device TEXT NOT NULL,
+        action TEXT NOT NULL,
+        state TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        value TEXT,
+        threshold REAL,
+        operator TEXT,
+        comment TEXT,
+        message TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+     );
+     CREATE INDEX journal_key ON journal (key, seq);
+     CREATE INDEX journal_at ON journal (at_ms);
+     CREATE TABLE journal_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq INTEGER NOT NULL,
+        hash TEXT NOT NULL
+     );",
+];
+
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One journal entry as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JournalEntry {
+    pub seq: i64,
+    pub at_ms: i64,
+    pub key: String,
+    pub rule: String,
+    pub park: String,
+    pub enterprise: String,
+    pub location: String,
+    pub device: String,
+    pub action: String,
+    pub state: String,
+    pub severity: String,
+    pub kind: String,
+    pub value: Option<String>,
+    pub threshold: Option<f64>,
+    pub operator: Option<String>,
+    pub comment: Option<String>,
+    pub message: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl JournalEntry {
+    /// The hash of this entry given the previous entry's hash: every field but `hash`, in a
+    /// fixed order, separated by a byte that cannot occur in the text fields' UTF-8.
+    fn compute_hash(&self) -> String {
+        let mut h = Sha256::new();
+        let fields: [&str; 17] = [
+            &self.prev_hash,
+            &self.seq.to_string(),
+            &self.at_ms.to_string(),
+            &self.key,
+            &self.rule,
+            &self.park,
+            &self.enterprise,
+            &self.location,
+            &self.device,
+            &self.action,
+            &self.state,
+            &self.severity,
+            &self.kind,
+            self.value.as_deref().unwrap_or("\u{0}"),
+            &self.threshold.map(|t| t.to_string()).unwrap_or_default(),
+            self.operator.as_deref().unwrap_or("\u{0}"),
+            self.comment.as_deref().unwrap_or("\u{0}"),
+        ];
+        for f in fields {
+            h.update(f.as_bytes());
+            h.update([0xff]);
+        }
+        h.update(self.message.as_bytes());
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// What `verify_journal` found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verification {
+    pub entries: u64,
+    /// The first problem: (sequence number, what is wrong).
+    pub problem: Option<(i64, String)>,
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_error = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let conn = Connection::open(path).map_err(open_error)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_error)?;
+        // NORMAL is durable across application crashes in WAL mode; only a power loss can
+        // lose the last transactions, which the journal's head then shows.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_error)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_error)?;
+        let mut store = Store { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let version: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(StoreError::TooNew(version));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Alarm states kept from before a restart.
+    pub fn load_alarms(&self) -> Result<Vec<(String, PersistedAlarm)>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT key, state FROM alarm_state")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (key, json) = row?;
+            let state = serde_json::from_str(&json).map_err(|e| StoreError::BadState {
+                key: key.clone(),
+                error: e.to_string(),
+            })?;
+            out.push((key, state));
+        }
+        Ok(out)
+    }
+
+    /// Saves the alarms' new states and appends the transitions to the journal, in one
+    /// transaction.
+    pub fn record(&mut self, events: &[AlarmEvent]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        let (mut seq, mut prev_hash): (i64, String) = tx
+            .query_row("SELECT seq, hash FROM journal_head WHERE id = 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?
+            .unwrap_or((0, GENESIS.to_string()));
+        for event in events {
+            if !event.key.starts_with("flood/") {
+                if event.alarm.is_normal() || event.action == crate::rules::alarm::Action::Retired {
+                    tx.execute(
+                        "DELETE FROM alarm_state WHERE key = ?1",
+                        params![&*event.key],
+                    )?;
+                } else {
+                    let state = PersistedAlarm {
+                        alarm: event.alarm.clone(),
+                        filters: event.filters.clone(),
+                    };
+                    let json = serde_json::to_string(&state).map_err(|e| StoreError::BadState {
+                        key: event.key.to_string(),
+                        error: e.to_string(),
+                    })?;
+                    tx.execute(
+                        "INSERT INTO alarm_state (key, state, updated_ms) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (key) DO UPDATE SET state = excluded.state, updated_ms = excluded.updated_ms",
+                        params![&*event.key, json, event.at_ms],
+                    )?;
+                }
+            }
+            seq += 1;
+            let mut entry = JournalEntry {
+                seq,
+                at_ms: event.at_ms,
+                key: event.key.to_string(),
+                rule: event.rule.to_string(),
+                park: event.tags.park.clone(),
+                enterprise: event.tags.enterprise.clone(),
+                location: event.tags.location.clone(),
+                device: event.tags.device.clone(),
+                action: event.action.as_str().into(),
+                state: event.state.as_str().into(),
+                severity: event.severity.as_str().into(),
+                kind: event.kind.as_str().into(),
+                value: event.value.as_ref().map(|v| v.to_string()),
+                threshold: event.threshold,
+                operator: event.operator.as_ref().map(|o| o.name.clone()),
+                comment: event.operator.as_ref().and_then(|o| o.comment.clone()),
+                message: event.message.clone(),
+                prev_hash: prev_hash.clone(),
+                hash: String::new(),
+            };
+            entry.hash = entry.compute_hash();
+            tx.execute(
+                "INSERT INTO journal (seq, at_ms, key, rule, park, enterprise, location, device, action,
+                   state, severity, kind, value, threshold, operator, comment, message, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                params![
+                    entry.seq, entry.at_ms, entry.key, entry.rule, entry.park, entry.enterprise,
+                    entry.location, entry.device, entry.action, entry.state, entry.severity,
+                    entry.kind, entry.value, entry.threshold, entry.operator, entry.comment,
+                    entry.message, entry.prev_hash, entry.hash
+                ],
+            )?;
+            prev_hash = entry.hash;
+        }
+        tx.execute(
+            "INSERT INTO journal_head (id, seq, hash) VALUES (1, ?1, ?2)
+             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+            params![seq, prev_hash],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Journal entries, newest first, optionally for one alarm key or a text found in the
+    /// key, device, rule or message.
+    pub fn journal(
+        &self,
+        search: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        let pattern = search.map(|s| format!("%{}%", s.replace('%', "\\%").replace('_', "\\_")));
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, at_ms, key, rule, park, enterprise, location, device, action, state, severity,
+                    kind, value, threshold, operator, comment, message, prev_hash, hash
+             FROM journal
+             WHERE ?1 IS NULL OR key LIKE ?1 ESCAPE '\\' OR device LIKE ?1 ESCAPE '\\'
+                   OR rule LIKE ?1 ESCAPE '\\' OR message LIKE ?1 ESCAPE '\\'
+             ORDER BY seq DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![pattern, limit], row_to_entry)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Walks the whole journal: every entry's hash must match its content and the previous
+    /// entry's hash, sequence numbers must have no gaps, and the head must be the last entry.
+    pub fn verify_journal(&self) -> Result<Verification, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, at_ms, key, rule, park, enterprise, location, device, action, state, severity,
+                    kind, value, threshold, operator, comment, message, prev_hash, hash
+             FROM journal ORDER BY seq",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut expected_prev = GENESIS.to_string();
+        let mut expected_seq = 1;
+        let mut entries = 0;
+        let fail = |seq, what: String, entries| {
+            Ok(Verification {
+                entries,
+                problem: Some((seq, what)),
+            })
+        };
+        while let Some(row) = rows.next()? {
+            let entry = row_to_entry(row)?;
+            entries += 1;
+            if entry.seq != expected_seq {
+                return fail(
+                    expected_seq,
+                    format!("entries {expected_seq} to {} are missing", entry.seq - 1),
+                    entries,
+                );
+            }
+            if entry.prev_hash != expected_prev {
+                return fail(
+                    entry.seq,
+                    "does not follow the entry before it (an entry was removed or changed)".into(),
+                    entries,
+                );
+            }
+            if entry.compute_hash() != entry.hash {
+                return fail(
+                    entry.seq,
+                    "its content does not match its hash (edited)".into(),
+                    entries,
+                );
+            }
+            expected_prev = entry.hash;
+            expected_seq += 1;
+        }
+        let head: Option<(i64, String)> = self
+            .conn
+            .query_row("SELECT seq, hash FROM journal_head WHERE id = 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        let last = expected_seq - 1;
+        match head {
+            Some((seq, hash)) if seq != last || hash != expected_prev => {
+                fail(seq, format!("the journal ends at entry {last} but its head says {seq}: entries at the end were removed"), entries)
+            }
+            None if last > 0 => fail(last, "the journal head is missing".into(), entries),
+            _ => Ok(Verification {
+                entries,
+                problem: None,
+            }),
+        }
+    }
+
+    /// Direct access for tests that tamper with the journal.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+fn row_to_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<JournalEntry> {
+    Ok(JournalEntry {
+        seq: r.get(0)?,
+        at_ms: r.get(1)?,
+        key: r.get(2)?,
+        rule: r.get(3)?,
+        park: r.get(4)?,
+        enterprise: r.get(5)?,
+        location: r.get(6)?,
+        device: r.get(7)?,
+        action: r.get(8)?,
+        state: r.get(9)?,
+        severity: r.get(10)?,
+        kind: r.get(11)?,
+        value: r.get(12)?,
+        threshold: r.get(13)?,
+        operator: r.get(14)?,
+        comment: r.get(15)?,
+        message: r.get(16)?,
+        prev_hash: r.get(17)?,
+        hash: r.get(18)?,
+    })
+}
