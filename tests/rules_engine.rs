@@ -1,0 +1,496 @@
+//! The rule engine with the shipped default rule set and an injected clock: which transitions
+//! come out, and exactly when.
+
+mod support;
+
+use std::sync::Arc;
+
+use parkguard::config::{AlarmKind, Config, Severity};
+use parkguard::model::{Quality, Reading, Tags, Value};
+use parkguard::rules::alarm::{Action, AlarmState, Command, CommandError, Operator};
+use parkguard::rules::engine::{AlarmEvent, PersistedAlarm, RuleEngine, Target};
+
+const SITE: &str = r#"[gateway]
+profiles_dir = "profiles"
+[[parks]]
+id = "p"
+[[enterprises]]
+id = "e"
+park = "p"
+[[locations]]
+id = "l"
+enterprise = "e"
+[[devices]]
+id = "m1"
+location = "l"
+profile = "adw300_json"
+params = { rated_current_a = 100 }
+[[devices]]
+id = "d1"
+location = "l"
+profile = "arcm_combo_detector"
+[[devices]]
+id = "g1"
+location = "l"
+profile = "gas_detector_lel"
+[[devices]]
+id = "s1"
+location = "l"
+profile = "nb_smoke"
+"#;
+
+fn engine(extra: &str) -> (RuleEngine, tempfile::TempDir) {
+    let (dir, path) = support::site(&format!("{SITE}{extra}"));
+    let config = Config::load(&path).unwrap_or_else(|p| panic!("{p:#?}"));
+    (RuleEngine::new(&config, 0), dir)
+}
+
+fn reading(device: &str, profile: &str, quantity: &str, value: Value) -> Reading {
+    Reading {
+        tags: Arc::new(Tags {
+            park: "p".into(),
+            enterprise: "e".into(),
+            location: "l".into(),
+            device: device.into(),
+            kind: String::new(),
+            profile: profile.into(),
+            extra: Vec::new(),
+        }),
+        measurement: Arc::from("m"),
+        quantity: Arc::from(quantity),
+        value,
+        unit: None,
+        timestamp_ns: 0,
+        quality: Quality::Good,
+    }
+}
+
+fn leak(value: f64) -> Reading {
+    reading("m1", "adw300_json", "leakage", Value::Float(value))
+}
+
+/// Feeds `value` at `at_ms` after ticking the clock up to it.
+fn feed(engine: &mut RuleEngine, r: Reading, at_ms: i64) -> Vec<AlarmEvent> {
+    let mut out = Vec::new();
+    engine.tick(at_ms, &mut out);
+    engine.on_readings(&[r], at_ms, &mut out);
+    out
+}
+
+fn summary(events: &[AlarmEvent]) -> Vec<(i64, &'static str, Severity)> {
+    events
+        .iter()
+        .map(|e| (e.at_ms, e.action.as_str(), e.severity))
+        .collect()
+}
+
+#[test]
+fn residual_current_ramp_gives_pre_alarm_alarm_critical_and_clear_at_the_delays() {
+    let (mut engine, _dir) = engine("");
+    let mut events = Vec::new();
+    // One reading a second: 100 mA for 5 s, 250 for 15 s, 350 for 15 s, 600 for 15 s, then
+    // back to 100 for 60 s.
+    let mut t = 0;
+    for (value, seconds) in [
+        (100.0, 5),
+        (250.0, 15),
+        (350.0, 15),
+        (600.0, 15),
+        (100.0, 60),
+    ] {
+        for _ in 0..seconds {
+            events.extend(feed(&mut engine, leak(value), t));
+            t += 1000;
+        }
+    }
+    let r1: Vec<_> = events
+        .iter()
+        .filter(|e| e.rule.as_ref() == "R1")
+        .cloned()
+        .collect();
+    // R1: 200/300/500 mA, on-delay 10 s, off-delay 30 s, deadband 30 mA. 250 arrives at 5 s,
+    // 350 at 20 s, 600 at 35 s, 100 at 50 s.
+    assert_eq!(
+        summary(&r1),
+        vec![
+            (15_000, "raised", Severity::Low),
+            (30_000, "escalated", Severity::High),
+            (45_000, "escalated", Severity::Critical),
+            (80_000, "cleared", Severity::Critical),
+        ],
+        "{r1:#?}"
+    );
+    assert_eq!(r1[0].kind, AlarmKind::PreAlarm);
+    assert_eq!(r1[2].kind, AlarmKind::Alarm);
+    assert_eq!(r1[2].threshold, Some(500.0));
+    assert_eq!(r1[3].state, AlarmState::ReturnedUnacknowledged);
+}
+
+#[test]
+fn detector_ct_open_bit_is_a_fault_not_an_alarm() {
+    let (mut engine, _dir) = engine("");
+    let events = feed(
+        &mut engine,
+        reading("d1", "arcm_combo_detector", "ct_open", Value::Bool(true)),
+        1000,
+    );
+    let fault: Vec<_> = events.iter().filter(|e| e.rule.as_ref() == "R14").collect();
+    assert_eq!(fault.len(), 1, "{events:#?}");
+    assert_eq!(fault[0].kind, AlarmKind::Fault);
+    assert_eq!(fault[0].severity, Severity::Medium);
+    assert_eq!(&*fault[0].key, "R14/d1/ct_open");
+    assert!(events.iter().all(|e| e.kind != AlarmKind::Alarm));
+}
+
+#[test]
+fn a_device_never_seen_or_gone_silent_goes_offline_after_its_deadline() {
+    let (mut engine, _dir) = engine("");
+    // adw300_json declares a 60 s heartbeat: offline after 2 x 60 s + 600 s = 720 s.
+    let mut out = Vec::new();
+    engine.tick(719_999, &mut out);
+    assert!(out.iter().all(|e| e.key.as_ref() != "R17/m1"), "{out:#?}");
+    engine.tick(725_000, &mut out);
+    let offline: Vec<_> = out.iter().filter(|e| e.key.as_ref() == "R17/m1").collect();
+    assert_eq!(offline.len(), 1);
+    assert_eq!(offline[0].at_ms, 720_000, "stamped at the deadline");
+    assert_eq!(offline[0].kind, AlarmKind::Fault);
+    // It reports: the fault clears; then silence again counts from the last reading.
+    let back = feed(&mut engine, leak(50.0), 800_000);
+    assert!(back
+        .iter()
+        .any(|e| e.key.as_ref() == "R17/m1" && e.action == Action::Cleared));
+    let mut out = Vec::new();
+    engine.tick(800_000 + 719_999, &mut out);
+    assert!(out.iter().all(|e| e.key.as_ref() != "R17/m1"));
+    engine.tick(800_000 + 720_000, &mut out);
+    assert!(out
+        .iter()
+        .any(|e| e.key.as_ref() == "R17/m1" && e.action == Action::Raised));
+}
+
+#[test]
+fn comm_error_readings_raise_communication_lost_and_good_ones_clear_it() {
+    let (mut engine, _dir) = engine("");
+    let mut lost = reading("d1", "arcm_combo_detector", "leak", Value::Int(0));
+    lost.quality = Quality::CommError;
+    let events = feed(&mut engine, lost, 1000);
+    assert!(events
+        .iter()
+        .any(|e| e.key.as_ref() == "R16/d1" && e.action == Action::Raised));
+    assert!(
+        events.iter().all(|e| e.rule.as_ref() != "R1"),
+        "no value, no threshold alarm"
+    );
+    let events = feed(
+        &mut engine,
+        reading("d1", "arcm_combo_detector", "leak", Value::Int(20)),
+        2000,
+    );
+    assert!(events
+        .iter()
+        .any(|e| e.key.as_ref() == "R16/d1" && e.action == Action::Cleared));
+}
+
+#[test]
+fn latched_gas_level_2_needs_the_value_back_and_an_operator_reset() {
+    let (mut engine, _dir) = engine("");
+    let gas = |v: f64| reading("g1", "gas_detector_lel", "lel", Value::Float(v));
+    let mut events = feed(&mut engine, gas(60.0), 0);
+    events.extend(feed(&mut engine, gas(60.0), 3_000));
+    let raised = events
+        .iter()
+        .find(|e| e.rule.as_ref() == "R11")
+        .expect("raised");
+    assert_eq!(raised.severity, Severity::Critical);
+    assert!(raised.alarm.latched);
+    let key = Target::Alarm("R11/g1/lel".into());
+    let operator = Operator {
+        name: "wang".into(),
+        comment: Some("valve closed".into()),
+    };
+    let mut out = Vec::new();
+    assert_eq!(
+        engine.command(&key, &Command::Reset, &operator, 4_000, &mut out),
+        Err(CommandError::ConditionPresent)
+    );
+    engine
+        .command(&key, &Command::Acknowledge, &operator, 5_000, &mut out)
+        .expect("acknowledge");
+    // The gas clears (below 50 - 2 for 30 s) but the alarm holds.
+    for t in (10_000..=60_000).step_by(1000) {
+        out.extend(feed(&mut engine, gas(0.0), t));
+    }
+    let view = engine.alarm("R11/g1/lel").expect("alarm");
+    assert_eq!(
+        view.state,
+        AlarmState::Acknowledged,
+        "latched: still active"
+    );
+    assert!(out.iter().any(|e| e.action == Action::ConditionCleared));
+    engine
+        .command(&key, &Command::Reset, &operator, 61_000, &mut out)
+        .expect("reset");
+    let reset = out.last().expect("reset event");
+    assert_eq!(reset.action, Action::Reset);
+    assert_eq!(reset.state, AlarmState::Normal);
+    assert_eq!(
+        reset.operator.as_ref().map(|o| o.name.as_str()),
+        Some("wang")
+    );
+    assert!(engine.alarms().iter().all(|a| a.key != "R11/g1/lel"));
+}
+
+#[test]
+fn smoke_fire_alarm_is_critical_and_latched_and_a_test_press_is_a_test() {
+    let (mut engine, _dir) = engine("");
+    let event = |e: &str| reading("s1", "nb_smoke", "event", Value::Text(Arc::from(e)));
+    let events = feed(&mut engine, event("test"), 0);
+    let test: Vec<_> = events
+        .iter()
+        .filter(|e| e.action == Action::Raised)
+        .collect();
+    assert_eq!(test.len(), 1, "{events:#?}");
+    assert_eq!(test[0].kind, AlarmKind::Test);
+    let events = feed(&mut engine, event("alarm"), 1000);
+    let fire = events
+        .iter()
+        .find(|e| e.rule.as_ref() == "R13")
+        .expect("fire alarm");
+    assert_eq!(
+        (fire.severity, fire.kind),
+        (Severity::Critical, AlarmKind::Alarm)
+    );
+    // A heartbeat ends the condition, the latch holds.
+    let events = feed(&mut engine, event("heartbeat"), 2000);
+    assert!(events
+        .iter()
+        .any(|e| e.rule.as_ref() == "R13" && e.action == Action::ConditionCleared));
+    assert_eq!(
+        engine.alarm("R13/s1/event").expect("alarm").state,
+        AlarmState::Unacknowledged
+    );
+}
+
+#[test]
+fn site_overrides_change_thresholds_by_scope_and_can_switch_a_rule_off() {
+    let (mut engine, _dir) = engine(
+        "[[rule_overrides]]\nrule = \"R1\"\nat = { low = 400 }\n\
+         [[rule_overrides]]\nrule = \"R1\"\ndevice = \"m1\"\nat = { low = 150 }\non_delay_s = 0\n\
+         [[rule_overrides]]\nrule = \"R11\"\nlocation = \"l\"\nenabled = false\n",
+    );
+    let events = feed(&mut engine, leak(160.0), 0);
+    assert_eq!(
+        summary(&events),
+        vec![(0, "raised", Severity::Low)],
+        "device override wins"
+    );
+    let events = feed(
+        &mut engine,
+        reading("g1", "gas_detector_lel", "lel", Value::Float(90.0)),
+        1000,
+    );
+    assert!(events.is_empty(), "R11 is off at location l: {events:#?}");
+}
+
+#[test]
+fn overcurrent_scales_by_the_devices_rated_current() {
+    let (mut engine, _dir) = engine("");
+    let ia = |v: f64| reading("m1", "adw300_json", "ia", Value::Float(v));
+    let mut events = Vec::new();
+    for t in (0..=10_000).step_by(1000) {
+        events.extend(feed(&mut engine, ia(135.0), t));
+    }
+    // 135 A on a 100 A circuit: >= 1.3 In, critical after its own 10 s on-delay.
+    let r7: Vec<_> = events.iter().filter(|e| e.rule.as_ref() == "R7").collect();
+    assert_eq!(r7.len(), 1, "{events:#?}");
+    assert_eq!((r7[0].at_ms, r7[0].severity), (10_000, Severity::Critical));
+    assert_eq!(r7[0].threshold, Some(130.0));
+}
+
+#[test]
+fn hottest_probe_and_phase_loss_are_derived_per_device() {
+    let (mut engine, _dir) = engine("");
+    let m = |q: &str, v: f64| reading("m1", "adw300_json", q, Value::Float(v));
+    let mut events = Vec::new();
+    for t in (0..=10_000).step_by(1000) {
+        let batch = [
+            m("t1", 40.0),
+            m("t2", 75.0),
+            m("ua", 230.0),
+            m("ub", 20.0),
+            m("uc", 231.0),
+        ];
+        engine.tick(t, &mut events);
+        engine.on_readings(&batch, t, &mut events);
+    }
+    let temp = events
+        .iter()
+        .find(|e| e.key.as_ref() == "R2/m1")
+        .expect("R2 on the max");
+    assert_eq!(temp.severity, Severity::High);
+    assert_eq!(
+        temp.value,
+        Some(parkguard::rules::engine::Observed::Number(75.0))
+    );
+    let loss = events
+        .iter()
+        .find(|e| e.key.as_ref() == "R6/m1")
+        .expect("phase loss");
+    assert_eq!(loss.at_ms, 3_000);
+}
+
+#[test]
+fn more_than_ten_new_alarms_in_ten_minutes_start_a_flood_and_chatter_is_flagged() {
+    let (mut engine, _dir) = engine("[[rule_overrides]]\nrule = \"R14\"\noff_delay_s = 0\n");
+    let mut events = Vec::new();
+    // The CT-open bit toggling: 6 activations within a minute.
+    for k in 0..6 {
+        let t = k * 5_000;
+        events.extend(feed(
+            &mut engine,
+            reading("d1", "arcm_combo_detector", "ct_open", Value::Bool(true)),
+            t,
+        ));
+        events.extend(feed(
+            &mut engine,
+            reading("d1", "arcm_combo_detector", "ct_open", Value::Bool(false)),
+            t + 2_000,
+        ));
+    }
+    assert!(events
+        .iter()
+        .any(|e| e.action == Action::ChatterFlagged && e.key.as_ref() == "R14/d1/ct_open"));
+    // Other bits raise more alarms in the same park.
+    for (k, bit) in [
+        "ct_short",
+        "t1_probe_fault",
+        "t2_probe_fault",
+        "t3_probe_fault",
+        "t4_probe_fault",
+        "arc_alarm",
+    ]
+    .iter()
+    .enumerate()
+    {
+        events.extend(feed(
+            &mut engine,
+            reading("d1", "arcm_combo_detector", bit, Value::Bool(true)),
+            40_000 + k as i64,
+        ));
+    }
+    let floods: Vec<_> = events
+        .iter()
+        .filter(|e| e.key.as_ref() == "flood/p")
+        .collect();
+    assert_eq!(floods.len(), 1, "{:#?}", summary(&events));
+    assert_eq!(floods[0].action, Action::Raised);
+    assert_eq!(engine.floods(), vec!["p".to_string()]);
+    let mut out = Vec::new();
+    engine.tick(40_000 + 11 * 60_000, &mut out);
+    assert!(out
+        .iter()
+        .any(|e| e.key.as_ref() == "flood/p" && e.action == Action::Cleared));
+}
+
+#[test]
+fn a_restored_active_alarm_is_not_raised_again_and_clears_when_the_value_returns() {
+    let (mut engine, dir) = engine("");
+    let mut events = Vec::new();
+    for t in (0..=10_000).step_by(1000) {
+        events.extend(feed(&mut engine, leak(350.0), t));
+    }
+    let raised = events
+        .iter()
+        .rfind(|e| e.rule.as_ref() == "R1")
+        .expect("raised");
+    let persisted = PersistedAlarm {
+        alarm: raised.alarm.clone(),
+        filters: raised.filters.clone(),
+    };
+    // A new engine, as after a restart.
+    let config = Config::load(&dir.path().join("site.toml")).expect("config");
+    let mut engine = RuleEngine::new(&config, 100_000);
+    let retired = engine.restore(
+        vec![
+            ("R1/m1/leakage".to_string(), persisted.clone()),
+            ("R99/gone".to_string(), persisted),
+        ],
+        100_000,
+    );
+    assert_eq!(retired.len(), 1);
+    assert_eq!(retired[0].action, Action::Retired);
+    let mut events = Vec::new();
+    for t in (100_000..=120_000).step_by(1000) {
+        events.extend(feed(&mut engine, leak(350.0), t));
+    }
+    assert!(
+        events.iter().all(|e| e.rule.as_ref() != "R1"),
+        "not raised twice: {events:#?}"
+    );
+    for t in (121_000..=160_000).step_by(1000) {
+        events.extend(feed(&mut engine, leak(100.0), t));
+    }
+    let r1: Vec<_> = events.iter().filter(|e| e.rule.as_ref() == "R1").collect();
+    assert_eq!(r1.len(), 1);
+    assert_eq!((r1[0].action, r1[0].at_ms), (Action::Cleared, 151_000));
+}
+
+#[test]
+fn commands_need_an_operator_and_a_known_alarm() {
+    let (mut engine, _dir) = engine("");
+    let mut out = Vec::new();
+    assert_eq!(
+        engine.command(
+            &Target::Alarm("R1/m1/leakage".into()),
+            &Command::Acknowledge,
+            &Operator::default(),
+            0,
+            &mut out
+        ),
+        Err(CommandError::OperatorRequired)
+    );
+    assert!(matches!(
+        engine.command(
+            &Target::Alarm("nope".into()),
+            &Command::Acknowledge,
+            &Operator::system(),
+            0,
+            &mut out
+        ),
+        Err(CommandError::UnknownAlarm(_))
+    ));
+    // Maintenance mode for a whole device.
+    engine
+        .command(
+            &Target::Device("g1".into()),
+            &Command::Suppress {
+                until_ms: 3_600_000,
+            },
+            &Operator::system(),
+            0,
+            &mut out,
+        )
+        .expect("suppress device");
+    let events = feed(
+        &mut engine,
+        reading("g1", "gas_detector_lel", "lel", Value::Float(30.0)),
+        1000,
+    );
+    let mut later = Vec::new();
+    for t in (2_000..=5_000).step_by(1000) {
+        later.extend(feed(
+            &mut engine,
+            reading("g1", "gas_detector_lel", "lel", Value::Float(30.0)),
+            t,
+        ));
+    }
+    let raised = events
+        .iter()
+        .chain(&later)
+        .find(|e| e.action == Action::Raised)
+        .expect("raised");
+    assert!(
+        !raised.annunciated,
+        "suppressed by maintenance: journaled, not annunciated"
+    );
+}
