@@ -1140,8 +1140,8 @@ fn bind(
             off_delay = d;
         }
         for (k, level) in rule.levels.iter().enumerate() {
-            if let Some(at) = o.at.get(&level.severity) {
-                ats[k] = *at;
+            if let (Some(at), Some(slot)) = (o.at.get(&level.severity), ats.get_mut(k)) {
+                *slot = *at;
             }
         }
     }

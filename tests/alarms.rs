@@ -1,0 +1,405 @@
+//! Alarms end to end with real mosquitto, influxd and the Modbus simulator: transitions land in
+//! InfluxDB's `alarm` measurement at the times the rule set implies; a detector's CT-open bit is
+//! a fault; a silent device goes offline; a latched gas alarm is acknowledged and reset through
+//! the library API; alarm state survives a restart without a second raise.
+
+mod support;
+
+use std::time::Duration;
+
+use parkguard::config::Config;
+use parkguard::decode::registers::Area;
+use parkguard::pipeline::Gateway;
+use parkguard::rules::alarm::{AlarmState, Command, Operator};
+use parkguard::rules::engine::Target;
+use parkguard::sim::modbus::SimulatedBus;
+use serde_json::Value as Json;
+use support::*;
+
+/// The default rules with shorter delays (so the test takes seconds, not minutes), plus a
+/// test rule T17: offline after 2 heartbeats of the test meter profile (1 s) and no grace.
+fn site_text(mqtt_port: u16, influx_url: &str, modbus_port: u16) -> String {
+    format!(
+        r#"[gateway]
+profiles_dir = "profiles"
+rule_files = ["rules/default.toml", "rules/test.toml"]
+[[parks]]
+id = "p"
+[[enterprises]]
+id = "e"
+park = "p"
+[[locations]]
+id = "l"
+enterprise = "e"
+[[devices]]
+id = "m1"
+location = "l"
+profile = "adw300_json"
+[[devices]]
+id = "m2"
+location = "l"
+profile = "fast_meter"
+[[devices]]
+id = "d1"
+location = "l"
+profile = "arcm_combo_detector"
+[[devices]]
+id = "g1"
+location = "l"
+profile = "gas_detector_lel"
+
+[[rule_overrides]]
+rule = "R1"
+on_delay_s = 2
+off_delay_s = 3
+[[rule_overrides]]
+rule = "R11"
+on_delay_s = 1
+off_delay_s = 1
+
+[[mqtt]]
+name = "park"
+host = "127.0.0.1"
+port = {mqtt_port}
+client_id = "pg-alarms-{mqtt_port}"
+[[mqtt.subscriptions]]
+topic = "park/{{park}}/meter/{{device}}/up"
+profile = "adw300_json"
+[[mqtt.subscriptions]]
+topic = "park/{{park}}/fast/{{device}}/up"
+profile = "fast_meter"
+
+[[modbus]]
+name = "bus"
+transport = "tcp"
+address = "127.0.0.1:{modbus_port}"
+timeout_ms = 300
+[[modbus.units]]
+device = "d1"
+unit_id = 1
+[[modbus.units]]
+device = "g1"
+unit_id = 2
+
+[[influx]]
+name = "i"
+url = "{influx_url}"
+api = "v1"
+database = "pg"
+batch_age_ms = 100
+"#
+    )
+}
+
+fn prepare(dir: &std::path::Path) {
+    let profiles = dir.join("profiles");
+    let meter = std::fs::read_to_string(profiles.join("adw300_json.toml")).expect("profile");
+    std::fs::write(
+        profiles.join("fast_meter.toml"),
+        meter.replace("heartbeat_s = 60", "heartbeat_s = 1"),
+    )
+    .expect("fast_meter");
+    std::fs::write(
+        dir.join("rules/test.toml"),
+        "[[rules]]\nid = \"T17\"\nname = \"Fast offline\"\nprofiles = [\"fast_meter\"]\n\
+         condition = { type = \"silence\", intervals = 2, grace_s = 0 }\n\
+         levels = [{ severity = \"medium\", kind = \"fault\" }]\n",
+    )
+    .expect("test rules");
+}
+
+fn meter(leakage: f64) -> String {
+    format!(
+        r#"{{"ts":{},"ua":230.1,"ub":229.8,"uc":231.0,"ia":12.5,"ib":11.0,"ic":13.25,"p_total":8350,"leakage":{leakage},"t":[35.5,36.0,34.25,41.0]}}"#,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis()
+    )
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
+
+/// Publishes `leakage` once a second for `seconds`; returns when the first one went out.
+async fn hold(port: u16, leakage: f64, seconds: u32) -> i64 {
+    let first = now_ms();
+    for _ in 0..seconds {
+        mosquitto_pub(port, "park/p/meter/m1/up", &[meter(leakage).as_bytes()]);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    first
+}
+
+async fn alarm_rows(influx: &Server, filter: &str) -> Vec<serde_json::Map<String, Json>> {
+    rows(
+        &influxql(
+            influx,
+            "pg",
+            &format!("SELECT * FROM alarm WHERE {filter} ORDER BY time"),
+        )
+        .await,
+    )
+}
+
+fn time_ms(row: &serde_json::Map<String, Json>) -> i64 {
+    // `influxql` asks for epoch nanoseconds.
+    row["time"].as_i64().expect("epoch time") / 1_000_000
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_reach_influxdb_at_the_times_the_rules_imply_and_survive_a_restart() {
+    let broker = mosquitto();
+    let influx = influxd();
+    create_database(&influx, "pg").await;
+    let bus = SimulatedBus::new([1, 2]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let modbus_port = listener.local_addr().expect("addr").port();
+    tokio::spawn(bus.clone().serve_tcp(listener));
+    let (dir, path) = site(&site_text(broker.port, &influx.url(), modbus_port));
+    prepare(dir.path());
+    let config = Config::load(&path).unwrap_or_else(|p| panic!("{p:#?}"));
+    let gateway = Gateway::start(config).await.expect("start");
+    wait_subscribed(&gateway, "park", 2).await;
+
+    // 1. Residual current 100 -> 250 -> 350 -> 600 -> 100 mA, each held 4 s (R1 with on-delay
+    //    2 s, off-delay 3 s, deadband 30 mA).
+    hold(broker.port, 100.0, 2).await;
+    let t250 = hold(broker.port, 250.0, 4).await;
+    let t350 = hold(broker.port, 350.0, 4).await;
+    let t600 = hold(broker.port, 600.0, 4).await;
+    let t100 = hold(broker.port, 100.0, 6).await;
+    let mut r1 = Vec::new();
+    for _ in 0..50 {
+        r1 = alarm_rows(&influx, "rule = 'R1'").await;
+        if r1.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let got: Vec<(String, String, String)> = r1
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap_or_default().to_string(),
+                r["severity"].as_str().unwrap_or_default().to_string(),
+                r["kind"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let expect = |a: &str, s: &str, k: &str| (a.to_string(), s.to_string(), k.to_string());
+    assert_eq!(
+        got,
+        vec![
+            expect("raised", "low", "pre_alarm"),
+            expect("escalated", "high", "alarm"),
+            expect("escalated", "critical", "alarm"),
+            expect("cleared", "critical", "alarm"),
+        ],
+        "{r1:#?}"
+    );
+    // Each transition comes its delay after the value that caused it was published (plus
+    // delivery, under half a second here).
+    for (row, published, delay) in [
+        (&r1[0], t250, 2000),
+        (&r1[1], t350, 2000),
+        (&r1[2], t600, 2000),
+        (&r1[3], t100, 3000),
+    ] {
+        let late = time_ms(row) - (published + delay);
+        assert!(
+            (-100..=700).contains(&late),
+            "{} {late} ms off the rule's delay: {row:?}",
+            row["action"]
+        );
+    }
+    assert_eq!(r1[2]["threshold"].as_f64(), Some(500.0));
+    assert_eq!(r1[0]["device"], "m1");
+    assert_eq!(r1[0]["park"], "p");
+
+    // 2. The detector's CT-open bit (status bit 8): a fault, not an alarm.
+    bus.unit(1)
+        .expect("unit 1")
+        .set_words(Area::Holding, 8, &[1 << 8]);
+    // 3. Gas at 60 %LEL (CDAB float at 8): level 2, latched.
+    bus.unit(2)
+        .expect("unit 2")
+        .set_words(Area::Holding, 8, &[0x0000, 0x4270]);
+    // 4. The fast meter reports once and goes silent: offline after 2 x 1 s.
+    mosquitto_pub(broker.port, "park/p/fast/m2/up", &[meter(10.0).as_bytes()]);
+    eventually(
+        "fault, gas and offline alarms",
+        Duration::from_secs(20),
+        || async {
+            let rows = alarm_rows(&influx, "rule = 'R14' OR rule = 'R11' OR rule = 'T17'").await;
+            ["R14", "R11"]
+                .iter()
+                .all(|rule| rows.iter().any(|r| r["rule"] == *rule))
+                && rows.iter().any(|r| r["value_text"] == "silent")
+        },
+    )
+    .await;
+    let ct = alarm_rows(&influx, "rule = 'R14'").await;
+    assert_eq!(ct[0]["kind"], "fault");
+    assert_eq!(ct[0]["source"], "ct_open");
+    // Never seen since start: offline 2 s after start; it reports, the fault clears; then it
+    // falls silent and is offline again 2 s after its last message.
+    let offline: Vec<(String, String)> = alarm_rows(&influx, "rule = 'T17'")
+        .await
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap_or_default().into(),
+                r["value_text"].as_str().unwrap_or_default().into(),
+            )
+        })
+        .collect();
+    let pair = |a: &str, v: &str| (a.to_string(), v.to_string());
+    assert_eq!(
+        offline,
+        vec![
+            pair("raised", "never_seen"),
+            pair("cleared", "seen"),
+            pair("raised", "silent")
+        ]
+    );
+
+    let gas = "R11/g1/lel".to_string();
+    let wang = Operator {
+        name: "wang".into(),
+        comment: Some("ventilated, valve closed".into()),
+    };
+    eventually("gas alarm critical", Duration::from_secs(10), || async {
+        gateway
+            .rules
+            .alarm(&gas)
+            .await
+            .is_some_and(|a| a.severity == Some(parkguard::config::Severity::Critical))
+    })
+    .await;
+    let refused = gateway
+        .rules
+        .command(Target::Alarm(gas.clone()), Command::Reset, wang.clone())
+        .await;
+    assert!(
+        refused.is_err(),
+        "reset while the gas is still there: {refused:?}"
+    );
+    gateway
+        .rules
+        .command(
+            Target::Alarm(gas.clone()),
+            Command::Acknowledge,
+            wang.clone(),
+        )
+        .await
+        .expect("acknowledge");
+    bus.unit(2)
+        .expect("unit 2")
+        .set_words(Area::Holding, 8, &[0, 0]);
+    eventually(
+        "gas condition gone, latch holds",
+        Duration::from_secs(10),
+        || async {
+            let a = gateway.rules.alarm(&gas).await;
+            a.is_some_and(|a| {
+                a.state == AlarmState::Acknowledged
+                    && a.latched
+                    && a.value == Some(parkguard::rules::engine::Observed::Number(0.0))
+            })
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // past the off-delay
+    gateway
+        .rules
+        .command(Target::Alarm(gas.clone()), Command::Reset, wang.clone())
+        .await
+        .expect("reset once the gas is gone");
+    assert_eq!(
+        gateway.rules.alarm(&gas).await.map(|a| a.state),
+        Some(AlarmState::Normal)
+    );
+    eventually(
+        "reset in InfluxDB with operator",
+        Duration::from_secs(10),
+        || async {
+            alarm_rows(&influx, "rule = 'R11' AND action = 'reset'")
+                .await
+                .first()
+                .is_some_and(|r| {
+                    r["operator"] == "wang" && r["comment"] == "ventilated, valve closed"
+                })
+        },
+    )
+    .await;
+
+    // 5. Restart with an active, unacknowledged alarm.
+    hold(broker.port, 350.0, 4).await;
+    eventually("R1 raised again", Duration::from_secs(10), || async {
+        alarm_rows(&influx, "rule = 'R1' AND action = 'raised'")
+            .await
+            .len()
+            == 2
+    })
+    .await;
+    gateway.shutdown().await;
+    let config = Config::load(&path).unwrap_or_else(|p| panic!("{p:#?}"));
+    let gateway = Gateway::start(config).await.expect("restart");
+    // The session is persistent: the broker kept the subscriptions, so there is no SUBACK to
+    // wait for, only the connection.
+    let mqtt = gateway.metrics.mqtt("park");
+    eventually("reconnected", Duration::from_secs(20), || {
+        let mqtt = std::sync::Arc::clone(&mqtt);
+        async move { mqtt.connected.load(std::sync::atomic::Ordering::Relaxed) }
+    })
+    .await;
+    let key = "R1/m1/leakage";
+    let restored = gateway.rules.alarm(key).await.expect("alarm");
+    assert_eq!(
+        restored.state,
+        AlarmState::Unacknowledged,
+        "still active after the restart"
+    );
+    hold(broker.port, 350.0, 4).await;
+    assert_eq!(
+        alarm_rows(&influx, "rule = 'R1' AND action = 'raised'")
+            .await
+            .len(),
+        2,
+        "not raised a second time"
+    );
+    hold(broker.port, 100.0, 5).await;
+    eventually(
+        "cleared once after the restart",
+        Duration::from_secs(10),
+        || async {
+            alarm_rows(&influx, "rule = 'R1' AND action = 'cleared'")
+                .await
+                .len()
+                == 2
+        },
+    )
+    .await;
+    assert_eq!(
+        gateway.rules.alarm(key).await.map(|a| a.state),
+        Some(AlarmState::ReturnedUnacknowledged)
+    );
+    gateway.shutdown().await;
+
+    // The journal holds every transition and command and verifies.
+    let store = parkguard::store::Store::open(&dir.path().join("parkguard.db")).expect("store");
+    let verification = store.verify_journal().expect("verify");
+    assert_eq!(verification.problem, None);
+    assert!(verification.entries >= 10, "{verification:?}");
+    let commands = store.journal(Some("R11/g1"), 100).expect("journal");
+    assert!(commands
+        .iter()
+        .any(|e| e.action == "acknowledged" && e.operator.as_deref() == Some("wang")));
+}
