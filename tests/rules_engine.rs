@@ -494,3 +494,56 @@ fn commands_need_an_operator_and_a_known_alarm() {
         "suppressed by maintenance: journaled, not annunciated"
     );
 }
+
+#[test]
+fn journal_verify_finds_an_edited_entry_and_a_removed_one() {
+    use parkguard::store::Store;
+    let (mut engine, dir) = engine("");
+    let mut events = Vec::new();
+    for t in (0..=60_000).step_by(1000) {
+        let v = if t < 30_000 { 350.0 } else { 50.0 };
+        events.extend(feed(&mut engine, leak(v), t));
+    }
+    assert!(events.len() >= 2, "{events:#?}");
+    let path = dir.path().join("journal.db");
+    let mut store = Store::open(&path).expect("store");
+    for e in &events {
+        store.record(std::slice::from_ref(e)).expect("record");
+    }
+    let ok = store.verify_journal().expect("verify");
+    assert_eq!((ok.entries as usize, ok.problem), (events.len(), None));
+    let db = store.connection();
+    db.execute(
+        "UPDATE journal SET message = 'nothing happened' WHERE seq = 2",
+        [],
+    )
+    .expect("edit");
+    let edited = store.verify_journal().expect("verify");
+    assert_eq!(
+        edited.problem.map(|p| p.0),
+        Some(2),
+        "the edited entry is named"
+    );
+    let store = Store::open(&dir.path().join("journal2.db")).expect("store");
+    let mut store = store;
+    store.record(&events).expect("record");
+    store
+        .connection()
+        .execute("DELETE FROM journal WHERE seq = 2", [])
+        .expect("delete");
+    assert_eq!(
+        store.verify_journal().expect("verify").problem.map(|p| p.0),
+        Some(2)
+    );
+    let mut store3 = Store::open(&dir.path().join("journal3.db")).expect("store");
+    store3.record(&events).expect("record");
+    let last = events.len() as i64;
+    store3
+        .connection()
+        .execute("DELETE FROM journal WHERE seq = ?1", [last])
+        .expect("delete last");
+    assert!(
+        store3.verify_journal().expect("verify").problem.is_some(),
+        "a removed last entry is found by the head"
+    );
+}
