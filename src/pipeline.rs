@@ -91,7 +91,7 @@ impl Gateway {
             rules_rx,
             sink_inputs.clone(),
             Arc::clone(&metrics),
-        );
+        )?;
 
         let (ingest_tx, ingest_rx) = mpsc::channel::<ReadingBatch>(INGEST_CAPACITY);
         let dispatcher = tokio::spawn(dispatch(

@@ -20,18 +20,7 @@ use support::*;
 /// test rule T17: offline after 2 heartbeats of the test meter profile (1 s) and no grace.
 fn site_text(mqtt_port: u16, influx_url: &str, modbus_port: u16) -> String {
     format!(
-        r#"[gateway]
-profiles_dir = "profiles"
-rule_files = ["rules/default.toml", "rules/test.toml"]
-[[parks]]
-id = "p"
-[[enterprises]]
-id = "e"
-park = "p"
-[[locations]]
-id = "l"
-enterprise = "e"
-[[devices]]
+        r#"{header}[[devices]]
 id = "m1"
 location = "l"
 profile = "adw300_json"
@@ -87,7 +76,11 @@ url = "{influx_url}"
 api = "v1"
 database = "pg"
 batch_age_ms = 100
-"#
+"#,
+        header = site_header(
+            "l",
+            r#"rule_files = ["rules/default.toml", "rules/test.toml"]"#
+        ),
     )
 }
 

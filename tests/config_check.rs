@@ -155,18 +155,10 @@ fn check_plan_prints_the_fewest_reads_per_poll_class() {
 
 #[test]
 fn serial_line_settings_are_checked_and_only_allowed_on_rtu() {
-    let (_dir, path) = support::site(
-        r#"[gateway]
-profiles_dir = "profiles"
-[[parks]]
-id = "p"
-[[enterprises]]
-id = "e"
-park = "p"
-[[locations]]
-id = "l"
-enterprise = "e"
-[[devices]]
+    let (_dir, path) = support::site(&format!(
+        "{}{}",
+        support::site_header("l", ""),
+        r#"[[devices]]
 id = "d1"
 location = "l"
 profile = "arcm_combo_detector"
@@ -188,8 +180,8 @@ serial = { baud = 9600 }
 [[modbus.units]]
 device = "d1"
 unit_id = 2
-"#,
-    );
+"#
+    ));
     let (code, _, stderr) = check(&path);
     assert_eq!(code, 2, "{stderr}");
     for expected in [

@@ -24,7 +24,8 @@ async fn serve(bus: SimulatedBus) -> u16 {
     port
 }
 
-const HIERARCHY: &str = "[gateway]\nprofiles_dir = \"profiles\"\n[[parks]]\nid = \"p\"\n[[enterprises]]\nid = \"e\"\npark = \"p\"\n[[locations]]\nid = \"配电房\"\nenterprise = \"e\"\n";
+/// A location with a Chinese name, as in the parks: it must survive every stage as a tag.
+const LOCATION: &str = "配电房";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meter_and_gas_detector_readings_reach_influxdb_decoded_by_their_profiles() {
@@ -41,12 +42,13 @@ async fn meter_and_gas_detector_readings_reach_influxdb_decoded_by_their_profile
     gas.set_words(Area::Holding, 8, &[0xCCCD, 0x4244]); // 49.2 %LEL, CDAB
     let port = serve(bus).await;
     let site_text = format!(
-        "{HIERARCHY}[[devices]]\nid = \"m1\"\nlocation = \"配电房\"\nprofile = \"acrel_adw300_3p\"\n\
+        "{header}[[devices]]\nid = \"m1\"\nlocation = \"配电房\"\nprofile = \"acrel_adw300_3p\"\n\
          [[devices]]\nid = \"g1\"\nlocation = \"配电房\"\nprofile = \"gas_detector_lel\"\n\
          [[modbus]]\nname = \"rs485-1\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:{port}\"\ntimeout_ms = 500\n\
          [[modbus.units]]\ndevice = \"m1\"\nunit_id = 1\n[[modbus.units]]\ndevice = \"g1\"\nunit_id = 2\n\
          [[influx]]\nname = \"i\"\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"pg\"\nbatch_age_ms = 100\n",
-        influx.url()
+        influx.url(),
+        header = site_header(LOCATION, ""),
     );
     let (_dir, path) = site(&site_text);
     let gateway = Gateway::start(Config::load(&path).unwrap_or_else(|p| panic!("{p:#?}")))
@@ -86,7 +88,7 @@ async fn meter_and_gas_detector_readings_reach_influxdb_decoded_by_their_profile
 /// settings): unit 3 never answers and unit 5 answers busy (0x06) every other time. Unit 3
 /// goes offline; every other unit keeps its 1 s cadence within one timeout (200 ms).
 async fn fault_isolation_on_one_bus(bus: SimulatedBus, link: &str) {
-    let mut site_text = HIERARCHY.to_string();
+    let mut site_text = site_header(LOCATION, "");
     for id in 1..=8 {
         site_text.push_str(&format!("[[devices]]\nid = \"d{id}\"\nlocation = \"配电房\"\nprofile = \"arcm_combo_detector\"\n"));
     }
@@ -218,13 +220,14 @@ async fn rtu_serial_readings_reach_influxdb_decoded_by_their_profiles() {
             .await
     });
     let site_text = format!(
-        "{HIERARCHY}[[devices]]\nid = \"m1\"\nlocation = \"配电房\"\nprofile = \"acrel_adw300_3p\"\n\
+        "{header}[[devices]]\nid = \"m1\"\nlocation = \"配电房\"\nprofile = \"acrel_adw300_3p\"\n\
          [[devices]]\nid = \"g1\"\nlocation = \"配电房\"\nprofile = \"gas_detector_lel\"\n\
          [[modbus]]\nname = \"rs485-1\"\ntransport = \"rtu\"\naddress = \"{}\"\ntimeout_ms = 500\nrequest_pause_ms = 20\n\
          [[modbus.units]]\ndevice = \"m1\"\nunit_id = 1\n[[modbus.units]]\ndevice = \"g1\"\nunit_id = 2\n\
          [[influx]]\nname = \"i\"\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"pg\"\nbatch_age_ms = 100\n",
         pty.gateway_end,
-        influx.url()
+        influx.url(),
+        header = site_header(LOCATION, ""),
     );
     let (_dir, path) = site(&site_text);
     let gateway = Gateway::start(Config::load(&path).unwrap_or_else(|p| panic!("{p:#?}")))
@@ -277,7 +280,7 @@ async fn rtu_over_tcp_serial_server_carries_several_units() {
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     tokio::spawn(bus.clone().serve_rtu_over_tcp(listener));
-    let mut site_text = HIERARCHY.to_string();
+    let mut site_text = site_header(LOCATION, "");
     for id in [7, 9] {
         site_text.push_str(&format!("[[devices]]\nid = \"d{id}\"\nlocation = \"配电房\"\nprofile = \"arcm_combo_detector\"\n"));
     }

@@ -278,9 +278,7 @@ async fn readings_equal_what_a_pymodbus_server_holds_for_every_type_and_word_ord
     let p1_expected = from_profile("acrel_adw300_3p", 2, &mut spec);
     let p5_expected = from_profile("gas_detector_lel", 3, &mut spec);
     let site_text = format!(
-        "[gateway]\nprofiles_dir = \"profiles\"\n[[parks]]\nid = \"p\"\n[[enterprises]]\nid = \"e\"\npark = \"p\"\n\
-         [[locations]]\nid = \"l\"\nenterprise = \"e\"\n\
-         [[devices]]\nid = \"every-type\"\nlocation = \"l\"\nprofile = \"interop_all_types\"\n\
+        "{}[[devices]]\nid = \"every-type\"\nlocation = \"l\"\nprofile = \"interop_all_types\"\n\
          [[devices]]\nid = \"p1\"\nlocation = \"l\"\nprofile = \"acrel_adw300_3p\"\n\
          [[devices]]\nid = \"p5\"\nlocation = \"l\"\nprofile = \"gas_detector_lel\"\n\
          [[modbus]]\nname = \"pymodbus\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:PORT\"\ntimeout_ms = 1000\n\
@@ -288,6 +286,7 @@ async fn readings_equal_what_a_pymodbus_server_holds_for_every_type_and_word_ord
          [[modbus.units]]\ndevice = \"p1\"\nunit_id = 2\n\
          [[modbus.units]]\ndevice = \"p5\"\nunit_id = 3\n\
          [[influx]]\nname = \"i\"\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"pg\"\nbatch_age_ms = 100\n",
+        site_header("l", ""),
         influx.url()
     );
     let (dir, path) = site("");

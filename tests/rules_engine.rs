@@ -10,17 +10,7 @@ use parkguard::model::{Quality, Reading, Tags, Value};
 use parkguard::rules::alarm::{Action, AlarmState, Command, CommandError, Operator};
 use parkguard::rules::engine::{AlarmEvent, PersistedAlarm, RuleEngine, Target};
 
-const SITE: &str = r#"[gateway]
-profiles_dir = "profiles"
-[[parks]]
-id = "p"
-[[enterprises]]
-id = "e"
-park = "p"
-[[locations]]
-id = "l"
-enterprise = "e"
-[[devices]]
+const DEVICES: &str = r#"[[devices]]
 id = "m1"
 location = "l"
 profile = "adw300_json"
@@ -40,7 +30,10 @@ profile = "nb_smoke"
 "#;
 
 fn engine(extra: &str) -> (RuleEngine, tempfile::TempDir) {
-    let (dir, path) = support::site(&format!("{SITE}{extra}"));
+    let (dir, path) = support::site(&format!(
+        "{}{DEVICES}{extra}",
+        support::site_header("l", "")
+    ));
     let config = Config::load(&path).unwrap_or_else(|p| panic!("{p:#?}"));
     (RuleEngine::new(&config, 0), dir)
 }
@@ -496,15 +489,20 @@ fn commands_need_an_operator_and_a_known_alarm() {
 }
 
 #[test]
-fn journal_verify_finds_an_edited_entry_and_a_removed_one() {
+fn journal_verify_finds_an_edited_a_removed_and_a_truncated_entry() {
     use parkguard::store::Store;
     let (mut engine, dir) = engine("");
     let mut events = Vec::new();
-    for t in (0..=60_000).step_by(1000) {
-        let v = if t < 30_000 { 350.0 } else { 50.0 };
+    // Raised, escalated, cleared: three entries.
+    for t in (0..=90_000).step_by(1000) {
+        let v = match t {
+            0..20_000 => 350.0,
+            20_000..40_000 => 600.0,
+            _ => 50.0,
+        };
         events.extend(feed(&mut engine, leak(v), t));
     }
-    assert!(events.len() >= 2, "{events:#?}");
+    assert_eq!(events.len(), 3, "{events:#?}");
     let path = dir.path().join("journal.db");
     let mut store = Store::open(&path).expect("store");
     for e in &events {
@@ -524,8 +522,8 @@ fn journal_verify_finds_an_edited_entry_and_a_removed_one() {
         Some(2),
         "the edited entry is named"
     );
-    let store = Store::open(&dir.path().join("journal2.db")).expect("store");
-    let mut store = store;
+    // A removed entry in the middle breaks the sequence.
+    let mut store = Store::open(&dir.path().join("journal2.db")).expect("store");
     store.record(&events).expect("record");
     store
         .connection()
@@ -535,6 +533,7 @@ fn journal_verify_finds_an_edited_entry_and_a_removed_one() {
         store.verify_journal().expect("verify").problem.map(|p| p.0),
         Some(2)
     );
+    // A removed last entry leaves the chain whole; the head still names it.
     let mut store3 = Store::open(&dir.path().join("journal3.db")).expect("store");
     store3.record(&events).expect("record");
     let last = events.len() as i64;

@@ -267,11 +267,8 @@ impl Default for GatewayConfig {
 impl GatewayConfig {
     pub fn rule_files(&self) -> Vec<PathBuf> {
         self.rule_files.clone().unwrap_or_else(|| {
-            let profiles = self.profiles_dir.components().as_path();
-            vec![profiles
-                .parent()
-                .unwrap_or(Path::new(""))
-                .join("rules/default.toml")]
+            let beside_profiles = self.profiles_dir.parent().unwrap_or(Path::new(""));
+            vec![beside_profiles.join("rules/default.toml")]
         })
     }
 }

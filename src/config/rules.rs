@@ -330,14 +330,14 @@ impl RuleConfig {
         }
         if numeric {
             let ats: Vec<f64> = self.levels.iter().filter_map(|l| l.at).collect();
-            let rising = matches!(self.condition, ConditionConfig::Low { .. });
+            let descending = matches!(self.condition, ConditionConfig::Low { .. });
             let ordered = ats
                 .windows(2)
-                .all(|w| if rising { w[1] < w[0] } else { w[1] > w[0] });
+                .all(|w| if descending { w[1] < w[0] } else { w[1] > w[0] });
             if !ordered {
                 report(
                     "levels",
-                    if rising {
+                    if descending {
                         "levels of a low condition go from the mildest down: each `at` below the one before"
                     } else {
                         "levels go from the mildest up: each `at` above the one before"

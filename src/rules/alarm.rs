@@ -222,11 +222,8 @@ impl Alarm {
     pub fn on_condition(&mut self, level: Option<Level>, now: Ms) -> Option<Action> {
         let before = self.level.filter(|_| self.condition);
         match (before, level) {
-            (None, None) | (Some(_), Some(_))
-                if before.map(|l| l.index) == level.map(|l| l.index) =>
-            {
-                None
-            }
+            (None, None) => None,
+            (Some(old), Some(new)) if old.index == new.index => None,
             (None, Some(new)) => {
                 let fresh = !self.active;
                 self.condition = true;
@@ -269,7 +266,6 @@ impl Alarm {
                     Some(Action::Cleared)
                 }
             }
-            (None, None) => None,
         }
     }
 

@@ -128,6 +128,7 @@ enum Evaluation {
 }
 
 /// A rule with its levels, as bound to one device (overrides applied).
+#[derive(Clone)]
 struct Bound {
     rule: usize,
     ats: Vec<f64>,
@@ -136,24 +137,34 @@ struct Bound {
     off_delays: Vec<Ms>,
 }
 
+struct CompiledLevel {
+    severity: Severity,
+    kind: AlarmKind,
+    latched: bool,
+    /// For `state` conditions: the states that raise this level.
+    states: Vec<String>,
+}
+
+impl CompiledLevel {
+    fn raised_by(&self, state: &str) -> bool {
+        self.states.iter().any(|s| s == state)
+    }
+}
+
 struct CompiledRule {
     id: Arc<str>,
     name: Arc<str>,
-    levels: Vec<(Severity, AlarmKind, bool, Vec<String>)>,
+    levels: Vec<CompiledLevel>,
     clear_states: Vec<String>,
     flood_suppressible: bool,
 }
 
 struct Instance {
     key: Arc<str>,
-    rule: usize,
+    settings: Bound,
     device: usize,
     source: Arc<str>,
     evaluation: Evaluation,
-    ats: Vec<f64>,
-    deadband: f64,
-    on_delays: Vec<Ms>,
-    off_delays: Vec<Ms>,
     filters: Vec<LevelFilter>,
     /// Latest value of each input, for derived conditions.
     inputs: Vec<Option<f64>>,
@@ -242,8 +253,7 @@ impl RuleEngine {
             .iter()
             .flat_map(|m| m.units.iter())
             .filter_map(|u| {
-                let d = config.site.devices.iter().find(|d| d.id == u.device)?;
-                let profile = config.profiles.get(&d.profile)?;
+                let profile = config.profiles.get(&directory.get(&u.device)?.profile)?;
                 let fastest = profile.modbus.as_ref()?.poll_classes.values().min()?;
                 Some((u.device.as_str(), *fastest as Ms))
             })
@@ -365,15 +375,11 @@ impl RuleEngine {
             let i = self.instances.len();
             self.instances.push(Instance {
                 key: Arc::clone(&key),
-                rule: bound.rule,
+                settings: bound.clone(),
                 device: d,
                 source: Arc::from(source),
                 evaluation,
-                ats: bound.ats.clone(),
-                deadband: bound.deadband,
-                on_delays: bound.on_delays.clone(),
-                off_delays: bound.off_delays.clone(),
-                filters: vec![LevelFilter::default(); bound.ats.len().max(rule.levels.len())],
+                filters: vec![LevelFilter::default(); rule.levels.len()],
                 inputs: vec![None; inputs.len()],
                 history: VecDeque::new(),
                 alarm: Alarm::default(),
@@ -584,14 +590,20 @@ impl RuleEngine {
             Evaluation::Numeric(d) | Evaluation::Rate(d, _) => d,
             _ => Direction::High,
         };
-        let deadband = inst.deadband * inst.deadband_factor;
+        let deadband = inst.settings.deadband * inst.deadband_factor;
         let mut edges = Vec::new();
         for (k, filter) in inst.filters.iter_mut().enumerate() {
-            let Some(&at) = inst.ats.get(k) else { continue };
+            let Some(&at) = inst.settings.ats.get(k) else {
+                continue;
+            };
             let (raise, clear) = direction.compare(v, at, deadband);
-            if let Some(edge) =
-                filter.sample(raise, clear, now, inst.on_delays[k], inst.off_delays[k])
-            {
+            if let Some(edge) = filter.sample(
+                raise,
+                clear,
+                now,
+                inst.settings.on_delays[k],
+                inst.settings.off_delays[k],
+            ) {
                 edges.push(edge);
             }
         }
@@ -600,25 +612,26 @@ impl RuleEngine {
 
     fn apply_state(&mut self, i: usize, text: &str, now: Ms, out: &mut Vec<AlarmEvent>) {
         let inst = &mut self.instances[i];
-        let rule = &self.rules[inst.rule];
+        let rule = &self.rules[inst.settings.rule];
         let mut edges = Vec::new();
-        let in_some_level = rule.levels.iter().any(|l| l.3.iter().any(|s| s == text));
+        let in_some_level = rule.levels.iter().any(|l| l.raised_by(text));
         let clearing = if rule.clear_states.is_empty() {
             !in_some_level
         } else {
             rule.clear_states.iter().any(|s| s == text)
         };
         for (k, filter) in inst.filters.iter_mut().enumerate() {
-            let raise = rule
-                .levels
-                .get(k)
-                .is_some_and(|l| l.3.iter().any(|s| s == text));
+            let raise = rule.levels.get(k).is_some_and(|l| l.raised_by(text));
             // A state outside this level but in another ends this level; with clear_states,
             // only those end the condition.
             let clear = !raise && (clearing || (in_some_level && rule.clear_states.is_empty()));
-            if let Some(edge) =
-                filter.sample(raise, clear, now, inst.on_delays[k], inst.off_delays[k])
-            {
+            if let Some(edge) = filter.sample(
+                raise,
+                clear,
+                now,
+                inst.settings.on_delays[k],
+                inst.settings.off_delays[k],
+            ) {
                 edges.push(edge);
             }
         }
@@ -637,9 +650,13 @@ impl RuleEngine {
         let inst = &mut self.instances[i];
         let mut edges = Vec::new();
         for (k, filter) in inst.filters.iter_mut().enumerate() {
-            if let Some(edge) =
-                filter.sample(raise, clear, now, inst.on_delays[k], inst.off_delays[k])
-            {
+            if let Some(edge) = filter.sample(
+                raise,
+                clear,
+                now,
+                inst.settings.on_delays[k],
+                inst.settings.off_delays[k],
+            ) {
                 edges.push(edge);
             }
         }
@@ -669,14 +686,14 @@ impl RuleEngine {
 
     fn current_level(&self, i: usize) -> Option<Level> {
         let inst = &self.instances[i];
-        let rule = &self.rules[inst.rule];
+        let rule = &self.rules[inst.settings.rule];
         let k = inst.filters.iter().rposition(|f| f.active)?;
-        let (severity, kind, latched, _) = rule.levels.get(k)?;
+        let level = rule.levels.get(k)?;
         Some(Level {
             index: k as u8,
-            severity: *severity,
-            kind: *kind,
-            latched: *latched,
+            severity: level.severity,
+            kind: level.kind,
+            latched: level.latched,
         })
     }
 
@@ -684,7 +701,7 @@ impl RuleEngine {
         let inst = &self.instances[i];
         let mut next = inst.alarm.deadline();
         for (k, f) in inst.filters.iter().enumerate() {
-            if let Some(t) = f.deadline(inst.on_delays[k], inst.off_delays[k]) {
+            if let Some(t) = f.deadline(inst.settings.on_delays[k], inst.settings.off_delays[k]) {
                 next = Some(next.map_or(t, |n: Ms| n.min(t)));
             }
         }
@@ -768,7 +785,8 @@ impl RuleEngine {
         let inst = &mut self.instances[i];
         let mut edges = Vec::new();
         for (k, f) in inst.filters.iter_mut().enumerate() {
-            if let Some(edge) = f.tick(now, inst.on_delays[k], inst.off_delays[k]) {
+            if let Some(edge) = f.tick(now, inst.settings.on_delays[k], inst.settings.off_delays[k])
+            {
                 edges.push(edge);
             }
         }
@@ -835,7 +853,7 @@ impl RuleEngine {
     ) {
         let mut annunciated = self.instances[i].alarm.annunciated();
         let inst = &self.instances[i];
-        let rule = &self.rules[inst.rule];
+        let rule = &self.rules[inst.settings.rule];
         let level = inst.alarm.level;
         let severity = level.map(|l| l.severity).unwrap_or_default();
         let kind = level.map(|l| l.kind).unwrap_or_default();
@@ -891,9 +909,9 @@ impl RuleEngine {
         annunciated: bool,
     ) -> AlarmEvent {
         let inst = &self.instances[i];
-        let rule = &self.rules[inst.rule];
+        let rule = &self.rules[inst.settings.rule];
         let level = inst.alarm.level;
-        let threshold = level.and_then(|l| inst.ats.get(usize::from(l.index)).copied());
+        let threshold = level.and_then(|l| inst.settings.ats.get(usize::from(l.index)).copied());
         let value = inst.value.clone();
         let subject = if inst.source.is_empty() {
             rule.name.to_string()
@@ -1001,7 +1019,7 @@ impl RuleEngine {
 
     fn view(&self, inst: &Instance) -> AlarmView {
         let tags = &self.devices[inst.device].tags;
-        let rule = &self.rules[inst.rule];
+        let rule = &self.rules[inst.settings.rule];
         let a = &inst.alarm;
         AlarmView {
             key: inst.key.to_string(),
@@ -1018,7 +1036,7 @@ impl RuleEngine {
             value: inst.value.clone(),
             threshold: a
                 .level
-                .and_then(|l| inst.ats.get(usize::from(l.index)).copied()),
+                .and_then(|l| inst.settings.ats.get(usize::from(l.index)).copied()),
             latched: a.latched,
             shelved_until_ms: a.shelved_until,
             suppressed_until_ms: a.suppressed_until,
@@ -1076,13 +1094,11 @@ fn compile(rule: &RuleConfig) -> CompiledRule {
         levels: rule
             .levels
             .iter()
-            .map(|l| {
-                (
-                    l.severity,
-                    l.kind,
-                    l.latched.unwrap_or(rule.latched),
-                    l.states.clone(),
-                )
+            .map(|l| CompiledLevel {
+                severity: l.severity,
+                kind: l.kind,
+                latched: l.latched.unwrap_or(rule.latched),
+                states: l.states.clone(),
             })
             .collect(),
         clear_states,

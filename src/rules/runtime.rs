@@ -105,7 +105,7 @@ pub fn spawn(
     mut input: mpsc::Receiver<ReadingBatch>,
     sinks: SinkInputs,
     metrics: Arc<Metrics>,
-) -> (RulesHandle, JoinHandle<()>) {
+) -> std::io::Result<(RulesHandle, JoinHandle<()>)> {
     let (requests_tx, mut requests) = mpsc::channel::<Request>(64);
     let (store_tx, store_rx) = std::sync::mpsc::channel::<Vec<AlarmEvent>>();
     let writer_metrics = Arc::clone(&metrics);
@@ -120,7 +120,7 @@ pub fn spawn(
                     error!(error = %err, transitions = events.len(), "Alarm transitions could not be stored.");
                 }
             }
-        });
+        })?;
     let task = tokio::spawn(async move {
         let mut events = Vec::new();
         let mut open = true;
@@ -157,17 +157,15 @@ pub fn spawn(
             }
         }
         drop(store_tx);
-        if let Ok(writer) = writer {
-            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
-        }
+        let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         info!("Rules stopped.");
     });
-    (
+    Ok((
         RulesHandle {
             requests: requests_tx,
         },
         task,
-    )
+    ))
 }
 
 /// Restores the store's alarm states into the engine (before the first reading).

@@ -377,3 +377,13 @@ impl Drop for PtyPair {
         let _ = self.child.wait();
     }
 }
+
+/// The top of a test site file: `[gateway]` reading profiles and rules from the folder `site`
+/// makes (plus `gateway_extra` lines), one park `p`, one enterprise `e`, one `location`.
+pub fn site_header(location: &str, gateway_extra: &str) -> String {
+    format!(
+        "[gateway]\nprofiles_dir = \"profiles\"\n{gateway_extra}\n\
+         [[parks]]\nid = \"p\"\n[[enterprises]]\nid = \"e\"\npark = \"p\"\n\
+         [[locations]]\nid = \"{location}\"\nenterprise = \"e\"\n"
+    )
+}
