@@ -48,6 +48,22 @@ enum Command {
         #[command(subcommand)]
         command: JournalCommand,
     },
+    /// The outbox of batches waiting for the InfluxDB sinks.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+}
+
+/// Which store a maintenance command works on.
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// Site configuration file (its `gateway.store` is used).
+    #[arg(short, long, env = "PARKGUARD_CONFIG", conflicts_with = "store")]
+    config: Option<PathBuf>,
+    /// The store file itself.
+    #[arg(long)]
+    store: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -55,25 +71,39 @@ enum JournalCommand {
     /// Check the hash chain: exit 0 when every entry is intact, 1 when an entry was edited or
     /// removed (the first one is named).
     Verify {
-        /// Site configuration file (its `gateway.store` is checked).
-        #[arg(short, long, env = "PARKGUARD_CONFIG", conflicts_with = "store")]
-        config: Option<PathBuf>,
-        /// The store file itself.
-        #[arg(long)]
-        store: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Print the newest entries, optionally only those mentioning TEXT (alarm key, device,
     /// rule or message).
     Show {
-        #[arg(short, long, env = "PARKGUARD_CONFIG", conflicts_with = "store")]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        store: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Only entries whose key, device, rule or message contains this.
         #[arg(long)]
         search: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// What each sink still has to send (batches, points, age of the oldest), and the dead
+    /// letters. Works while the daemon runs.
+    Status {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Put dead letters (batches a server refused as invalid) back into the outbox, to be sent
+    /// again to the sink that refused them; fix the cause first (e.g. the field type conflict
+    /// the server named). Works while the daemon runs.
+    RetryDead {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only this sink's dead letters.
+        #[arg(long)]
+        sink: Option<String>,
     },
 }
 
@@ -84,47 +114,48 @@ fn main() -> ExitCode {
         Command::Check { file, plan } => check(&file, plan),
         Command::Run { config } => run(&config),
         Command::Journal { command } => journal(command),
+        Command::Outbox { command } => outbox(command),
     }
 }
 
-fn store_path(config: Option<PathBuf>, store: Option<PathBuf>) -> Result<PathBuf, ExitCode> {
-    match (config, store) {
-        (_, Some(store)) => Ok(store),
+/// Opens an existing store named by the site file or directly.
+fn open_store(args: StoreArgs) -> Result<(PathBuf, parkguard::store::Store), ExitCode> {
+    let path = match (args.config, args.store) {
+        (_, Some(store)) => store,
         (Some(config), None) => {
             let config = load(&config)?;
-            Ok(config.resolve_path(&config.site.gateway.store))
+            config.resolve_path(&config.site.gateway.store)
         }
         (None, None) => {
             eprintln!("give the site file (-c) or the store (--store)");
-            Err(ExitCode::from(EXIT_INVALID_CONFIG))
+            return Err(ExitCode::from(EXIT_INVALID_CONFIG));
+        }
+    };
+    if !path.exists() {
+        eprintln!("{}: no such store", path.display());
+        return Err(ExitCode::FAILURE);
+    }
+    match parkguard::store::Store::open(&path) {
+        Ok(store) => Ok((path, store)),
+        Err(err) => {
+            eprintln!("{err}");
+            Err(ExitCode::FAILURE)
         }
     }
 }
 
 fn journal(command: JournalCommand) -> ExitCode {
-    let (config, store, search, limit) = match command {
-        JournalCommand::Verify { config, store } => (config, store, None, None),
+    let (args, search, limit) = match command {
+        JournalCommand::Verify { store } => (store, None, None),
         JournalCommand::Show {
-            config,
             store,
             search,
             limit,
-        } => (config, store, search, Some(limit)),
+        } => (store, search, Some(limit)),
     };
-    let path = match store_path(config, store) {
-        Ok(path) => path,
+    let (path, store) = match open_store(args) {
+        Ok(opened) => opened,
         Err(code) => return code,
-    };
-    if !path.exists() {
-        eprintln!("{}: no such store", path.display());
-        return ExitCode::FAILURE;
-    }
-    let store = match parkguard::store::Store::open(&path) {
-        Ok(store) => store,
-        Err(err) => {
-            eprintln!("{err}");
-            return ExitCode::FAILURE;
-        }
     };
     if let Some(limit) = limit {
         return match store.journal(search.as_deref(), limit) {
@@ -166,6 +197,58 @@ fn journal(command: JournalCommand) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn outbox(command: OutboxCommand) -> ExitCode {
+    let result = match command {
+        OutboxCommand::Status { store } => {
+            open_store(store).map(|(_, store)| outbox_status(&store))
+        }
+        OutboxCommand::RetryDead { store, sink } => open_store(store).map(|(_, mut store)| {
+            let now_ms = parkguard::model::now_ns() / 1_000_000;
+            store.retry_dead(sink.as_deref(), now_ms).map(|moved| {
+                println!("{moved} dead letter(s) put back into the outbox");
+            })
+        }),
+    };
+    match result {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(err)) => {
+            eprintln!("{err}");
+            ExitCode::FAILURE
+        }
+        Err(code) => code,
+    }
+}
+
+fn outbox_status(store: &parkguard::store::Store) -> Result<(), parkguard::store::StoreError> {
+    let now_ms = parkguard::model::now_ns() / 1_000_000;
+    println!("outbox: {} bytes", store.outbox_bytes()?);
+    for sink in store.outbox_sinks()? {
+        let depth = store.outbox_depth(&sink)?;
+        let age = depth
+            .oldest_ms
+            .map(|t| format!("{:.1} s", (now_ms - t) as f64 / 1000.0))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "sink {sink}: {} batches, {} points waiting, oldest {age}",
+            depth.batches, depth.points
+        );
+    }
+    let dead = store.dead_letters()?;
+    println!("dead letters: {}", dead.len());
+    for d in dead {
+        println!(
+            "  #{} sink {} {} {} points, HTTP {}: {}",
+            d.id,
+            d.sink,
+            d.class.as_str(),
+            d.points,
+            d.status,
+            d.message
+        );
+    }
+    Ok(())
 }
 
 fn init_logging(json: bool) {
@@ -240,12 +323,9 @@ fn run(file: &std::path::Path) -> ExitCode {
         };
         wait_for_signal().await;
         tracing::info!("Shutting down.");
-        let report = gateway.shutdown().await;
-        for sink in &report.sinks {
-            if sink.points_left > 0 {
-                tracing::error!(sink = %sink.name, points_left = sink.points_left, "Points not written before exit.");
-            }
-        }
+        // What the sinks could not take within the grace period stays in the outbox (the drain
+        // tasks have logged it) and is sent at the next start.
+        gateway.shutdown().await;
         ExitCode::SUCCESS
     })
 }

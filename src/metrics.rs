@@ -16,8 +16,20 @@ pub struct Metrics {
     /// Readings that left decoding.
     pub readings_decoded: AtomicU64,
     decode_errors: [AtomicU64; DecodeErrorKind::ALL.len()],
-    /// Readings the dispatcher could not hand to a sink because its queue was full.
-    pub readings_dropped_queue_full: AtomicU64,
+    /// Readings that could not be encoded as line protocol (non-finite values).
+    pub readings_unencodable: AtomicU64,
+    /// Transactions of the ingest path committed to the outbox.
+    pub outbox_commits: AtomicU64,
+    /// Outbox commits that failed and were retried (disk full, I/O errors).
+    pub outbox_commit_failures: AtomicU64,
+    /// Readings committed to the outbox.
+    pub outbox_points_committed: AtomicU64,
+    /// Readings deleted from a full outbox before every sink had them.
+    pub outbox_points_evicted: AtomicU64,
+    /// Times the outbox was full and evicted telemetry.
+    pub outbox_evictions: AtomicU64,
+    /// Bytes (compressed) in the outbox now.
+    pub outbox_bytes: AtomicU64,
     /// Readings the rule engine evaluated.
     pub readings_evaluated: AtomicU64,
     /// Alarm transitions (raised, cleared, acknowledged, ...).
@@ -50,14 +62,15 @@ pub struct SinkMetrics {
     pub points_written: AtomicU64,
     pub batches_written: AtomicU64,
     pub write_failures: AtomicU64,
-    /// Points refused by the server as invalid (400/422); never retried.
-    pub points_rejected: AtomicU64,
-    /// Points dropped because the in-memory buffer was full during an outage.
-    pub points_dropped_overflow: AtomicU64,
-    /// Readings that could not be encoded (non-finite values).
-    pub points_unencodable: AtomicU64,
-    /// Points waiting in memory right now.
-    pub points_buffered: AtomicU64,
+    /// Points in requests that failed and were sent again.
+    pub points_retried: AtomicU64,
+    /// Points refused by the server as invalid (400/422), kept as dead letters.
+    pub points_dead_lettered: AtomicU64,
+    /// Points in the outbox not yet written to this sink.
+    pub depth_points: AtomicU64,
+    pub depth_batches: AtomicU64,
+    /// When the oldest of them was committed (ms since the epoch; 0: none).
+    pub oldest_created_ms: AtomicU64,
 }
 
 #[derive(Default)]

@@ -177,3 +177,23 @@ mod tests {
         assert_eq!(keys, ["a", "device", "line", "park", "zone"]);
     }
 }
+
+/// A message that could not be decoded, kept (its first bytes) for the technician.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BadMessage {
+    pub at_ms: i64,
+    /// Where it came from: `mqtt/<connection>/<topic>`.
+    pub source: String,
+    /// The decode error's reason (`malformed`, `too_large`, ...).
+    pub reason: String,
+    pub detail: String,
+    /// The payload's first bytes.
+    #[serde(with = "lossy_text")]
+    pub payload: Vec<u8>,
+}
+
+mod lossy_text {
+    pub fn serialize<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&String::from_utf8_lossy(bytes))
+    }
+}

@@ -1,12 +1,12 @@
-//! Wiring: builds the stages back to front (sinks, store and rules, dispatcher, broker,
-//! ingest), runs them, and shuts them down front to back.
+//! Wiring: builds the stages back to front (store and outbox, sink drains, rules, outbox
+//! writer, dispatcher, broker, ingest), runs them, and shuts them down front to back.
 //!
 //! Only ingest watches the cancellation token. When ingest stops it drops its senders; the
-//! dispatcher ends when its input closes and drops the rules' and sinks' inputs; the rules
-//! task stores its last transitions and drops its sink inputs; each sink writes what it
-//! holds until its grace period ends and reports what it left.
+//! dispatcher ends when its input closes and drops the rules' and the outbox writer's inputs;
+//! the writer commits and acknowledges what it holds; the rules task stores its last
+//! transitions; then the drain tasks send what the outbox holds until it is empty or the
+//! grace period is over. What is left stays in the outbox for the next start.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,14 +20,17 @@ use crate::ingest::broker;
 use crate::ingest::devices::DeviceDirectory;
 use crate::ingest::modbus::ModbusPoller;
 use crate::ingest::mqtt::MqttIngest;
+use crate::ingest::status::StatusReporter;
+use crate::ingest::Ingested;
 use crate::metrics::Metrics;
 use crate::model::ReadingBatch;
 use crate::rules::engine::RuleEngine;
 use crate::rules::runtime::{self, now_ms, restore, RulesHandle};
-use crate::sinks::runner::{self, SinkReport};
+use crate::sinks::drain::{self, Closing, SinkReport};
+use crate::sinks::outbox::{self, Outbox};
 use crate::store::Store;
 
-/// Message batches waiting between ingest and the dispatcher.
+/// Messages waiting between ingest and the dispatcher, and between it and the outbox writer.
 const INGEST_CAPACITY: usize = 4096;
 
 /// A running gateway.
@@ -35,10 +38,14 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// Operator commands and alarm snapshots.
     pub rules: RulesHandle,
+    pub outbox: Arc<Outbox>,
     cancel: CancellationToken,
     ingest: Vec<JoinHandle<()>>,
     dispatcher: JoinHandle<()>,
+    outbox_writer: std::thread::JoinHandle<()>,
     rules_task: JoinHandle<()>,
+    closing: Arc<Closing>,
+    grace: Duration,
     sinks: Vec<JoinHandle<SinkReport>>,
 }
 
@@ -48,6 +55,7 @@ pub struct ShutdownReport {
 }
 
 impl ShutdownReport {
+    /// Points still in the outbox for some sink (sent at the next start).
     pub fn points_left(&self) -> u64 {
         self.sinks.iter().map(|s| s.points_left).sum()
     }
@@ -64,17 +72,39 @@ impl Gateway {
         init_tls();
         let metrics = Metrics::new();
         let cancel = CancellationToken::new();
+        let store_path = config.resolve_path(&config.site.gateway.store);
+        let open_store = || Store::open(&store_path);
 
-        let mut sink_inputs = Vec::new();
+        let mut store = open_store()?;
+        let sink_names: Vec<String> = config.site.influx.iter().map(|s| s.name.clone()).collect();
+        let dropped = store.outbox_set_sinks(&sink_names)?;
+        if dropped.rows > 0 {
+            warn!(
+                points = dropped.points,
+                "Outbox batches no configured sink needs any more were deleted."
+            );
+        }
+        let (status, gateway_input) = StatusReporter::new(&config);
+        let max_bytes = (config.site.gateway.outbox_max_mb * 1024.0 * 1024.0) as i64;
+        let outbox = Outbox::new(
+            max_bytes,
+            store.outbox_bytes()?,
+            sink_names,
+            status,
+            Arc::clone(&metrics),
+        );
+        let closing = Arc::new(Closing::default());
         let mut sinks = Vec::new();
         for index in 0..config.site.influx.len() {
-            let handle = runner::spawn(&config, index, &metrics)?;
-            sink_inputs.push((handle.name, handle.input));
-            sinks.push(handle.done);
+            sinks.push(drain::spawn(
+                &config,
+                index,
+                Arc::clone(&outbox),
+                open_store()?,
+                Arc::clone(&closing),
+            )?);
         }
 
-        let store_path = config.resolve_path(&config.site.gateway.store);
-        let mut store = Store::open(&store_path)?;
         let mut engine = RuleEngine::new(&config, now_ms());
         let restored = restore(&mut engine, &mut store)?;
         info!(
@@ -82,6 +112,7 @@ impl Gateway {
             alarms_watched = engine.instance_count(),
             alarms_restored = restored,
             store = %store_path.display(),
+            outbox_bytes = outbox.bytes(),
             "Rules loaded."
         );
         let (rules_tx, rules_rx) = mpsc::channel::<ReadingBatch>(INGEST_CAPACITY);
@@ -89,17 +120,19 @@ impl Gateway {
             engine,
             store,
             rules_rx,
-            sink_inputs.clone(),
+            gateway_input,
+            Some(Arc::clone(&outbox)),
             Arc::clone(&metrics),
         )?;
 
-        let (ingest_tx, ingest_rx) = mpsc::channel::<ReadingBatch>(INGEST_CAPACITY);
-        let dispatcher = tokio::spawn(dispatch(
-            ingest_rx,
-            rules_tx,
-            sink_inputs,
-            Arc::clone(&metrics),
-        ));
+        let hours = config.site.gateway.history_hours;
+        let history_keep = (hours > 0.0).then(|| Duration::from_secs_f64(hours * 3600.0));
+        let (outbox_tx, outbox_rx) = mpsc::channel::<Ingested>(INGEST_CAPACITY);
+        let outbox_writer =
+            outbox::spawn_writer(open_store()?, outbox_rx, Arc::clone(&outbox), history_keep)?;
+
+        let (ingest_tx, ingest_rx) = mpsc::channel::<Ingested>(INGEST_CAPACITY);
+        let dispatcher = tokio::spawn(dispatch(ingest_rx, rules_tx, outbox_tx));
 
         if let Some(embedded) = &config.site.broker.embedded {
             broker::start(embedded)?;
@@ -126,16 +159,20 @@ impl Gateway {
         Ok(Gateway {
             metrics,
             rules,
+            outbox,
             cancel,
             ingest,
             dispatcher,
+            outbox_writer,
             rules_task,
+            closing,
+            grace: Duration::from_secs(config.site.gateway.shutdown_grace_s),
             sinks,
         })
     }
 
-    /// Stops ingest, lets the sinks write what they hold within their grace period, and reports
-    /// what could not be written.
+    /// Stops ingest, commits and acknowledges what is in flight, lets the sinks write what the
+    /// outbox holds within the grace period, and reports what is left in it.
     pub async fn shutdown(self) -> ShutdownReport {
         let started = Instant::now();
         self.cancel.cancel();
@@ -143,7 +180,10 @@ impl Gateway {
             let _ = task.await;
         }
         let _ = self.dispatcher.await;
+        let writer = self.outbox_writer;
+        let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         let _ = self.rules_task.await;
+        self.closing.begin(self.grace);
         let mut reports = Vec::new();
         for sink in self.sinks {
             if let Ok(report) = sink.await {
@@ -153,36 +193,28 @@ impl Gateway {
         let report = ShutdownReport { sinks: reports };
         info!(
             took_ms = started.elapsed().as_millis() as u64,
-            points_left = report.points_left(),
+            points_left_in_outbox = report.points_left(),
             "parkguard stopped."
         );
         report
     }
 }
 
+/// Hands each message's readings to the rules, then the message to the outbox writer. Both
+/// sends wait: a message is acknowledged only after the writer has committed it, so here
+/// waiting is the backpressure that makes the broker hold what the gateway cannot take yet.
 async fn dispatch(
-    mut input: mpsc::Receiver<ReadingBatch>,
+    mut input: mpsc::Receiver<Ingested>,
     rules: mpsc::Sender<ReadingBatch>,
-    sinks: Vec<(String, mpsc::Sender<ReadingBatch>)>,
-    metrics: Arc<Metrics>,
+    outbox: mpsc::Sender<Ingested>,
 ) {
-    let mut last_warning: Option<Instant> = None;
-    while let Some(batch) = input.recv().await {
-        trace!(readings = batch.len(), "Dispatched.");
-        // Rules get every reading (they never wait on IO, so this only waits on evaluation).
-        let _ = rules.send(Arc::clone(&batch)).await;
-        for (name, sink) in &sinks {
-            // try_send: a sink that cannot keep up loses readings (counted), it never stalls
-            // ingest or the other sinks.
-            if let Err(mpsc::error::TrySendError::Full(batch)) = sink.try_send(Arc::clone(&batch)) {
-                metrics
-                    .readings_dropped_queue_full
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-                    last_warning = Some(Instant::now());
-                    warn!(sink = %name, "Sink input full: readings dropped.");
-                }
-            }
+    while let Some(item) = input.recv().await {
+        if let Some(readings) = &item.readings {
+            trace!(readings = readings.len(), "Dispatched.");
+            let _ = rules.send(Arc::clone(readings)).await;
+        }
+        if outbox.send(item).await.is_err() {
+            break;
         }
     }
 }

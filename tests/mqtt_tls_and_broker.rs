@@ -392,7 +392,7 @@ fn daemon_writes_pending_batch_on_sigterm_and_exits_zero() {
     assert_eq!(points[0]["count"], 5, "{points:?}");
     let log = log.lock().expect("log").join("\n");
     assert!(
-        log.contains("parkguard stopped") && log.contains("points_left=0"),
+        log.contains("parkguard stopped") && log.contains("points_left_in_outbox=0"),
         "{log}"
     );
 }

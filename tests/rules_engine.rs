@@ -506,7 +506,7 @@ fn journal_verify_finds_an_edited_a_removed_and_a_truncated_entry() {
     let path = dir.path().join("journal.db");
     let mut store = Store::open(&path).expect("store");
     for e in &events {
-        store.record(std::slice::from_ref(e)).expect("record");
+        store.record(std::slice::from_ref(e), None).expect("record");
     }
     let ok = store.verify_journal().expect("verify");
     assert_eq!((ok.entries as usize, ok.problem), (events.len(), None));
@@ -524,7 +524,7 @@ fn journal_verify_finds_an_edited_a_removed_and_a_truncated_entry() {
     );
     // A removed entry in the middle breaks the sequence.
     let mut store = Store::open(&dir.path().join("journal2.db")).expect("store");
-    store.record(&events).expect("record");
+    store.record(&events, None).expect("record");
     store
         .connection()
         .execute("DELETE FROM journal WHERE seq = 2", [])
@@ -535,7 +535,7 @@ fn journal_verify_finds_an_edited_a_removed_and_a_truncated_entry() {
     );
     // A removed last entry leaves the chain whole; the head still names it.
     let mut store3 = Store::open(&dir.path().join("journal3.db")).expect("store");
-    store3.record(&events).expect("record");
+    store3.record(&events, None).expect("record");
     let last = events.len() as i64;
     store3
         .connection()

@@ -237,8 +237,9 @@ pub struct GatewayConfig {
     /// Folder holding the device profiles (`<profile id>.toml`), relative to this file's folder.
     #[serde(default = "default_profiles_dir")]
     pub profiles_dir: PathBuf,
-    /// On SIGINT/SIGTERM, how long pending batches may still be written before the daemon exits
-    /// and reports what it could not write.
+    /// On SIGINT/SIGTERM, how long the sinks may still write what is in the outbox before the
+    /// daemon exits. Nothing is lost either way: the rest stays in the outbox and is sent at
+    /// the next start.
     #[serde(default = "default_shutdown_grace_s")]
     pub shutdown_grace_s: u64,
     /// Rule set files, relative to this file's folder; rules are bound to devices by kind,
@@ -250,6 +251,22 @@ pub struct GatewayConfig {
     /// on persistent storage: `/var/lib/parkguard/parkguard.db` under systemd.
     #[serde(default = "default_store")]
     pub store: PathBuf,
+    /// Largest size of the outbox (readings and alarm events not yet written to every InfluxDB
+    /// sink), in MiB. When it is full the oldest telemetry is deleted first (counted, and the
+    /// gateway fault G1 is raised); alarm events are kept while any telemetry is left.
+    #[serde(default = "default_outbox_max_mb")]
+    pub outbox_max_mb: f64,
+    /// Hours of local history kept in the store for the web UI's charts (10-second buckets
+    /// for the last hour, 1-minute buckets before that); 0 keeps none.
+    #[serde(default = "default_history_hours")]
+    pub history_hours: f64,
+}
+
+fn default_outbox_max_mb() -> f64 {
+    1024.0
+}
+fn default_history_hours() -> f64 {
+    24.0
 }
 
 impl Default for GatewayConfig {
@@ -260,6 +277,8 @@ impl Default for GatewayConfig {
             shutdown_grace_s: default_shutdown_grace_s(),
             rule_files: None,
             store: default_store(),
+            outbox_max_mb: default_outbox_max_mb(),
+            history_hours: default_history_hours(),
         }
     }
 }
@@ -423,6 +442,11 @@ pub struct MqttConfig {
     /// so QoS 1 messages published while the daemon is away are delivered when it returns.
     #[serde(default = "default_true")]
     pub persistent_session: bool,
+    /// QoS 1/2 messages received but not yet acknowledged (an acknowledgement goes out once the
+    /// message's readings are committed to the outbox). At this bound the connection stops
+    /// reading, and the broker holds further messages. MQTT 5 announces it as receive maximum.
+    #[serde(default = "default_max_unacked")]
+    pub max_unacked: u16,
     /// Seconds to wait for the TCP/TLS connection and the broker's CONNACK.
     #[serde(default = "default_connect_timeout_s")]
     pub connect_timeout_s: u64,
@@ -453,6 +477,9 @@ fn default_true() -> bool {
 }
 fn default_connect_timeout_s() -> u64 {
     10
+}
+fn default_max_unacked() -> u16 {
+    1000
 }
 
 impl MqttConfig {
@@ -555,10 +582,11 @@ pub struct InfluxSinkConfig {
     /// PEM CA certificate for an `https://` server with a private CA.
     #[serde(default)]
     pub ca: Option<PathBuf>,
-    /// A batch is sent when it holds this many points...
+    /// A write request carries at most this many points (readings)...
     #[serde(default = "default_batch_points")]
     pub batch_points: usize,
-    /// ...or when its oldest point has waited this many milliseconds.
+    /// ...and is sent when it is full or its oldest reading has waited this many milliseconds.
+    /// Alarm events never wait.
     #[serde(default = "default_batch_age_ms")]
     pub batch_age_ms: u64,
     /// Compress request bodies with gzip.
@@ -567,10 +595,6 @@ pub struct InfluxSinkConfig {
     /// Seconds one write request may take before it counts as failed and is retried.
     #[serde(default = "default_request_timeout_s")]
     pub request_timeout_s: u64,
-    /// Points held in memory for this sink while it cannot write; beyond this the oldest are
-    /// dropped and counted.
-    #[serde(default = "default_max_buffered_points")]
-    pub max_buffered_points: usize,
 }
 
 fn default_batch_points() -> usize {
@@ -581,9 +605,6 @@ fn default_batch_age_ms() -> u64 {
 }
 fn default_request_timeout_s() -> u64 {
     10
-}
-fn default_max_buffered_points() -> usize {
-    1_000_000
 }
 
 /// A secret taken from the environment or a file, never written into the site file itself.
@@ -768,6 +789,27 @@ impl Config {
                 }
             )
         };
+        let gateway = &site.gateway;
+        if !(gateway.outbox_max_mb.is_finite() && gateway.outbox_max_mb > 0.0) {
+            report(
+                "gateway.outbox_max_mb".into(),
+                "must be a size in MiB above 0".into(),
+            );
+        }
+        if !(gateway.history_hours.is_finite() && gateway.history_hours >= 0.0) {
+            report(
+                "gateway.history_hours".into(),
+                "must be a number of hours, 0 or more".into(),
+            );
+        }
+        for (i, m) in site.mqtt.iter().enumerate() {
+            if m.max_unacked == 0 {
+                report(
+                    format!("mqtt[{i}].max_unacked"),
+                    "must be at least 1".into(),
+                );
+            }
+        }
         for (i, d) in site.devices.iter().enumerate() {
             if !locations.contains(d.location.as_str()) {
                 report(
@@ -779,6 +821,12 @@ impl Config {
                 report(
                     format!("devices[{i}].profile"),
                     dangling_profile(&d.profile),
+                );
+            }
+            if d.id == site.gateway.name {
+                report(
+                    format!("devices[{i}].id"),
+                    format!("`{}` is the gateway's own name (gateway.name), which its self-monitoring alarms use as their device", d.id),
                 );
             }
         }
@@ -1078,8 +1126,24 @@ fn load_rules(
             Err(mut found) => problems.append(&mut found),
         }
     }
+    let builtin = SourceFile {
+        path: PathBuf::from("<built-in>/rules/gateway.toml"),
+        text: GATEWAY_RULES.to_string(),
+    };
+    match builtin.deserialize::<RuleSetFile>() {
+        Ok(set) => rules.extend(
+            set.rules
+                .into_iter()
+                .filter(|g| !rules.iter().any(|r| r.id == g.id))
+                .collect::<Vec<_>>(),
+        ),
+        Err(mut found) => problems.append(&mut found),
+    }
     rules
 }
+
+/// Rules about the gateway itself, always loaded (a site rule with the same id replaces one).
+const GATEWAY_RULES: &str = include_str!("../../firmware-config/rules/gateway.toml");
 
 fn load_profiles(
     dir: &Path,

@@ -1,9 +1,12 @@
 //! Connection lifecycles of the sources: MQTT brokers (and the embedded broker) and Modbus
 //! connections (`modbus`, executing the pure request plan of `plan`).
 //!
+//! The gateway's own condition (outbox evicting, a sink refusing credentials) enters as
+//! readings of the gateway device too (`status`), so that the rules raise alarms about it.
+//!
 //! Owns: connections, subscriptions, reconnects with backoff and jitter, and handing decoded
-//! readings downstream. Must not touch: rules, sinks or storage; it only sends readings into
-//! the channel it is given.
+//! readings downstream with their acknowledgement. Must not touch: rules, sinks or storage; it
+//! only sends into the channel it is given.
 
 pub mod backoff;
 pub mod broker;
@@ -11,4 +14,39 @@ pub mod devices;
 pub mod modbus;
 pub mod mqtt;
 pub mod plan;
+pub mod status;
 pub mod topic;
+
+use crate::model::{BadMessage, ReadingBatch};
+
+/// What ingest hands downstream for one message or poll: its readings, or what was wrong with
+/// it, and the acknowledgement to send once it is durable.
+#[derive(Default)]
+pub struct Ingested {
+    pub readings: Option<ReadingBatch>,
+    pub rejected: Option<BadMessage>,
+    pub ack: Option<Ack>,
+}
+
+impl Ingested {
+    pub fn readings(readings: ReadingBatch) -> Self {
+        Ingested {
+            readings: Some(readings),
+            ..Ingested::default()
+        }
+    }
+}
+
+/// Acknowledges a message to its source (an MQTT PUBACK) when called; dropping it without a
+/// call leaves the message unacknowledged, so the broker delivers it again.
+pub struct Ack(Box<dyn FnOnce() + Send>);
+
+impl Ack {
+    pub fn new(ack: impl FnOnce() + Send + 'static) -> Self {
+        Ack(Box::new(ack))
+    }
+
+    pub fn send(self) {
+        (self.0)()
+    }
+}

@@ -31,8 +31,9 @@ use crate::decode::registers::{Area, RegisterDecoder};
 use crate::ingest::backoff::Backoff;
 use crate::ingest::devices::DeviceDirectory;
 use crate::ingest::plan::{plan, PlanOptions, ReadRequest};
+use crate::ingest::Ingested;
 use crate::metrics::{Metrics, ModbusMetrics};
-use crate::model::{now_ns, Quality, Reading, ReadingBatch, Tags, Value};
+use crate::model::{now_ns, Quality, Reading, Tags, Value};
 
 /// Opens a connection over `link`, within `limit`.
 pub async fn connect(link: &ModbusLink, limit: Duration) -> Result<Context, String> {
@@ -251,7 +252,7 @@ impl ModbusPoller {
             .sum()
     }
 
-    pub async fn run(mut self, output: mpsc::Sender<ReadingBatch>, cancel: CancellationToken) {
+    pub async fn run(mut self, output: mpsc::Sender<Ingested>, cancel: CancellationToken) {
         let request_timeout = Duration::from_millis(self.config.timeout_ms);
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut context: Option<Context> = None;
@@ -320,7 +321,12 @@ impl ModbusPoller {
                 }
             };
             self.reschedule(u, s);
-            if !readings.is_empty() && output.send(readings.into()).await.is_err() {
+            if !readings.is_empty()
+                && output
+                    .send(Ingested::readings(readings.into()))
+                    .await
+                    .is_err()
+            {
                 break;
             }
         }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rumqttc::{QoS, TlsConfiguration, Transport};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -26,8 +26,9 @@ use crate::decode::payload::{DecodeError, DecodeErrorKind, PayloadDecoder};
 use crate::ingest::backoff::Backoff;
 use crate::ingest::devices::DeviceDirectory;
 use crate::ingest::topic::TopicTemplate;
+use crate::ingest::{Ack, Ingested};
 use crate::metrics::{Metrics, MqttMetrics};
-use crate::model::{now_ns, ReadingBatch, Tags};
+use crate::model::{now_ns, BadMessage, ReadingBatch, Tags};
 
 /// Everything a connection task needs, prepared from the configuration before it starts.
 pub struct MqttIngest {
@@ -38,6 +39,9 @@ pub struct MqttIngest {
     metrics: Arc<Metrics>,
     conn_metrics: Arc<MqttMetrics>,
     log_limiter: LogLimiter,
+    /// The last problem `handle_message` counted, for the record of a message that yielded
+    /// nothing.
+    last_problem: Option<DecodeError>,
 }
 
 struct SessionSettings {
@@ -148,12 +152,13 @@ impl MqttIngest {
             metrics,
             conn_metrics,
             log_limiter: LogLimiter::new(Duration::from_secs(60)),
+            last_problem: None,
         })
     }
 
     /// Runs until `cancel` fires. Never returns early: every error is logged, counted and
     /// retried after a backoff.
-    pub async fn run(mut self, output: mpsc::Sender<ReadingBatch>, cancel: CancellationToken) {
+    pub async fn run(mut self, output: mpsc::Sender<Ingested>, cancel: CancellationToken) {
         match self.session.config.protocol {
             MqttProtocol::V311 => {
                 let session = v311::Session::new(&self.session);
@@ -169,9 +174,12 @@ impl MqttIngest {
     async fn drive<S: Session>(
         &mut self,
         mut session: S,
-        output: mpsc::Sender<ReadingBatch>,
+        output: mpsc::Sender<Ingested>,
         cancel: CancellationToken,
     ) {
+        // Each unacknowledged message holds a permit until the outbox writer acknowledges it;
+        // without one the loop stops reading and the broker holds further messages.
+        let unacked = Arc::new(Semaphore::new(usize::from(self.session.config.max_unacked)));
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut down_since: Option<Instant> = None;
         let qos = match self.session.config.qos {
@@ -210,12 +218,38 @@ impl MqttIngest {
                         }
                     }
                 }
-                Ok(SessionEvent::Publish { topic, payload }) => {
-                    if let Some(batch) = self.handle_message(&topic, &payload) {
-                        if output.send(batch).await.is_err() {
-                            // Downstream is gone: the daemon is shutting down.
-                            break;
+                Ok(SessionEvent::Publish {
+                    topic,
+                    payload,
+                    ack,
+                }) => {
+                    let ack = match ack {
+                        Some(ack) => {
+                            let permit = tokio::select! {
+                                _ = cancel.cancelled() => break,
+                                permit = Arc::clone(&unacked).acquire_owned() => permit,
+                            };
+                            let Ok(permit) = permit else { break };
+                            Some(Ack::new(move || {
+                                ack.send();
+                                drop(permit);
+                            }))
                         }
+                        None => None,
+                    };
+                    let readings = self.handle_message(&topic, &payload);
+                    let rejected = match (&readings, self.last_problem.take()) {
+                        (None, Some(problem)) => Some(self.bad_message(&topic, &payload, problem)),
+                        _ => None,
+                    };
+                    let item = Ingested {
+                        readings,
+                        rejected,
+                        ack,
+                    };
+                    if output.send(item).await.is_err() {
+                        // Downstream is gone: the daemon is shutting down.
+                        break;
                     }
                 }
                 Ok(SessionEvent::Subscribed) => {
@@ -248,6 +282,7 @@ impl MqttIngest {
 
     /// Decodes one message. Returns the readings to send on, or `None` when nothing is left of it.
     pub fn handle_message(&mut self, topic: &[u8], payload: &[u8]) -> Option<ReadingBatch> {
+        self.last_problem = None;
         self.metrics
             .messages_received
             .fetch_add(1, Ordering::Relaxed);
@@ -342,7 +377,18 @@ impl MqttIngest {
         Some(readings.into())
     }
 
+    fn bad_message(&self, topic: &[u8], payload: &[u8], problem: DecodeError) -> BadMessage {
+        BadMessage {
+            at_ms: now_ns() / 1_000_000,
+            source: format!("mqtt/{}/{}", self.name, String::from_utf8_lossy(topic)),
+            reason: problem.kind.as_str().to_string(),
+            detail: problem.detail,
+            payload: payload[..payload.len().min(BAD_PAYLOAD_KEPT)].to_vec(),
+        }
+    }
+
     fn count_problem(&mut self, device: &str, err: &DecodeError) {
+        self.last_problem = Some(err.clone());
         self.metrics.count_decode_error(err.kind);
         if self.log_limiter.allow(device, err.kind) {
             warn!(connection = %self.name, device = %device, reason = err.kind.as_str(), error = %err.detail, "Message could not be fully decoded (logged once a minute per device and reason).");
@@ -426,8 +472,15 @@ fn load_tls(
 
 /// What a protocol-specific session reports to the shared connection loop.
 pub enum SessionEvent {
-    Connected { session_present: bool },
-    Publish { topic: Bytes, payload: Bytes },
+    Connected {
+        session_present: bool,
+    },
+    /// `ack` is set for QoS 1 and 2: the message stays unacknowledged until it is called.
+    Publish {
+        topic: Bytes,
+        payload: Bytes,
+        ack: Option<Ack>,
+    },
     Subscribed,
     Other,
 }
@@ -441,8 +494,11 @@ trait Session {
 
 // How long a clean DISCONNECT may take at shutdown before the connection is simply dropped.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
-// Requests queued towards the event loop (subscriptions, acks); subscribing never waits on it.
-const CLIENT_REQUEST_CAPACITY: usize = 256;
+// Requests queued towards the event loop beyond one acknowledgement per unacknowledged
+// message (subscriptions, disconnect): neither acknowledging nor subscribing ever waits on it.
+const CLIENT_REQUEST_HEADROOM: usize = 256;
+// Bytes of an undecodable payload kept in the store for inspection.
+const BAD_PAYLOAD_KEPT: usize = 1024;
 // MQTT 5 session expiry for a persistent session: a week covers a long outage of the gateway.
 const SESSION_EXPIRY_S: u32 = 7 * 24 * 3600;
 
@@ -462,6 +518,7 @@ mod v311 {
             options
                 .set_keep_alive(Duration::from_secs(c.keepalive_s))
                 .set_clean_session(!c.persistent_session)
+                .set_manual_acks(true)
                 .set_max_packet_size(c.max_packet_bytes, c.max_packet_bytes);
             if let Some(user) = &c.username {
                 options.set_credentials(user, s.password.clone().unwrap_or_default());
@@ -469,7 +526,8 @@ mod v311 {
             if let Some(tls) = &s.tls {
                 options.set_transport(Transport::Tls(tls.clone()));
             }
-            let (client, mut eventloop) = AsyncClient::new(options, CLIENT_REQUEST_CAPACITY);
+            let capacity = usize::from(c.max_unacked) + CLIENT_REQUEST_HEADROOM;
+            let (client, mut eventloop) = AsyncClient::new(options, capacity);
             eventloop
                 .network_options
                 .set_connection_timeout(c.connect_timeout_s);
@@ -483,10 +541,22 @@ mod v311 {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => Ok(SessionEvent::Connected {
                     session_present: ack.session_present,
                 }),
-                Ok(Event::Incoming(Packet::Publish(p))) => Ok(SessionEvent::Publish {
-                    topic: Bytes::copy_from_slice(p.topic.as_bytes()),
-                    payload: p.payload,
-                }),
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let ack = (p.qos != QoS::AtMostOnce).then(|| {
+                        let client = self.client.clone();
+                        let publish = p.clone();
+                        Ack::new(move || {
+                            if let Err(err) = client.try_ack(&publish) {
+                                warn!(error = %err, "MQTT acknowledgement not sent; the broker delivers the message again.");
+                            }
+                        })
+                    });
+                    Ok(SessionEvent::Publish {
+                        topic: Bytes::copy_from_slice(p.topic.as_bytes()),
+                        payload: p.payload,
+                        ack,
+                    })
+                }
                 Ok(Event::Incoming(Packet::SubAck(_))) => Ok(SessionEvent::Subscribed),
                 Ok(_) => Ok(SessionEvent::Other),
                 Err(err) => Err(err.to_string()),
@@ -527,6 +597,8 @@ mod v5 {
             options
                 .set_keep_alive(Duration::from_secs(c.keepalive_s))
                 .set_clean_start(!c.persistent_session)
+                .set_manual_acks(true)
+                .set_receive_maximum(Some(c.max_unacked))
                 .set_max_packet_size(Some(c.max_packet_bytes.min(u32::MAX as usize) as u32))
                 .set_connection_timeout(c.connect_timeout_s);
             if c.persistent_session {
@@ -538,7 +610,8 @@ mod v5 {
             if let Some(tls) = &s.tls {
                 options.set_transport(Transport::Tls(tls.clone()));
             }
-            let (client, eventloop) = AsyncClient::new(options, CLIENT_REQUEST_CAPACITY);
+            let capacity = usize::from(c.max_unacked) + CLIENT_REQUEST_HEADROOM;
+            let (client, eventloop) = AsyncClient::new(options, capacity);
             Session { client, eventloop }
         }
     }
@@ -549,10 +622,22 @@ mod v5 {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => Ok(SessionEvent::Connected {
                     session_present: ack.session_present,
                 }),
-                Ok(Event::Incoming(Packet::Publish(p))) => Ok(SessionEvent::Publish {
-                    topic: p.topic,
-                    payload: p.payload,
-                }),
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let ack = (p.qos != rumqttc::v5::mqttbytes::QoS::AtMostOnce).then(|| {
+                        let client = self.client.clone();
+                        let publish = p.clone();
+                        Ack::new(move || {
+                            if let Err(err) = client.try_ack(&publish) {
+                                warn!(error = %err, "MQTT acknowledgement not sent; the broker delivers the message again.");
+                            }
+                        })
+                    });
+                    Ok(SessionEvent::Publish {
+                        topic: p.topic,
+                        payload: p.payload,
+                        ack,
+                    })
+                }
                 Ok(Event::Incoming(Packet::SubAck(_))) => Ok(SessionEvent::Subscribed),
                 Ok(_) => Ok(SessionEvent::Other),
                 Err(err) => Err(err.to_string()),

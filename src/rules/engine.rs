@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{AlarmKind, ConditionConfig, Config, RuleConfig, Severity};
 use crate::ingest::devices::DeviceDirectory;
+use crate::ingest::status;
 use crate::model::{Quality, Reading, Tags, Value};
 use crate::rules::alarm::{Action, Alarm, AlarmState, Command, CommandError, Level, Operator};
 use crate::rules::threshold::{Direction, Edge, LevelFilter, Ms};
@@ -265,33 +266,62 @@ impl RuleEngine {
             let Some(profile) = config.profiles.get(&device.profile) else {
                 continue;
             };
-            let quantities = profile_quantities(profile);
             let interval = polled
                 .get(device.id.as_str())
                 .copied()
                 .or(profile.heartbeat_s.map(ms));
-            let d = engine.devices.len();
-            engine.device_index.insert(device.id.clone(), d);
-            engine.devices.push(Device {
-                tags: Arc::new(tags.clone()),
-                last_seen: None,
-                by_quantity: HashMap::new(),
-                every_reading: Vec::new(),
-            });
-            for (r, rule) in config.rules.iter().enumerate() {
-                if !rule.kinds.is_empty() && !rule.kinds.contains(&tags.kind) {
-                    continue;
-                }
-                if !rule.profiles.is_empty() && !rule.profiles.contains(&device.profile) {
-                    continue;
-                }
-                let Some(bound) = bind(config, r, rule, device, tags) else {
-                    continue;
-                };
-                engine.bind_instances(d, &bound, rule, &quantities, interval);
-            }
+            engine.add_device(config, device, tags, &profile_quantities(profile), interval);
         }
+        // The gateway watches itself through rules that name its kind explicitly.
+        let gateway_tags = status::tags(config);
+        let gateway = crate::config::DeviceConfig {
+            id: gateway_tags.device.clone(),
+            location: String::new(),
+            profile: status::KIND.to_string(),
+            kind: Some(status::KIND.to_string()),
+            name: None,
+            params: Default::default(),
+        };
+        engine.add_device(
+            config,
+            &gateway,
+            &gateway_tags,
+            &status::quantities(config),
+            None,
+        );
         engine
+    }
+
+    fn add_device(
+        &mut self,
+        config: &Config,
+        device: &crate::config::DeviceConfig,
+        tags: &Tags,
+        quantities: &[String],
+        interval: Option<Ms>,
+    ) {
+        let d = self.devices.len();
+        self.device_index.insert(device.id.clone(), d);
+        self.devices.push(Device {
+            tags: Arc::new(tags.clone()),
+            last_seen: None,
+            by_quantity: HashMap::new(),
+            every_reading: Vec::new(),
+        });
+        let is_gateway = tags.kind == status::KIND;
+        for (r, rule) in config.rules.iter().enumerate() {
+            let kind_named = rule.kinds.contains(&tags.kind);
+            if !kind_named && (is_gateway || !rule.kinds.is_empty()) {
+                continue;
+            }
+            if !rule.profiles.is_empty() && !rule.profiles.contains(&device.profile) {
+                continue;
+            }
+            let Some(bound) = bind(config, r, rule, device, tags) else {
+                continue;
+            };
+            self.bind_instances(d, &bound, rule, quantities, interval);
+        }
     }
 
     fn bind_instances(

@@ -1,7 +1,8 @@
-//! The task that owns the rule engine: feeds it readings, operator commands and the clock, and
-//! sends its transitions on: to the store's writer thread (alarm state and journal), and as
-//! `alarm` points to the sinks. Neither can slow evaluation: the store gets an unbounded
-//! channel (transitions are few; the journal must not lose one), the sinks a `try_send`.
+//! The task that owns the rule engine: feeds it readings (the devices' and the gateway's own),
+//! operator commands and the clock, and sends its transitions to the store's writer thread,
+//! which commits alarm state, journal entries and the transitions' `alarm` points for the
+//! sinks' outbox in one transaction. Evaluation never waits on it: the channel is unbounded
+//! (transitions are few; the journal must not lose one).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,6 +18,8 @@ use crate::model::{Quality, Reading, ReadingBatch, Tags, Value};
 use crate::rules::alarm::{Action, Command, CommandError, Operator};
 use crate::rules::engine::{AlarmEvent, AlarmView, Observed, RuleEngine, Target};
 use crate::rules::threshold::Ms;
+use crate::sinks::outbox::Outbox;
+use crate::sinks::{influx, line_protocol};
 use crate::store::Store;
 
 /// Wall-clock milliseconds since the Unix epoch: the rule engine's clock in the daemon.
@@ -94,16 +97,15 @@ impl RulesHandle {
     }
 }
 
-/// Where alarm points go: the sinks' inputs.
-pub type SinkInputs = Vec<(String, mpsc::Sender<ReadingBatch>)>;
-
 /// Starts the rules task and the store's writer thread. The task ends when `input` closes,
-/// after the writer has stored everything.
+/// after the writer has stored everything. With `outbox`, transitions also become `alarm`
+/// points for the sinks.
 pub fn spawn(
     mut engine: RuleEngine,
-    mut store: Store,
+    store: Store,
     mut input: mpsc::Receiver<ReadingBatch>,
-    sinks: SinkInputs,
+    mut gateway_input: mpsc::UnboundedReceiver<ReadingBatch>,
+    outbox: Option<Arc<Outbox>>,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<(RulesHandle, JoinHandle<()>)> {
     let (requests_tx, mut requests) = mpsc::channel::<Request>(64);
@@ -111,16 +113,7 @@ pub fn spawn(
     let writer_metrics = Arc::clone(&metrics);
     let writer = std::thread::Builder::new()
         .name("parkguard-store".into())
-        .spawn(move || {
-            for events in store_rx {
-                if let Err(err) = store.record(&events) {
-                    writer_metrics
-                        .store_errors
-                        .fetch_add(1, Ordering::Relaxed);
-                    error!(error = %err, transitions = events.len(), "Alarm transitions could not be stored.");
-                }
-            }
-        })?;
+        .spawn(move || store_writer(store, store_rx, outbox, writer_metrics))?;
     let task = tokio::spawn(async move {
         let mut events = Vec::new();
         let mut open = true;
@@ -137,6 +130,9 @@ pub fn spawn(
                     }
                     None => open = false,
                 },
+                Some(batch) = gateway_input.recv() => {
+                    engine.on_readings(&batch, now_ms(), &mut events);
+                }
                 Some(request) = requests.recv() => match request {
                     Request::Command { target, command, operator, reply } => {
                         let result = engine.command(&target, &command, &operator, now_ms(), &mut events);
@@ -153,7 +149,7 @@ pub fn spawn(
             }
             engine.tick(now_ms(), &mut events);
             if !events.is_empty() {
-                publish(std::mem::take(&mut events), &store_tx, &sinks, &metrics);
+                publish(std::mem::take(&mut events), &store_tx, &metrics);
             }
         }
         drop(store_tx);
@@ -174,7 +170,7 @@ pub fn restore(engine: &mut RuleEngine, store: &mut Store) -> anyhow::Result<usi
     let count = persisted.len();
     let retired = engine.restore(persisted, now_ms());
     if !retired.is_empty() {
-        store.record(&retired)?;
+        store.record(&retired, None)?;
     }
     Ok(count)
 }
@@ -182,7 +178,6 @@ pub fn restore(engine: &mut RuleEngine, store: &mut Store) -> anyhow::Result<usi
 fn publish(
     events: Vec<AlarmEvent>,
     store: &std::sync::mpsc::Sender<Vec<AlarmEvent>>,
-    sinks: &SinkInputs,
     metrics: &Metrics,
 ) {
     for e in &events {
@@ -196,16 +191,54 @@ fn publish(
             }
         }
     }
-    let points: ReadingBatch = events.iter().flat_map(alarm_point).collect();
-    for (name, sink) in sinks {
-        if sink.try_send(Arc::clone(&points)).is_err() {
-            metrics
-                .readings_dropped_queue_full
-                .fetch_add(points.len() as u64, Ordering::Relaxed);
-            warn!(sink = %name, "Sink input full: alarm points dropped.");
+    let _ = store.send(events);
+}
+
+/// Attempts at storing one group of transitions before it is given up (and counted).
+const STORE_ATTEMPTS: u32 = 10;
+
+fn store_writer(
+    mut store: Store,
+    input: std::sync::mpsc::Receiver<Vec<AlarmEvent>>,
+    outbox: Option<Arc<Outbox>>,
+    metrics: Arc<Metrics>,
+) {
+    let outbox = outbox.filter(|o| o.has_sinks());
+    let mut text = String::new();
+    for events in input {
+        let mut batch = None;
+        if outbox.is_some() {
+            let points: Vec<Reading> = events.iter().flat_map(alarm_point).collect();
+            text.clear();
+            let skipped = line_protocol::encode(&points, &mut text);
+            batch = Some((
+                influx::gzip(text.as_bytes()),
+                (points.len() - skipped) as u64,
+            ));
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let alarm_batch = batch.as_ref().map(|(gz, n)| (&gz[..], *n));
+            match store.record(&events, alarm_batch) {
+                Ok(()) => {
+                    if let (Some(outbox), Some((gz, _))) = (&outbox, &batch) {
+                        outbox.added(gz.len() as i64);
+                    }
+                    break;
+                }
+                Err(err) if attempt < STORE_ATTEMPTS => {
+                    warn!(error = %err, attempt, "Alarm transitions could not be stored; retrying.");
+                    std::thread::sleep(Duration::from_millis(100 * u64::from(attempt)));
+                }
+                Err(err) => {
+                    metrics.store_errors.fetch_add(1, Ordering::Relaxed);
+                    error!(error = %err, transitions = events.len(), "Alarm transitions could not be stored.");
+                    break;
+                }
+            }
         }
     }
-    let _ = store.send(events);
 }
 
 /// One transition as fields of one `alarm` point (tags park, enterprise, location, device,

@@ -1,9 +1,11 @@
-//! Outputs for readings: InfluxDB over HTTP (`influx`), its pure encoder (`line_protocol`) and
-//! the batching, retrying runner (`runner`).
+//! Outputs for readings and alarm events: the durable outbox (`outbox`: the ingest side, which
+//! commits and then acknowledges), one drain task per InfluxDB sink (`drain`: cursors, retry
+//! classes, dead letters), the HTTP writer (`influx`) and its pure encoder (`line_protocol`).
 //!
-//! Owns: batching, encoding, writing and the retry policy. Must not touch: MQTT, Modbus or
-//! rules; it receives readings and knows nothing of where they came from.
+//! Owns: encoding, the outbox's use, writing and the retry policy. Must not touch: MQTT, Modbus
+//! or rules; it receives readings and knows nothing of where they came from.
 
+pub mod drain;
 pub mod influx;
 pub mod line_protocol;
-pub mod runner;
+pub mod outbox;

@@ -3,8 +3,11 @@
 //! edited or deleted entry is detected (`parkguard journal verify`). Owns the schema and its
 //! migrations; knows nothing of MQTT, Modbus or InfluxDB.
 //!
-//! Blocking by nature: the daemon uses it from one writer thread (`runtime`), never from the
-//! rules task itself.
+//! Also the outbox towards the sinks (`outbox`), with per-sink cursors and dead letters, the
+//! last undecodable messages, and a bounded local history of readings (`history`).
+//!
+//! Blocking by nature: the daemon uses it from its own threads and `spawn_blocking`, each with
+//! its own connection, never from an async task directly.
 
 use std::path::Path;
 
@@ -12,7 +15,11 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+pub use crate::model::BadMessage;
 use crate::rules::engine::{AlarmEvent, PersistedAlarm};
+
+pub mod history;
+pub mod outbox;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -25,6 +32,8 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("store: alarm state of `{key}` is unreadable: {error}")]
     BadState { key: String, error: String },
+    #[error("store task failed: {0}")]
+    Task(String),
     #[error(
         "store schema version {0} is newer than this parkguard understands; upgrade parkguard"
     )]
@@ -67,7 +76,81 @@ const MIGRATIONS: &[&str] = &[
         seq INTEGER NOT NULL,
         hash TEXT NOT NULL
      );",
+    // 2: the outbox towards the sinks, its dead letters, undecodable messages, local history.
+    "CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        class INTEGER NOT NULL,
+        sink TEXT,
+        created_ms INTEGER NOT NULL,
+        points INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        body BLOB NOT NULL
+     );
+     CREATE INDEX outbox_class ON outbox (class, id);
+     CREATE TABLE outbox_cursor (
+        sink TEXT NOT NULL,
+        class INTEGER NOT NULL,
+        last_id INTEGER NOT NULL,
+        PRIMARY KEY (sink, class)
+     );
+     CREATE TABLE outbox_dead (
+        id INTEGER PRIMARY KEY,
+        sink TEXT NOT NULL,
+        class INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL,
+        dead_ms INTEGER NOT NULL,
+        points INTEGER NOT NULL,
+        body BLOB NOT NULL,
+        status INTEGER NOT NULL,
+        message TEXT NOT NULL
+     );
+     CREATE TABLE bad_message (
+        id INTEGER PRIMARY KEY,
+        at_ms INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        payload BLOB NOT NULL
+     );
+     CREATE TABLE history (
+        device TEXT NOT NULL,
+        quantity TEXT NOT NULL,
+        span_ms INTEGER NOT NULL,
+        bucket_ms INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        min REAL NOT NULL,
+        max REAL NOT NULL,
+        sum REAL NOT NULL,
+        PRIMARY KEY (device, quantity, span_ms, bucket_ms)
+     ) WITHOUT ROWID;
+     CREATE INDEX history_age ON history (span_ms, bucket_ms);",
 ];
+
+/// Undecodable messages kept for inspection; older ones are deleted.
+const BAD_MESSAGES_KEPT: i64 = 1000;
+
+/// What one commit of the ingest path writes.
+pub struct IngestCommit<'a> {
+    pub now_ms: i64,
+    /// Gzip line protocol and its point count.
+    pub telemetry: Option<(&'a [u8], u64)>,
+    pub evict_bytes: i64,
+    /// The outbox's size before this commit and its bound: after eviction, a telemetry batch
+    /// that still does not fit (the rest is alarm events) is dropped instead of stored.
+    pub room: (i64, i64),
+    pub bad_messages: &'a [BadMessage],
+    pub history: Option<&'a mut history::Accumulator>,
+    /// Compact and trim history, keeping this many milliseconds.
+    pub compact_history: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CommitOutcome {
+    pub evicted: outbox::Freed,
+    pub inserted_bytes: i64,
+    /// Points of a telemetry batch that did not fit even after eviction.
+    pub dropped_points: u64,
+}
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -195,10 +278,19 @@ impl Store {
         Ok(out)
     }
 
-    /// Saves the alarms' new states and appends the transitions to the journal, in one
-    /// transaction.
-    pub fn record(&mut self, events: &[AlarmEvent]) -> Result<(), StoreError> {
+    /// Saves the alarms' new states and appends the transitions to the journal, with their
+    /// points for the sinks (`alarm_batch`: gzip line protocol and its point count) in the
+    /// outbox, all in one transaction.
+    pub fn record(
+        &mut self,
+        events: &[AlarmEvent],
+        alarm_batch: Option<(&[u8], u64)>,
+    ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
+        if let Some((body, points)) = alarm_batch {
+            let at = events.first().map(|e| e.at_ms).unwrap_or_default();
+            outbox::insert(&tx, outbox::Class::Alarm, at, points, body)?;
+        }
         let (mut seq, mut prev_hash): (i64, String) = tx
             .query_row("SELECT seq, hash FROM journal_head WHERE id = 1", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
@@ -271,6 +363,75 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// One commit of the ingest path: a telemetry batch for the outbox (after evicting
+    /// `evict_bytes` of the oldest telemetry when that is above zero), undecodable messages, and
+    /// closed history buckets; with `compact_history`, history is also compacted and trimmed.
+    pub fn commit_ingest(
+        &mut self,
+        commit: &mut IngestCommit<'_>,
+    ) -> Result<CommitOutcome, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut outcome = CommitOutcome::default();
+        if commit.evict_bytes > 0 {
+            outcome.evicted = outbox::evict_telemetry(&tx, commit.evict_bytes)?;
+        }
+        if let Some((body, points)) = commit.telemetry {
+            let (bytes, max_bytes) = commit.room;
+            if bytes - outcome.evicted.bytes + body.len() as i64 > max_bytes {
+                outcome.dropped_points = points;
+            } else {
+                outbox::insert(&tx, outbox::Class::Telemetry, commit.now_ms, points, body)?;
+                outcome.inserted_bytes = body.len() as i64;
+            }
+        }
+        if !commit.bad_messages.is_empty() {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO bad_message (at_ms, source, reason, detail, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for bad in commit.bad_messages.iter() {
+                stmt.execute(params![
+                    bad.at_ms,
+                    bad.source,
+                    bad.reason,
+                    bad.detail,
+                    bad.payload
+                ])?;
+            }
+            tx.execute(
+                "DELETE FROM bad_message WHERE id <= (SELECT MAX(id) FROM bad_message) - ?1",
+                params![BAD_MESSAGES_KEPT],
+            )?;
+        }
+        if let Some(history) = commit.history.as_deref() {
+            history.write(&tx)?;
+        }
+        if let Some(keep_ms) = commit.compact_history {
+            history::compact(&tx, commit.now_ms, keep_ms)?;
+        }
+        tx.commit()?;
+        if let Some(history) = commit.history.as_deref_mut() {
+            history.committed();
+        }
+        Ok(outcome)
+    }
+
+    /// The most recent undecodable messages, newest first.
+    pub fn bad_messages(&self, limit: u32) -> Result<Vec<BadMessage>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT at_ms, source, reason, detail, payload FROM bad_message ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit], |r| {
+            Ok(BadMessage {
+                at_ms: r.get(0)?,
+                source: r.get(1)?,
+                reason: r.get(2)?,
+                detail: r.get(3)?,
+                payload: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Journal entries, newest first, optionally for one alarm key or a text found in the

@@ -1,0 +1,360 @@
+//! The ingest side of the outbox: one writer thread commits what ingest delivered (readings as
+//! gzip line protocol, undecodable messages, history buckets) in one SQLite transaction per
+//! group of messages, and only then acknowledges them to their source. It then wakes the
+//! sinks' drain tasks (`drain`).
+//!
+//! Group commit: the thread takes every message waiting when it starts a commit, so under
+//! load one transaction carries many messages, and at low rates a message waits for no timer.
+//!
+//! When the outbox would outgrow `gateway.outbox_max_mb`, the oldest telemetry is evicted (to
+//! 90 % of the bound, so eviction happens in steps, not on every commit); alarm events are
+//! never evicted. A commit that fails (disk full, I/O error) is retried with the messages
+//! still unacknowledged, so the broker keeps them; a full disk also evicts telemetry.
+//!
+//! Owns: the outbox's size accounting and the wake-ups of the drain tasks. Must not touch:
+//! HTTP (the drain tasks do that) or the rules.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, Notify};
+use tracing::{error, info, warn};
+
+use crate::ingest::status::{self, StatusReporter};
+use crate::ingest::Ingested;
+use crate::metrics::{Metrics, SinkMetrics};
+use crate::model::{now_ns, BadMessage};
+use crate::sinks::{influx, line_protocol};
+use crate::store::history::Accumulator;
+use crate::store::{IngestCommit, Store, StoreError};
+
+/// Readings per commit at most: bounds the memory of one group and the latency of its acks.
+const MAX_COMMIT_READINGS: usize = 20_000;
+/// Attempts at the last commit before shutdown gives up on a failing store.
+const LAST_COMMIT_ATTEMPTS: u32 = 10;
+/// How often history buckets are closed and compacted.
+const HISTORY_FLUSH: Duration = Duration::from_secs(1);
+const HISTORY_COMPACT: Duration = Duration::from_secs(300);
+
+/// One sink as the outbox knows it.
+pub struct SinkSlot {
+    pub name: String,
+    pub wake: Notify,
+    pub metrics: Arc<SinkMetrics>,
+}
+
+/// What the writer, the drain tasks and the rules' store thread share about the outbox.
+pub struct Outbox {
+    pub max_bytes: i64,
+    bytes: AtomicI64,
+    evicting: AtomicBool,
+    pub sinks: Vec<SinkSlot>,
+    status: StatusReporter,
+    metrics: Arc<Metrics>,
+}
+
+impl Outbox {
+    pub fn new(
+        max_bytes: i64,
+        current_bytes: i64,
+        sinks: Vec<String>,
+        status: StatusReporter,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Outbox> {
+        let outbox = Arc::new(Outbox {
+            max_bytes,
+            bytes: AtomicI64::new(current_bytes),
+            evicting: AtomicBool::new(false),
+            sinks: sinks
+                .into_iter()
+                .map(|name| SinkSlot {
+                    metrics: metrics.sink(&name),
+                    name,
+                    wake: Notify::new(),
+                })
+                .collect(),
+            status,
+            metrics,
+        });
+        outbox.publish_size();
+        outbox
+    }
+
+    pub fn has_sinks(&self) -> bool {
+        !self.sinks.is_empty()
+    }
+
+    pub fn bytes(&self) -> i64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// A batch was committed (by the writer or the rules' store thread).
+    pub fn added(&self, bytes: i64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.publish_size();
+        for sink in &self.sinks {
+            sink.wake.notify_one();
+        }
+    }
+
+    /// Batches were deleted (delivered everywhere, or evicted).
+    pub fn freed(&self, bytes: i64) {
+        if bytes == 0 {
+            return;
+        }
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.publish_size();
+        // Hysteresis: the fault clears only with real room again, not after each eviction step.
+        if self.bytes() < self.max_bytes * 8 / 10 && self.evicting.swap(false, Ordering::Relaxed) {
+            info!(
+                outbox_bytes = self.bytes(),
+                "Outbox has room again; eviction stopped."
+            );
+            self.status.set(status::OUTBOX_EVICTING, false);
+        }
+    }
+
+    fn evicted(&self, points: u64, bytes: i64) {
+        self.metrics
+            .outbox_points_evicted
+            .fetch_add(points, Ordering::Relaxed);
+        self.metrics
+            .outbox_evictions
+            .fetch_add(1, Ordering::Relaxed);
+        if !self.evicting.swap(true, Ordering::Relaxed) {
+            self.status.set(status::OUTBOX_EVICTING, true);
+        }
+        error!(
+            points,
+            bytes,
+            max_bytes = self.max_bytes,
+            "Outbox full: the oldest telemetry was deleted before every sink received it."
+        );
+    }
+
+    fn publish_size(&self) {
+        self.metrics
+            .outbox_bytes
+            .store(self.bytes().max(0) as u64, Ordering::Relaxed);
+    }
+
+    pub fn status(&self) -> &StatusReporter {
+        &self.status
+    }
+}
+
+/// Starts the writer thread. It ends when `input` closes, after committing and acknowledging
+/// everything it received.
+pub fn spawn_writer(
+    store: Store,
+    input: mpsc::Receiver<Ingested>,
+    outbox: Arc<Outbox>,
+    history_keep: Option<Duration>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Handle::current();
+    std::thread::Builder::new()
+        .name("parkguard-outbox".into())
+        .spawn(move || Writer::new(store, outbox, history_keep, runtime).run(input))
+}
+
+struct Writer {
+    store: Store,
+    outbox: Arc<Outbox>,
+    history: Option<Accumulator>,
+    history_keep_ms: i64,
+    last_flush: Instant,
+    last_compact: Instant,
+    text: String,
+    gzip: Vec<u8>,
+    failing_since: Option<Instant>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Writer {
+    fn new(
+        store: Store,
+        outbox: Arc<Outbox>,
+        history_keep: Option<Duration>,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        Writer {
+            runtime,
+            store,
+            outbox,
+            history: history_keep.map(|_| Accumulator::default()),
+            history_keep_ms: history_keep.map_or(0, |d| d.as_millis() as i64),
+            last_flush: Instant::now(),
+            last_compact: Instant::now(),
+            text: String::new(),
+            gzip: Vec::new(),
+            failing_since: None,
+        }
+    }
+
+    fn run(mut self, mut input: mpsc::Receiver<Ingested>) {
+        let mut group: Vec<Ingested> = Vec::new();
+        loop {
+            // History buckets close on time even when nothing arrives.
+            let first = if self.history.is_some() {
+                // The timer must be made inside the runtime's context, hence the async block.
+                let next = self
+                    .runtime
+                    .block_on(async { tokio::time::timeout(HISTORY_FLUSH, input.recv()).await });
+                match next {
+                    Ok(item) => item,
+                    Err(_) => {
+                        self.commit(&mut group, false);
+                        continue;
+                    }
+                }
+            } else {
+                input.blocking_recv()
+            };
+            let Some(first) = first else { break };
+            let mut readings = first.readings.as_ref().map_or(0, |r| r.len());
+            group.push(first);
+            while readings < MAX_COMMIT_READINGS {
+                match input.try_recv() {
+                    Ok(item) => {
+                        readings += item.readings.as_ref().map_or(0, |r| r.len());
+                        group.push(item);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut group, false);
+        }
+        self.commit(&mut group, true);
+        info!("Outbox writer stopped.");
+    }
+
+    /// Commits the group (retrying until it is stored), then acknowledges its messages.
+    fn commit(&mut self, group: &mut Vec<Ingested>, last: bool) {
+        let now = Instant::now();
+        let now_ms = now_ns() / 1_000_000;
+        self.text.clear();
+        let mut points = 0u64;
+        let mut unencodable = 0u64;
+        let mut bad: Vec<BadMessage> = Vec::new();
+        for item in group.iter_mut() {
+            if let Some(readings) = &item.readings {
+                if self.outbox.has_sinks() {
+                    let skipped = line_protocol::encode(readings, &mut self.text);
+                    unencodable += skipped as u64;
+                    points += (readings.len() - skipped) as u64;
+                }
+                if let Some(history) = &mut self.history {
+                    history.add(readings);
+                }
+            }
+            if let Some(rejected) = item.rejected.take() {
+                bad.push(rejected);
+            }
+        }
+        let flush_history = last || now.duration_since(self.last_flush) >= HISTORY_FLUSH;
+        if let Some(history) = &mut self.history {
+            if flush_history {
+                history.close(now_ms, last);
+                self.last_flush = now;
+            }
+        }
+        let compact = (now.duration_since(self.last_compact) >= HISTORY_COMPACT)
+            .then_some(self.history_keep_ms)
+            .filter(|_| self.history.is_some());
+        let history_due = self.history.as_ref().is_some_and(|h| h.has_closed());
+        if group.is_empty() && bad.is_empty() && !history_due && compact.is_none() {
+            return;
+        }
+        self.gzip.clear();
+        if !self.text.is_empty() {
+            self.gzip = influx::gzip(self.text.as_bytes());
+        }
+        let new_bytes = self.gzip.len() as i64;
+        let mut evict_bytes = 0;
+        if new_bytes > 0 {
+            let over = self.outbox.bytes() + new_bytes - self.outbox.max_bytes;
+            if over > 0 {
+                evict_bytes = over + self.outbox.max_bytes / 10;
+            }
+        }
+        let mut attempt = 0u32;
+        let outcome = loop {
+            let mut commit = IngestCommit {
+                now_ms,
+                telemetry: (new_bytes > 0).then_some((&self.gzip[..], points)),
+                evict_bytes,
+                room: (self.outbox.bytes(), self.outbox.max_bytes),
+                bad_messages: &bad,
+                history: self.history.as_mut(),
+                compact_history: compact,
+            };
+            match self.store.commit_ingest(&mut commit) {
+                Ok(outcome) => break outcome,
+                Err(err) => {
+                    attempt += 1;
+                    self.outbox
+                        .metrics
+                        .outbox_commit_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    if self.failing_since.is_none() || attempt.is_power_of_two() {
+                        error!(error = %err, attempt, "Outbox commit failed; the messages stay unacknowledged and the commit is retried.");
+                    }
+                    self.failing_since.get_or_insert(now);
+                    if last && attempt >= LAST_COMMIT_ATTEMPTS {
+                        // Shutting down: the messages stay unacknowledged and come again.
+                        error!("Giving up the last outbox commit at shutdown.");
+                        return;
+                    }
+                    if is_disk_full(&err) && new_bytes > 0 {
+                        // Make room from the oldest telemetry rather than stall ingest.
+                        evict_bytes = evict_bytes.max(new_bytes + self.outbox.max_bytes / 10);
+                    }
+                    std::thread::sleep(Duration::from_millis(200 * u64::from(attempt.min(25))));
+                }
+            }
+        };
+        if let Some(since) = self.failing_since.take() {
+            warn!(
+                failed_for_ms = since.elapsed().as_millis() as u64,
+                "Outbox commits work again."
+            );
+        }
+        if compact.is_some() {
+            self.last_compact = now;
+        }
+        let metrics = &self.outbox.metrics;
+        metrics.outbox_commits.fetch_add(1, Ordering::Relaxed);
+        if unencodable > 0 {
+            metrics
+                .readings_unencodable
+                .fetch_add(unencodable, Ordering::Relaxed);
+        }
+        if outcome.evicted.rows > 0 || outcome.dropped_points > 0 {
+            self.outbox.freed(outcome.evicted.bytes);
+            self.outbox.evicted(
+                outcome.evicted.points + outcome.dropped_points,
+                outcome.evicted.bytes,
+            );
+        }
+        if outcome.inserted_bytes > 0 {
+            metrics
+                .outbox_points_committed
+                .fetch_add(points, Ordering::Relaxed);
+            self.outbox.added(outcome.inserted_bytes);
+        }
+        for item in group.drain(..) {
+            if let Some(ack) = item.ack {
+                ack.send();
+            }
+        }
+    }
+}
+
+fn is_disk_full(err: &StoreError) -> bool {
+    matches!(
+        err,
+        StoreError::Sql(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::DiskFull
+    )
+}
