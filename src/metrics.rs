@@ -81,6 +81,8 @@ pub struct MqttMetrics {
     pub subscribes: AtomicU64,
     /// Subscriptions the broker has confirmed.
     pub subacks: AtomicU64,
+    /// Acknowledgements that found the client's queue full and were sent a little later.
+    pub acks_deferred: AtomicU64,
 }
 
 impl Metrics {

@@ -442,9 +442,11 @@ pub struct MqttConfig {
     /// so QoS 1 messages published while the daemon is away are delivered when it returns.
     #[serde(default = "default_true")]
     pub persistent_session: bool,
-    /// QoS 1/2 messages received but not yet acknowledged (an acknowledgement goes out once the
-    /// message's readings are committed to the outbox). At this bound the connection stops
-    /// reading, and the broker holds further messages. MQTT 5 announces it as receive maximum.
+    /// QoS 1/2 messages received but not yet committed to the outbox (each is acknowledged to
+    /// the broker only once committed). At this bound the connection stops reading, and the
+    /// broker holds further messages. MQTT 5 announces it to the broker as receive maximum;
+    /// with MQTT 3.1.1 the broker's own in-flight limit applies too (mosquitto:
+    /// `max_inflight_messages`, 20 by default).
     #[serde(default = "default_max_unacked")]
     pub max_unacked: u16,
     /// Seconds to wait for the TCP/TLS connection and the broker's CONNACK.

@@ -9,7 +9,7 @@
 //! A bad message never stops the stream: it is counted by reason, logged at most once a minute
 //! per device and reason, and the next message is read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -177,8 +177,8 @@ impl MqttIngest {
         output: mpsc::Sender<Ingested>,
         cancel: CancellationToken,
     ) {
-        // Each unacknowledged message holds a permit until the outbox writer acknowledges it;
-        // without one the loop stops reading and the broker holds further messages.
+        // Each message holds a permit until the outbox writer has committed it; without one
+        // the loop stops reading and the broker holds further messages.
         let unacked = Arc::new(Semaphore::new(usize::from(self.session.config.max_unacked)));
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let mut down_since: Option<Instant> = None;
@@ -187,7 +187,22 @@ impl MqttIngest {
             2 => QoS::ExactlyOnce,
             _ => QoS::AtLeastOnce,
         };
+        // Acknowledgements the client's queue had no room for, tried again before each poll
+        // (which is what empties the queue): an acknowledgement is delayed, never dropped. (A
+        // dropped one would leave the message in the broker's in-flight window for good, and
+        // a full window stops the stream.)
+        let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<TryAck>();
+        let mut retry_acks: VecDeque<TryAck> = VecDeque::new();
         loop {
+            while let Ok(ack) = retry_rx.try_recv() {
+                retry_acks.push_back(ack);
+            }
+            while let Some(mut ack) = retry_acks.pop_front() {
+                if !ack() {
+                    retry_acks.push_front(ack);
+                    break;
+                }
+            }
             let event = tokio::select! {
                 _ = cancel.cancelled() => break,
                 event = session.poll() => event,
@@ -224,15 +239,22 @@ impl MqttIngest {
                     ack,
                 }) => {
                     let ack = match ack {
-                        Some(ack) => {
+                        Some(mut try_ack) => {
                             let permit = tokio::select! {
                                 _ = cancel.cancelled() => break,
                                 permit = Arc::clone(&unacked).acquire_owned() => permit,
                             };
                             let Ok(permit) = permit else { break };
+                            let retry = retry_tx.clone();
+                            let deferred = Arc::clone(&self.conn_metrics);
                             Some(Ack::new(move || {
-                                ack.send();
+                                // Committed: the permit is free whether or not the client's
+                                // queue has room for the acknowledgement right now.
                                 drop(permit);
+                                if !try_ack() {
+                                    deferred.acks_deferred.fetch_add(1, Ordering::Relaxed);
+                                    let _ = retry.send(try_ack);
+                                }
                             }))
                         }
                         None => None,
@@ -254,6 +276,7 @@ impl MqttIngest {
                 }
                 Ok(SessionEvent::Subscribed) => {
                     self.conn_metrics.subacks.fetch_add(1, Ordering::Relaxed);
+                    debug!(connection = %self.name, "Subscription confirmed by the broker.");
                 }
                 Ok(SessionEvent::Other) => {}
                 Err(err) => {
@@ -479,11 +502,15 @@ pub enum SessionEvent {
     Publish {
         topic: Bytes,
         payload: Bytes,
-        ack: Option<Ack>,
+        ack: Option<TryAck>,
     },
     Subscribed,
     Other,
 }
+
+/// Hands a PUBACK to the client's request queue; false when the queue is full (the event loop
+/// has not been polled for a while), so that it is tried again instead of lost.
+pub type TryAck = Box<dyn FnMut() -> bool + Send>;
 
 /// The part of an MQTT client that differs between protocol versions.
 trait Session {
@@ -544,12 +571,10 @@ mod v311 {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let ack = (p.qos != QoS::AtMostOnce).then(|| {
                         let client = self.client.clone();
-                        let publish = p.clone();
-                        Ack::new(move || {
-                            if let Err(err) = client.try_ack(&publish) {
-                                warn!(error = %err, "MQTT acknowledgement not sent; the broker delivers the message again.");
-                            }
-                        })
+                        // An acknowledgement needs the packet id, not the payload.
+                        let mut publish = p.clone();
+                        publish.payload = Bytes::new();
+                        Box::new(move || client.try_ack(&publish).is_ok()) as TryAck
                     });
                     Ok(SessionEvent::Publish {
                         topic: Bytes::copy_from_slice(p.topic.as_bytes()),
@@ -625,12 +650,10 @@ mod v5 {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let ack = (p.qos != rumqttc::v5::mqttbytes::QoS::AtMostOnce).then(|| {
                         let client = self.client.clone();
-                        let publish = p.clone();
-                        Ack::new(move || {
-                            if let Err(err) = client.try_ack(&publish) {
-                                warn!(error = %err, "MQTT acknowledgement not sent; the broker delivers the message again.");
-                            }
-                        })
+                        // An acknowledgement needs the packet id, not the payload.
+                        let mut publish = p.clone();
+                        publish.payload = Bytes::new();
+                        Box::new(move || client.try_ack(&publish).is_ok()) as TryAck
                     });
                     Ok(SessionEvent::Publish {
                         topic: p.topic,

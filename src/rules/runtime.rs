@@ -208,7 +208,20 @@ fn store_writer(
     for events in input {
         let mut batch = None;
         if outbox.is_some() {
-            let points: Vec<Reading> = events.iter().flat_map(alarm_point).collect();
+            // The journal's sequence numbers make each point unique and name its entry. This
+            // thread is the journal's only writer, so the numbers are known before the commit.
+            let first_seq = match store.journal_last_seq() {
+                Ok(seq) => seq + 1,
+                Err(err) => {
+                    error!(error = %err, "Cannot read the journal head.");
+                    0
+                }
+            };
+            let points: Vec<Reading> = events
+                .iter()
+                .zip(first_seq..)
+                .flat_map(|(e, seq)| alarm_point(e, seq))
+                .collect();
             text.clear();
             let skipped = line_protocol::encode(&points, &mut text);
             batch = Some((
@@ -242,8 +255,11 @@ fn store_writer(
 }
 
 /// One transition as fields of one `alarm` point (tags park, enterprise, location, device,
-/// rule, kind, severity).
-pub fn alarm_point(e: &AlarmEvent) -> Vec<Reading> {
+/// rule, kind, severity), with its journal sequence number `seq`. Two transitions of one alarm
+/// in the same millisecond (raised and chatter-flagged, say) would be one point in InfluxDB,
+/// the second overwriting the first, so the sequence number also becomes the timestamp's
+/// sub-millisecond part.
+pub fn alarm_point(e: &AlarmEvent, seq: i64) -> Vec<Reading> {
     let mut extra = vec![
         ("rule".to_string(), e.rule.to_string()),
         ("severity".to_string(), e.severity.as_str().to_string()),
@@ -262,7 +278,10 @@ pub fn alarm_point(e: &AlarmEvent) -> Vec<Reading> {
         extra,
     });
     let measurement: Arc<str> = Arc::from("alarm");
-    let timestamp_ns = e.at_ms.saturating_mul(1_000_000);
+    let timestamp_ns = e
+        .at_ms
+        .saturating_mul(1_000_000)
+        .saturating_add(seq.rem_euclid(1_000_000));
     let field = |name: &str, value: Value| Reading {
         tags: Arc::clone(&tags),
         measurement: Arc::clone(&measurement),
@@ -277,6 +296,7 @@ pub fn alarm_point(e: &AlarmEvent) -> Vec<Reading> {
         field("state", Value::Text(Arc::from(e.state.as_str()))),
         field("message", Value::Text(Arc::from(e.message.as_str()))),
         field("annunciated", Value::Bool(e.annunciated)),
+        field("journal_seq", Value::Int(seq)),
     ];
     match &e.value {
         Some(Observed::Number(n)) => fields.push(field("value", Value::Float(*n))),

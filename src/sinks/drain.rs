@@ -134,6 +134,8 @@ enum Sent {
     Done,
     /// The server refused a request of several outbox batches as invalid.
     Isolate,
+    /// A transient failure, waited out: read the rows again and send them again.
+    Again,
     /// The shutdown deadline came first.
     Abandoned,
 }
@@ -192,6 +194,7 @@ impl Drain {
                     }
                 }
                 Sent::Isolate => one_at_a_time_until = chunk.last_id,
+                Sent::Again => {}
                 Sent::Abandoned => break,
             }
         }
@@ -232,67 +235,56 @@ impl Drain {
         parts.push_back((Bytes::from(chunk.body.clone()), chunk.points));
         let mut whole = true;
         while let Some((body, points)) = parts.pop_front() {
-            loop {
-                if self.closing.expired() {
-                    return Sent::Abandoned;
+            if self.closing.expired() {
+                return Sent::Abandoned;
+            }
+            let err = match self.writer.write(&body).await {
+                Ok(()) => {
+                    self.written(points);
+                    continue;
                 }
-                let err = match self.writer.write(&body).await {
-                    Ok(()) => {
-                        self.written(points);
-                        break;
+                Err(err) => err,
+            };
+            self.metrics.write_failures.fetch_add(1, Ordering::Relaxed);
+            let class = classify(&err);
+            match class {
+                RetryClass::Split => match split(&body, points) {
+                    Some((first, second)) => {
+                        warn!(sink = %self.name, points, "The server says the request is too large; splitting it.");
+                        parts.push_front(second);
+                        parts.push_front(first);
+                        whole = false;
                     }
-                    Err(err) => err,
-                };
-                self.metrics.write_failures.fetch_add(1, Ordering::Relaxed);
-                let class = classify(&err);
-                match class {
-                    RetryClass::Split => match split(&body, points) {
-                        Some((first, second)) => {
-                            warn!(sink = %self.name, points, "The server says the request is too large; splitting it.");
-                            parts.push_front(second);
-                            parts.push_front(first);
-                            whole = false;
-                            break;
+                    None => self.dead_letter(chunk, &body, points, &err).await,
+                },
+                RetryClass::Reject if whole && chunk.rows > 1 => {
+                    warn!(sink = %self.name, error = %err, rows = chunk.rows, "The server refused a request as invalid; sending its batches one at a time to find the one it refuses.");
+                    return Sent::Isolate;
+                }
+                RetryClass::Reject => self.dead_letter(chunk, &body, points, &err).await,
+                RetryClass::Retry { .. } | RetryClass::Unauthorized => {
+                    self.metrics
+                        .points_retried
+                        .fetch_add(points, Ordering::Relaxed);
+                    let delay = match class {
+                        RetryClass::Retry { after: Some(after) } => after,
+                        RetryClass::Unauthorized => {
+                            if !self.unauthorized {
+                                self.unauthorized = true;
+                                self.outbox
+                                    .status()
+                                    .set(&status::auth_refused(&self.name), true);
+                            }
+                            self.backoff.next_delay().max(Duration::from_secs(5))
                         }
-                        None => {
-                            self.dead_letter(chunk, &body, points, &err).await;
-                            break;
-                        }
-                    },
-                    RetryClass::Reject if whole && chunk.rows > 1 => {
-                        warn!(sink = %self.name, error = %err, rows = chunk.rows, "The server refused a request as invalid; sending its batches one at a time to find the one it refuses.");
-                        return Sent::Isolate;
+                        _ => self.backoff.next_delay(),
+                    };
+                    self.failing(&err, class);
+                    if !self.closing.sleep(delay).await {
+                        return Sent::Abandoned;
                     }
-                    RetryClass::Reject => {
-                        self.dead_letter(chunk, &body, points, &err).await;
-                        break;
-                    }
-                    RetryClass::Retry { after } => {
-                        self.metrics
-                            .points_retried
-                            .fetch_add(points, Ordering::Relaxed);
-                        let delay = after.unwrap_or_else(|| self.backoff.next_delay());
-                        self.failing(&err, class);
-                        if !self.closing.sleep(delay).await {
-                            return Sent::Abandoned;
-                        }
-                    }
-                    RetryClass::Unauthorized => {
-                        self.metrics
-                            .points_retried
-                            .fetch_add(points, Ordering::Relaxed);
-                        if !self.unauthorized {
-                            self.unauthorized = true;
-                            self.outbox
-                                .status()
-                                .set(&status::auth_refused(&self.name), true);
-                        }
-                        self.failing(&err, class);
-                        let delay = self.backoff.next_delay().max(Duration::from_secs(5));
-                        if !self.closing.sleep(delay).await {
-                            return Sent::Abandoned;
-                        }
-                    }
+                    // Read the rows again: eviction may have removed some meanwhile.
+                    return Sent::Again;
                 }
             }
         }

@@ -434,6 +434,17 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Sequence number of the newest journal entry (0 for an empty journal).
+    pub fn journal_last_seq(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT seq FROM journal_head WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .unwrap_or(0))
+    }
+
     /// Journal entries, newest first, optionally for one alarm key or a text found in the
     /// key, device, rule or message.
     pub fn journal(

@@ -108,23 +108,32 @@ pub fn insert(
 /// Deletes the oldest telemetry batches until at least `bytes` are freed or no telemetry is
 /// left. Alarm events are never touched. Called inside the caller's transaction.
 pub fn evict_telemetry(conn: &Connection, bytes: i64) -> Result<Freed, rusqlite::Error> {
-    let mut freed = Freed::default();
-    let mut stmt = conn.prepare_cached(
-        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE class = 1 ORDER BY id LIMIT 64)
-         RETURNING points, bytes",
-    )?;
-    while freed.bytes < bytes {
-        let mut rows = stmt.query([])?;
-        let mut any = false;
+    let mut last = None;
+    {
+        let mut oldest =
+            conn.prepare_cached("SELECT id, bytes FROM outbox WHERE class = 1 ORDER BY id")?;
+        let mut rows = oldest.query([])?;
+        let mut sum = 0;
         while let Some(row) = rows.next()? {
-            any = true;
-            freed.rows += 1;
-            freed.points += row.get::<_, i64>(0)? as u64;
-            freed.bytes += row.get::<_, i64>(1)?;
+            last = Some(row.get::<_, i64>(0)?);
+            sum += row.get::<_, i64>(1)?;
+            if sum >= bytes {
+                break;
+            }
         }
-        if !any {
-            break;
-        }
+    }
+    let mut freed = Freed::default();
+    let Some(last) = last else {
+        return Ok(freed);
+    };
+    let mut delete = conn.prepare_cached(
+        "DELETE FROM outbox WHERE class = 1 AND id <= ?1 RETURNING points, bytes",
+    )?;
+    let mut rows = delete.query(params![last])?;
+    while let Some(row) = rows.next()? {
+        freed.rows += 1;
+        freed.points += row.get::<_, i64>(0)? as u64;
+        freed.bytes += row.get::<_, i64>(1)?;
     }
     Ok(freed)
 }
@@ -386,4 +395,130 @@ fn delete_passed(conn: &Connection, class: Class, sink: Option<&str>) -> rusqlit
         count(&mut own.query(params![class as i64, sink])?)?;
     }
     Ok(freed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        (dir, store)
+    }
+
+    fn add(store: &Store, class: Class, points: u64, bytes: usize) -> i64 {
+        insert(&store.conn, class, 0, points, &vec![b'x'; bytes]).unwrap()
+    }
+
+    #[test]
+    fn each_sink_has_its_own_cursor_and_alarm_events_come_first() {
+        let (_dir, mut store) = store();
+        store
+            .outbox_set_sinks(&["a".to_string(), "b".to_string()])
+            .unwrap();
+        let t1 = add(&store, Class::Telemetry, 10, 5);
+        let t2 = add(&store, Class::Telemetry, 10, 5);
+        let a1 = add(&store, Class::Alarm, 3, 5);
+        let chunk = store.outbox_next("a", 100, 100).unwrap().unwrap();
+        assert_eq!(
+            (chunk.class, chunk.first_id, chunk.last_id),
+            (Class::Alarm, a1, a1)
+        );
+        store.outbox_delivered("a", Class::Alarm, a1).unwrap();
+        let chunk = store.outbox_next("a", 100, 100).unwrap().unwrap();
+        assert_eq!((chunk.first_id, chunk.last_id, chunk.points), (t1, t2, 20));
+        assert_eq!(chunk.body.len(), 10);
+        // A sink that is down holds nothing back for the other, and rows stay until both passed.
+        let freed = store.outbox_delivered("a", Class::Telemetry, t2).unwrap();
+        assert_eq!(freed.rows, 0);
+        assert!(store.outbox_next("a", 100, 100).unwrap().is_none());
+        assert_eq!(store.outbox_depth("b").unwrap().points, 23);
+        store.outbox_delivered("b", Class::Alarm, a1).unwrap();
+        let freed = store.outbox_delivered("b", Class::Telemetry, t2).unwrap();
+        assert_eq!((freed.rows, freed.points, freed.bytes), (2, 20, 10));
+        assert_eq!(store.outbox_bytes().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_chunk_stops_at_the_point_limit_but_always_holds_one_row() {
+        let (_dir, mut store) = store();
+        store.outbox_set_sinks(&["a".to_string()]).unwrap();
+        let first = add(&store, Class::Telemetry, 700, 1);
+        add(&store, Class::Telemetry, 700, 1);
+        let chunk = store.outbox_next("a", 500, 100).unwrap().unwrap();
+        assert_eq!(
+            (chunk.first_id, chunk.last_id, chunk.rows),
+            (first, first, 1)
+        );
+    }
+
+    #[test]
+    fn eviction_takes_the_oldest_telemetry_and_never_alarm_events() {
+        let (_dir, store) = store();
+        let alarm = add(&store, Class::Alarm, 1, 100);
+        let oldest = add(&store, Class::Telemetry, 5, 100);
+        let second = add(&store, Class::Telemetry, 5, 100);
+        let newest = add(&store, Class::Telemetry, 5, 100);
+        let freed = evict_telemetry(&store.conn, 150).unwrap();
+        assert_eq!((freed.rows, freed.points, freed.bytes), (2, 10, 200));
+        let ids: Vec<i64> = store
+            .conn
+            .prepare("SELECT id FROM outbox ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(ids, [alarm, newest]);
+        assert!(!ids.contains(&oldest) && !ids.contains(&second));
+        let freed = evict_telemetry(&store.conn, 10_000).unwrap();
+        assert_eq!(freed.rows, 1);
+        assert_eq!(total_bytes(&store.conn).unwrap(), 100);
+    }
+
+    #[test]
+    fn dead_letters_go_back_to_their_own_sink_only() {
+        let (_dir, mut store) = store();
+        store
+            .outbox_set_sinks(&["a".to_string(), "b".to_string()])
+            .unwrap();
+        let t = add(&store, Class::Telemetry, 4, 8);
+        for sink in ["a", "b"] {
+            store.outbox_delivered(sink, Class::Telemetry, t).unwrap();
+        }
+        store
+            .outbox_dead_letter("a", Class::Telemetry, 0, 4, b"body", 400, "conflict", 1)
+            .unwrap();
+        let dead = store.dead_letters().unwrap();
+        assert_eq!(
+            (dead.len(), dead[0].status, dead[0].message.as_str()),
+            (1, 400, "conflict")
+        );
+        assert_eq!(store.retry_dead(None, 2).unwrap(), 1);
+        assert!(store.dead_letters().unwrap().is_empty());
+        let chunk = store.outbox_next("a", 100, 100).unwrap().unwrap();
+        assert_eq!(chunk.body, b"body");
+        assert!(store.outbox_next("b", 100, 100).unwrap().is_none());
+        store
+            .outbox_delivered("a", Class::Telemetry, chunk.last_id)
+            .unwrap();
+        assert_eq!(store.outbox_bytes().unwrap(), 0);
+    }
+
+    #[test]
+    fn without_sinks_nothing_stays_and_a_removed_sink_holds_nothing_back() {
+        let (_dir, mut store) = store();
+        store
+            .outbox_set_sinks(&["a".to_string(), "b".to_string()])
+            .unwrap();
+        let t = add(&store, Class::Telemetry, 4, 8);
+        store.outbox_delivered("a", Class::Telemetry, t).unwrap();
+        let freed = store.outbox_set_sinks(&["a".to_string()]).unwrap();
+        assert_eq!(freed.rows, 1);
+        add(&store, Class::Telemetry, 4, 8);
+        store.outbox_set_sinks(&[]).unwrap();
+        assert_eq!(store.outbox_bytes().unwrap(), 0);
+        assert!(store.outbox_sinks().unwrap().is_empty());
+    }
 }

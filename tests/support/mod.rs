@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod proxy;
+pub mod publisher;
+
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn free_port() -> u16 {
@@ -116,6 +119,23 @@ impl Server {
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
+    }
+
+    /// Stops the server with SIGTERM, so that it saves its state (mosquitto's persistence).
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again after `stop` or `terminate`.
+    pub fn start(&mut self) {
+        if self.child.is_none() {
+            self.spawn();
+        }
     }
 
     pub fn log(&self) -> String {
