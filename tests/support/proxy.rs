@@ -68,11 +68,11 @@ impl InfluxProxy {
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
-        self.requests.lock().unwrap().clone()
+        self.requests.lock().expect("proxy state").clone()
     }
 
     pub fn answer_with(&self, answer: Option<Override>) {
-        *self.answer.lock().unwrap() = answer;
+        *self.answer.lock().expect("proxy state") = answer;
     }
 }
 
@@ -106,7 +106,7 @@ async fn forward(
     let overridden = shared
         .answer
         .lock()
-        .unwrap()
+        .expect("proxy state")
         .as_ref()
         .and_then(|f| f(&text));
     let (status, message) = match overridden {
@@ -131,7 +131,7 @@ async fn forward(
             }
         }
     };
-    shared.requests.lock().unwrap().push(Recorded {
+    shared.requests.lock().expect("proxy state").push(Recorded {
         status,
         measurements,
         body: text,
