@@ -184,7 +184,7 @@ pub struct BadMessage {
     pub at_ms: i64,
     /// Where it came from: `mqtt/<connection>/<topic>`.
     pub source: String,
-    /// The decode error's reason (`malformed`, `too_large`, ...).
+    /// The decode error's reason (`bad_json`, `too_large`, ...).
     pub reason: String,
     pub detail: String,
     /// The payload's first bytes.

@@ -199,3 +199,85 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Tags, Value};
+
+    fn reading(device: &str, at_ms: i64, v: f64) -> Reading {
+        Reading {
+            tags: Arc::new(Tags {
+                device: device.into(),
+                ..Tags::default()
+            }),
+            measurement: Arc::from("m"),
+            quantity: Arc::from("ua"),
+            value: Value::Float(v),
+            unit: None,
+            timestamp_ns: at_ms * 1_000_000,
+            quality: Quality::Good,
+        }
+    }
+
+    fn flush(store: &mut Store, acc: &mut Accumulator, now_ms: i64, compact: Option<i64>) {
+        acc.close(now_ms, false);
+        let tx = store.conn.transaction().unwrap();
+        acc.write(&tx).unwrap();
+        if let Some(keep) = compact {
+            super::compact(&tx, now_ms, keep).unwrap();
+        }
+        tx.commit().unwrap();
+        acc.committed();
+    }
+
+    #[test]
+    fn buckets_aggregate_then_compact_to_minutes_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("h.db")).unwrap();
+        let mut acc = Accumulator::default();
+        let t0 = 1_700_000_000_000 / COARSE_MS * COARSE_MS;
+        // Six 10-second buckets of one minute, two readings each; NaN and text are skipped.
+        for i in 0..6 {
+            let at = t0 + i * FINE_MS;
+            acc.add(&[
+                reading("d", at, i as f64),
+                reading("d", at + 1000, i as f64 + 10.0),
+            ]);
+        }
+        acc.add(&[reading("d", t0 + 2000, f64::NAN)]);
+        flush(&mut store, &mut acc, t0 + COARSE_MS + FINE_MS, None);
+        let fine = store.history("d", "ua", t0).unwrap();
+        assert_eq!(fine.len(), 6);
+        assert_eq!(
+            (fine[0].n, fine[0].min, fine[0].max, fine[0].mean),
+            (2, 0.0, 10.0, 5.0)
+        );
+        assert!(fine.iter().all(|p| p.span_ms == FINE_MS));
+
+        // Two hours later the minute is one coarse bucket with the same totals.
+        flush(
+            &mut store,
+            &mut acc,
+            t0 + 2 * FINE_FOR_MS,
+            Some(24 * FINE_FOR_MS),
+        );
+        let coarse = store.history("d", "ua", t0).unwrap();
+        assert_eq!(coarse.len(), 1);
+        let c = &coarse[0];
+        assert_eq!(
+            (c.at_ms, c.span_ms, c.n, c.min, c.max),
+            (t0, COARSE_MS, 12, 0.0, 15.0)
+        );
+        assert!((c.mean - 7.5).abs() < 1e-9);
+
+        // Beyond the retention it is gone.
+        flush(
+            &mut store,
+            &mut acc,
+            t0 + 30 * FINE_FOR_MS,
+            Some(24 * FINE_FOR_MS),
+        );
+        assert!(store.history("d", "ua", t0).unwrap().is_empty());
+    }
+}
