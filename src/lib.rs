@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //!
-//! Data flows `ingest -> decode -> rules -> store / sinks`:
+//! Data flows `ingest -> decode -> rules -> store / sinks / web`:
 //!
 //! - [`model`]: readings, values, quality and site tags; the types every stage speaks.
 //! - [`config`]: the site file and device profiles, loaded with every problem located.
@@ -12,12 +12,16 @@
 //!   that owns them.
 //! - [`store`]: SQLite: alarm states across restarts and the hash-chained alarm journal.
 //! - [`sinks`]: line protocol encoding and batched, retried writes to InfluxDB.
-//! - [`metrics`]: self-metrics counters.
+//! - [`web`]: the operators' web UI and HTTP API (axum): alarm board over server-sent events,
+//!   commands with roles, devices, history, `/metrics`.
+//! - [`live`]: the latest value of every device's quantities, for the web UI.
+//! - [`metrics`]: self-metrics counters and their Prometheus text form.
 //! - [`pipeline`]: builds the stages back to front and shuts them down front to back.
 
 pub mod config;
 pub mod decode;
 pub mod ingest;
+pub mod live;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
@@ -25,3 +29,4 @@ pub mod rules;
 pub mod sim;
 pub mod sinks;
 pub mod store;
+pub mod web;

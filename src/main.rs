@@ -53,6 +53,40 @@ enum Command {
         #[command(subcommand)]
         command: OutboxCommand,
     },
+    /// Web UI users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// API tokens for machine clients of the web API.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Reads a password from standard input (the first line) and prints a `[[web.users]]`
+    /// entry with its argon2 hash, to paste into the site file.
+    Add {
+        name: String,
+        /// viewer, operator, technician or admin.
+        #[arg(long, default_value = "operator")]
+        role: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Prints a new random token (give it to the client) and the `[[web.tokens]]` entry with
+    /// its hash (paste it into the site file). The token itself is not stored anywhere.
+    New {
+        name: String,
+        /// viewer, operator, technician or admin.
+        #[arg(long, default_value = "viewer")]
+        role: String,
+    },
 }
 
 /// Which store a maintenance command works on.
@@ -115,7 +149,86 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::Journal { command } => journal(command),
         Command::Outbox { command } => outbox(command),
+        Command::User {
+            command: UserCommand::Add { name, role },
+        } => user_add(&name, &role),
+        Command::Token {
+            command: TokenCommand::New { name, role },
+        } => token_new(&name, &role),
     }
+}
+
+fn parse_role(role: &str) -> Result<parkguard::config::Role, ExitCode> {
+    use parkguard::config::Role;
+    match role {
+        "viewer" => Ok(Role::Viewer),
+        "operator" => Ok(Role::Operator),
+        "technician" => Ok(Role::Technician),
+        "admin" => Ok(Role::Admin),
+        other => {
+            eprintln!("unknown role `{other}`: viewer, operator, technician or admin");
+            Err(ExitCode::from(EXIT_INVALID_CONFIG))
+        }
+    }
+}
+
+/// A TOML basic string (quotes and backslashes escaped).
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
+}
+
+fn user_add(name: &str, role: &str) -> ExitCode {
+    let role = match parse_role(role) {
+        Ok(role) => role,
+        Err(code) => return code,
+    };
+    use std::io::{BufRead, IsTerminal};
+    if std::io::stdin().is_terminal() {
+        eprintln!("Password for {name} (shown as typed; pipe it in to keep it off the screen):");
+    }
+    let mut password = String::new();
+    if let Err(err) = std::io::stdin().lock().read_line(&mut password) {
+        eprintln!("cannot read the password: {err}");
+        return ExitCode::FAILURE;
+    }
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.chars().count() < 8 {
+        eprintln!("the password needs at least 8 characters");
+        return ExitCode::from(EXIT_INVALID_CONFIG);
+    }
+    match parkguard::web::hash_password(password) {
+        Ok(hash) => {
+            println!(
+                "[[web.users]]\nname = {}\nrole = \"{}\"\npassword_hash = {}",
+                toml_string(name),
+                role.as_str(),
+                toml_string(&hash)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("cannot hash the password: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn token_new(name: &str, role: &str) -> ExitCode {
+    let role = match parse_role(role) {
+        Ok(role) => role,
+        Err(code) => return code,
+    };
+    let token = parkguard::web::random_token();
+    eprintln!("Token (give it to the client; it is shown only now):");
+    println!("{token}");
+    eprintln!("Entry for the site file:");
+    println!(
+        "[[web.tokens]]\nname = {}\nrole = \"{}\"\ntoken_sha256 = \"{}\"",
+        toml_string(name),
+        role.as_str(),
+        parkguard::web::token_sha256_hex(&token)
+    );
+    ExitCode::SUCCESS
 }
 
 /// Opens an existing store named by the site file or directly.

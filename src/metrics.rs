@@ -118,3 +118,333 @@ impl Metrics {
         sinks.keys().cloned().collect()
     }
 }
+
+/// Writes metrics in the Prometheus text exposition format (version 0.0.4).
+pub struct PrometheusText {
+    out: String,
+}
+
+impl PrometheusText {
+    pub fn new() -> Self {
+        PrometheusText { out: String::new() }
+    }
+
+    /// Declares a metric family; its samples follow with `sample`.
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) {
+        use std::fmt::Write;
+        let _ = writeln!(self.out, "# HELP parkguard_{name} {help}");
+        let _ = writeln!(self.out, "# TYPE parkguard_{name} {kind}");
+    }
+
+    /// One sample; label values are escaped as the format requires.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        use std::fmt::Write;
+        self.out.push_str("parkguard_");
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (key, value)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                self.out.push_str(key);
+                self.out.push_str("=\"");
+                for c in value.chars() {
+                    match c {
+                        '\\' => self.out.push_str("\\\\"),
+                        '"' => self.out.push_str("\\\""),
+                        '\n' => self.out.push_str("\\n"),
+                        c => self.out.push(c),
+                    }
+                }
+                self.out.push('"');
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+
+    /// A family with one unlabelled sample.
+    pub fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+impl Default for PrometheusText {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Every counter and gauge of the pipeline.
+    pub fn render(&self, text: &mut PrometheusText) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
+        text.single(
+            "mqtt_messages_received_total",
+            "counter",
+            "MQTT messages received, whatever became of them.",
+            get(&self.messages_received),
+        );
+        text.single(
+            "readings_decoded_total",
+            "counter",
+            "Readings that left decoding (MQTT and Modbus).",
+            get(&self.readings_decoded),
+        );
+        text.family(
+            "decode_errors_total",
+            "counter",
+            "Messages that could not be decoded, by reason.",
+        );
+        for kind in DecodeErrorKind::ALL {
+            text.sample(
+                "decode_errors_total",
+                &[("reason", kind.as_str())],
+                self.decode_errors(kind) as f64,
+            );
+        }
+        for (name, help, counter) in [
+            (
+                "readings_unencodable_total",
+                "Readings with values line protocol cannot carry (NaN, infinity).",
+                &self.readings_unencodable,
+            ),
+            (
+                "readings_evaluated_total",
+                "Readings the rule engine evaluated.",
+                &self.readings_evaluated,
+            ),
+            (
+                "alarm_transitions_total",
+                "Alarm transitions (raised, cleared, acknowledged, ...).",
+                &self.alarm_transitions,
+            ),
+            (
+                "store_errors_total",
+                "Alarm state or journal writes that failed for good.",
+                &self.store_errors,
+            ),
+            (
+                "outbox_commits_total",
+                "Ingest transactions committed to the outbox.",
+                &self.outbox_commits,
+            ),
+            (
+                "outbox_commit_failures_total",
+                "Outbox commits that failed and were retried.",
+                &self.outbox_commit_failures,
+            ),
+            (
+                "outbox_points_committed_total",
+                "Readings committed to the outbox.",
+                &self.outbox_points_committed,
+            ),
+            (
+                "outbox_points_evicted_total",
+                "Readings deleted from a full outbox before every sink had them.",
+                &self.outbox_points_evicted,
+            ),
+            (
+                "outbox_evictions_total",
+                "Times the outbox was full and evicted telemetry.",
+                &self.outbox_evictions,
+            ),
+        ] {
+            text.single(name, "counter", help, get(counter));
+        }
+        text.single(
+            "outbox_bytes",
+            "gauge",
+            "Compressed bytes in the outbox.",
+            get(&self.outbox_bytes),
+        );
+
+        let sinks: Vec<(String, Arc<SinkMetrics>)> = {
+            let sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
+            sinks
+                .iter()
+                .map(|(k, v)| (k.clone(), Arc::clone(v)))
+                .collect()
+        };
+        type SinkField = fn(&SinkMetrics) -> &AtomicU64;
+        let sink_families: [(&str, &str, &str, SinkField); 8] = [
+            (
+                "sink_points_written_total",
+                "counter",
+                "Readings a sink's server accepted.",
+                |s| &s.points_written,
+            ),
+            (
+                "sink_batches_written_total",
+                "counter",
+                "Requests a sink's server accepted.",
+                |s| &s.batches_written,
+            ),
+            (
+                "sink_write_failures_total",
+                "counter",
+                "Failed write requests.",
+                |s| &s.write_failures,
+            ),
+            (
+                "sink_points_retried_total",
+                "counter",
+                "Readings in requests that failed and were sent again.",
+                |s| &s.points_retried,
+            ),
+            (
+                "sink_points_dead_lettered_total",
+                "counter",
+                "Readings the server refused as invalid, kept as dead letters.",
+                |s| &s.points_dead_lettered,
+            ),
+            (
+                "outbox_depth_points",
+                "gauge",
+                "Readings in the outbox not yet written to the sink.",
+                |s| &s.depth_points,
+            ),
+            (
+                "outbox_depth_batches",
+                "gauge",
+                "Batches in the outbox not yet written to the sink.",
+                |s| &s.depth_batches,
+            ),
+            (
+                "outbox_oldest_created_seconds",
+                "gauge",
+                "When the oldest batch waiting for the sink was committed (Unix time; 0: none).",
+                |s| &s.oldest_created_ms,
+            ),
+        ];
+        for (name, kind, help, field) in sink_families {
+            text.family(name, kind, help);
+            for (sink, m) in &sinks {
+                let mut value = get(field(m));
+                if name == "outbox_oldest_created_seconds" {
+                    value /= 1000.0;
+                }
+                text.sample(name, &[("sink", sink)], value);
+            }
+        }
+
+        let mqtt: Vec<(String, Arc<MqttMetrics>)> = {
+            let conns = self.mqtt.lock().unwrap_or_else(|e| e.into_inner());
+            conns
+                .iter()
+                .map(|(k, v)| (k.clone(), Arc::clone(v)))
+                .collect()
+        };
+        text.family(
+            "mqtt_connected",
+            "gauge",
+            "1 while the MQTT connection is up.",
+        );
+        for (name, m) in &mqtt {
+            let up = f64::from(u8::from(m.connected.load(Ordering::Relaxed)));
+            text.sample("mqtt_connected", &[("connection", name)], up);
+        }
+        type MqttField = fn(&MqttMetrics) -> &AtomicU64;
+        let mqtt_families: [(&str, &str, MqttField); 3] = [
+            ("mqtt_connects_total", "Successful MQTT connections.", |m| {
+                &m.connects
+            }),
+            (
+                "mqtt_connection_errors_total",
+                "MQTT connection errors.",
+                |m| &m.connection_errors,
+            ),
+            (
+                "mqtt_acks_deferred_total",
+                "Acknowledgements sent later because the client's queue was full.",
+                |m| &m.acks_deferred,
+            ),
+        ];
+        for (name, help, field) in mqtt_families {
+            text.family(name, "counter", help);
+            for (conn, m) in &mqtt {
+                text.sample(name, &[("connection", conn)], get(field(m)));
+            }
+        }
+
+        let modbus: Vec<(String, Arc<ModbusMetrics>)> = {
+            let conns = self.modbus.lock().unwrap_or_else(|e| e.into_inner());
+            conns
+                .iter()
+                .map(|(k, v)| (k.clone(), Arc::clone(v)))
+                .collect()
+        };
+        type ModbusField = fn(&ModbusMetrics) -> &AtomicU64;
+        let modbus_families: [(&str, &str, &str, ModbusField); 7] = [
+            (
+                "modbus_requests_total",
+                "counter",
+                "Modbus read requests sent.",
+                |m| &m.requests,
+            ),
+            (
+                "modbus_polls_ok_total",
+                "counter",
+                "Device polls that succeeded.",
+                |m| &m.polls_ok,
+            ),
+            (
+                "modbus_polls_failed_total",
+                "counter",
+                "Device polls that failed.",
+                |m| &m.polls_failed,
+            ),
+            (
+                "modbus_exceptions_total",
+                "counter",
+                "Modbus exception responses.",
+                |m| &m.exceptions,
+            ),
+            (
+                "modbus_timeouts_total",
+                "counter",
+                "Modbus requests that timed out.",
+                |m| &m.timeouts,
+            ),
+            (
+                "modbus_missed_cycles_total",
+                "counter",
+                "Poll ticks skipped because the link was still busy.",
+                |m| &m.missed_cycles,
+            ),
+            (
+                "modbus_units_offline",
+                "gauge",
+                "Units counted offline now.",
+                |m| &m.units_offline,
+            ),
+        ];
+        for (name, kind, help, field) in modbus_families {
+            text.family(name, kind, help);
+            for (conn, m) in &modbus {
+                text.sample(name, &[("endpoint", conn)], get(field(m)));
+            }
+        }
+        text.family(
+            "modbus_poll_seconds",
+            "summary",
+            "Time spent polling devices (sum and count: mean latency).",
+        );
+        for (conn, m) in &modbus {
+            let labels = [("endpoint", conn.as_str())];
+            text.sample(
+                "modbus_poll_seconds_sum",
+                &labels,
+                get(&m.poll_micros_total) / 1e6,
+            );
+            let polls = get(&m.polls_ok) + get(&m.polls_failed);
+            text.sample("modbus_poll_seconds_count", &labels, polls);
+        }
+    }
+}

@@ -22,6 +22,7 @@ use crate::ingest::modbus::ModbusPoller;
 use crate::ingest::mqtt::MqttIngest;
 use crate::ingest::status::StatusReporter;
 use crate::ingest::Ingested;
+use crate::live::LatestValues;
 use crate::metrics::Metrics;
 use crate::model::ReadingBatch;
 use crate::rules::engine::RuleEngine;
@@ -29,6 +30,7 @@ use crate::rules::runtime::{self, now_ms, restore, RulesHandle};
 use crate::sinks::drain::{self, Closing, SinkReport};
 use crate::sinks::outbox::{self, Outbox};
 use crate::store::Store;
+use crate::web::{self, WebServer};
 
 /// Messages waiting between ingest and the dispatcher, and between it and the outbox writer.
 const INGEST_CAPACITY: usize = 4096;
@@ -39,6 +41,10 @@ pub struct Gateway {
     /// Operator commands and alarm snapshots.
     pub rules: RulesHandle,
     pub outbox: Arc<Outbox>,
+    /// Latest values of every device.
+    pub latest: Arc<LatestValues>,
+    /// The web UI, when `[web]` is configured.
+    pub web: Option<WebServer>,
     cancel: CancellationToken,
     ingest: Vec<JoinHandle<()>>,
     dispatcher: JoinHandle<()>,
@@ -131,8 +137,31 @@ impl Gateway {
         let outbox_writer =
             outbox::spawn_writer(open_store()?, outbox_rx, Arc::clone(&outbox), history_keep)?;
 
+        let latest = Arc::new(LatestValues::default());
         let (ingest_tx, ingest_rx) = mpsc::channel::<Ingested>(INGEST_CAPACITY);
-        let dispatcher = tokio::spawn(dispatch(ingest_rx, rules_tx, outbox_tx));
+        let dispatcher = tokio::spawn(dispatch(
+            ingest_rx,
+            rules_tx,
+            outbox_tx,
+            Arc::clone(&latest),
+        ));
+
+        let config = Arc::new(config);
+        let web = match &config.site.web {
+            Some(web_config) => Some(
+                web::start(
+                    Arc::clone(&config),
+                    web_config,
+                    rules.clone(),
+                    Arc::clone(&metrics),
+                    Arc::clone(&latest),
+                    open_store()?,
+                    cancel.clone(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
 
         if let Some(embedded) = &config.site.broker.embedded {
             broker::start(embedded)?;
@@ -160,6 +189,8 @@ impl Gateway {
             metrics,
             rules,
             outbox,
+            latest,
+            web,
             cancel,
             ingest,
             dispatcher,
@@ -176,6 +207,10 @@ impl Gateway {
     pub async fn shutdown(self) -> ShutdownReport {
         let started = Instant::now();
         self.cancel.cancel();
+        if let Some(web) = self.web {
+            let _ = web.task.await;
+            let _ = web.hub_task.await;
+        }
         for task in self.ingest {
             let _ = task.await;
         }
@@ -207,10 +242,12 @@ async fn dispatch(
     mut input: mpsc::Receiver<Ingested>,
     rules: mpsc::Sender<ReadingBatch>,
     outbox: mpsc::Sender<Ingested>,
+    latest: Arc<LatestValues>,
 ) {
     while let Some(item) = input.recv().await {
         if let Some(readings) = &item.readings {
             trace!(readings = readings.len(), "Dispatched.");
+            latest.update(readings);
             let _ = rules.send(Arc::clone(readings)).await;
         }
         if outbox.send(item).await.is_err() {

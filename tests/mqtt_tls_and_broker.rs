@@ -5,7 +5,6 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -14,80 +13,6 @@ use std::time::Duration;
 use parkguard::config::Config;
 use parkguard::pipeline::Gateway;
 use support::*;
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let status = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("run openssl (apt-get install -y openssl)");
-    assert!(status.success(), "openssl {args:?}");
-}
-
-/// A throw-away CA, a server certificate for 127.0.0.1/localhost and a client certificate.
-fn make_certificates(dir: &Path) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec![
-        "req",
-        "-x509",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=parkguard test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ];
-    ca.extend(ec);
-    openssl(dir, &ca);
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .expect("ext");
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("ext");
-    for name in ["server", "client"] {
-        let mut req = vec!["req", "-subj"];
-        let subject = format!("/CN={name}");
-        req.push(&subject);
-        let key = format!("{name}.key");
-        let csr = format!("{name}.csr");
-        req.extend(["-keyout", &key, "-out", &csr]);
-        req.extend(ec);
-        openssl(dir, &req);
-        let pem = format!("{name}.pem");
-        let ext = format!("{name}.ext");
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-out",
-                &pem,
-                "-extfile",
-                &ext,
-            ],
-        );
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_client_certificate_and_password_in_mqtt_311_and_5() {

@@ -106,7 +106,10 @@ pub struct AlarmView {
     pub value: Option<Observed>,
     pub threshold: Option<f64>,
     pub latched: bool,
+    /// The rule watches for the device going silent (comm loss, missed heartbeats).
+    pub comm_loss: bool,
     pub shelved_until_ms: Option<Ms>,
+    pub shelve_reason: Option<String>,
     pub suppressed_until_ms: Option<Ms>,
     pub out_of_service: bool,
     pub chattering: bool,
@@ -1068,7 +1071,12 @@ impl RuleEngine {
                 .level
                 .and_then(|l| inst.settings.ats.get(usize::from(l.index)).copied()),
             latched: a.latched,
+            comm_loss: matches!(
+                inst.evaluation,
+                Evaluation::CommLoss | Evaluation::Silence { .. }
+            ),
             shelved_until_ms: a.shelved_until,
+            shelve_reason: a.shelve_reason.clone(),
             suppressed_until_ms: a.suppressed_until,
             out_of_service: a.out_of_service,
             chattering: a.chattering,

@@ -8,7 +8,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
@@ -43,11 +44,28 @@ enum Request {
     },
 }
 
-/// The library API to the running rules: operator commands and alarm snapshots.
+/// The library API to the running rules: operator commands, alarm snapshots and a live feed
+/// of transitions.
 #[derive(Clone)]
 pub struct RulesHandle {
     requests: mpsc::Sender<Request>,
+    transitions: broadcast::Sender<Arc<Transition>>,
 }
+
+/// One alarm transition as watchers (the web UI's live board) see it: what happened, and the
+/// alarm after it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Transition {
+    pub action: Action,
+    pub at_ms: Ms,
+    pub message: String,
+    pub operator: Option<Operator>,
+    pub annunciated: bool,
+    pub alarm: AlarmView,
+}
+
+/// Transitions a slow watcher may fall behind by before it is told to re-read the alarm list.
+const TRANSITION_BACKLOG: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
@@ -95,6 +113,12 @@ impl RulesHandle {
         self.requests.send(request).await.ok()?;
         answer.await.ok().flatten()
     }
+
+    /// Every transition from now on. A watcher that falls more than a few thousand behind
+    /// gets `RecvError::Lagged` and should re-read `alarms()`.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Transition>> {
+        self.transitions.subscribe()
+    }
 }
 
 /// Starts the rules task and the store's writer thread. The task ends when `input` closes,
@@ -109,6 +133,8 @@ pub fn spawn(
     metrics: Arc<Metrics>,
 ) -> std::io::Result<(RulesHandle, JoinHandle<()>)> {
     let (requests_tx, mut requests) = mpsc::channel::<Request>(64);
+    let (transitions, _) = broadcast::channel(TRANSITION_BACKLOG);
+    let watchers = transitions.clone();
     let (store_tx, store_rx) = std::sync::mpsc::channel::<Vec<AlarmEvent>>();
     let writer_metrics = Arc::clone(&metrics);
     let writer = std::thread::Builder::new()
@@ -149,6 +175,20 @@ pub fn spawn(
             }
             engine.tick(now_ms(), &mut events);
             if !events.is_empty() {
+                if watchers.receiver_count() > 0 {
+                    for e in &events {
+                        if let Some(alarm) = engine.alarm(&e.key) {
+                            let _ = watchers.send(Arc::new(Transition {
+                                action: e.action,
+                                at_ms: e.at_ms,
+                                message: e.message.clone(),
+                                operator: e.operator.clone(),
+                                annunciated: e.annunciated,
+                                alarm,
+                            }));
+                        }
+                    }
+                }
                 publish(std::mem::take(&mut events), &store_tx, &metrics);
             }
         }
@@ -159,6 +199,7 @@ pub fn spawn(
     Ok((
         RulesHandle {
             requests: requests_tx,
+            transitions,
         },
         task,
     ))

@@ -407,3 +407,116 @@ pub fn site_header(location: &str, gateway_extra: &str) -> String {
          [[locations]]\nid = \"{location}\"\nenterprise = \"e\"\n"
     )
 }
+
+/// chromedriver (Debian's chromium-driver) on a free port; drives Debian's chromium.
+pub fn chromedriver() -> Server {
+    let program = require_binary("chromedriver", "chromium chromium-driver");
+    require_binary("chromium", "chromium");
+    let port = free_port();
+    let mut server = Server {
+        port,
+        dir: TempDir::new().expect("temp dir"),
+        child: None,
+        program,
+        args: vec![format!("--port={port}")],
+        // chromedriver does not answer HTTP/1.0, which `http_ok` speaks; an open port is
+        // enough, as it listens only once it is ready.
+        probe: |s| port_open(s.port),
+        name: "chromedriver",
+    };
+    server.spawn();
+    server
+}
+
+/// The `[web]` section of a test site: listening on a free port, with one user per role of
+/// `users` (name, role, password).
+pub fn web_section(users: &[(&str, &str, &str)]) -> String {
+    let mut text = "[web]\nlisten = \"127.0.0.1:0\"\n".to_string();
+    for (name, role, password) in users {
+        let hash = parkguard::web::hash_password(password).expect("hash");
+        text.push_str(&format!(
+            "[[web.users]]\nname = \"{name}\"\nrole = \"{role}\"\npassword_hash = \"{hash}\"\n"
+        ));
+    }
+    text
+}
+
+/// The base URL of a running gateway's web UI.
+pub fn web_url(gateway: &parkguard::pipeline::Gateway) -> String {
+    let web = gateway.web.as_ref().expect("the site has a [web] section");
+    format!("http://{}", web.address)
+}
+
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let status = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl (apt-get install -y openssl)");
+    assert!(status.success(), "openssl {args:?}");
+}
+
+/// A throw-away CA, a server certificate for 127.0.0.1/localhost and a client certificate.
+pub fn make_certificates(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=parkguard test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ];
+    ca.extend(ec);
+    openssl(dir, &ca);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .expect("ext");
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("ext");
+    for name in ["server", "client"] {
+        let mut req = vec!["req", "-subj"];
+        let subject = format!("/CN={name}");
+        req.push(&subject);
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        req.extend(["-keyout", &key, "-out", &csr]);
+        req.extend(ec);
+        openssl(dir, &req);
+        let pem = format!("{name}.pem");
+        let ext = format!("{name}.ext");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &pem,
+                "-extfile",
+                &ext,
+            ],
+        );
+    }
+}

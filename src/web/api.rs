@@ -1,0 +1,639 @@
+//! The HTTP handlers: the page and its assets, login, alarms, commands, events, journal,
+//! devices, history, metrics and health.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::{async_trait, Json};
+use futures_util::stream::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::broadcast;
+
+use super::auth::{same_secret, Caller, LoginError, CSRF_HEADER};
+use super::{session_cookie, session_id, Shared, OPENAPI};
+use crate::config::{AlarmKind, Role, Severity};
+use crate::live::DeviceLatest;
+use crate::metrics::PrometheusText;
+use crate::rules::alarm::{AlarmState, Command, CommandError, Operator};
+use crate::rules::engine::{AlarmView, Target};
+use crate::rules::runtime::{now_ms, HandleError};
+use crate::store::history::HistoryPoint;
+
+const INDEX_HTML: &str = include_str!("assets/index.html");
+
+/// Embedded assets: name, content type, bytes.
+const ASSETS: &[(&str, &str, &[u8])] = &[
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("assets/app.js"),
+    ),
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_bytes!("assets/app.css"),
+    ),
+    (
+        "uPlot.iife.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("assets/vendor/uPlot.iife.min.js"),
+    ),
+    (
+        "uPlot.min.css",
+        "text/css; charset=utf-8",
+        include_bytes!("assets/vendor/uPlot.min.css"),
+    ),
+    (
+        "uPlot.LICENSE",
+        "text/plain; charset=utf-8",
+        include_bytes!("assets/vendor/uPlot.LICENSE"),
+    ),
+];
+
+/// Longest comment or shelve reason accepted, in characters.
+const MAX_TEXT: usize = 500;
+
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+pub async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such page or endpoint")
+}
+
+pub async fn index() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        INDEX_HTML,
+    )
+        .into_response()
+}
+
+pub async fn asset(Path(file): Path<String>) -> Response {
+    match ASSETS.iter().find(|(name, _, _)| *name == file) {
+        Some((_, content_type, bytes)) => (
+            [
+                (header::CONTENT_TYPE, *content_type),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            *bytes,
+        )
+            .into_response(),
+        None => error(StatusCode::NOT_FOUND, "no such asset"),
+    }
+}
+
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready when the rules answer and every MQTT connection is up.
+pub async fn readyz(State(state): State<Shared>) -> Response {
+    let mut problems = Vec::new();
+    let rules_answer =
+        tokio::time::timeout(Duration::from_secs(2), state.rules.alarm("\u{0}")).await;
+    if rules_answer.is_err() {
+        problems.push("the rules engine does not answer".to_string());
+    }
+    for m in &state.config.site.mqtt {
+        let metrics = state.metrics.mqtt(&m.name);
+        if !metrics.connected.load(std::sync::atomic::Ordering::Relaxed) {
+            problems.push(format!("MQTT connection `{}` is down", m.name));
+        }
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", problems.join("; ")),
+        )
+            .into_response()
+    }
+}
+
+pub async fn metrics(State(state): State<Shared>) -> Response {
+    let mut text = PrometheusText::new();
+    state.metrics.render(&mut text);
+    let alarms = state.hub.alarms();
+    text.family(
+        "alarms",
+        "gauge",
+        "Alarms that are not normal, by state and severity.",
+    );
+    let mut counts: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for a in &alarms {
+        let state = if a.shelved_until_ms.is_some() {
+            "shelved"
+        } else if a.suppressed_until_ms.is_some() || a.out_of_service {
+            "suppressed"
+        } else {
+            a.state.as_str()
+        };
+        let severity = a.severity.map_or("none", Severity::as_str);
+        *counts.entry((state, severity)).or_default() += 1;
+    }
+    for ((state_name, severity), count) in counts {
+        text.sample(
+            "alarms",
+            &[("state", state_name), ("severity", severity)],
+            count as f64,
+        );
+    }
+    text.single(
+        "web_event_clients",
+        "gauge",
+        "Clients connected to the live event stream.",
+        state.hub.clients() as f64,
+    );
+    text.single(
+        "web_sessions",
+        "gauge",
+        "Logged-in web sessions.",
+        state.auth.session_count() as f64,
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text.finish(),
+    )
+        .into_response()
+}
+
+/// Authentication: a session cookie (with the CSRF token on state-changing requests) or an
+/// API token.
+#[async_trait]
+impl FromRequestParts<Shared> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Response> {
+        if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim);
+            return token
+                .and_then(|t| state.auth.token(t))
+                .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "unknown API token"));
+        }
+        let caller = session_id(&parts.headers)
+            .and_then(|id| state.auth.session(id))
+            .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "log in first"))?;
+        let changes_state = !matches!(parts.method, Method::GET | Method::HEAD);
+        if changes_state {
+            let sent = parts
+                .headers
+                .get(CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let expected = caller.csrf.as_deref().unwrap_or("\u{0}");
+            if !same_secret(sent, expected) {
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "missing or wrong CSRF token (X-CSRF-Token header)",
+                ));
+            }
+        }
+        Ok(caller)
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LoginRequest {
+    name: String,
+    password: String,
+}
+
+pub async fn login(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Json(request): Json<LoginRequest>,
+) -> Response {
+    if request.name.len() > 200 || request.password.len() > 1000 {
+        return error(StatusCode::BAD_REQUEST, "name or password too long");
+    }
+    let checker = Arc::clone(&state);
+    let name = request.name.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        checker.auth.login(peer.ip(), &name, &request.password)
+    })
+    .await;
+    match result {
+        Ok(Ok((session, caller))) => {
+            tracing::info!(user = %caller.name, role = caller.role.as_str(), %peer, "Web login.");
+            let cookie = session_cookie(&session, state.auth.idle().as_secs(), state.tls);
+            let mut response = Json(&caller).into_response();
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().insert(header::SET_COOKIE, value);
+            }
+            response
+        }
+        Ok(Err(LoginError::Refused)) => {
+            tracing::warn!(user = %request.name, %peer, "Web login refused.");
+            error(StatusCode::UNAUTHORIZED, "wrong name or password")
+        }
+        Ok(Err(LoginError::Limited(wait))) => {
+            let mut response = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many failed logins; try again in {} s",
+                    wait.as_secs().max(1)
+                ),
+            );
+            if let Ok(value) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
+        }
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "login check failed"),
+    }
+}
+
+pub async fn logout(State(state): State<Shared>, _caller: Caller, headers: HeaderMap) -> Response {
+    if let Some(id) = session_id(&headers) {
+        state.auth.logout(id);
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Ok(value) = HeaderValue::from_str(&session_cookie("", 0, state.tls)) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+pub async fn session(caller: Caller) -> Json<Caller> {
+    Json(caller)
+}
+
+#[derive(Deserialize, Default)]
+pub struct AlarmFilter {
+    park: Option<String>,
+    enterprise: Option<String>,
+    location: Option<String>,
+    device: Option<String>,
+    kind: Option<AlarmKind>,
+    severity: Option<Severity>,
+    state: Option<AlarmState>,
+}
+
+impl AlarmFilter {
+    fn keeps(&self, a: &AlarmView) -> bool {
+        let same = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        same(&self.park, &a.park)
+            && same(&self.enterprise, &a.enterprise)
+            && same(&self.location, &a.location)
+            && same(&self.device, &a.device)
+            && self.kind.is_none_or(|k| a.kind == Some(k))
+            && self.severity.is_none_or(|s| a.severity == Some(s))
+            && self.state.is_none_or(|s| a.state == s)
+    }
+}
+
+pub async fn alarms(
+    State(state): State<Shared>,
+    _caller: Caller,
+    filter: Result<Query<AlarmFilter>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(filter) = match filter {
+        Ok(filter) => filter,
+        Err(err) => return error(StatusCode::BAD_REQUEST, err.body_text()),
+    };
+    let list: Vec<AlarmView> = state
+        .hub
+        .alarms()
+        .into_iter()
+        .filter(|a| filter.keeps(a))
+        .collect();
+    Json(list).into_response()
+}
+
+/// An operator command, as the API takes it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandRequest {
+    /// `alarm` (default), `device` or `location`.
+    #[serde(default = "default_target")]
+    target: String,
+    id: String,
+    /// acknowledge, shelve, unshelve, reset, suppress, remove_from_service, return_to_service.
+    command: String,
+    /// For shelve and suppress: how long, in minutes.
+    #[serde(default)]
+    minutes: Option<f64>,
+    /// For shelve: why (required).
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+fn default_target() -> String {
+    "alarm".into()
+}
+
+/// The role a command needs.
+pub fn role_for(command: &Command) -> Role {
+    match command {
+        Command::Acknowledge | Command::Shelve { .. } | Command::Unshelve | Command::Reset => {
+            Role::Operator
+        }
+        Command::Suppress { .. } | Command::RemoveFromService | Command::ReturnToService => {
+            Role::Technician
+        }
+    }
+}
+
+fn parse_command(request: &CommandRequest, now: i64) -> Result<(Target, Command), String> {
+    let target = match request.target.as_str() {
+        "alarm" => Target::Alarm(request.id.clone()),
+        "device" => Target::Device(request.id.clone()),
+        "location" => Target::Location(request.id.clone()),
+        other => {
+            return Err(format!(
+                "unknown target `{other}` (alarm, device, location)"
+            ))
+        }
+    };
+    let until = || -> Result<i64, String> {
+        let minutes = request
+            .minutes
+            .filter(|m| m.is_finite() && *m > 0.0)
+            .ok_or("give `minutes`, a duration above 0")?;
+        Ok(now.saturating_add((minutes * 60_000.0) as i64))
+    };
+    let command = match request.command.as_str() {
+        "acknowledge" => Command::Acknowledge,
+        "shelve" => Command::Shelve {
+            until_ms: until()?,
+            reason: request.reason.clone().unwrap_or_default(),
+        },
+        "unshelve" => Command::Unshelve,
+        "reset" => Command::Reset,
+        "suppress" => Command::Suppress { until_ms: until()? },
+        "remove_from_service" => Command::RemoveFromService,
+        "return_to_service" => Command::ReturnToService,
+        other => return Err(format!("unknown command `{other}`")),
+    };
+    Ok((target, command))
+}
+
+pub async fn command(
+    State(state): State<Shared>,
+    caller: Caller,
+    request: Result<Json<CommandRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(request) = match request {
+        Ok(request) => request,
+        Err(err) => return error(StatusCode::BAD_REQUEST, err.body_text()),
+    };
+    let too_long = |t: &Option<String>| t.as_ref().is_some_and(|t| t.chars().count() > MAX_TEXT);
+    if too_long(&request.comment) || too_long(&request.reason) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("comments and reasons are at most {MAX_TEXT} characters"),
+        );
+    }
+    let (target, command) = match parse_command(&request, now_ms()) {
+        Ok(parsed) => parsed,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    if let Err(message) = caller.require(role_for(&command)) {
+        return error(StatusCode::FORBIDDEN, message);
+    }
+    let operator = Operator {
+        name: caller.name.clone(),
+        comment: request.comment.filter(|c| !c.trim().is_empty()),
+    };
+    match state.rules.command(target, command, operator).await {
+        Ok(()) => Json(json!({ "ok": true })).into_response(),
+        Err(HandleError::Refused(CommandError::UnknownAlarm(key))) => {
+            error(StatusCode::NOT_FOUND, format!("no alarm `{key}`"))
+        }
+        Err(HandleError::Refused(refused)) => error(StatusCode::CONFLICT, refused.to_string()),
+        Err(HandleError::Stopped) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the rules engine has stopped",
+        ),
+    }
+}
+
+/// The live stream: `alarm` (a transition and the alarm after it), `device` (a device's
+/// status changed) and `resync` (this client fell behind; re-read the lists).
+pub async fn events(
+    State(state): State<Shared>,
+    _caller: Caller,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let receiver = state.hub.subscribe();
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        let event = match receiver.recv().await {
+            Ok(event) => Event::default().event(event.name).data(&event.data),
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                Event::default().event("resync").data("{}")
+            }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok(event), receiver))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+#[derive(Deserialize)]
+pub struct JournalQuery {
+    search: Option<String>,
+    limit: Option<u32>,
+}
+
+pub async fn journal(
+    State(state): State<Shared>,
+    _caller: Caller,
+    Query(query): Query<JournalQuery>,
+) -> Response {
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let search = query.search.filter(|s| !s.is_empty());
+    let reader = Arc::clone(&state);
+    let result = tokio::task::spawn_blocking(move || {
+        let store = reader.store.lock().unwrap_or_else(|e| e.into_inner());
+        store.journal(search.as_deref(), limit)
+    })
+    .await;
+    match result {
+        Ok(Ok(entries)) => Json(entries).into_response(),
+        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "journal read failed"),
+    }
+}
+
+#[derive(Serialize)]
+struct DeviceView<'a> {
+    id: &'a str,
+    name: Option<&'a str>,
+    park: &'a str,
+    park_name: Option<&'a str>,
+    enterprise: &'a str,
+    enterprise_name: Option<&'a str>,
+    location: &'a str,
+    location_name: Option<&'a str>,
+    kind: &'a str,
+    profile: &'a str,
+    status: super::DeviceStatus,
+    /// Alarms of the device that are not normal.
+    alarms: usize,
+    #[serde(flatten)]
+    latest: DeviceLatest,
+}
+
+/// Every declared device with its place, status and latest values, in park, enterprise,
+/// location and id order.
+pub async fn devices(State(state): State<Shared>, _caller: Caller) -> Response {
+    let site = &state.config.site;
+    let latest = state.latest.all();
+    let alarms = state.hub.alarms();
+    let parks: Vec<(&str, Option<&str>)> = site
+        .parks
+        .iter()
+        .map(|p| (p.id.as_str(), p.name.as_deref()))
+        .collect();
+    let enterprises: Vec<(&str, &str, Option<&str>)> = site
+        .enterprises
+        .iter()
+        .map(|e| (e.id.as_str(), e.park.as_str(), e.name.as_deref()))
+        .collect();
+    let locations: Vec<(&str, &str, Option<&str>)> = site
+        .locations
+        .iter()
+        .map(|l| (l.id.as_str(), l.enterprise.as_str(), l.name.as_deref()))
+        .collect();
+    let mut list: Vec<DeviceView> = site
+        .devices
+        .iter()
+        .map(|d| {
+            let location = locations.iter().find(|l| l.0 == d.location);
+            let enterprise_id = location.map_or("", |l| l.1);
+            let enterprise = enterprises.iter().find(|e| e.0 == enterprise_id);
+            let park_id = enterprise.map_or("", |e| e.1);
+            let kind = d.kind.as_deref().unwrap_or_else(|| {
+                state
+                    .config
+                    .profiles
+                    .get(&d.profile)
+                    .map_or("", |p| p.kind.as_str())
+            });
+            let seen = latest.get(&d.id).cloned().unwrap_or_default();
+            let own: Vec<&AlarmView> = alarms.iter().filter(|a| a.device == d.id).collect();
+            DeviceView {
+                id: &d.id,
+                name: d.name.as_deref(),
+                park: park_id,
+                park_name: parks
+                    .iter()
+                    .find(|(i, _)| *i == park_id)
+                    .and_then(|(_, n)| *n),
+                enterprise: enterprise_id,
+                enterprise_name: enterprise.and_then(|e| e.2),
+                location: &d.location,
+                location_name: location.and_then(|l| l.2),
+                kind,
+                profile: &d.profile,
+                status: super::hub::device_status(own.iter().copied(), seen.last_seen_ms.is_some()),
+                alarms: own.len(),
+                latest: seen,
+            }
+        })
+        .collect();
+    list.sort_by(|a, b| {
+        (a.park, a.enterprise, a.location, a.id).cmp(&(b.park, b.enterprise, b.location, b.id))
+    });
+    Json(list).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    device: String,
+    quantity: String,
+    /// How far back, in hours (default 1).
+    hours: Option<f64>,
+}
+
+pub async fn history(
+    State(state): State<Shared>,
+    _caller: Caller,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(err) => return error(StatusCode::BAD_REQUEST, err.body_text()),
+    };
+    let hours = query.hours.unwrap_or(1.0);
+    if !(hours.is_finite() && hours > 0.0 && hours <= 24.0 * 366.0) {
+        return error(StatusCode::BAD_REQUEST, "hours must be above 0");
+    }
+    let since = now_ms() - (hours * 3_600_000.0) as i64;
+    let reader = Arc::clone(&state);
+    let result = tokio::task::spawn_blocking(move || {
+        let store = reader.store.lock().unwrap_or_else(|e| e.into_inner());
+        store.history(&query.device, &query.quantity, since)
+    })
+    .await;
+    match result {
+        Ok(Ok(points)) => Json::<Vec<HistoryPoint>>(points).into_response(),
+        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "history read failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(command: &str, minutes: Option<f64>) -> CommandRequest {
+        CommandRequest {
+            target: "alarm".into(),
+            id: "R1/d".into(),
+            command: command.into(),
+            minutes,
+            reason: Some("r".into()),
+            comment: None,
+        }
+    }
+
+    #[test]
+    fn shelving_needs_a_positive_duration() {
+        assert!(parse_command(&request("shelve", None), 0).is_err());
+        assert!(parse_command(&request("shelve", Some(f64::NAN)), 0).is_err());
+        let (_, command) = parse_command(&request("shelve", Some(30.0)), 1000).expect("parsed");
+        assert_eq!(
+            command,
+            Command::Shelve {
+                until_ms: 1000 + 30 * 60_000,
+                reason: "r".into()
+            }
+        );
+    }
+
+    #[test]
+    fn operators_acknowledge_but_only_technicians_suppress() {
+        assert_eq!(role_for(&Command::Acknowledge), Role::Operator);
+        assert_eq!(
+            role_for(&Command::Suppress { until_ms: 0 }),
+            Role::Technician
+        );
+    }
+}

@@ -1,0 +1,450 @@
+// parkguard operator UI. Plain script, no build step. Every text that comes from devices or
+// configuration reaches the page through text nodes (el/textContent), never as HTML.
+"use strict";
+
+const I18N = {
+  zh: {
+    tab_board: "报警", tab_devices: "设备", tab_journal: "日志", sound: "声音", logout: "退出",
+    login_title: "登录 parkguard", user: "用户名", password: "密码", login: "登录",
+    login_failed: "用户名或密码错误", live_title: "实时连接",
+    col_severity: "级别", col_state: "状态", col_time: "时间", col_place: "位置", col_device: "设备",
+    col_rule: "规则", col_value: "数值", col_actions: "操作", col_action: "动作", col_operator: "操作员",
+    col_comment: "备注", col_message: "信息",
+    no_alarms: "当前没有报警", quantity: "测量量", range: "时间范围", search: "搜索",
+    search_placeholder: "报警、设备、规则或信息", duration: "时长", reason: "原因", comment: "备注",
+    cancel: "取消", confirm: "确定",
+    ack: "确认", shelve: "搁置", unshelve: "取消搁置", reset: "复位",
+    ack_title: "确认报警", shelve_title: "搁置报警", reset_title: "复位报警", unshelve_title: "取消搁置",
+    sev_critical: "紧急", sev_high: "高", sev_medium: "中", sev_low: "低",
+    st_unacknowledged: "未确认", st_acknowledged: "已确认", st_returned_unacknowledged: "已恢复未确认", st_normal: "正常",
+    shelved: "已搁置", suppressed: "已屏蔽", out_of_service: "停用", latched: "锁存",
+    status_ok: "正常", status_alarm: "报警", status_fault: "故障", status_offline: "离线",
+    status_suppressed: "屏蔽", status_unknown: "无数据",
+    summary_unack: "未确认", summary_active: "活动", summary_total: "全部",
+    never: "从未", threshold: "阈值",
+    act_raised: "报警", act_escalated: "升级", act_de_escalated: "降级", act_condition_cleared: "条件消失",
+    act_cleared: "恢复", act_acknowledged: "确认", act_shelved: "搁置", act_unshelved: "取消搁置",
+    act_suppressed: "屏蔽", act_unsuppressed: "取消屏蔽", act_removed_from_service: "停用",
+    act_returned_to_service: "恢复使用", act_reset: "复位", act_chatter_flagged: "频繁报警", act_retired: "规则移除",
+  },
+  en: {
+    tab_board: "Alarms", tab_devices: "Devices", tab_journal: "Journal", sound: "Sound", logout: "Log out",
+    login_title: "Log in to parkguard", user: "User", password: "Password", login: "Log in",
+    login_failed: "Wrong name or password", live_title: "Live connection",
+    col_severity: "Severity", col_state: "State", col_time: "Time", col_place: "Place", col_device: "Device",
+    col_rule: "Rule", col_value: "Value", col_actions: "Actions", col_action: "Action", col_operator: "Operator",
+    col_comment: "Comment", col_message: "Message",
+    no_alarms: "No alarms", quantity: "Quantity", range: "Range", search: "Search",
+    search_placeholder: "alarm, device, rule or message", duration: "Duration", reason: "Reason", comment: "Comment",
+    cancel: "Cancel", confirm: "Confirm",
+    ack: "Acknowledge", shelve: "Shelve", unshelve: "Unshelve", reset: "Reset",
+    ack_title: "Acknowledge alarm", shelve_title: "Shelve alarm", reset_title: "Reset alarm", unshelve_title: "Unshelve alarm",
+    sev_critical: "Critical", sev_high: "High", sev_medium: "Medium", sev_low: "Low",
+    st_unacknowledged: "Unacknowledged", st_acknowledged: "Acknowledged", st_returned_unacknowledged: "Returned, unacknowledged", st_normal: "Normal",
+    shelved: "shelved", suppressed: "suppressed", out_of_service: "out of service", latched: "latched",
+    status_ok: "OK", status_alarm: "Alarm", status_fault: "Fault", status_offline: "Offline",
+    status_suppressed: "Suppressed", status_unknown: "No data",
+    summary_unack: "Unacknowledged", summary_active: "Active", summary_total: "All",
+    never: "never", threshold: "threshold",
+    act_raised: "raised", act_escalated: "escalated", act_de_escalated: "de-escalated", act_condition_cleared: "condition cleared",
+    act_cleared: "cleared", act_acknowledged: "acknowledged", act_shelved: "shelved", act_unshelved: "unshelved",
+    act_suppressed: "suppressed", act_unsuppressed: "unsuppressed", act_removed_from_service: "removed from service",
+    act_returned_to_service: "returned to service", act_reset: "reset", act_chatter_flagged: "chattering", act_retired: "rule removed",
+  },
+};
+
+const ROLE_RANK = { viewer: 0, operator: 1, technician: 2, admin: 3 };
+const SEVERITY_RANK = { critical: 3, high: 2, medium: 1, low: 0 };
+
+const app = {
+  lang: localStorage.getItem("parkguard.lang") || "zh",
+  me: null,
+  alarms: new Map(),
+  devices: [],
+  tab: "board",
+  events: null,
+  chart: null,
+  detailDevice: null,
+  dialogAction: null,
+};
+
+function t(key) {
+  return (I18N[app.lang] && I18N[app.lang][key]) || I18N.en[key] || key;
+}
+
+// Builds an element; string and number children become text nodes.
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === "class") node.className = value;
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else if (name === "dataset") Object.assign(node.dataset, value);
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+const $ = (id) => document.getElementById(id);
+
+function fmtTime(ms) {
+  if (!ms) return "";
+  return new Date(ms).toLocaleString(app.lang === "zh" ? "zh-CN" : "en-GB", { hour12: false });
+}
+
+function fmtValue(v) {
+  if (v === null || v === undefined) return "";
+  if (typeof v === "number") return String(Math.round(v * 1000) / 1000);
+  return String(v);
+}
+
+async function api(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (method !== "GET" && app.me && app.me.csrf) headers["X-CSRF-Token"] = app.me.csrf;
+  const response = await fetch(path, {
+    method, headers, credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  let data = null;
+  const text = await response.text();
+  if (text) { try { data = JSON.parse(text); } catch (_) { data = { error: text }; } }
+  if (response.status === 401 && path !== "/api/login") { showLogin(); }
+  if (!response.ok) throw new Error((data && data.error) || response.statusText);
+  return data;
+}
+
+function applyLanguage() {
+  document.documentElement.lang = app.lang === "zh" ? "zh-CN" : "en";
+  for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+  for (const node of document.querySelectorAll("[data-i18n-placeholder]")) node.placeholder = t(node.dataset.i18nPlaceholder);
+  for (const node of document.querySelectorAll("[data-i18n-title]")) node.title = t(node.dataset.i18nTitle);
+  $("lang").textContent = app.lang === "zh" ? "English" : "中文";
+  renderBoard();
+  if (app.tab === "devices") renderDevices();
+}
+
+function showLogin() {
+  app.me = null;
+  if (app.events) { app.events.close(); app.events = null; }
+  for (const view of document.querySelectorAll(".view")) view.hidden = true;
+  $("tabs").hidden = true;
+  $("logout").hidden = true;
+  $("who").textContent = "";
+  $("login-view").hidden = false;
+  $("login-name").focus();
+}
+
+async function loggedIn(me) {
+  app.me = me;
+  $("login-view").hidden = true;
+  $("tabs").hidden = false;
+  $("logout").hidden = false;
+  $("who").textContent = `${me.name} (${me.role})`;
+  document.body.dataset.role = me.role;
+  showTab(app.tab);
+  connectEvents();
+  await loadAlarms();
+}
+
+function can(role) {
+  return app.me && ROLE_RANK[app.me.role] >= ROLE_RANK[role];
+}
+
+function showTab(tab) {
+  app.tab = tab;
+  for (const button of document.querySelectorAll(".tab")) button.classList.toggle("active", button.dataset.tab === tab);
+  for (const view of document.querySelectorAll(".view")) view.hidden = view.id !== `${tab}-view`;
+  if (tab === "devices") loadDevices();
+  if (tab === "journal") loadJournal();
+}
+
+// ---- live alarms -------------------------------------------------------------------------
+
+function connectEvents() {
+  if (app.events) app.events.close();
+  const source = new EventSource("/api/events");
+  app.events = source;
+  source.addEventListener("open", () => { $("live").classList.remove("off"); loadAlarms(); });
+  source.addEventListener("error", () => { $("live").classList.add("off"); });
+  source.addEventListener("alarm", (e) => {
+    const transition = JSON.parse(e.data);
+    const before = app.alarms.get(transition.alarm.key);
+    applyAlarm(transition.alarm);
+    if (transition.action === "raised" && transition.alarm.severity === "critical" && transition.annunciated && !before) beep();
+    renderBoard();
+  });
+  source.addEventListener("device", (e) => {
+    const change = JSON.parse(e.data);
+    const device = app.devices.find((d) => d.id === change.device);
+    if (device) { device.status = change.status; if (app.tab === "devices") renderDevices(); }
+  });
+  source.addEventListener("resync", () => loadAlarms());
+}
+
+function isNormal(a) {
+  return a.state === "normal" && !a.shelved_until_ms && !a.suppressed_until_ms && !a.out_of_service;
+}
+
+function applyAlarm(alarm) {
+  if (isNormal(alarm)) app.alarms.delete(alarm.key);
+  else app.alarms.set(alarm.key, alarm);
+}
+
+async function loadAlarms() {
+  try {
+    const list = await api("GET", "/api/alarms");
+    app.alarms = new Map(list.map((a) => [a.key, a]));
+    renderBoard();
+  } catch (_) { /* shown by the live indicator or the login form */ }
+}
+
+function sortedAlarms() {
+  const unackFirst = (a) => (a.state === "unacknowledged" ? 2 : a.state === "returned_unacknowledged" ? 1 : 0);
+  return [...app.alarms.values()]
+    .filter((a) => !a.shelved_until_ms && !a.suppressed_until_ms && !a.out_of_service)
+    .sort((a, b) =>
+      (SEVERITY_RANK[b.severity] ?? -1) - (SEVERITY_RANK[a.severity] ?? -1) ||
+      unackFirst(b) - unackFirst(a) ||
+      b.changed_at_ms - a.changed_at_ms);
+}
+
+function renderBoard() {
+  const body = $("board").tBodies[0];
+  if (!body) return;
+  const visible = sortedAlarms();
+  const hidden = app.alarms.size - visible.length;
+  body.replaceChildren(...visible.map(alarmRow));
+  $("board-empty").hidden = visible.length > 0;
+  const unack = visible.filter((a) => a.state !== "acknowledged").length;
+  const parts = [
+    el("span", {}, `${t("summary_unack")}: `, el("b", { id: "count-unack" }, unack)),
+    el("span", {}, `${t("summary_active")}: `, el("b", {}, visible.length)),
+  ];
+  if (hidden > 0) parts.push(el("span", {}, `${t("shelved")}/${t("suppressed")}: `, el("b", {}, hidden)));
+  $("summary").replaceChildren(...parts);
+}
+
+function alarmRow(a) {
+  const severity = a.severity || "low";
+  const flags = [];
+  if (a.latched) flags.push(t("latched"));
+  const value = a.value === null || a.value === undefined ? "" : fmtValue(a.value);
+  const threshold = a.threshold === null || a.threshold === undefined ? "" : ` (${t("threshold")} ${fmtValue(a.threshold)})`;
+  const actions = el("td", { class: "actions" });
+  if (can("operator")) {
+    if (a.state === "unacknowledged" || a.state === "returned_unacknowledged") {
+      actions.append(el("button", { type: "button", class: "ack", onclick: () => openDialog("acknowledge", a) }, t("ack")));
+    }
+    actions.append(el("button", { type: "button", class: "shelve", onclick: () => openDialog("shelve", a) }, t("shelve")));
+    if (a.latched) {
+      actions.append(el("button", { type: "button", class: "reset", onclick: () => openDialog("reset", a) }, t("reset")));
+    }
+  }
+  return el("tr", { class: `${a.state} sev-${severity}`, dataset: { key: a.key } },
+    el("td", {}, el("span", { class: `badge sev sev-${severity}` }, t(`sev_${severity}`))),
+    el("td", { class: "state" }, t(`st_${a.state}`), flags.length ? el("div", { class: "flags" }, flags.join(", ")) : null),
+    el("td", {}, fmtTime(a.raised_at_ms || a.changed_at_ms)),
+    el("td", {}, [a.park, a.enterprise, a.location].filter(Boolean).join(" / ")),
+    el("td", { class: "device-name" }, a.device, a.source ? el("div", { class: "flags" }, a.source) : null),
+    el("td", {}, a.rule_name || a.rule),
+    el("td", {}, value + threshold),
+    actions,
+  );
+}
+
+let audio = null;
+function beep() {
+  if (!$("sound").checked) return;
+  try {
+    audio = audio || new AudioContext();
+    const osc = audio.createOscillator();
+    const gain = audio.createGain();
+    osc.frequency.value = 880;
+    gain.gain.value = 0.2;
+    osc.connect(gain).connect(audio.destination);
+    osc.start();
+    osc.stop(audio.currentTime + 0.6);
+  } catch (_) { /* no audio device */ }
+}
+
+// ---- commands ----------------------------------------------------------------------------
+
+function openDialog(command, alarm) {
+  app.dialogAction = { command, alarm };
+  const titles = { acknowledge: "ack_title", shelve: "shelve_title", reset: "reset_title", unshelve: "unshelve_title" };
+  $("dialog-title").textContent = t(titles[command]);
+  $("dialog-alarm").textContent = `${alarm.device} · ${alarm.rule_name || alarm.rule} · ${fmtValue(alarm.value)}`;
+  $("dialog-minutes-row").hidden = command !== "shelve";
+  $("dialog-reason-row").hidden = command !== "shelve";
+  $("dialog-comment").value = "";
+  $("dialog-reason").value = "";
+  $("dialog-error").textContent = "";
+  $("dialog").showModal();
+  $("dialog-comment").focus();
+}
+
+async function confirmDialog() {
+  const { command, alarm } = app.dialogAction || {};
+  if (!command) return;
+  const body = { target: "alarm", id: alarm.key, command, comment: $("dialog-comment").value };
+  if (command === "shelve") {
+    body.minutes = Number($("dialog-minutes").value);
+    body.reason = $("dialog-reason").value;
+  }
+  try {
+    await api("POST", "/api/commands", body);
+    $("dialog").close();
+  } catch (err) {
+    $("dialog-error").textContent = err.message;
+  }
+}
+
+// ---- devices -----------------------------------------------------------------------------
+
+async function loadDevices() {
+  try {
+    app.devices = await api("GET", "/api/devices");
+    renderDevices();
+  } catch (_) { /* login form shown on 401 */ }
+}
+
+function renderDevices() {
+  const tree = $("device-tree");
+  const groups = new Map();
+  for (const d of app.devices) {
+    const park = d.park_name || d.park || "-";
+    const enterprise = d.enterprise_name || d.enterprise || "-";
+    const location = d.location_name || d.location || "-";
+    if (!groups.has(park)) groups.set(park, new Map());
+    const enterprises = groups.get(park);
+    if (!enterprises.has(enterprise)) enterprises.set(enterprise, new Map());
+    const locations = enterprises.get(enterprise);
+    if (!locations.has(location)) locations.set(location, []);
+    locations.get(location).push(d);
+  }
+  const nodes = [];
+  for (const [park, enterprises] of groups) {
+    const parkNode = el("div", { class: "group" }, el("h3", {}, park));
+    for (const [enterprise, locations] of enterprises) {
+      parkNode.append(el("h4", {}, enterprise));
+      for (const [location, devices] of locations) {
+        parkNode.append(el("div", { class: "location" }, el("h4", {}, `· ${location}`),
+          devices.map(deviceRow)));
+      }
+    }
+    nodes.push(parkNode);
+  }
+  tree.replaceChildren(...nodes);
+}
+
+function deviceRow(d) {
+  const values = Object.entries(d.values || {})
+    .slice(0, 6)
+    .map(([q, v]) => `${q}=${fmtValue(v.value)}${v.unit ? " " + v.unit : ""}`)
+    .join("  ");
+  return el("div", { class: "device", dataset: { device: d.id }, onclick: () => openDevice(d.id) },
+    el("span", { class: `badge status-${d.status}` }, t(`status_${d.status}`)),
+    el("span", { class: "device-name" }, d.name || d.id),
+    el("span", { class: "values" }, values || t("never")),
+  );
+}
+
+function openDevice(id) {
+  const d = app.devices.find((x) => x.id === id);
+  if (!d) return;
+  app.detailDevice = d;
+  $("device-detail").hidden = false;
+  $("detail-title").textContent = `${d.name || d.id} (${d.kind}, ${d.profile})`;
+  const numeric = Object.entries(d.values || {}).filter(([, v]) => typeof v.value === "number").map(([q]) => q);
+  const select = $("detail-quantity");
+  select.replaceChildren(...numeric.map((q) => el("option", { value: q }, q)));
+  $("detail-values").tBodies[0].replaceChildren(...Object.entries(d.values || {}).map(([q, v]) =>
+    el("tr", {}, el("td", {}, q), el("td", {}, fmtValue(v.value)), el("td", {}, v.unit || ""),
+      el("td", {}, v.quality), el("td", {}, fmtTime(v.at_ms)))));
+  drawChart();
+}
+
+async function drawChart() {
+  const d = app.detailDevice;
+  const quantity = $("detail-quantity").value;
+  const container = $("chart");
+  if (app.chart) { app.chart.destroy(); app.chart = null; }
+  container.replaceChildren();
+  if (!d || !quantity) return;
+  const hours = $("detail-hours").value;
+  const params = new URLSearchParams({ device: d.id, quantity, hours });
+  let points = [];
+  try { points = await api("GET", `/api/history?${params}`); } catch (_) { return; }
+  const data = [
+    points.map((p) => (p.at_ms + p.span_ms / 2) / 1000),
+    points.map((p) => p.min), points.map((p) => p.mean), points.map((p) => p.max),
+  ];
+  const unit = (d.values[quantity] && d.values[quantity].unit) || "";
+  const options = {
+    width: Math.max(360, container.clientWidth || 480), height: 260,
+    series: [{}, { label: "min", stroke: "#93c5fd" }, { label: `${quantity} ${unit}`, stroke: "#2563eb", width: 2 }, { label: "max", stroke: "#f87171" }],
+    axes: [{}, { label: unit }],
+  };
+  app.chart = new uPlot(options, data, container);
+}
+
+// ---- journal -----------------------------------------------------------------------------
+
+async function loadJournal() {
+  const params = new URLSearchParams({ limit: "200" });
+  const search = $("journal-search").value.trim();
+  if (search) params.set("search", search);
+  let entries = [];
+  try { entries = await api("GET", `/api/journal?${params}`); } catch (_) { return; }
+  $("journal").tBodies[0].replaceChildren(...entries.map((e) =>
+    el("tr", { dataset: { seq: e.seq } },
+      el("td", {}, fmtTime(e.at_ms)), el("td", { class: "action" }, t(`act_${e.action}`)), el("td", {}, t(`st_${e.state}`)),
+      el("td", {}, e.device), el("td", {}, e.rule), el("td", {}, e.value || ""),
+      el("td", { class: "operator" }, e.operator || ""), el("td", {}, e.comment || ""), el("td", {}, e.message))));
+}
+
+// ---- start -------------------------------------------------------------------------------
+
+function start() {
+  $("lang").addEventListener("click", () => {
+    app.lang = app.lang === "zh" ? "en" : "zh";
+    localStorage.setItem("parkguard.lang", app.lang);
+    applyLanguage();
+  });
+  $("sound").checked = localStorage.getItem("parkguard.sound") === "1";
+  $("sound").addEventListener("change", () => localStorage.setItem("parkguard.sound", $("sound").checked ? "1" : "0"));
+  for (const button of document.querySelectorAll(".tab")) button.addEventListener("click", () => showTab(button.dataset.tab));
+  $("login-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    $("login-error").textContent = "";
+    try {
+      const me = await api("POST", "/api/login", { name: $("login-name").value, password: $("login-password").value });
+      $("login-password").value = "";
+      await loggedIn(me);
+    } catch (err) {
+      $("login-error").textContent = err.message === "wrong name or password" ? t("login_failed") : err.message;
+    }
+  });
+  $("logout").addEventListener("click", async () => {
+    try { await api("POST", "/api/logout"); } catch (_) { /* logged out either way */ }
+    showLogin();
+  });
+  $("dialog-ok").addEventListener("click", confirmDialog);
+  $("dialog-cancel").addEventListener("click", () => $("dialog").close());
+  $("journal-form").addEventListener("submit", (e) => { e.preventDefault(); loadJournal(); });
+  $("detail-quantity").addEventListener("change", drawChart);
+  $("detail-hours").addEventListener("change", drawChart);
+  setInterval(() => { if (app.me && app.tab === "devices") loadDevices(); }, 5000);
+  applyLanguage();
+  fetch("/api/session", { credentials: "same-origin" })
+    .then((r) => (r.ok ? r.json() : null))
+    .then((me) => (me ? loggedIn(me) : showLogin()))
+    .catch(showLogin);
+}
+
+start();

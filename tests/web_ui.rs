@@ -1,0 +1,296 @@
+//! The operators' board in real headless Chromium (Debian's chromium and chromium-driver,
+//! driven over WebDriver): log in; a reading over a threshold published to mosquitto appears on
+//! the open board within a second without a reload; acknowledge it with a comment and see the
+//! state change and the journal name the operator; a viewer gets no acknowledge button and is
+//! refused by the API; a device named like an HTML tag renders as text. A screenshot of the
+//! board is saved as a test artefact (`target/tmp/web-board.png`).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use parkguard::config::Config;
+use parkguard::pipeline::Gateway;
+use serde_json::json;
+use support::*;
+
+/// Device id (and so topic level and board text) that would run script if it were HTML.
+const HOSTILE: &str = "<img src=x onerror=alert(1)>";
+
+fn site_text(mqtt_port: u16) -> String {
+    format!(
+        r#"{header}[[devices]]
+id = "{HOSTILE}"
+location = "l"
+profile = "adw300_json"
+
+[[rule_overrides]]
+rule = "R1"
+on_delay_s = 0
+
+[[mqtt]]
+name = "park"
+host = "127.0.0.1"
+port = {mqtt_port}
+client_id = "pg-web-ui-{mqtt_port}"
+[[mqtt.subscriptions]]
+topic = "park/{{park}}/meter/{{device}}/up"
+profile = "adw300_json"
+
+{web}"#,
+        header = site_header("l", ""),
+        web = web_section(&[
+            ("olga", "operator", "operator-pass"),
+            ("victor", "viewer", "viewer-pass"),
+        ]),
+    )
+}
+
+fn meter(leakage: f64) -> String {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    format!(
+        r#"{{"ts":{now_ms},"ua":230.1,"ub":229.8,"uc":231.0,"ia":12.5,"ib":11.0,"ic":13.25,"p_total":8350,"leakage":{leakage},"t":[35.5,36.0,34.25,41.0]}}"#
+    )
+}
+
+async fn browser(driver: &Server) -> Client {
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=1400,900",
+            ]
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&driver.url())
+        .await
+        .expect("start a Chromium session")
+}
+
+async fn log_in(client: &Client, url: &str, name: &str, password: &str) {
+    client.goto(url).await.expect("open the page");
+    let field = client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#login-name"))
+        .await
+        .expect("login form");
+    field.send_keys(name).await.expect("type name");
+    client
+        .find(Locator::Css("#login-password"))
+        .await
+        .expect("password field")
+        .send_keys(password)
+        .await
+        .expect("type password");
+    client
+        .find(Locator::Css("#login-submit"))
+        .await
+        .expect("submit")
+        .click()
+        .await
+        .expect("click log in");
+    wait_script(client, "the board after login", "return !document.getElementById('tabs').hidden && document.getElementById('live').className.indexOf('off') < 0").await;
+}
+
+/// Polls a script returning a boolean until it is true (10 s at most).
+async fn wait_script(client: &Client, what: &str, script: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let value = client.execute(script, vec![]).await.expect("run script");
+        if value.as_bool() == Some(true) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_sees_an_alarm_live_acknowledges_it_and_a_viewer_cannot() {
+    let mosquitto = mosquitto();
+    let (_dir, path) = site(&site_text(mosquitto.port));
+    let config = Config::load(&path).expect("valid site");
+    let gateway = Gateway::start(config).await.expect("start");
+    wait_subscribed(&gateway, "park", 1).await;
+    let url = web_url(&gateway);
+    let driver = chromedriver();
+    let client = browser(&driver).await;
+
+    log_in(&client, &url, "olga", "operator-pass").await;
+    // Chinese by default.
+    let tab = client
+        .find(Locator::Css("[data-tab=board]"))
+        .await
+        .expect("board tab");
+    assert_eq!(tab.text().await.expect("tab text"), "报警");
+
+    let topic = format!("park/p/meter/{HOSTILE}/up");
+    mosquitto_pub(mosquitto.port, &topic, &[meter(20.0).as_bytes()]);
+    mosquitto_pub(mosquitto.port, &topic, &[meter(650.0).as_bytes()]);
+    let published = Instant::now();
+    wait_script(
+        &client,
+        "the leakage alarm on the board",
+        "return document.querySelectorAll('#board tbody tr[data-key^=\"R1/\"]').length === 1",
+    )
+    .await;
+    let shown_after = published.elapsed();
+    assert!(
+        shown_after < Duration::from_secs(1),
+        "the alarm took {shown_after:?} to appear on the open board"
+    );
+
+    // The hostile device id is text, not markup: no image element, and the cell reads as typed.
+    let images = client
+        .execute(
+            "return document.querySelectorAll('#board img').length",
+            vec![],
+        )
+        .await
+        .expect("count images");
+    assert_eq!(images, json!(0));
+    let row = client
+        .find(Locator::Css("#board tbody tr[data-key^=\"R1/\"]"))
+        .await
+        .expect("alarm row");
+    let device_cell = row
+        .find(Locator::Css(".device-name"))
+        .await
+        .expect("device cell");
+    assert!(device_cell
+        .text()
+        .await
+        .expect("device text")
+        .starts_with(HOSTILE));
+    let state = row.find(Locator::Css(".state")).await.expect("state cell");
+    assert_eq!(state.text().await.expect("state"), "未确认");
+
+    let screenshots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let png = client.screenshot().await.expect("screenshot");
+    std::fs::write(screenshots.join("web-board.png"), png).expect("save screenshot");
+
+    // Acknowledge with a comment.
+    row.find(Locator::Css("button.ack"))
+        .await
+        .expect("acknowledge button")
+        .click()
+        .await
+        .expect("click acknowledge");
+    client
+        .wait()
+        .at_most(Duration::from_secs(5))
+        .for_element(Locator::Css("#dialog[open] #dialog-comment"))
+        .await
+        .expect("dialog")
+        .send_keys("电工已到现场")
+        .await
+        .expect("type comment");
+    client
+        .find(Locator::Css("#dialog-ok"))
+        .await
+        .expect("confirm")
+        .click()
+        .await
+        .expect("click confirm");
+    wait_script(
+        &client,
+        "the alarm shown acknowledged",
+        "const r = document.querySelector('#board tbody tr[data-key^=\"R1/\"]'); \
+         return !!r && r.querySelector('.state').textContent === '已确认' && !r.querySelector('button.ack')",
+    )
+    .await;
+
+    // The journal names the operator and carries the comment.
+    client
+        .find(Locator::Css("[data-tab=journal]"))
+        .await
+        .expect("journal tab")
+        .click()
+        .await
+        .expect("open journal");
+    wait_script(
+        &client,
+        "the acknowledgement in the journal",
+        "return [...document.querySelectorAll('#journal tbody tr')].some(r => \
+           r.querySelector('.operator').textContent === 'olga' && r.textContent.includes('电工已到现场'))",
+    )
+    .await;
+    let png = client.screenshot().await.expect("screenshot");
+    std::fs::write(screenshots.join("web-journal.png"), png).expect("save screenshot");
+
+    // English on request.
+    client
+        .find(Locator::Css("#lang"))
+        .await
+        .expect("language button")
+        .click()
+        .await
+        .expect("switch language");
+    assert_eq!(
+        client
+            .find(Locator::Css("[data-tab=board]"))
+            .await
+            .expect("board tab")
+            .text()
+            .await
+            .expect("text"),
+        "Alarms"
+    );
+
+    // A viewer sees the alarm but has no buttons, and the API refuses its acknowledgement.
+    client
+        .find(Locator::Css("#logout"))
+        .await
+        .expect("logout")
+        .click()
+        .await
+        .expect("log out");
+    client
+        .wait()
+        .at_most(Duration::from_secs(5))
+        .for_element(Locator::Css("#login-view:not([hidden])"))
+        .await
+        .expect("login form again");
+    log_in(&client, &url, "victor", "viewer-pass").await;
+    wait_script(
+        &client,
+        "the alarm on the viewer's board",
+        "return document.querySelectorAll('#board tbody tr[data-key^=\"R1/\"]').length === 1",
+    )
+    .await;
+    let buttons = client
+        .execute(
+            "return document.querySelectorAll('#board button').length",
+            vec![],
+        )
+        .await
+        .expect("count buttons");
+    assert_eq!(buttons, json!(0));
+    let status = client
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; \
+             const key = document.querySelector('#board tbody tr').dataset.key; \
+             fetch('/api/session').then(r => r.json()).then(me => fetch('/api/commands', { \
+               method: 'POST', headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': me.csrf }, \
+               body: JSON.stringify({ id: key, command: 'acknowledge' }) })) \
+             .then(r => done(r.status))",
+            vec![],
+        )
+        .await
+        .expect("viewer's acknowledge");
+    assert_eq!(status, json!(403));
+
+    client.close().await.expect("close the browser");
+    gateway.shutdown().await;
+}
