@@ -3,7 +3,7 @@
 //! the open board within a second without a reload; acknowledge it with a comment and see the
 //! state change and the journal name the operator; a viewer gets no acknowledge button and is
 //! refused by the API; a device named like an HTML tag renders as text. A screenshot of the
-//! board is saved as a test artefact (`target/tmp/web-board.png`).
+//! board, the journal and the device list are saved as test artefacts (`target/tmp/web-*.png`).
 
 mod support;
 
@@ -101,6 +101,18 @@ async fn log_in(client: &Client, url: &str, name: &str, password: &str) {
         .await
         .expect("click log in");
     wait_script(client, "the board after login", "return !document.getElementById('tabs').hidden && document.getElementById('live').className.indexOf('off') < 0").await;
+}
+
+async fn click(client: &Client, css: &str) {
+    client
+        .wait()
+        .at_most(Duration::from_secs(5))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
 }
 
 /// Polls a script returning a boolean until it is true (10 s at most).
@@ -211,6 +223,35 @@ async fn operator_sees_an_alarm_live_acknowledges_it_and_a_viewer_cannot() {
     )
     .await;
 
+    // Shelve it: it leaves the board, stays visible on request, and comes back unshelved.
+    click(&client, "#board tbody tr[data-key^=\"R1/\"] button.shelve").await;
+    client
+        .wait()
+        .at_most(Duration::from_secs(5))
+        .for_element(Locator::Css("#dialog[open] #dialog-reason"))
+        .await
+        .expect("shelve dialog")
+        .send_keys("传感器检修")
+        .await
+        .expect("type reason");
+    click(&client, "#dialog-ok").await;
+    wait_script(
+        &client,
+        "the shelved alarm off the board",
+        "return document.querySelectorAll('#board tbody tr').length === 0",
+    )
+    .await;
+    click(&client, "#show-hidden").await;
+    click(&client, "#board tbody tr.hidden-alarm button.unshelve").await;
+    click(&client, "#dialog[open] #dialog-ok").await;
+    click(&client, "#show-hidden").await;
+    wait_script(
+        &client,
+        "the unshelved alarm back on the board",
+        "return document.querySelectorAll('#board tbody tr[data-key^=\"R1/\"]:not(.hidden-alarm)').length === 1",
+    )
+    .await;
+
     // The journal names the operator and carries the comment.
     client
         .find(Locator::Css("[data-tab=journal]"))
@@ -228,6 +269,40 @@ async fn operator_sees_an_alarm_live_acknowledges_it_and_a_viewer_cannot() {
     .await;
     let png = client.screenshot().await.expect("screenshot");
     std::fs::write(screenshots.join("web-journal.png"), png).expect("save screenshot");
+
+    // Devices: grouped by place, with status, last values and a chart of recent history.
+    client
+        .find(Locator::Css("[data-tab=devices]"))
+        .await
+        .expect("devices tab")
+        .click()
+        .await
+        .expect("open devices");
+    wait_script(
+        &client,
+        "the device in alarm with its last values",
+        "const d = document.querySelector('#device-tree .device'); \
+         return !!d && d.querySelector('.badge').textContent === '报警' \
+           && d.querySelector('.values').textContent.includes('leakage=650') \
+           && document.querySelectorAll('#device-tree img').length === 0",
+    )
+    .await;
+    client
+        .find(Locator::Css("#device-tree .device"))
+        .await
+        .expect("device row")
+        .click()
+        .await
+        .expect("open device");
+    wait_script(
+        &client,
+        "the history chart",
+        "return !!document.querySelector('#chart .uplot canvas') \
+           && document.getElementById('detail-quantity').value !== ''",
+    )
+    .await;
+    let png = client.screenshot().await.expect("screenshot");
+    std::fs::write(screenshots.join("web-devices.png"), png).expect("save screenshot");
 
     // English on request.
     client

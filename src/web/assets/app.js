@@ -21,7 +21,8 @@ const I18N = {
     status_ok: "正常", status_alarm: "报警", status_fault: "故障", status_offline: "离线",
     status_suppressed: "屏蔽", status_unknown: "无数据",
     summary_unack: "未确认", summary_active: "活动", summary_total: "全部",
-    never: "从未", threshold: "阈值",
+    never: "从未", threshold: "阈值", show_hidden: "显示搁置/屏蔽", return_to_service: "恢复使用",
+    until: "至",
     act_raised: "报警", act_escalated: "升级", act_de_escalated: "降级", act_condition_cleared: "条件消失",
     act_cleared: "恢复", act_acknowledged: "确认", act_shelved: "搁置", act_unshelved: "取消搁置",
     act_suppressed: "屏蔽", act_unsuppressed: "取消屏蔽", act_removed_from_service: "停用",
@@ -45,7 +46,8 @@ const I18N = {
     status_ok: "OK", status_alarm: "Alarm", status_fault: "Fault", status_offline: "Offline",
     status_suppressed: "Suppressed", status_unknown: "No data",
     summary_unack: "Unacknowledged", summary_active: "Active", summary_total: "All",
-    never: "never", threshold: "threshold",
+    never: "never", threshold: "threshold", show_hidden: "Show shelved/suppressed", return_to_service: "Return to service",
+    until: "until",
     act_raised: "raised", act_escalated: "escalated", act_de_escalated: "de-escalated", act_condition_cleared: "condition cleared",
     act_cleared: "cleared", act_acknowledged: "acknowledged", act_shelved: "shelved", act_unshelved: "unshelved",
     act_suppressed: "suppressed", act_unsuppressed: "unsuppressed", act_removed_from_service: "removed from service",
@@ -203,10 +205,15 @@ async function loadAlarms() {
   } catch (_) { /* shown by the live indicator or the login form */ }
 }
 
+function isHidden(a) {
+  return !!(a.shelved_until_ms || a.suppressed_until_ms || a.out_of_service);
+}
+
 function sortedAlarms() {
   const unackFirst = (a) => (a.state === "unacknowledged" ? 2 : a.state === "returned_unacknowledged" ? 1 : 0);
+  const showHidden = $("show-hidden").checked;
   return [...app.alarms.values()]
-    .filter((a) => !a.shelved_until_ms && !a.suppressed_until_ms && !a.out_of_service)
+    .filter((a) => showHidden || !isHidden(a))
     .sort((a, b) =>
       (SEVERITY_RANK[b.severity] ?? -1) - (SEVERITY_RANK[a.severity] ?? -1) ||
       unackFirst(b) - unackFirst(a) ||
@@ -217,10 +224,10 @@ function renderBoard() {
   const body = $("board").tBodies[0];
   if (!body) return;
   const visible = sortedAlarms();
-  const hidden = app.alarms.size - visible.length;
+  const hidden = [...app.alarms.values()].filter(isHidden).length;
   body.replaceChildren(...visible.map(alarmRow));
   $("board-empty").hidden = visible.length > 0;
-  const unack = visible.filter((a) => a.state !== "acknowledged").length;
+  const unack = visible.filter((a) => !isHidden(a) && a.state !== "acknowledged").length;
   const parts = [
     el("span", {}, `${t("summary_unack")}: `, el("b", { id: "count-unack" }, unack)),
     el("span", {}, `${t("summary_active")}: `, el("b", {}, visible.length)),
@@ -233,6 +240,9 @@ function alarmRow(a) {
   const severity = a.severity || "low";
   const flags = [];
   if (a.latched) flags.push(t("latched"));
+  if (a.shelved_until_ms) flags.push(`${t("shelved")} ${t("until")} ${fmtTime(a.shelved_until_ms)}${a.shelve_reason ? " · " + a.shelve_reason : ""}`);
+  if (a.suppressed_until_ms) flags.push(`${t("suppressed")} ${t("until")} ${fmtTime(a.suppressed_until_ms)}`);
+  if (a.out_of_service) flags.push(t("out_of_service"));
   const value = a.value === null || a.value === undefined ? "" : fmtValue(a.value);
   const threshold = a.threshold === null || a.threshold === undefined ? "" : ` (${t("threshold")} ${fmtValue(a.threshold)})`;
   const actions = el("td", { class: "actions" });
@@ -240,12 +250,19 @@ function alarmRow(a) {
     if (a.state === "unacknowledged" || a.state === "returned_unacknowledged") {
       actions.append(el("button", { type: "button", class: "ack", onclick: () => openDialog("acknowledge", a) }, t("ack")));
     }
-    actions.append(el("button", { type: "button", class: "shelve", onclick: () => openDialog("shelve", a) }, t("shelve")));
+    if (a.shelved_until_ms) {
+      actions.append(el("button", { type: "button", class: "unshelve", onclick: () => openDialog("unshelve", a) }, t("unshelve")));
+    } else {
+      actions.append(el("button", { type: "button", class: "shelve", onclick: () => openDialog("shelve", a) }, t("shelve")));
+    }
     if (a.latched) {
       actions.append(el("button", { type: "button", class: "reset", onclick: () => openDialog("reset", a) }, t("reset")));
     }
   }
-  return el("tr", { class: `${a.state} sev-${severity}`, dataset: { key: a.key } },
+  if (can("technician") && (a.suppressed_until_ms || a.out_of_service)) {
+    actions.append(el("button", { type: "button", class: "return", onclick: () => openDialog("return_to_service", a) }, t("return_to_service")));
+  }
+  return el("tr", { class: `${a.state} sev-${severity}${isHidden(a) ? " hidden-alarm" : ""}`, dataset: { key: a.key } },
     el("td", {}, el("span", { class: `badge sev sev-${severity}` }, t(`sev_${severity}`))),
     el("td", { class: "state" }, t(`st_${a.state}`), flags.length ? el("div", { class: "flags" }, flags.join(", ")) : null),
     el("td", {}, fmtTime(a.raised_at_ms || a.changed_at_ms)),
@@ -276,7 +293,7 @@ function beep() {
 
 function openDialog(command, alarm) {
   app.dialogAction = { command, alarm };
-  const titles = { acknowledge: "ack_title", shelve: "shelve_title", reset: "reset_title", unshelve: "unshelve_title" };
+  const titles = { acknowledge: "ack_title", shelve: "shelve_title", reset: "reset_title", unshelve: "unshelve_title", return_to_service: "return_to_service" };
   $("dialog-title").textContent = t(titles[command]);
   $("dialog-alarm").textContent = `${alarm.device} · ${alarm.rule_name || alarm.rule} · ${fmtValue(alarm.value)}`;
   $("dialog-minutes-row").hidden = command !== "shelve";
@@ -363,6 +380,9 @@ function openDevice(id) {
   const numeric = Object.entries(d.values || {}).filter(([, v]) => typeof v.value === "number").map(([q]) => q);
   const select = $("detail-quantity");
   select.replaceChildren(...numeric.map((q) => el("option", { value: q }, q)));
+  // Open on the quantity an alarm of the device is about, if any.
+  const alarmed = [...app.alarms.values()].find((a) => a.device === d.id && numeric.includes(a.source));
+  if (alarmed) select.value = alarmed.source;
   $("detail-values").tBodies[0].replaceChildren(...Object.entries(d.values || {}).map(([q, v]) =>
     el("tr", {}, el("td", {}, q), el("td", {}, fmtValue(v.value)), el("td", {}, v.unit || ""),
       el("td", {}, v.quality), el("td", {}, fmtTime(v.at_ms)))));
@@ -385,8 +405,11 @@ async function drawChart() {
     points.map((p) => p.min), points.map((p) => p.mean), points.map((p) => p.max),
   ];
   const unit = (d.values[quantity] && d.values[quantity].unit) || "";
+  const to = Date.now() / 1000;
+  const from = to - Number(hours) * 3600;
   const options = {
     width: Math.max(360, container.clientWidth || 480), height: 260,
+    scales: { x: { time: true, range: () => [from, to] } },
     series: [{}, { label: "min", stroke: "#93c5fd" }, { label: `${quantity} ${unit}`, stroke: "#2563eb", width: 2 }, { label: "max", stroke: "#f87171" }],
     axes: [{}, { label: unit }],
   };
@@ -436,6 +459,7 @@ function start() {
   });
   $("dialog-ok").addEventListener("click", confirmDialog);
   $("dialog-cancel").addEventListener("click", () => $("dialog").close());
+  $("show-hidden").addEventListener("change", renderBoard);
   $("journal-form").addEventListener("submit", (e) => { e.preventDefault(); loadJournal(); });
   $("detail-quantity").addEventListener("change", drawChart);
   $("detail-hours").addEventListener("change", drawChart);

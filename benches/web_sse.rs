@@ -1,0 +1,323 @@
+//! The live board under load (issue 7): 100 server-sent-event clients connected to the release
+//! daemon while 5,000 readings per second flow in through a real mosquitto; 400 alarm
+//! transitions (200 devices raised, then cleared) must reach every client. Reports the
+//! publish-to-client latency (p50, p99, max) and the daemon's resident memory.
+//! Runs with `cargo bench --bench web_sse` (needs Debian's mosquitto); a no-op under
+//! `cargo test`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+
+const CLIENTS: usize = 100;
+const READINGS_PER_S: u64 = 5_000;
+/// Readings in one meter message (the adw300_json profile).
+const READINGS_PER_MESSAGE: u64 = 12;
+const LOAD_DEVICES: usize = 200;
+const ALARM_DEVICES: usize = 200;
+/// Time between two alarm transitions.
+const ALARM_SPACING: Duration = Duration::from_millis(50);
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(run());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} did not open");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn meter(leakage: f64) -> Vec<u8> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    format!(
+        r#"{{"ts":{now_ms},"ua":230.1,"ub":229.8,"uc":231.0,"ia":12.5,"ib":11.0,"ic":13.25,"p_total":8350,"leakage":{leakage},"t":[35.5,36.0,34.25,41.0]}}"#
+    )
+    .into_bytes()
+}
+
+fn site(dir: &Path, mqtt_port: u16, web_port: u16, token_hash: &str) -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config");
+    let mut text = format!(
+        "[gateway]\nprofiles_dir = \"{}\"\nrule_files = [\"{}\"]\nstore = \"{}\"\n\
+         [[parks]]\nid = \"p\"\n[[enterprises]]\nid = \"e\"\npark = \"p\"\n\
+         [[locations]]\nid = \"l\"\nenterprise = \"e\"\n",
+        root.join("profiles").display(),
+        root.join("rules/default.toml").display(),
+        dir.join("store.db").display(),
+    );
+    for d in 0..LOAD_DEVICES {
+        text.push_str(&format!(
+            "[[devices]]\nid = \"meter-{d:03}\"\nlocation = \"l\"\nprofile = \"adw300_json\"\n"
+        ));
+    }
+    for d in 0..ALARM_DEVICES {
+        text.push_str(&format!(
+            "[[devices]]\nid = \"alarm-{d:03}\"\nlocation = \"l\"\nprofile = \"adw300_json\"\n"
+        ));
+    }
+    text.push_str(&format!(
+        "[[rule_overrides]]\nrule = \"R1\"\non_delay_s = 0\noff_delay_s = 0\n\
+         [[mqtt]]\nname = \"park\"\nhost = \"127.0.0.1\"\nport = {mqtt_port}\n\
+         [[mqtt.subscriptions]]\ntopic = \"park/{{park}}/meter/{{device}}/up\"\nprofile = \"adw300_json\"\n\
+         [web]\nlisten = \"127.0.0.1:{web_port}\"\n\
+         [[web.tokens]]\nname = \"bench\"\nrole = \"viewer\"\ntoken_sha256 = \"{token_hash}\"\n"
+    ));
+    let path = dir.join("site.toml");
+    std::fs::write(&path, text).expect("site");
+    path
+}
+
+fn resident_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Receipt times of transitions, per client: (device, raised?) -> when.
+type Receipts = Arc<Mutex<Vec<HashMap<(String, bool), Instant>>>>;
+
+async fn run() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let mqtt_port = free_port();
+    let web_port = free_port();
+    std::fs::write(
+        dir.path().join("mosquitto.conf"),
+        format!(
+            "listener {mqtt_port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"
+        ),
+    )
+    .expect("mosquitto conf");
+    let mosquitto = Killed(
+        Command::new("/usr/sbin/mosquitto")
+            .arg("-c")
+            .arg(dir.path().join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (apt-get install mosquitto)"),
+    );
+    wait_port(mqtt_port);
+    let token = parkguard::web::random_token();
+    let path = site(
+        dir.path(),
+        mqtt_port,
+        web_port,
+        &parkguard::web::token_sha256_hex(&token),
+    );
+    let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log");
+    let daemon = Killed(
+        Command::new(env!("CARGO_BIN_EXE_parkguard"))
+            .args(["run", "-c"])
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("daemon"),
+    );
+    let pid = daemon.0.id();
+    wait_port(web_port);
+    let base = format!("http://127.0.0.1:{web_port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map(|r| !r.status().is_success())
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "daemon not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let idle_kib = resident_kib(pid);
+
+    // 100 clients on the event stream.
+    let receipts: Receipts = Arc::new(Mutex::new(vec![HashMap::new(); CLIENTS]));
+    for client in 0..CLIENTS {
+        let response = http
+            .get(format!("{base}/api/events"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("event stream");
+        assert!(response.status().is_success());
+        let receipts = Arc::clone(&receipts);
+        tokio::spawn(async move {
+            let mut response = response;
+            let mut buffer = String::new();
+            while let Ok(Some(chunk)) = response.chunk().await {
+                let now = Instant::now();
+                buffer.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buffer.find("\n\n") {
+                    let event: String = buffer.drain(..end + 2).collect();
+                    if !event.starts_with("event: alarm") {
+                        continue;
+                    }
+                    let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                        continue;
+                    };
+                    let Ok(value) = serde_json::from_str::<serde_json::Value>(data) else {
+                        continue;
+                    };
+                    let device = value["alarm"]["device"].as_str().unwrap_or("").to_string();
+                    let raised = value["action"] == "raised";
+                    let mut all = receipts.lock().expect("receipts");
+                    all[client].entry((device, raised)).or_insert(now);
+                }
+            }
+        });
+    }
+    let clients_metric = format!("parkguard_web_event_clients {CLIENTS}");
+    loop {
+        let text = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        if text.contains(&clients_metric) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Background load: 5,000 readings per second.
+    let mut options = MqttOptions::new("bench-load", "127.0.0.1", mqtt_port);
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    let (load, mut load_loop) = AsyncClient::new(options, 10_000);
+    tokio::spawn(async move { while load_loop.poll().await.is_ok() {} });
+    let stop_load = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping = Arc::clone(&stop_load);
+    let load_task = tokio::spawn(async move {
+        let messages_per_s = READINGS_PER_S / READINGS_PER_MESSAGE;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let mut sent = 0u64;
+        let started = Instant::now();
+        while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            tick.tick().await;
+            let due = (started.elapsed().as_secs_f64() * messages_per_s as f64) as u64;
+            while sent < due {
+                let device = sent as usize % LOAD_DEVICES;
+                let topic = format!("park/p/meter/meter-{device:03}/up");
+                let _ = load
+                    .publish(topic, QoS::AtMostOnce, false, meter(20.0))
+                    .await;
+                sent += 1;
+            }
+        }
+        (sent, started.elapsed())
+    });
+
+    // Alarms: raise each alarm device, then clear it, one transition every 50 ms.
+    let mut options = MqttOptions::new("bench-alarms", "127.0.0.1", mqtt_port);
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    let (alarms, mut alarm_loop) = AsyncClient::new(options, 1000);
+    tokio::spawn(async move { while alarm_loop.poll().await.is_ok() {} });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut published: HashMap<(String, bool), Instant> = HashMap::new();
+    let mut peak_kib = 0;
+    for raised in [true, false] {
+        for d in 0..ALARM_DEVICES {
+            let device = format!("alarm-{d:03}");
+            let leakage = if raised { 650.0 } else { 10.0 };
+            published.insert((device.clone(), raised), Instant::now());
+            alarms
+                .publish(
+                    format!("park/p/meter/{device}/up"),
+                    QoS::AtLeastOnce,
+                    false,
+                    meter(leakage),
+                )
+                .await
+                .expect("publish alarm");
+            tokio::time::sleep(ALARM_SPACING).await;
+            peak_kib = peak_kib.max(resident_kib(pid));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop_load.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (load_sent, load_for) = load_task.await.expect("load");
+    peak_kib = peak_kib.max(resident_kib(pid));
+
+    let all = receipts.lock().expect("receipts").clone();
+    let mut latencies = Vec::new();
+    let mut missing = 0;
+    for client in &all {
+        for (key, sent_at) in &published {
+            match client.get(key) {
+                Some(at) => latencies.push(at.saturating_duration_since(*sent_at)),
+                None => missing += 1,
+            }
+        }
+    }
+    latencies.sort();
+    let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    println!(
+        "web_sse: {CLIENTS} SSE clients, {} transitions each ({} expected in all, {missing} missing)",
+        published.len(),
+        published.len() * CLIENTS
+    );
+    println!(
+        "web_sse: load {:.0} readings/s for {:.1} s through mosquitto",
+        (load_sent * READINGS_PER_MESSAGE) as f64 / load_for.as_secs_f64(),
+        load_for.as_secs_f64()
+    );
+    if !latencies.is_empty() {
+        println!(
+            "web_sse: publish-to-client latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            pick(0.5).as_secs_f64() * 1e3,
+            pick(0.99).as_secs_f64() * 1e3,
+            latencies[latencies.len() - 1].as_secs_f64() * 1e3
+        );
+    }
+    println!(
+        "web_sse: daemon resident memory {:.1} MiB idle, {:.1} MiB peak under load",
+        idle_kib as f64 / 1024.0,
+        peak_kib as f64 / 1024.0
+    );
+    assert_eq!(missing, 0, "every client must receive every transition");
+    drop(daemon);
+    drop(mosquitto);
+}
