@@ -29,6 +29,39 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// One command, no external services: the embedded MQTT broker, a simulated park (about
+    /// 20 enterprises with meters, electrical-fire detectors, gas and smoke detectors), the
+    /// daemon with the default rules and the web UI. Prints the URL and a login; alarms occur
+    /// within the first minute. Ctrl-C stops it.
+    Demo {
+        /// Folder for the demo's site file, profiles and store (created; reused next time, so
+        /// alarms survive a restart like in a real site).
+        #[arg(long, default_value = "parkguard-demo")]
+        dir: PathBuf,
+        /// Where the web UI listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Where the embedded MQTT broker listens (the simulated sensors publish to it; so can you).
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        mqtt_listen: String,
+        /// Number of simulated enterprises.
+        #[arg(long, default_value_t = 20)]
+        enterprises: usize,
+        /// Password of the logins `operator`, `viewer` and `admin` (random when not given).
+        #[arg(long, env = "PARKGUARD_DEMO_PASSWORD")]
+        password: Option<String>,
+        /// Also write to this InfluxDB (e.g. http://127.0.0.1:8086): give --influx-db for
+        /// InfluxDB 1.x, or --influx-bucket and --influx-org with the token in
+        /// PARKGUARD_INFLUX_TOKEN for 2.x.
+        #[arg(long)]
+        influx_url: Option<String>,
+        #[arg(long, requires = "influx_url", conflicts_with = "influx_bucket")]
+        influx_db: Option<String>,
+        #[arg(long, requires_all = ["influx_url", "influx_org"])]
+        influx_bucket: Option<String>,
+        #[arg(long, requires = "influx_bucket")]
+        influx_org: Option<String>,
+    },
     /// Run the daemon.
     Run {
         /// Site configuration file.
@@ -147,6 +180,46 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { file, plan } => check(&file, plan),
         Command::Run { config } => run(&config),
+        Command::Demo {
+            dir,
+            listen,
+            mqtt_listen,
+            enterprises,
+            password,
+            influx_url,
+            influx_db,
+            influx_bucket,
+            influx_org,
+        } => {
+            let influx = match (influx_url, influx_db, influx_bucket, influx_org) {
+                (None, ..) => None,
+                (Some(url), Some(db), _, _) => Some(format!(
+                    "[[influx]]\nname = \"influx\"\nurl = {}\napi = \"v1\"\ndatabase = {}\n",
+                    toml_string(&url),
+                    toml_string(&db)
+                )),
+                (Some(url), None, Some(bucket), Some(org)) => Some(format!(
+                    "[[influx]]\nname = \"influx\"\nurl = {}\napi = \"v2\"\nbucket = {}\norg = {}\n\
+                     token = {{ env = \"PARKGUARD_INFLUX_TOKEN\" }}\n",
+                    toml_string(&url),
+                    toml_string(&bucket),
+                    toml_string(&org)
+                )),
+                (Some(_), None, _, _) => {
+                    eprintln!("--influx-url needs --influx-db (1.x) or --influx-bucket and --influx-org (2.x)");
+                    return ExitCode::from(EXIT_INVALID_CONFIG);
+                }
+            };
+            demo(parkguard::sim::park::DemoOptions {
+                dir,
+                enterprises: enterprises.clamp(1, 200),
+                web_listen: listen,
+                mqtt_listen,
+                modbus_port: 0,
+                password: password.unwrap_or_else(parkguard::sim::park::demo_password),
+                influx,
+            })
+        }
         Command::Journal { command } => journal(command),
         Command::Outbox { command } => outbox(command),
         Command::User {
@@ -439,6 +512,92 @@ fn run(file: &std::path::Path) -> ExitCode {
         // What the sinks could not take within the grace period stays in the outbox (the drain
         // tasks have logged it) and is sent at the next start.
         gateway.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn demo(mut options: parkguard::sim::park::DemoOptions) -> ExitCode {
+    use parkguard::sim::park;
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        // The detectors' Modbus server first, on a free port, so the poller finds it.
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(listener) => listener,
+            Err(err) => {
+                eprintln!("cannot open the simulated detectors' port: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        options.modbus_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let bus = park::modbus_bus(options.enterprises);
+        let modbus = tokio::spawn(bus.clone().serve_tcp(listener));
+        let path = match park::write_site(&options) {
+            Ok(path) => path,
+            Err(err) => {
+                eprintln!(
+                    "cannot write the demo site into {}: {err}",
+                    options.dir.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        };
+        let config = match load(&path) {
+            Ok(config) => config,
+            Err(code) => return code,
+        };
+        let gateway = match Gateway::start(config).await {
+            Ok(gateway) => gateway,
+            Err(err) => {
+                tracing::error!(error = %format!("{err:#}"), "Startup failed.");
+                return ExitCode::FAILURE;
+            }
+        };
+        let url = gateway
+            .web
+            .as_ref()
+            .map(|web| format!("http://{}/", web.address))
+            .unwrap_or_default();
+        let (mqtt_host, mqtt_port) = match options.mqtt_listen.rsplit_once(':') {
+            Some((host, port)) => (host.to_string(), port.parse().unwrap_or(1883)),
+            None => ("127.0.0.1".to_string(), 1883),
+        };
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let devices = {
+            let cancel = cancel.clone();
+            let enterprises = options.enterprises;
+            tokio::spawn(async move {
+                park::run(enterprises, mqtt_host, mqtt_port, &bus, cancel).await;
+            })
+        };
+        println!();
+        println!(
+            "parkguard demo is running: {} simulated enterprises.",
+            options.enterprises
+        );
+        println!("  Web UI:  {url}");
+        println!(
+            "  Login:   operator / {}   (also viewer, admin with the same password)",
+            options.password
+        );
+        println!(
+            "  MQTT:    {} (embedded broker; the simulated sensors publish here)",
+            options.mqtt_listen
+        );
+        println!("  Files:   {}", options.dir.display());
+        println!("Alarms begin within a minute. Press Ctrl-C to stop.");
+        println!();
+        wait_for_signal().await;
+        tracing::info!("Shutting down.");
+        cancel.cancel();
+        let _ = devices.await;
+        gateway.shutdown().await;
+        modbus.abort();
         ExitCode::SUCCESS
     })
 }

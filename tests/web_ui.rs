@@ -9,10 +9,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Locator;
 use parkguard::config::Config;
 use parkguard::pipeline::Gateway;
 use serde_json::json;
+use support::browser::{browser, click, log_in, wait_script};
 use support::*;
 
 /// Device id (and so topic level and board text) that would run script if it were HTML.
@@ -55,77 +56,6 @@ fn meter(leakage: f64) -> String {
     format!(
         r#"{{"ts":{now_ms},"ua":230.1,"ub":229.8,"uc":231.0,"ia":12.5,"ib":11.0,"ic":13.25,"p_total":8350,"leakage":{leakage},"t":[35.5,36.0,34.25,41.0]}}"#
     )
-}
-
-async fn browser(driver: &Server) -> Client {
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1400,900",
-            ]
-        }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(capabilities)
-        .connect(&driver.url())
-        .await
-        .expect("start a Chromium session")
-}
-
-async fn log_in(client: &Client, url: &str, name: &str, password: &str) {
-    client.goto(url).await.expect("open the page");
-    let field = client
-        .wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css("#login-name"))
-        .await
-        .expect("login form");
-    field.send_keys(name).await.expect("type name");
-    client
-        .find(Locator::Css("#login-password"))
-        .await
-        .expect("password field")
-        .send_keys(password)
-        .await
-        .expect("type password");
-    client
-        .find(Locator::Css("#login-submit"))
-        .await
-        .expect("submit")
-        .click()
-        .await
-        .expect("click log in");
-    wait_script(client, "the board after login", "return !document.getElementById('tabs').hidden && document.getElementById('live').className.indexOf('off') < 0").await;
-}
-
-async fn click(client: &Client, css: &str) {
-    client
-        .wait()
-        .at_most(Duration::from_secs(5))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("click {css}: {e}"));
-}
-
-/// Polls a script returning a boolean until it is true (10 s at most).
-async fn wait_script(client: &Client, what: &str, script: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let value = client.execute(script, vec![]).await.expect("run script");
-        if value.as_bool() == Some(true) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within 10 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

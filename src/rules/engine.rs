@@ -95,6 +95,8 @@ pub struct AlarmView {
     pub key: String,
     pub rule: String,
     pub rule_name: String,
+    /// The rule's Chinese name, when the rule set gives one.
+    pub rule_name_zh: Option<String>,
     pub park: String,
     pub enterprise: String,
     pub location: String,
@@ -158,6 +160,7 @@ impl CompiledLevel {
 struct CompiledRule {
     id: Arc<str>,
     name: Arc<str>,
+    name_zh: Option<Arc<str>>,
     levels: Vec<CompiledLevel>,
     clear_states: Vec<String>,
     flood_suppressible: bool,
@@ -1058,6 +1061,7 @@ impl RuleEngine {
             key: inst.key.to_string(),
             rule: rule.id.to_string(),
             rule_name: rule.name.to_string(),
+            rule_name_zh: rule.name_zh.as_deref().map(str::to_string),
             park: tags.park.clone(),
             enterprise: tags.enterprise.clone(),
             location: tags.location.clone(),
@@ -1129,6 +1133,7 @@ fn compile(rule: &RuleConfig) -> CompiledRule {
     CompiledRule {
         id: Arc::from(rule.id.as_str()),
         name: Arc::from(rule.name.as_str()),
+        name_zh: rule.name_zh.as_deref().map(Arc::from),
         levels: rule
             .levels
             .iter()

@@ -248,6 +248,7 @@ mod tests {
             key: "R1/d".into(),
             rule: "R1".into(),
             rule_name: "r".into(),
+            rule_name_zh: None,
             park: "p".into(),
             enterprise: "e".into(),
             location: "l".into(),

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod browser;
 pub mod proxy;
 pub mod publisher;
 

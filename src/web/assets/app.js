@@ -151,6 +151,8 @@ async function loggedIn(me) {
   showTab(app.tab);
   connectEvents();
   await loadAlarms();
+  // Names of places for the board.
+  if (app.tab !== "devices") loadDevices();
 }
 
 function can(role) {
@@ -236,6 +238,17 @@ function renderBoard() {
   $("summary").replaceChildren(...parts);
 }
 
+function ruleName(a) {
+  return (app.lang === "zh" && a.rule_name_zh) || a.rule_name || a.rule;
+}
+
+// "enterprise name / location name" from the device list, when it is loaded.
+function placeOf(deviceId) {
+  const d = app.devices.find((x) => x.id === deviceId);
+  if (!d) return "";
+  return [d.enterprise_name || d.enterprise, d.location_name || d.location].filter(Boolean).join(" / ");
+}
+
 function alarmRow(a) {
   const severity = a.severity || "low";
   const flags = [];
@@ -244,7 +257,10 @@ function alarmRow(a) {
   if (a.suppressed_until_ms) flags.push(`${t("suppressed")} ${t("until")} ${fmtTime(a.suppressed_until_ms)}`);
   if (a.out_of_service) flags.push(t("out_of_service"));
   const value = a.value === null || a.value === undefined ? "" : fmtValue(a.value);
-  const threshold = a.threshold === null || a.threshold === undefined ? "" : ` (${t("threshold")} ${fmtValue(a.threshold)})`;
+  // Flags and states have no meaningful threshold to show.
+  const threshold = typeof a.value !== "number" || a.threshold === null || a.threshold === undefined
+    ? "" : ` (${t("threshold")} ${fmtValue(a.threshold)})`;
+  const place = placeOf(a.device) || [a.park, a.enterprise, a.location].filter(Boolean).join(" / ");
   const actions = el("td", { class: "actions" });
   if (can("operator")) {
     if (a.state === "unacknowledged" || a.state === "returned_unacknowledged") {
@@ -266,9 +282,9 @@ function alarmRow(a) {
     el("td", {}, el("span", { class: `badge sev sev-${severity}` }, t(`sev_${severity}`))),
     el("td", { class: "state" }, t(`st_${a.state}`), flags.length ? el("div", { class: "flags" }, flags.join(", ")) : null),
     el("td", {}, fmtTime(a.raised_at_ms || a.changed_at_ms)),
-    el("td", {}, [a.park, a.enterprise, a.location].filter(Boolean).join(" / ")),
+    el("td", {}, place),
     el("td", { class: "device-name" }, a.device, a.source ? el("div", { class: "flags" }, a.source) : null),
-    el("td", {}, a.rule_name || a.rule),
+    el("td", {}, ruleName(a)),
     el("td", {}, value + threshold),
     actions,
   );
@@ -295,7 +311,7 @@ function openDialog(command, alarm) {
   app.dialogAction = { command, alarm };
   const titles = { acknowledge: "ack_title", shelve: "shelve_title", reset: "reset_title", unshelve: "unshelve_title", return_to_service: "return_to_service" };
   $("dialog-title").textContent = t(titles[command]);
-  $("dialog-alarm").textContent = `${alarm.device} · ${alarm.rule_name || alarm.rule} · ${fmtValue(alarm.value)}`;
+  $("dialog-alarm").textContent = `${alarm.device} · ${ruleName(alarm)} · ${fmtValue(alarm.value)}`;
   $("dialog-minutes-row").hidden = command !== "shelve";
   $("dialog-reason-row").hidden = command !== "shelve";
   $("dialog-comment").value = "";
@@ -326,7 +342,8 @@ async function confirmDialog() {
 async function loadDevices() {
   try {
     app.devices = await api("GET", "/api/devices");
-    renderDevices();
+    if (app.tab === "devices") renderDevices();
+    else renderBoard();
   } catch (_) { /* login form shown on 401 */ }
 }
 

@@ -1,0 +1,123 @@
+//! `parkguard demo`, the README's first command, as a user runs it: the binary started with no
+//! external services; it prints the URL and a login; in real headless Chromium the board shows
+//! active alarms within 60 seconds (the smoke alarm, the residual-current ramp, the gas leak);
+//! SIGINT stops it cleanly with exit code 0.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::browser::{browser, log_in, wait_script_for};
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_shows_alarms_in_the_browser_within_a_minute_and_stops_on_sigint() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let web_port = free_port();
+    let mqtt_port = free_port();
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_parkguard"))
+        .args(["demo", "--dir"])
+        .arg(dir.path().join("demo"))
+        .args(["--listen", &format!("127.0.0.1:{web_port}")])
+        .args(["--mqtt-listen", &format!("127.0.0.1:{mqtt_port}")])
+        .env("RUST_LOG", "info,rumqttd=off")
+        .env_remove("PARKGUARD_DEMO_PASSWORD")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the demo");
+    let started = Instant::now();
+    // Drain the log as it comes, so that a full pipe never stalls the demo.
+    let stderr = demo.stderr.take().expect("stderr");
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        use std::io::Read;
+        let _ = BufReader::new(stderr).read_to_string(&mut text);
+        text
+    });
+
+    // The printed banner: URL and a login with a random password.
+    let stdout = demo.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut url = None;
+    let mut password = None;
+    while url.is_none() || password.is_none() {
+        let line = lines
+            .next()
+            .expect("the demo printed its banner")
+            .expect("read stdout");
+        if let Some(rest) = line.trim().strip_prefix("Web UI:") {
+            url = Some(rest.trim().to_string());
+        }
+        if let Some(rest) = line.trim().strip_prefix("Login:") {
+            let login = rest.trim();
+            assert!(login.starts_with("operator / "), "{login}");
+            password = login
+                .trim_start_matches("operator / ")
+                .split_whitespace()
+                .next()
+                .map(str::to_string);
+        }
+    }
+    let url = url.expect("url");
+    assert_eq!(url, format!("http://127.0.0.1:{web_port}/"));
+    let password = password.expect("password");
+
+    let driver = chromedriver();
+    let client = browser(&driver).await;
+    log_in(&client, &url, "operator", &password).await;
+    // Alarms within the first minute of the demo: the scripted smoke alarm, residual current
+    // and gas leak (among others).
+    let left = Duration::from_secs(60).saturating_sub(started.elapsed());
+    wait_script_for(
+        &client,
+        "smoke, residual-current and gas alarms on the board",
+        "const keys = [...document.querySelectorAll('#board tbody tr')].map(r => r.dataset.key); \
+         return keys.some(k => k.startsWith('R13/')) && keys.some(k => k.startsWith('R1/meter-03')) \
+           && keys.some(k => k.startsWith('R11/gas-04'))",
+        left,
+    )
+    .await;
+    let critical = client
+        .execute(
+            "return document.querySelectorAll('#board tbody tr.unacknowledged.sev-critical').length",
+            vec![],
+        )
+        .await
+        .expect("count");
+    assert!(
+        critical.as_u64().unwrap_or(0) >= 1,
+        "a critical alarm is shown"
+    );
+    let png = client.screenshot().await.expect("screenshot");
+    std::fs::write(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("demo-board.png"),
+        png,
+    )
+    .expect("save screenshot");
+    client.close().await.expect("close the browser");
+
+    // SIGINT: a clean stop.
+    let status = Command::new("kill")
+        .args(["-INT", &demo.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = demo.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo did not stop within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = log.join().expect("log reader");
+    assert!(exit.success(), "exit {exit:?}\n{stderr}");
+    assert!(stderr.contains("parkguard stopped."), "{stderr}");
+    assert!(!stderr.contains(" ERROR "), "{stderr}");
+}
