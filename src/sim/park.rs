@@ -350,6 +350,11 @@ pub fn modbus_bus(enterprises: usize) -> SimulatedBus {
     bus
 }
 
+struct EnterpriseUnits {
+    detector: Option<Arc<SimulatedUnit>>,
+    gas: Option<Arc<SimulatedUnit>>,
+}
+
 /// Runs the park until `cancel`: MQTT publishers (meters every 5 s, smoke heartbeats every
 /// 30 s, smoke alarms every 5 s while present) and the detectors' registers every second.
 pub async fn run(
@@ -363,12 +368,12 @@ pub async fn run(
         started: Instant::now(),
         enterprises: enterprises.max(1),
     });
-    let units: Vec<(
-        usize,
-        Option<Arc<SimulatedUnit>>,
-        Option<Arc<SimulatedUnit>>,
-    )> = (0..enterprises)
-        .map(|e| (e, bus.unit(detector_unit(e)), bus.unit(gas_unit(e))))
+    // Per enterprise: its detector's and its gas detector's Modbus unit.
+    let units: Vec<EnterpriseUnits> = (0..enterprises)
+        .map(|e| EnterpriseUnits {
+            detector: bus.unit(detector_unit(e)),
+            gas: bus.unit(gas_unit(e)),
+        })
         .collect();
 
     let mut options = MqttOptions::new("parkguard-demo-devices", mqtt_host, mqtt_port);
@@ -396,17 +401,20 @@ pub async fn run(
             _ = tick.tick() => {}
             _ = cancel.cancelled() => break,
         }
-        for (e, detector, gas) in &units {
-            if let Some(unit) = detector {
-                unit.set_words(Area::Holding, 0, &script.detector_words(*e));
+        for (e, units) in units.iter().enumerate() {
+            if let Some(unit) = &units.detector {
+                unit.set_words(Area::Holding, 0, &script.detector_words(e));
             }
-            if let Some(unit) = gas {
-                unit.set_words(Area::Holding, 0, &gas_words(script.lel(*e)));
+            if let Some(unit) = &units.gas {
+                unit.set_words(Area::Holding, 0, &gas_words(script.lel(e)));
             }
         }
         // Enterprise 19's detector stops answering at 30 s (its RS-485 wire is cut).
         if !silent_set && script.t() >= 30.0 {
-            if let Some((_, Some(unit), _)) = units.get(18 % units.len().max(1)) {
+            if let Some(unit) = units
+                .get(18 % units.len().max(1))
+                .and_then(|u| u.detector.as_ref())
+            {
                 unit.set_behaviour(Behaviour::Silent);
             }
             silent_set = true;
