@@ -86,6 +86,11 @@ enum Command {
         #[command(subcommand)]
         command: OutboxCommand,
     },
+    /// Commissioning tools for Modbus devices.
+    Modbus {
+        #[command(subcommand)]
+        command: ModbusCommand,
+    },
     /// Web UI users.
     User {
         #[command(subcommand)]
@@ -96,6 +101,87 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum ModbusCommand {
+    /// Reads any area, address and count from one unit and prints the raw words (decimal, hex,
+    /// bits, ASCII) and every 32- and 64-bit type in all four word orders side by side.
+    Read {
+        #[command(flatten)]
+        link: LinkArgs,
+        /// Unit id (slave address), 1-247; 255 or 1 for most Modbus TCP devices.
+        #[arg(long, default_value_t = 1)]
+        unit: u8,
+        /// holding (FC03), input (FC04), coil (FC01) or discrete (FC02).
+        #[arg(long, default_value = "holding")]
+        area: String,
+        /// First register or bit, as the device manual counts (see --base).
+        address: u16,
+        /// How many registers or bits (1-125 registers, 1-2000 bits).
+        #[arg(default_value_t = 10)]
+        count: u16,
+        /// 1 when the manual counts addresses from 1 (register 40001 / 1 is address 0 on the wire).
+        #[arg(long, default_value_t = 0)]
+        base: u16,
+        /// How long the device may take to answer.
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
+}
+
+/// How to reach a Modbus device: exactly one of --tcp, --rtu-over-tcp or --serial.
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("link").required(true).multiple(false)))]
+struct LinkArgs {
+    /// Modbus TCP, `host:port`.
+    #[arg(long, group = "link")]
+    tcp: Option<String>,
+    /// RTU frames over TCP through a serial server in transparent mode, `host:port`.
+    #[arg(long, group = "link")]
+    rtu_over_tcp: Option<String>,
+    /// RTU on a serial port (RS-485 adapter), e.g. /dev/ttyUSB0.
+    #[arg(long, group = "link")]
+    serial: Option<String>,
+    #[arg(long, default_value_t = 9600)]
+    baud: u32,
+    /// none, even or odd.
+    #[arg(long, default_value = "none")]
+    parity: String,
+    #[arg(long, default_value_t = 8)]
+    data_bits: u8,
+    #[arg(long, default_value_t = 1)]
+    stop_bits: u8,
+}
+
+impl LinkArgs {
+    fn link(&self) -> Result<parkguard::config::ModbusLink, String> {
+        use parkguard::config::{ModbusLink, ModbusTransport, Parity, SerialConfig};
+        let parity = match self.parity.as_str() {
+            "none" => Parity::None,
+            "even" => Parity::Even,
+            "odd" => Parity::Odd,
+            other => return Err(format!("unknown parity `{other}`: none, even or odd")),
+        };
+        let serial = SerialConfig {
+            baud: self.baud,
+            parity,
+            data_bits: self.data_bits,
+            stop_bits: self.stop_bits,
+            ..SerialConfig::default()
+        };
+        let (transport, address) = match (&self.tcp, &self.rtu_over_tcp, &self.serial) {
+            (Some(a), _, _) => (ModbusTransport::Tcp, a.clone()),
+            (_, Some(a), _) => (ModbusTransport::RtuOverTcp, a.clone()),
+            (_, _, Some(p)) => (ModbusTransport::Rtu, p.clone()),
+            _ => return Err("give --tcp, --rtu-over-tcp or --serial".into()),
+        };
+        Ok(ModbusLink {
+            transport,
+            address,
+            serial,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -222,6 +308,18 @@ fn main() -> ExitCode {
         }
         Command::Journal { command } => journal(command),
         Command::Outbox { command } => outbox(command),
+        Command::Modbus {
+            command:
+                ModbusCommand::Read {
+                    link,
+                    unit,
+                    area,
+                    address,
+                    count,
+                    base,
+                    timeout_ms,
+                },
+        } => modbus_read(&link, unit, &area, address, count, base, timeout_ms),
         Command::User {
             command: UserCommand::Add { name, role },
         } => user_add(&name, &role),
@@ -229,6 +327,89 @@ fn main() -> ExitCode {
             command: TokenCommand::New { name, role },
         } => token_new(&name, &role),
     }
+}
+
+fn modbus_read(
+    link: &LinkArgs,
+    unit: u8,
+    area: &str,
+    address: u16,
+    count: u16,
+    base: u16,
+    timeout_ms: u64,
+) -> ExitCode {
+    use parkguard::decode::inspect;
+    use parkguard::decode::registers::Area;
+    let link = match link.link() {
+        Ok(link) => link,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    let (area, function, max) = match area {
+        "holding" => (Area::Holding, "FC03 holding registers", 125),
+        "input" => (Area::Input, "FC04 input registers", 125),
+        "coil" => (Area::Coil, "FC01 coils", 2000),
+        "discrete" => (Area::DiscreteInput, "FC02 discrete inputs", 2000),
+        other => {
+            eprintln!("unknown area `{other}`: holding, input, coil or discrete");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    if count == 0 || count > max {
+        eprintln!("count must be 1 to {max} for {function}");
+        return ExitCode::from(EXIT_INVALID_CONFIG);
+    }
+    let Some(wire) = address.checked_sub(base) else {
+        eprintln!("address {address} is below the base {base}");
+        return ExitCode::from(EXIT_INVALID_CONFIG);
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let limit = std::time::Duration::from_millis(timeout_ms.max(1));
+    let answer = runtime.block_on(parkguard::ingest::modbus::read_once(
+        &link, unit, area, wire, count, limit,
+    ));
+    let words = match answer {
+        Ok(words) => words,
+        Err(err) => {
+            eprintln!(
+                "{} unit {unit}, {function} {address}..{}: {err}",
+                link.address,
+                u32::from(address) + u32::from(count) - 1
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "{} unit {unit}, {function} {address}..{} (wire address {wire}{}), {} {}",
+        link.address,
+        u32::from(address) + u32::from(count) - 1,
+        if base > 0 {
+            format!(", manual counts from {base}")
+        } else {
+            String::new()
+        },
+        words.len(),
+        if area.is_bit() { "bits" } else { "words" }
+    );
+    if area.is_bit() {
+        let bits: Vec<bool> = words.iter().map(|w| *w != 0).collect();
+        print!("{}", inspect::bits_table(address, &bits));
+    } else {
+        print!("{}", inspect::words_table(address, &words));
+        print!("{}", inspect::every_order_table(address, &words));
+    }
+    ExitCode::SUCCESS
 }
 
 fn parse_role(role: &str) -> Result<parkguard::config::Role, ExitCode> {

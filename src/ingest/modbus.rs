@@ -101,7 +101,7 @@ pub enum Write {
 pub enum WriteError {
     #[error("{0}")]
     Transport(String),
-    #[error("the device refused the write: {0}")]
+    #[error("the device refused the request: {0}")]
     Exception(String),
     #[error("nothing to write")]
     Empty,
@@ -141,6 +141,50 @@ pub async fn write(
         Ok(Err(err)) => Err(WriteError::Transport(err.to_string())),
         Ok(Ok(Err(exception))) => Err(WriteError::Exception(format!("{exception:?}"))),
         Ok(Ok(Ok(()))) => Ok(()),
+    }
+}
+
+/// One read for commissioning, over a connection of its own, every step within `limit`.
+/// Bits (coils, discrete inputs) come back as 0/1 words. Errors say whether the device refused
+/// (an exception) or never answered.
+pub async fn read_once(
+    link: &ModbusLink,
+    unit_id: u8,
+    area: Area,
+    start: u16,
+    count: u16,
+    limit: Duration,
+) -> Result<Vec<u16>, WriteError> {
+    let mut ctx = connect(link, limit).await.map_err(WriteError::Transport)?;
+    ctx.set_slave(Slave(unit_id));
+    let answer = timeout(limit, async {
+        match area {
+            Area::Holding => ctx.read_holding_registers(start, count).await,
+            Area::Input => ctx.read_input_registers(start, count).await,
+            Area::Coil => ctx
+                .read_coils(start, count)
+                .await
+                .map(|r| r.map(|bits| bits.into_iter().map(u16::from).collect())),
+            Area::DiscreteInput => ctx
+                .read_discrete_inputs(start, count)
+                .await
+                .map(|r| r.map(|bits| bits.into_iter().map(u16::from).collect())),
+        }
+    })
+    .await;
+    let _ = timeout(limit, ctx.disconnect()).await;
+    match answer {
+        Err(_) => Err(WriteError::Transport(format!(
+            "unit {unit_id} gave no answer within {} ms",
+            limit.as_millis()
+        ))),
+        Ok(Err(err)) => Err(WriteError::Transport(err.to_string())),
+        Ok(Ok(Err(exception))) => Err(WriteError::Exception(format!("{exception:?}"))),
+        Ok(Ok(Ok(mut words))) => {
+            // Bit reads come padded to whole bytes.
+            words.truncate(usize::from(count));
+            Ok(words)
+        }
     }
 }
 
