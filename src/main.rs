@@ -168,7 +168,6 @@ impl LinkArgs {
             parity,
             data_bits: self.data_bits,
             stop_bits: self.stop_bits,
-            ..SerialConfig::default()
         };
         let (transport, address) = match (&self.tcp, &self.rtu_over_tcp, &self.serial) {
             (Some(a), _, _) => (ModbusTransport::Tcp, a.clone()),
