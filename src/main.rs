@@ -128,6 +128,22 @@ enum ModbusCommand {
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
     },
+    /// Polls a device once with a profile and prints every quantity with its value, unit and
+    /// plausibility against the profile's range, and its status flags; exit 1 when a read
+    /// failed or a value is implausible.
+    ProfileTest {
+        #[command(flatten)]
+        link: LinkArgs,
+        #[arg(long, default_value_t = 1)]
+        unit: u8,
+        /// A profile file, or a profile id looked up in --profiles-dir.
+        #[arg(long)]
+        profile: String,
+        #[arg(long, default_value = "firmware-config/profiles")]
+        profiles_dir: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
 }
 
 /// How to reach a Modbus device: exactly one of --tcp, --rtu-over-tcp or --serial.
@@ -319,6 +335,16 @@ fn main() -> ExitCode {
                     timeout_ms,
                 },
         } => modbus_read(&link, unit, &area, address, count, base, timeout_ms),
+        Command::Modbus {
+            command:
+                ModbusCommand::ProfileTest {
+                    link,
+                    unit,
+                    profile,
+                    profiles_dir,
+                    timeout_ms,
+                },
+        } => profile_test(&link, unit, &profile, &profiles_dir, timeout_ms),
         Command::User {
             command: UserCommand::Add { name, role },
         } => user_add(&name, &role),
@@ -409,6 +435,158 @@ fn modbus_read(
         print!("{}", inspect::every_order_table(address, &words));
     }
     ExitCode::SUCCESS
+}
+
+fn profile_test(
+    link: &LinkArgs,
+    unit: u8,
+    profile: &str,
+    profiles_dir: &std::path::Path,
+    timeout_ms: u64,
+) -> ExitCode {
+    use parkguard::decode::inspect;
+    use parkguard::decode::registers::RegisterDecoder;
+    use parkguard::ingest::plan::{plan, PlanOptions};
+    let link = match link.link() {
+        Ok(link) => link,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    let path = if std::path::Path::new(profile).is_file() {
+        PathBuf::from(profile)
+    } else {
+        profiles_dir.join(format!("{profile}.toml"))
+    };
+    let parsed = std::fs::read_to_string(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| {
+            toml::from_str::<parkguard::config::Profile>(&text).map_err(|e| e.to_string())
+        });
+    let profile = match parsed {
+        Ok(profile) => profile,
+        Err(err) => {
+            eprintln!("{}: {err}", path.display());
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    let Some(modbus) = &profile.modbus else {
+        eprintln!(
+            "{}: the profile has no [modbus] register map",
+            path.display()
+        );
+        return ExitCode::from(EXIT_INVALID_CONFIG);
+    };
+    let decoders: Vec<RegisterDecoder> = modbus
+        .registers
+        .iter()
+        .map(|r| RegisterDecoder::new(r, modbus.address_base))
+        .collect();
+    let mut classes: Vec<&str> = decoders.iter().map(|d| d.poll_class()).collect();
+    classes.sort();
+    classes.dedup();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let limit = std::time::Duration::from_millis(timeout_ms.max(1));
+    let tags = std::sync::Arc::new(parkguard::model::Tags::default());
+    let measurement: std::sync::Arc<str> = std::sync::Arc::from(profile.measurement());
+    let now = parkguard::model::now_ns();
+    let mut readings = Vec::new();
+    let mut failures = Vec::new();
+    for class in classes {
+        for request in plan(&decoders, class, PlanOptions::from(modbus)) {
+            let answer = runtime.block_on(parkguard::ingest::modbus::read_once(
+                &link,
+                unit,
+                request.area,
+                request.start,
+                request.count,
+                limit,
+            ));
+            match answer {
+                Ok(words) => {
+                    for &i in &request.values {
+                        let decoder = &decoders[i];
+                        let offset = usize::from(decoder.pdu_address - request.start);
+                        let width = usize::from(decoder.width());
+                        let slice = words.get(offset..offset + width).unwrap_or(&[]);
+                        decoder.readings(slice, &tags, &measurement, now, &mut readings);
+                    }
+                }
+                Err(err) => {
+                    let names: Vec<&str> = request
+                        .values
+                        .iter()
+                        .map(|&i| decoders[i].quantity())
+                        .collect();
+                    failures.push(format!(
+                        "{:?} {}..{} ({}): {err}",
+                        request.area,
+                        request.start,
+                        u32::from(request.start) + u32::from(request.count) - 1,
+                        names.join(", ")
+                    ));
+                }
+            }
+        }
+    }
+    println!(
+        "{} unit {unit} with profile {} ({} {}{})",
+        link.address,
+        path.display(),
+        profile.manufacturer.as_deref().unwrap_or("?"),
+        profile.model.as_deref().unwrap_or("?"),
+        profile
+            .firmware
+            .as_deref()
+            .map(|f| format!(", firmware {f}"))
+            .unwrap_or_default()
+    );
+    let checks = inspect::check_readings(&modbus.registers, &readings);
+    print!("{}", inspect::checks_table(&checks));
+    let flags: Vec<&str> = checks
+        .iter()
+        .filter(|c| c.verdict == "flag SET")
+        .map(|c| c.quantity.as_str())
+        .collect();
+    println!(
+        "status flags set: {}",
+        if flags.is_empty() {
+            "none".to_string()
+        } else {
+            flags.join(", ")
+        }
+    );
+    for failure in &failures {
+        println!("READ FAILED: {failure}");
+    }
+    let implausible = checks
+        .iter()
+        .filter(|c| {
+            c.verdict.starts_with("OUT OF RANGE")
+                || c.verdict.starts_with("INVALID")
+                || c.verdict.starts_with("IMPLAUSIBLE")
+        })
+        .count();
+    if failures.is_empty() && implausible == 0 {
+        println!("result: every quantity read and plausible");
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "result: {} read(s) failed, {implausible} value(s) implausible",
+            failures.len()
+        );
+        ExitCode::FAILURE
+    }
 }
 
 fn parse_role(role: &str) -> Result<parkguard::config::Role, ExitCode> {

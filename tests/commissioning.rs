@@ -37,21 +37,35 @@ fn load(bus: &SimulatedBus) {
     unit.set_words(Area::Coil, 0, &[1, 0, 1, 1]);
 }
 
-/// The cells of the f32 row for `address` in the every-order table: ABCD, CDAB, BADC, DCBA.
-fn f32_cells(stdout: &str, address: u16) -> Vec<String> {
+/// The cells of the `ty` row (u32, i32, f32, u64, i64, f64) for `address` in the every-order
+/// table: ABCD, CDAB, BADC, DCBA.
+fn cells(stdout: &str, address: u16, ty: &str) -> Vec<String> {
     let lines: Vec<&str> = stdout.lines().collect();
+    let first = if ty.ends_with("64") { "u64" } else { "u32" };
     let start = lines
         .iter()
         .position(|l| {
             l.split_whitespace()
                 .take(2)
-                .eq([address.to_string().as_str(), "u32"])
+                .eq([address.to_string().as_str(), first])
         })
-        .unwrap_or_else(|| panic!("no 32-bit rows for {address}:\n{stdout}"));
-    let row = lines[start + 2];
-    let cells: Vec<String> = row.split_whitespace().map(str::to_string).collect();
-    assert_eq!(cells[0], "f32", "{row}");
+        .unwrap_or_else(|| panic!("no {first} rows for {address}:\n{stdout}"));
+    let offset = match &ty[..1] {
+        "u" => 0,
+        "i" => 1,
+        _ => 2,
+    };
+    let row = lines[start + offset];
+    let mut cells: Vec<String> = row.split_whitespace().map(str::to_string).collect();
+    if offset == 0 {
+        cells.remove(0);
+    }
+    assert_eq!(cells[0], ty, "{row}");
     cells[1..].to_vec()
+}
+
+fn f32_cells(stdout: &str, address: u16) -> Vec<String> {
+    cells(stdout, address, "f32")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,4 +192,161 @@ async fn modbus_read_over_rtu_on_a_serial_line() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(f32_cells(&stdout, 100)[0], "230.5", "{stdout}");
     assert_eq!(f32_cells(&stdout, 102)[1], "230.5", "{stdout}");
+}
+
+fn profiles_dir() -> String {
+    format!("{}/firmware-config/profiles", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// P5 gas detector registers at 30 %LEL (low alarm), the float word-swapped as the profile says.
+fn gas_words(float_order_cdab: bool) -> Vec<u16> {
+    let bits = 30.0f32.to_bits();
+    let (hi, lo) = ((bits >> 16) as u16, (bits & 0xffff) as u16);
+    let float = if float_order_cdab { [lo, hi] } else { [hi, lo] };
+    vec![300, 1, 1, 1, 250, 500, 0, 1800, float[0], float[1]]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profile_test_judges_every_quantity_and_names_the_flags() {
+    let bus = SimulatedBus::new([1, 2, 3, 4]);
+    bus.unit(1)
+        .expect("unit")
+        .set_words(Area::Holding, 0, &gas_words(true));
+    // The same detector with the float in the wrong word order (a wiring of the wrong profile).
+    bus.unit(2)
+        .expect("unit")
+        .set_words(Area::Holding, 0, &gas_words(false));
+    // P4 combined detector: CT open (bit 8) and a temperature probe open (0x7FFF).
+    let detector = bus.unit(3).expect("unit");
+    detector.set_words(
+        Area::Holding,
+        0,
+        &[40, 321, 0x7FFF, 315, 330, 2, 0, 0, 1 << 8],
+    );
+    detector.set_words(Area::Holding, 16, &[300, 200, 70, 50]);
+    bus.unit(4).expect("unit").set_behaviour(Behaviour::Silent);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(bus.clone().serve_tcp(listener));
+    let dir = profiles_dir();
+    let test = |unit: &str, profile: &str| {
+        parkguard(args(&[
+            "modbus",
+            "profile-test",
+            "--tcp",
+            &address,
+            "--unit",
+            unit,
+            "--profile",
+            profile,
+            "--profiles-dir",
+            &dir,
+            "--timeout-ms",
+            "300",
+        ]))
+    };
+
+    let out = test("1", "gas_detector_lel").await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let lel = stdout
+        .lines()
+        .find(|l| l.starts_with("lel "))
+        .expect("lel row");
+    assert!(
+        lel.contains("30") && lel.contains("%LEL") && lel.contains("ok (range 0..100)"),
+        "{lel}"
+    );
+    let status = stdout
+        .lines()
+        .find(|l| l.starts_with("status "))
+        .expect("status row");
+    assert!(status.contains("low_alarm"), "{status}");
+    assert!(stdout.contains("result: every quantity read and plausible"));
+
+    let out = test("2", "gas_detector_lel").await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let lel = stdout
+        .lines()
+        .find(|l| l.starts_with("lel "))
+        .expect("lel row");
+    assert!(
+        lel.contains("IMPLAUSIBLE float: check the word order"),
+        "{lel}"
+    );
+
+    let out = test("3", "arcm_combo_detector").await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("status flags set: ct_open\n"), "{stdout}");
+    let t2 = stdout
+        .lines()
+        .find(|l| l.starts_with("t2 "))
+        .expect("t2 row");
+    assert!(t2.contains("INVALID"), "{t2}");
+    let t1 = stdout
+        .lines()
+        .find(|l| l.starts_with("t1 "))
+        .expect("t1 row");
+    assert!(t1.contains("32.1") && t1.contains("°C"), "{t1}");
+
+    let out = test("4", "gas_detector_lel").await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout.contains("READ FAILED") && stdout.contains("no answer within 300 ms"),
+        "{stdout}"
+    );
+}
+
+/// Against pymodbus, which encodes the values itself: `modbus read` shows the word-swapped
+/// float in the CDAB column and `profile-test` reads the P5 map right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_and_profile_test_agree_with_a_pymodbus_server() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let u16_at = |address: u16, value: u64| serde_json::json!({"unit": 1, "area": "holding", "address": address, "type": "UINT16", "order": "ABCD", "value": value});
+    let spec = serde_json::json!([
+        u16_at(0, 300), u16_at(1, 1), u16_at(2, 1), u16_at(3, 1), u16_at(4, 250), u16_at(5, 500),
+        u16_at(6, 0), u16_at(7, 1800),
+        {"unit": 1, "area": "holding", "address": 8, "type": "FLOAT32", "order": "CDAB", "value": 30.0},
+        {"unit": 1, "area": "holding", "address": 20, "type": "FLOAT32", "order": "ABCD", "value": -12.25},
+        {"unit": 1, "area": "holding", "address": 22, "type": "INT32", "order": "DCBA", "value": -123456},
+    ]);
+    let (_server, port) = support::pymodbus::start_pymodbus(&spec, dir.path());
+    let address = format!("127.0.0.1:{port}");
+
+    let out = parkguard(args(&["modbus", "read", "--tcp", &address, "8", "2"])).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(f32_cells(&stdout, 8)[1], "30", "{stdout}");
+
+    let out = parkguard(args(&["modbus", "read", "--tcp", &address, "20", "4"])).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(f32_cells(&stdout, 20)[0], "-12.25", "{stdout}");
+    // ABCD, CDAB, BADC, DCBA: the value reads right only in DCBA.
+    let i32_cells = cells(&stdout, 22, "i32");
+    assert_eq!(i32_cells[3], "-123456", "{stdout}");
+    assert!(i32_cells[..3].iter().all(|c| c != "-123456"), "{stdout}");
+
+    let out = parkguard(args(&[
+        "modbus",
+        "profile-test",
+        "--tcp",
+        &address,
+        "--profile",
+        "gas_detector_lel",
+        "--profiles-dir",
+        &profiles_dir(),
+    ]))
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("lel ") && l.contains(" 30 ")),
+        "{stdout}"
+    );
 }

@@ -10,12 +10,12 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use parkguard::config::Config;
 use parkguard::pipeline::Gateway;
 use serde_json::{json, Value as Json};
+use support::pymodbus::start_pymodbus;
 use support::*;
 
 const ORDERS: [&str; 4] = ["ABCD", "CDAB", "BADC", "DCBA"];
@@ -27,43 +27,6 @@ enum Expect {
     Float(f64),
     Text(String),
     Bool(bool),
-}
-
-struct PyServer(Child);
-
-impl Drop for PyServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn python_with_pymodbus() -> String {
-    std::env::var("PARKGUARD_TEST_PYTHON").unwrap_or_else(|_| {
-        panic!("PARKGUARD_TEST_PYTHON is not set: run ./scripts/test, which makes a virtual environment with pymodbus")
-    })
-}
-
-fn start_pymodbus(spec: &Json, dir: &std::path::Path) -> (PyServer, u16) {
-    let spec_path = dir.join("pymodbus-spec.json");
-    std::fs::write(&spec_path, spec.to_string()).expect("write spec");
-    let port = free_port();
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/pymodbus_server.py");
-    let log = std::fs::File::create(dir.join("pymodbus.log")).expect("log");
-    let child = Command::new(python_with_pymodbus())
-        .arg(script)
-        .arg(&spec_path)
-        .arg(port.to_string())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start the pymodbus server");
-    let server = PyServer(child);
-    wait_for("pymodbus server", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    (server, port)
 }
 
 fn pymodbus_type(ty: &str, area: &str) -> &'static str {

@@ -123,6 +123,88 @@ pub fn bits_table(first_address: u16, bits: &[bool]) -> String {
     out
 }
 
+/// One quantity of a profile test: what the device gave and whether it is plausible.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileCheck {
+    pub quantity: String,
+    pub value: String,
+    pub unit: String,
+    pub quality: &'static str,
+    /// `ok`, `OUT OF RANGE [lo, hi]`, `INVALID`, `NO ANSWER: ...`, `flag set`, ...
+    pub verdict: String,
+}
+
+/// Judges decoded readings against the profile's ranges (pure). `mappings` are the profile's
+/// registers; readings of named bits are judged as flags.
+pub fn check_readings(
+    mappings: &[super::registers::RegisterMapping],
+    readings: &[crate::model::Reading],
+) -> Vec<ProfileCheck> {
+    use crate::model::{Quality, Value};
+    readings
+        .iter()
+        .map(|r| {
+            let mapping = mappings.iter().find(|m| m.quantity == *r.quantity);
+            let is_float = mapping.is_some_and(|m| {
+                matches!(
+                    m.data_type,
+                    super::registers::DataType::F32 | super::registers::DataType::F64
+                )
+            });
+            let suspicious_float = is_float
+                && r.value.as_f64().is_some_and(|v| {
+                    // What the wrong word order makes of an ordinary reading: a denormal or an
+                    // astronomically large number.
+                    v != 0.0 && (v.abs() < 1e-9 || v.abs() > 1e15)
+                });
+            let verdict = match (r.quality, &r.value, mapping.and_then(|m| m.range)) {
+                (Quality::Invalid, _, _) => "INVALID (sensor open or short?)".to_string(),
+                (Quality::Good, _, _) if suspicious_float => {
+                    "IMPLAUSIBLE float: check the word order".to_string()
+                }
+                (Quality::Good, Value::Bool(true), _) if mapping.is_none() => "flag SET".into(),
+                (Quality::Good, Value::Bool(false), _) if mapping.is_none() => "flag clear".into(),
+                (Quality::Good, value, Some((lo, hi))) => match value.as_f64() {
+                    Some(v) if v >= lo && v <= hi => format!("ok (range {lo}..{hi})"),
+                    Some(_) => format!("OUT OF RANGE {lo}..{hi}: check type, word order, scale"),
+                    None => "ok".into(),
+                },
+                (Quality::Good, _, None) => "ok".into(),
+                (quality, _, _) => quality.as_str().to_string(),
+            };
+            ProfileCheck {
+                quantity: r.quantity.to_string(),
+                value: r.value.to_string(),
+                unit: r.unit.as_deref().unwrap_or("").to_string(),
+                quality: r.quality.as_str(),
+                verdict,
+            }
+        })
+        .collect()
+}
+
+/// The checks as a table.
+pub fn checks_table(checks: &[ProfileCheck]) -> String {
+    let width = checks
+        .iter()
+        .map(|c| c.quantity.chars().count())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    let mut out = format!(
+        "{:<width$}  {:>14}  {:<6}  {:<10}  check\n",
+        "quantity", "value", "unit", "quality"
+    );
+    for c in checks {
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>14}  {:<6}  {:<10}  {}",
+            c.quantity, c.value, c.unit, c.quality, c.verdict
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +226,26 @@ mod tests {
     fn words_show_address_in_decimal_and_hex_and_signed_value() {
         let table = words_table(100, &[0xFFFE]);
         assert!(table.contains("    100  0x0064  0xFFFE   65534      -2  1111 1111 1111 1110"));
+    }
+
+    #[test]
+    fn a_value_outside_the_profile_range_is_flagged() {
+        use crate::decode::registers::{RegisterDecoder, RegisterMapping};
+        use std::sync::Arc;
+        let mapping: RegisterMapping = toml::from_str(
+            "quantity = \"ua\"\narea = \"holding\"\naddress = 0\ntype = \"u16\"\nscale = 0.1\nrange = [0.0, 300.0]\n",
+        )
+        .expect("mapping");
+        let decoder = RegisterDecoder::new(&mapping, 0);
+        let tags = Arc::new(crate::model::Tags::default());
+        let measurement: Arc<str> = Arc::from("m");
+        let mut readings = Vec::new();
+        decoder.readings(&[2301], &tags, &measurement, 0, &mut readings);
+        // The same words read with the wrong scale would be 2301 V.
+        decoder.readings(&[23010], &tags, &measurement, 0, &mut readings);
+        let checks = check_readings(&[mapping], &readings);
+        assert!(checks[0].verdict.starts_with("ok"), "{checks:?}");
+        assert!(checks[1].verdict.starts_with("OUT OF RANGE"), "{checks:?}");
     }
 
     #[test]
