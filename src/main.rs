@@ -128,6 +128,52 @@ enum ModbusCommand {
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
     },
+    /// Writes registers (FC06/FC16) or coils (FC05/FC15) to one unit, e.g. a detector's alarm
+    /// set-point or its latch reset; asks for confirmation unless --yes, then reads back.
+    Write {
+        #[command(flatten)]
+        link: LinkArgs,
+        #[arg(long, default_value_t = 1)]
+        unit: u8,
+        /// holding or coil.
+        #[arg(long, default_value = "holding")]
+        area: String,
+        /// First register or coil, as the device manual counts (see --base).
+        address: u16,
+        /// Register values (decimal or 0x hex) or coil states (0/1), one per address.
+        #[arg(required = true)]
+        values: Vec<String>,
+        #[arg(long, default_value_t = 0)]
+        base: u16,
+        /// Write without asking.
+        #[arg(long)]
+        yes: bool,
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
+    /// Finds the units on a line: reads one register from every unit id in the range and
+    /// reports those that answer (an exception counts: something is there). With --serial and
+    /// --try-settings, repeats for the common baud rates and parities.
+    Scan {
+        #[command(flatten)]
+        link: LinkArgs,
+        #[arg(long, default_value_t = 1)]
+        from: u8,
+        #[arg(long, default_value_t = 247)]
+        to: u8,
+        /// Register to probe (wire address) and its area.
+        #[arg(long, default_value_t = 0)]
+        probe_address: u16,
+        #[arg(long, default_value = "holding")]
+        area: String,
+        /// Per unit id; silent ids cost this long each.
+        #[arg(long, default_value_t = 200)]
+        timeout_ms: u64,
+        /// Serial only: try 9600, 19200, 4800, 38400, 115200 and 2400 baud, each with no, even
+        /// and odd parity.
+        #[arg(long)]
+        try_settings: bool,
+    },
     /// Polls a device once with a profile and prints every quantity with its value, unit and
     /// plausibility against the profile's range, and its status flags; exit 1 when a read
     /// failed or a value is implausible.
@@ -337,6 +383,39 @@ fn main() -> ExitCode {
         } => modbus_read(&link, unit, &area, address, count, base, timeout_ms),
         Command::Modbus {
             command:
+                ModbusCommand::Write {
+                    link,
+                    unit,
+                    area,
+                    address,
+                    values,
+                    base,
+                    yes,
+                    timeout_ms,
+                },
+        } => modbus_write(&link, unit, &area, address, &values, base, yes, timeout_ms),
+        Command::Modbus {
+            command:
+                ModbusCommand::Scan {
+                    link,
+                    from,
+                    to,
+                    probe_address,
+                    area,
+                    timeout_ms,
+                    try_settings,
+                },
+        } => modbus_scan(
+            &link,
+            from,
+            to,
+            probe_address,
+            &area,
+            timeout_ms,
+            try_settings,
+        ),
+        Command::Modbus {
+            command:
                 ModbusCommand::ProfileTest {
                     link,
                     unit,
@@ -435,6 +514,238 @@ fn modbus_read(
         print!("{}", inspect::every_order_table(address, &words));
     }
     ExitCode::SUCCESS
+}
+
+fn parse_area(area: &str) -> Result<parkguard::decode::registers::Area, ExitCode> {
+    use parkguard::decode::registers::Area;
+    match area {
+        "holding" => Ok(Area::Holding),
+        "input" => Ok(Area::Input),
+        "coil" => Ok(Area::Coil),
+        "discrete" => Ok(Area::DiscreteInput),
+        other => {
+            eprintln!("unknown area `{other}`: holding, input, coil or discrete");
+            Err(ExitCode::from(EXIT_INVALID_CONFIG))
+        }
+    }
+}
+
+fn current_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| {
+            eprintln!("cannot start the runtime: {err}");
+            ExitCode::FAILURE
+        })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn modbus_write(
+    link: &LinkArgs,
+    unit: u8,
+    area: &str,
+    address: u16,
+    values: &[String],
+    base: u16,
+    yes: bool,
+    timeout_ms: u64,
+) -> ExitCode {
+    use parkguard::decode::registers::Area;
+    use parkguard::ingest::modbus::{read_once, write, Write};
+    let link = match link.link() {
+        Ok(link) => link,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    let area = match parse_area(area) {
+        Ok(Area::Holding) => Area::Holding,
+        Ok(Area::Coil) => Area::Coil,
+        Ok(_) => {
+            eprintln!("only holding registers and coils can be written");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+        Err(code) => return code,
+    };
+    let Some(wire) = address.checked_sub(base) else {
+        eprintln!("address {address} is below the base {base}");
+        return ExitCode::from(EXIT_INVALID_CONFIG);
+    };
+    let mut words = Vec::new();
+    for value in values {
+        let parsed = match value
+            .strip_prefix("0x")
+            .or_else(|| value.strip_prefix("0X"))
+        {
+            Some(hex) => u16::from_str_radix(hex, 16).ok(),
+            None => value
+                .parse::<u16>()
+                .ok()
+                .or_else(|| value.parse::<i16>().ok().map(|v| v as u16)),
+        };
+        match parsed {
+            Some(word) if area == Area::Coil && word > 1 => {
+                eprintln!("`{value}`: a coil is 0 or 1");
+                return ExitCode::from(EXIT_INVALID_CONFIG);
+            }
+            Some(word) => words.push(word),
+            None => {
+                eprintln!("`{value}` is not a 16-bit value (decimal, negative, or 0x hex)");
+                return ExitCode::from(EXIT_INVALID_CONFIG);
+            }
+        }
+    }
+    let what = if area == Area::Coil {
+        "coil"
+    } else {
+        "register"
+    };
+    let plan = words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| format!("{what} {} = {w}", u32::from(address) + i as u32))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if !yes {
+        use std::io::BufRead;
+        eprint!("Write {plan} on unit {unit} at {}? [y/N] ", link.address);
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            eprintln!("Nothing written.");
+            return ExitCode::FAILURE;
+        }
+    }
+    let request = if area == Area::Coil {
+        Write::Coils {
+            start: wire,
+            bits: words.iter().map(|w| *w == 1).collect(),
+        }
+    } else {
+        Write::Registers {
+            start: wire,
+            words: words.clone(),
+        }
+    };
+    let runtime = match current_thread_runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let limit = std::time::Duration::from_millis(timeout_ms.max(1));
+    if let Err(err) = runtime.block_on(write(&link, unit, &request, limit)) {
+        eprintln!("{} unit {unit}: {err}", link.address);
+        return ExitCode::FAILURE;
+    }
+    println!("written: {plan}");
+    let count = words.len() as u16;
+    match runtime.block_on(read_once(&link, unit, area, wire, count, limit)) {
+        Ok(back) if back == words => {
+            println!("read back: {back:?} (as written)");
+            ExitCode::SUCCESS
+        }
+        Ok(back) => {
+            println!("read back: {back:?} (differs: the device may clamp or ignore the value)");
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            println!("read back failed: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn modbus_scan(
+    link: &LinkArgs,
+    from: u8,
+    to: u8,
+    probe_address: u16,
+    area: &str,
+    timeout_ms: u64,
+    try_settings: bool,
+) -> ExitCode {
+    use parkguard::config::{ModbusTransport, Parity};
+    use parkguard::ingest::modbus::{read_once, WriteError};
+    let link = match link.link() {
+        Ok(link) => link,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    let area = match parse_area(area) {
+        Ok(area) => area,
+        Err(code) => return code,
+    };
+    if from == 0 || to < from {
+        eprintln!("give unit ids with 1 <= --from <= --to");
+        return ExitCode::from(EXIT_INVALID_CONFIG);
+    }
+    let mut settings = vec![link.serial];
+    if try_settings {
+        if link.transport != ModbusTransport::Rtu {
+            eprintln!("--try-settings is for --serial lines");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+        settings.clear();
+        for baud in [9600, 19200, 4800, 38400, 115_200, 2400] {
+            for parity in [Parity::None, Parity::Even, Parity::Odd] {
+                settings.push(parkguard::config::SerialConfig {
+                    baud,
+                    parity,
+                    ..link.serial
+                });
+            }
+        }
+    }
+    let runtime = match current_thread_runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let limit = std::time::Duration::from_millis(timeout_ms.max(1));
+    let mut found = 0;
+    for serial in settings {
+        let mut probe = link.clone();
+        probe.serial = serial;
+        let line = if link.transport == ModbusTransport::Rtu {
+            let parity = match serial.parity {
+                Parity::None => "N",
+                Parity::Even => "E",
+                Parity::Odd => "O",
+            };
+            format!(
+                "{} {} {}{}{}",
+                link.address, serial.baud, serial.data_bits, parity, serial.stop_bits
+            )
+        } else {
+            link.address.clone()
+        };
+        eprintln!("scanning {line}, units {from}-{to} ...");
+        for unit in from..=to {
+            match runtime.block_on(read_once(&probe, unit, area, probe_address, 1, limit)) {
+                Ok(words) => {
+                    found += 1;
+                    println!(
+                        "{line}: unit {unit} answers ({:?} {probe_address} = {})",
+                        area,
+                        words.first().copied().unwrap_or(0)
+                    );
+                }
+                Err(WriteError::Exception(exception)) => {
+                    found += 1;
+                    println!("{line}: unit {unit} answers with exception {exception} (present; probe another address)");
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    println!("{found} unit(s) found");
+    if found > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn profile_test(

@@ -350,3 +350,151 @@ async fn read_and_profile_test_agree_with_a_pymodbus_server() {
         "{stdout}"
     );
 }
+
+async fn parkguard_with_stdin(args: Vec<String>, input: &'static str) -> Output {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_parkguard"))
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run parkguard");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("answer");
+        child.wait_with_output().expect("output")
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modbus_write_asks_first_writes_and_reads_back() {
+    let bus = SimulatedBus::new([1]);
+    let unit = bus.unit(1).expect("unit");
+    unit.set_words(Area::Holding, 16, &[300, 200]);
+    unit.set_words(Area::Coil, 0, &[1, 1, 1, 1]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(bus.clone().serve_tcp(listener));
+    let read = |start: u16, count: usize, area: Area| {
+        let unit = bus.unit(1).expect("unit");
+        (0..count)
+            .map(|i| unit.word(area, start + i as u16))
+            .collect::<Vec<_>>()
+    };
+
+    // Declined: nothing is written.
+    let out = parkguard_with_stdin(
+        args(&["modbus", "write", "--tcp", &address, "16", "250"]),
+        "n\n",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Write register 16 = 250 on unit 1"));
+    assert_eq!(read(16, 1, Area::Holding), [Some(300)]);
+
+    // Confirmed at the prompt.
+    let out = parkguard_with_stdin(
+        args(&["modbus", "write", "--tcp", &address, "16", "250", "0xB4"]),
+        "y\n",
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("read back: [250, 180] (as written)"));
+    assert_eq!(read(16, 2, Area::Holding), [Some(250), Some(180)]);
+
+    // A coil with --yes.
+    let out = parkguard(args(&[
+        "modbus", "write", "--tcp", &address, "--area", "coil", "--yes", "2", "0",
+    ]))
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(read(0, 4, Area::Coil), [Some(1), Some(1), Some(0), Some(1)]);
+
+    let out = parkguard(args(&[
+        "modbus", "write", "--tcp", &address, "--area", "input", "--yes", "0", "1",
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(2), "input registers are read-only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modbus_scan_finds_the_units_that_answer_over_tcp_and_serial() {
+    let bus = SimulatedBus::new([1, 7]);
+    bus.unit(1)
+        .expect("unit")
+        .set_words(Area::Holding, 0, &[42]);
+    bus.unit(7)
+        .expect("unit")
+        .set_behaviour(Behaviour::Exception(ExceptionCode::IllegalDataAddress));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(bus.clone().serve_tcp(listener));
+    let out = parkguard(args(&[
+        "modbus",
+        "scan",
+        "--tcp",
+        &address,
+        "--to",
+        "10",
+        "--timeout-ms",
+        "100",
+    ]))
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("unit 1 answers (Holding 0 = 42)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("unit 7 answers with exception IllegalDataAddress"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("2 unit(s) found"), "{stdout}");
+
+    // RTU on a serial line, trying the common settings. A pseudo-terminal does not model baud
+    // rate or parity, so the unit answers at every setting; what is checked is that each
+    // setting is tried and reported.
+    let pty = pty_pair();
+    let serial_bus = SimulatedBus::new([2]);
+    let device_end = pty.device_end.clone();
+    tokio::spawn(async move {
+        serial_bus
+            .serve_rtu_serial(&device_end, &SerialConfig::default())
+            .await
+    });
+    let out = parkguard(args(&[
+        "modbus",
+        "scan",
+        "--serial",
+        &pty.gateway_end,
+        "--try-settings",
+        "--from",
+        "2",
+        "--to",
+        "3",
+        "--timeout-ms",
+        "100",
+    ]))
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    for setting in ["9600 8N1", "19200 8E1", "2400 8O1"] {
+        assert!(
+            stdout.contains(&format!("{setting}: unit 2 answers")),
+            "{setting}: {stdout}"
+        );
+    }
+    assert!(!stdout.contains("unit 3"), "{stdout}");
+}

@@ -53,6 +53,12 @@ impl SimulatedUnit {
         }
     }
 
+    /// The word (or bit, as 0/1) a unit holds now, e.g. after a write.
+    pub fn word(&self, area: Area, address: u16) -> Option<u16> {
+        let bank = self.words.lock().unwrap_or_else(|e| e.into_inner());
+        bank.get(&(area, address)).copied()
+    }
+
     pub fn set_behaviour(&self, behaviour: Behaviour) {
         *self.behaviour.lock().unwrap_or_else(|e| e.into_inner()) = behaviour;
     }
