@@ -498,3 +498,70 @@ async fn modbus_scan_finds_the_units_that_answer_over_tcp_and_serial() {
     }
     assert!(!stdout.contains("unit 3"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_tap_shows_how_each_message_decodes_and_marks_errors() {
+    use std::io::{BufRead, BufReader, Read};
+    let mosquitto = mosquitto();
+    let site_text = format!(
+        "{}[[devices]]\nid = \"m1\"\nlocation = \"l\"\nprofile = \"adw300_json\"\n\
+         [[mqtt]]\nname = \"park\"\nhost = \"127.0.0.1\"\nport = {}\n\
+         [[mqtt.subscriptions]]\ntopic = \"park/{{park}}/meter/{{device}}/up\"\nprofile = \"adw300_json\"\n",
+        site_header("l", ""),
+        mosquitto.port
+    );
+    let (_dir, path) = site(&site_text);
+    let mut tap = Command::new(env!("CARGO_BIN_EXE_parkguard"))
+        .args(["mqtt", "tap", "-c"])
+        .arg(&path)
+        .args(["--count", "3", "park/#"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start tap");
+    let mut stderr = BufReader::new(tap.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while !line.contains("subscribed to park/#") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).expect("read") > 0,
+            "tap ended before subscribing"
+        );
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    let good = format!(
+        r#"{{"ts":{now_ms},"ua":230.1,"ub":229.8,"uc":231.0,"ia":12.5,"ib":11.0,"ic":13.25,"p_total":8350,"leakage":42,"t":[35.5,36.0,34.25,41.0]}}"#
+    );
+    mosquitto_pub(mosquitto.port, "park/p/meter/m1/up", &[good.as_bytes()]);
+    mosquitto_pub(mosquitto.port, "park/p/meter/m1/up", &[b"{\"ts\": 17"]);
+    mosquitto_pub(mosquitto.port, "park/p/meter/m9/up", &[good.as_bytes()]);
+    let mut stdout = String::new();
+    tap.stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut stdout)
+        .expect("read stdout");
+    let status = tap.wait().expect("wait");
+    assert!(status.success());
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].contains("park/p/meter/m1/up  m1 (adw300_json): ")
+            && lines[0].contains("ua=230.1 V")
+            && lines[0].contains("leakage=42 mA"),
+        "{stdout}"
+    );
+    assert!(lines[1].contains("!! DECODE ERROR bad_json"), "{stdout}");
+    assert!(lines[2].contains("payload: {\"ts\": 17"), "{stdout}");
+    // Undeclared devices are accepted by default (`unknown_devices`), and flagged.
+    assert!(
+        lines[3].contains("park/p/meter/m9/up  m9 (adw300_json)"),
+        "{stdout}"
+    );
+    assert!(
+        lines[4].starts_with("!!   problem: unknown_device: device `m9` is not declared"),
+        "{stdout}"
+    );
+}

@@ -30,6 +30,27 @@ use crate::ingest::{Ack, Ingested};
 use crate::metrics::{Metrics, MqttMetrics};
 use crate::model::{now_ns, BadMessage, ReadingBatch, Tags};
 
+/// What `MqttIngest::tap` saw.
+#[derive(Debug)]
+pub enum TapEvent {
+    /// The broker confirmed the subscriptions.
+    Subscribed(Vec<String>),
+    /// A message and its readings; `problem` names a part that could not be decoded.
+    Decoded {
+        topic: String,
+        readings: ReadingBatch,
+        problem: Option<DecodeError>,
+    },
+    /// A message nothing could be read from, and why.
+    Failed {
+        topic: String,
+        problem: Option<DecodeError>,
+        payload: Vec<u8>,
+    },
+    /// Connection trouble.
+    Problem(String),
+}
+
 /// Everything a connection task needs, prepared from the configuration before it starts.
 pub struct MqttIngest {
     name: String,
@@ -301,6 +322,106 @@ impl MqttIngest {
         self.conn_metrics.connected.store(false, Ordering::Relaxed);
         session.disconnect().await;
         info!(connection = %self.name, "MQTT ingest stopped.");
+    }
+
+    /// Watches the broker for the technician (`parkguard mqtt tap`): subscribes to `filter`
+    /// (or to the configuration's own subscriptions) with QoS 0 and a clean session under a
+    /// client id of its own, so the daemon's session is not disturbed, and reports how each
+    /// message decodes. Ends with `cancel` or when `report` returns false.
+    pub async fn tap(
+        mut self,
+        filter: Option<String>,
+        cancel: CancellationToken,
+        report: impl FnMut(TapEvent) -> bool,
+    ) {
+        let suffix: u32 = rand::random();
+        self.session.client_id = format!("parkguard-tap-{suffix:08x}");
+        self.session.config.persistent_session = false;
+        self.session.config.qos = 0;
+        let filters: Vec<String> = match filter {
+            Some(filter) => vec![filter],
+            None => self.routes.iter().map(|r| r.filter.clone()).collect(),
+        };
+        match self.session.config.protocol {
+            MqttProtocol::V311 => {
+                let session = v311::Session::new(&self.session);
+                self.tap_with(session, &filters, cancel, report).await
+            }
+            MqttProtocol::V5 => {
+                let session = v5::Session::new(&self.session);
+                self.tap_with(session, &filters, cancel, report).await
+            }
+        }
+    }
+
+    async fn tap_with<S: Session>(
+        &mut self,
+        mut session: S,
+        filters: &[String],
+        cancel: CancellationToken,
+        mut report: impl FnMut(TapEvent) -> bool,
+    ) {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+        loop {
+            let event = tokio::select! {
+                _ = cancel.cancelled() => break,
+                event = session.poll() => event,
+            };
+            let keep_going = match event {
+                Ok(SessionEvent::Connected { .. }) => {
+                    backoff.reset();
+                    for filter in filters {
+                        if let Err(err) = session.subscribe(filter, QoS::AtMostOnce) {
+                            report(TapEvent::Problem(format!(
+                                "cannot subscribe to {filter}: {err}"
+                            )));
+                        }
+                    }
+                    true
+                }
+                Ok(SessionEvent::Subscribed) => report(TapEvent::Subscribed(filters.to_vec())),
+                Ok(SessionEvent::Publish {
+                    topic,
+                    payload,
+                    ack,
+                }) => {
+                    if let Some(mut ack) = ack {
+                        let _ = ack();
+                    }
+                    let topic_text = String::from_utf8_lossy(&topic).to_string();
+                    match self.handle_message(&topic, &payload) {
+                        Some(readings) => report(TapEvent::Decoded {
+                            topic: topic_text,
+                            readings,
+                            problem: self.last_problem.take(),
+                        }),
+                        None => report(TapEvent::Failed {
+                            topic: topic_text,
+                            problem: self.last_problem.take(),
+                            payload: payload.to_vec(),
+                        }),
+                    }
+                }
+                Ok(SessionEvent::Other) => true,
+                Err(err) => {
+                    let keep_going = report(TapEvent::Problem(format!(
+                        "connection to {}:{} failed: {err}; retrying",
+                        self.session.config.host,
+                        self.session.config.port()
+                    )));
+                    let delay = backoff.next_delay();
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    keep_going
+                }
+            };
+            if !keep_going {
+                break;
+            }
+        }
+        session.disconnect().await;
     }
 
     /// Decodes one message. Returns the readings to send on, or `None` when nothing is left of it.
