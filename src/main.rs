@@ -1186,8 +1186,6 @@ fn profile_test(
     timeout_ms: u64,
 ) -> ExitCode {
     use parkguard::decode::inspect;
-    use parkguard::decode::registers::RegisterDecoder;
-    use parkguard::ingest::plan::{plan, PlanOptions};
     let link = match link.link() {
         Ok(link) => link,
         Err(message) => {
@@ -1212,74 +1210,27 @@ fn profile_test(
             return ExitCode::from(EXIT_INVALID_CONFIG);
         }
     };
-    let Some(modbus) = &profile.modbus else {
+    if profile.modbus.is_none() {
         eprintln!(
             "{}: the profile has no [modbus] register map",
             path.display()
         );
         return ExitCode::from(EXIT_INVALID_CONFIG);
-    };
-    let decoders: Vec<RegisterDecoder> = modbus
-        .registers
-        .iter()
-        .map(|r| RegisterDecoder::new(r, modbus.address_base))
-        .collect();
-    let mut classes: Vec<&str> = decoders.iter().map(|d| d.poll_class()).collect();
-    classes.sort();
-    classes.dedup();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    }
+    let runtime = match current_thread_runtime() {
         Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let limit = std::time::Duration::from_millis(timeout_ms.max(1));
-    let tags = std::sync::Arc::new(parkguard::model::Tags::default());
-    let measurement: std::sync::Arc<str> = std::sync::Arc::from(profile.measurement());
-    let now = parkguard::model::now_ns();
-    let mut readings = Vec::new();
-    let mut failures = Vec::new();
-    for class in classes {
-        for request in plan(&decoders, class, PlanOptions::from(modbus)) {
-            let answer = runtime.block_on(parkguard::ingest::modbus::read_once(
-                &link,
-                unit,
-                request.area,
-                request.start,
-                request.count,
-                limit,
-            ));
-            match answer {
-                Ok(words) => {
-                    for &i in &request.values {
-                        let decoder = &decoders[i];
-                        let offset = usize::from(decoder.pdu_address - request.start);
-                        let width = usize::from(decoder.width());
-                        let slice = words.get(offset..offset + width).unwrap_or(&[]);
-                        decoder.readings(slice, &tags, &measurement, now, &mut readings);
-                    }
-                }
-                Err(err) => {
-                    let names: Vec<&str> = request
-                        .values
-                        .iter()
-                        .map(|&i| decoders[i].quantity())
-                        .collect();
-                    failures.push(format!(
-                        "{:?} {}..{} ({}): {err}",
-                        request.area,
-                        request.start,
-                        u32::from(request.start) + u32::from(request.count) - 1,
-                        names.join(", ")
-                    ));
-                }
-            }
+    let result = match runtime.block_on(parkguard::ingest::modbus::profile_test(
+        &link, unit, &profile, limit,
+    )) {
+        Ok(result) => result,
+        Err(err) => {
+            eprintln!("{}: {err}", path.display());
+            return ExitCode::from(EXIT_INVALID_CONFIG);
         }
-    }
+    };
     println!(
         "{} unit {unit} with profile {} ({} {}{})",
         link.address,
@@ -1292,13 +1243,8 @@ fn profile_test(
             .map(|f| format!(", firmware {f}"))
             .unwrap_or_default()
     );
-    let checks = inspect::check_readings(&modbus.registers, &readings);
-    print!("{}", inspect::checks_table(&checks));
-    let flags: Vec<&str> = checks
-        .iter()
-        .filter(|c| c.verdict == "flag SET")
-        .map(|c| c.quantity.as_str())
-        .collect();
+    print!("{}", inspect::checks_table(&result.checks));
+    let flags = result.flags_set();
     println!(
         "status flags set: {}",
         if flags.is_empty() {
@@ -1307,24 +1253,17 @@ fn profile_test(
             flags.join(", ")
         }
     );
-    for failure in &failures {
+    for failure in &result.failures {
         println!("READ FAILED: {failure}");
     }
-    let implausible = checks
-        .iter()
-        .filter(|c| {
-            c.verdict.starts_with("OUT OF RANGE")
-                || c.verdict.starts_with("INVALID")
-                || c.verdict.starts_with("IMPLAUSIBLE")
-        })
-        .count();
-    if failures.is_empty() && implausible == 0 {
+    let implausible = result.implausible();
+    if result.failures.is_empty() && implausible == 0 {
         println!("result: every quantity read and plausible");
         ExitCode::SUCCESS
     } else {
         println!(
             "result: {} read(s) failed, {implausible} value(s) implausible",
-            failures.len()
+            result.failures.len()
         );
         ExitCode::FAILURE
     }

@@ -115,6 +115,11 @@ fn write_body(path: &str) -> Value {
     match path {
         "/api/login" => json!({ "name": "olga", "password": "operator-pass" }),
         "/api/commands" => json!({ "id": "R1/m1/leakage", "command": "acknowledge" }),
+        "/api/devices/signoff" => json!({ "device": "m1", "notes": "ok" }),
+        "/api/commissioning/read" => {
+            json!({ "device": "m1", "area": "holding", "address": 0, "count": 1 })
+        }
+        "/api/commissioning/profile-test" => json!({ "device": "m1" }),
         _ => json!({}),
     }
 }

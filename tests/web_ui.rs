@@ -299,3 +299,143 @@ async fn operator_sees_an_alarm_live_acknowledges_it_and_a_viewer_cannot() {
     client.close().await.expect("close the browser");
     gateway.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn technician_reads_tests_and_signs_off_a_device_and_an_operator_cannot() {
+    use parkguard::decode::registers::Area;
+    use parkguard::sim::modbus::SimulatedBus;
+    // A P5 gas detector at 30 %LEL, its float word-swapped as the profile says.
+    let bus = SimulatedBus::new([1]);
+    let bits = 30.0f32.to_bits();
+    bus.unit(1).expect("unit").set_words(
+        Area::Holding,
+        0,
+        &[
+            300,
+            1,
+            1,
+            1,
+            250,
+            500,
+            0,
+            1800,
+            (bits & 0xffff) as u16,
+            (bits >> 16) as u16,
+        ],
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let modbus = listener.local_addr().expect("addr");
+    tokio::spawn(bus.clone().serve_tcp(listener));
+    let text = format!(
+        "{}[[devices]]\nid = \"g1\"\nlocation = \"l\"\nprofile = \"gas_detector_lel\"\nname = \"厨房燃气探测器\"\n\
+         [[modbus]]\nname = \"bus\"\ntransport = \"tcp\"\naddress = \"{modbus}\"\ntimeout_ms = 500\n\
+         [[modbus.units]]\ndevice = \"g1\"\nunit_id = 1\n\n{}",
+        site_header("l", ""),
+        web_section(&[
+            ("tina", "technician", "technician-pass"),
+            ("olga", "operator", "operator-pass"),
+        ])
+    );
+    let (_dir, path) = site(&text);
+    let config = Config::load(&path).expect("valid site");
+    let gateway = Gateway::start(config).await.expect("start");
+    let url = web_url(&gateway);
+    let driver = chromedriver();
+    let client = browser(&driver).await;
+
+    // An operator has no commissioning tab, and the API refuses the read.
+    log_in(&client, &url, "olga", "operator-pass").await;
+    wait_script(
+        &client,
+        "the commissioning tab hidden",
+        "return document.querySelector('[data-tab=commissioning]').hidden",
+    )
+    .await;
+    let status = client
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; \
+             fetch('/api/session').then(r => r.json()).then(me => fetch('/api/commissioning/read', { \
+               method: 'POST', headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': me.csrf }, \
+               body: JSON.stringify({ device: 'g1', area: 'holding', address: 0, count: 2 }) })) \
+             .then(r => done(r.status))",
+            vec![],
+        )
+        .await
+        .expect("operator's read");
+    assert_eq!(status, json!(403));
+    click(&client, "#logout").await;
+
+    log_in(&client, &url, "tina", "technician-pass").await;
+    click(&client, "[data-tab=commissioning]").await;
+    wait_script(
+        &client,
+        "the gas detector offered",
+        "return document.getElementById('comm-device').value === 'g1'",
+    )
+    .await;
+    client
+        .execute(
+            "document.getElementById('comm-address').value = '8'; \
+             document.getElementById('comm-count').value = '2';",
+            vec![],
+        )
+        .await
+        .expect("fill the read form");
+    click(&client, "#comm-read").await;
+    wait_script(
+        &client,
+        "the words and the word-order table",
+        "const rows = document.getElementById('comm-orders').textContent.split('\\n'); \
+         const f32 = rows.find(r => r.trim().startsWith('f32')); \
+         return !!f32 && f32.trim().split(/\\s+/)[2] === '30'",
+    )
+    .await;
+    click(&client, "#comm-profile-test").await;
+    wait_script(
+        &client,
+        "the profile test",
+        "return [...document.querySelectorAll('#comm-checks tr')].some(r => \
+           r.cells[0].textContent === 'lel' && r.cells[1].textContent === '30' \
+           && r.querySelector('.verdict').textContent.startsWith('ok'))",
+    )
+    .await;
+    client
+        .find(Locator::Css("#comm-firmware"))
+        .await
+        .expect("firmware field")
+        .send_keys("2.1.0")
+        .await
+        .expect("type firmware");
+    client
+        .find(Locator::Css("#comm-notes"))
+        .await
+        .expect("notes field")
+        .send_keys("零点标定完成")
+        .await
+        .expect("type notes");
+    click(&client, "#comm-signoff").await;
+    wait_script(
+        &client,
+        "the sign-off recorded",
+        "return document.getElementById('comm-signoff-result').textContent.includes('tina')",
+    )
+    .await;
+    let png = client.screenshot().await.expect("screenshot");
+    std::fs::write(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-commissioning.png"),
+        png,
+    )
+    .expect("save screenshot");
+    click(&client, "[data-tab=devices]").await;
+    wait_script(
+        &client,
+        "the sign-off on the device list",
+        "const d = document.querySelector('#device-tree .device[data-device=g1]'); \
+         return !!d && d.querySelector('.signoff').textContent.includes('tina')",
+    )
+    .await;
+    client.close().await.expect("close the browser");
+    gateway.shutdown().await;
+}

@@ -128,7 +128,7 @@ pub fn bits_table(first_address: u16, bits: &[bool]) -> String {
 }
 
 /// One quantity of a profile test: what the device gave and whether it is plausible.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ProfileCheck {
     pub quantity: String,
     pub value: String,

@@ -188,6 +188,107 @@ pub async fn read_once(
     }
 }
 
+/// What polling a device once with a profile found (`parkguard modbus profile-test` and the
+/// web UI's commissioning page).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProfileTest {
+    pub checks: Vec<crate::decode::inspect::ProfileCheck>,
+    /// Reads that failed: area, addresses, the quantities they carry, and why.
+    pub failures: Vec<String>,
+}
+
+impl ProfileTest {
+    /// Flags (named status bits) that are set.
+    pub fn flags_set(&self) -> Vec<&str> {
+        self.checks
+            .iter()
+            .filter(|c| c.verdict == "flag SET")
+            .map(|c| c.quantity.as_str())
+            .collect()
+    }
+
+    /// Values that are out of range, sensor-open or implausible.
+    pub fn implausible(&self) -> usize {
+        self.checks
+            .iter()
+            .filter(|c| {
+                c.verdict.starts_with("OUT OF RANGE")
+                    || c.verdict.starts_with("INVALID")
+                    || c.verdict.starts_with("IMPLAUSIBLE")
+            })
+            .count()
+    }
+}
+
+/// Polls one unit once with every register of `profile` (every poll class), over connections
+/// of its own, and judges each value.
+pub async fn profile_test(
+    link: &ModbusLink,
+    unit_id: u8,
+    profile: &crate::config::Profile,
+    limit: Duration,
+) -> Result<ProfileTest, String> {
+    let modbus = profile
+        .modbus
+        .as_ref()
+        .ok_or("the profile has no [modbus] register map")?;
+    let decoders: Vec<RegisterDecoder> = modbus
+        .registers
+        .iter()
+        .map(|r| RegisterDecoder::new(r, modbus.address_base))
+        .collect();
+    let mut classes: Vec<&str> = decoders.iter().map(|d| d.poll_class()).collect();
+    classes.sort();
+    classes.dedup();
+    let tags = Arc::new(Tags::default());
+    let measurement: Arc<str> = Arc::from(profile.measurement());
+    let now = now_ns();
+    let mut readings = Vec::new();
+    let mut failures = Vec::new();
+    for class in classes {
+        for request in plan(&decoders, class, PlanOptions::from(modbus)) {
+            match read_once(
+                link,
+                unit_id,
+                request.area,
+                request.start,
+                request.count,
+                limit,
+            )
+            .await
+            {
+                Ok(words) => {
+                    for &i in &request.values {
+                        let decoder = &decoders[i];
+                        let offset = usize::from(decoder.pdu_address - request.start);
+                        let width = usize::from(decoder.width());
+                        let slice = words.get(offset..offset + width).unwrap_or(&[]);
+                        decoder.readings(slice, &tags, &measurement, now, &mut readings);
+                    }
+                }
+                Err(err) => {
+                    let names: Vec<&str> = request
+                        .values
+                        .iter()
+                        .map(|&i| decoders[i].quantity())
+                        .collect();
+                    failures.push(format!(
+                        "{:?} {}..{} ({}): {err}",
+                        request.area,
+                        request.start,
+                        u32::from(request.start) + u32::from(request.count) - 1,
+                        names.join(", ")
+                    ));
+                }
+            }
+        }
+    }
+    Ok(ProfileTest {
+        checks: crate::decode::inspect::check_readings(&modbus.registers, &readings),
+        failures,
+    })
+}
+
 fn is_empty(request: &Write) -> bool {
     match request {
         Write::Registers { words, .. } => words.is_empty(),

@@ -146,10 +146,16 @@ impl Scenario {
                     problems.push(format!("steps[{i}].behaviour: normal, silent or exception"));
                 }
             }
-            if s.ramp.as_ref().is_some_and(|r| !(r.over_s.is_finite() && r.over_s > 0.0)) {
+            if s.ramp
+                .as_ref()
+                .is_some_and(|r| !(r.over_s.is_finite() && r.over_s > 0.0))
+            {
                 problems.push(format!("steps[{i}].ramp.over_s must be above 0"));
             }
-            if s.chatter.as_ref().is_some_and(|c| !(c.every_s.is_finite() && c.every_s > 0.0)) {
+            if s.chatter
+                .as_ref()
+                .is_some_and(|c| !(c.every_s.is_finite() && c.every_s > 0.0))
+            {
                 problems.push(format!("steps[{i}].chatter.every_s must be above 0"));
             }
         }

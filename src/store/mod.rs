@@ -124,7 +124,26 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (device, quantity, span_ms, bucket_ms)
      ) WITHOUT ROWID;
      CREATE INDEX history_age ON history (span_ms, bucket_ms);",
+    // 3: commissioning sign-offs of devices.
+    "CREATE TABLE signoff (
+        device TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        technician TEXT NOT NULL,
+        firmware TEXT,
+        notes TEXT NOT NULL,
+        PRIMARY KEY (device, at_ms)
+     );",
 ];
+
+/// A technician's record that a device was commissioned: who, when, which firmware, notes.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct SignOff {
+    pub device: String,
+    pub at_ms: i64,
+    pub technician: String,
+    pub firmware: Option<String>,
+    pub notes: String,
+}
 
 /// Undecodable messages kept for inspection; older ones are deleted.
 const BAD_MESSAGES_KEPT: i64 = 1000;
@@ -260,6 +279,39 @@ impl Store {
             tx.commit()?;
         }
         Ok(())
+    }
+
+    /// Records a sign-off (earlier ones of the device are kept as its history).
+    pub fn add_signoff(&mut self, signoff: &SignOff) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO signoff (device, at_ms, technician, firmware, notes)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                signoff.device,
+                signoff.at_ms,
+                signoff.technician,
+                signoff.firmware,
+                signoff.notes
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The newest sign-off of every device that has one.
+    pub fn latest_signoffs(&self) -> Result<Vec<SignOff>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT device, MAX(at_ms), technician, firmware, notes FROM signoff GROUP BY device",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(SignOff {
+                device: r.get(0)?,
+                at_ms: r.get(1)?,
+                technician: r.get(2)?,
+                firmware: r.get(3)?,
+                notes: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Alarm states kept from before a restart.

@@ -496,6 +496,10 @@ struct DeviceView<'a> {
     status: super::DeviceStatus,
     /// Alarms of the device that are not normal.
     alarms: usize,
+    /// Polled over Modbus (so the commissioning page can read it).
+    modbus: bool,
+    /// The newest commissioning sign-off.
+    signoff: Option<crate::store::SignOff>,
     #[serde(flatten)]
     latest: DeviceLatest,
 }
@@ -503,6 +507,15 @@ struct DeviceView<'a> {
 /// Every declared device with its place, status and latest values, in park, enterprise,
 /// location and id order.
 pub async fn devices(State(state): State<Shared>, _caller: Caller) -> Response {
+    let reader = Arc::clone(&state);
+    let signoffs = tokio::task::spawn_blocking(move || {
+        let store = reader.store.lock().unwrap_or_else(|e| e.into_inner());
+        store.latest_signoffs()
+    })
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .unwrap_or_default();
     let site = &state.config.site;
     let latest = state.latest.all();
     let alarms = state.hub.alarms();
@@ -554,6 +567,11 @@ pub async fn devices(State(state): State<Shared>, _caller: Caller) -> Response {
                 profile: &d.profile,
                 status: super::hub::device_status(own.iter().copied(), seen.last_seen_ms.is_some()),
                 alarms: own.len(),
+                modbus: site
+                    .modbus
+                    .iter()
+                    .any(|m| m.units.iter().any(|u| u.device == d.id)),
+                signoff: signoffs.iter().find(|s| s.device == d.id).cloned(),
                 latest: seen,
             }
         })
@@ -635,5 +653,211 @@ mod tests {
             role_for(&Command::Suppress { until_ms: 0 }),
             Role::Technician
         );
+    }
+}
+
+/// The Modbus connection, unit id and profile of a configured device.
+fn modbus_device(
+    state: &Shared,
+    device: &str,
+) -> Option<(crate::config::ModbusLink, u8, crate::config::Profile)> {
+    let site = &state.config.site;
+    let profile_id = &site.devices.iter().find(|d| d.id == device)?.profile;
+    let profile = state.config.profiles.get(profile_id)?.clone();
+    site.modbus.iter().find_map(|m| {
+        m.units
+            .iter()
+            .find(|u| u.device == device)
+            .map(|u| (m.link(), u.unit_id, profile.clone()))
+    })
+}
+
+/// How long a commissioning read may wait for the device.
+const COMMISSIONING_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadRequest {
+    device: String,
+    /// holding, input, coil or discrete.
+    area: String,
+    /// As the manual counts (see `base`).
+    address: u16,
+    count: u16,
+    #[serde(default)]
+    base: u16,
+}
+
+/// Reads raw words from a configured Modbus device for a technician: the words and every
+/// type in all four word orders.
+pub async fn commissioning_read(
+    State(state): State<Shared>,
+    caller: Caller,
+    request: Result<Json<ReadRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    use crate::decode::registers::Area;
+    if let Err(message) = caller.require(Role::Technician) {
+        return error(StatusCode::FORBIDDEN, message);
+    }
+    let Json(request) = match request {
+        Ok(request) => request,
+        Err(err) => return error(StatusCode::BAD_REQUEST, err.body_text()),
+    };
+    let (area, max) = match request.area.as_str() {
+        "holding" => (Area::Holding, 125),
+        "input" => (Area::Input, 125),
+        "coil" => (Area::Coil, 2000),
+        "discrete" => (Area::DiscreteInput, 2000),
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown area `{other}`: holding, input, coil or discrete"),
+            )
+        }
+    };
+    if request.count == 0 || request.count > max {
+        return error(StatusCode::BAD_REQUEST, format!("count must be 1 to {max}"));
+    }
+    let Some(wire) = request.address.checked_sub(request.base) else {
+        return error(StatusCode::BAD_REQUEST, "address below the base");
+    };
+    let Some((link, unit, _)) = modbus_device(&state, &request.device) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("`{}` is not a Modbus device of this site", request.device),
+        );
+    };
+    let answer = crate::ingest::modbus::read_once(
+        &link,
+        unit,
+        area,
+        wire,
+        request.count,
+        COMMISSIONING_TIMEOUT,
+    )
+    .await;
+    match answer {
+        Ok(words) => {
+            let (words_table, orders_table) = if area.is_bit() {
+                let bits: Vec<bool> = words.iter().map(|w| *w != 0).collect();
+                (
+                    crate::decode::inspect::bits_table(request.address, &bits),
+                    String::new(),
+                )
+            } else {
+                (
+                    crate::decode::inspect::words_table(request.address, &words),
+                    crate::decode::inspect::every_order_table(request.address, &words),
+                )
+            };
+            Json(
+                json!({ "words": words, "words_table": words_table, "orders_table": orders_table }),
+            )
+            .into_response()
+        }
+        Err(err) => error(StatusCode::BAD_GATEWAY, err.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceRequest {
+    device: String,
+}
+
+/// Polls a configured Modbus device once with its profile and judges every value.
+pub async fn commissioning_profile_test(
+    State(state): State<Shared>,
+    caller: Caller,
+    request: Result<Json<DeviceRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(message) = caller.require(Role::Technician) {
+        return error(StatusCode::FORBIDDEN, message);
+    }
+    let Json(request) = match request {
+        Ok(request) => request,
+        Err(err) => return error(StatusCode::BAD_REQUEST, err.body_text()),
+    };
+    let Some((link, unit, profile)) = modbus_device(&state, &request.device) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("`{}` is not a Modbus device of this site", request.device),
+        );
+    };
+    match crate::ingest::modbus::profile_test(&link, unit, &profile, COMMISSIONING_TIMEOUT).await {
+        Ok(result) => Json(json!({
+            "checks": result.checks,
+            "failures": result.failures,
+            "flags_set": result.flags_set(),
+            "implausible": result.implausible(),
+        }))
+        .into_response(),
+        Err(err) => error(StatusCode::BAD_REQUEST, err),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignOffRequest {
+    device: String,
+    #[serde(default)]
+    firmware: Option<String>,
+    #[serde(default)]
+    notes: String,
+}
+
+/// Records that a technician commissioned a device.
+pub async fn signoff(
+    State(state): State<Shared>,
+    caller: Caller,
+    request: Result<Json<SignOffRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(message) = caller.require(Role::Technician) {
+        return error(StatusCode::FORBIDDEN, message);
+    }
+    let Json(request) = match request {
+        Ok(request) => request,
+        Err(err) => return error(StatusCode::BAD_REQUEST, err.body_text()),
+    };
+    if !state
+        .config
+        .site
+        .devices
+        .iter()
+        .any(|d| d.id == request.device)
+    {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no device `{}`", request.device),
+        );
+    }
+    let too_long = |t: &str| t.chars().count() > MAX_TEXT;
+    if too_long(&request.notes) || request.firmware.as_deref().is_some_and(too_long) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("notes and firmware are at most {MAX_TEXT} characters"),
+        );
+    }
+    let record = crate::store::SignOff {
+        device: request.device,
+        at_ms: now_ms(),
+        technician: caller.name.clone(),
+        firmware: request.firmware.filter(|f| !f.trim().is_empty()),
+        notes: request.notes,
+    };
+    let writer = Arc::clone(&state);
+    let stored = record.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut store = writer.store.lock().unwrap_or_else(|e| e.into_inner());
+        store.add_signoff(&stored)
+    })
+    .await;
+    match result {
+        Ok(Ok(())) => {
+            tracing::info!(device = %record.device, technician = %record.technician, "Device signed off.");
+            Json(record).into_response()
+        }
+        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "sign-off failed"),
     }
 }

@@ -84,6 +84,17 @@ pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<Shared>)> {
         (Method::GET, "/api/journal", get(api::journal)),
         (Method::GET, "/api/devices", get(api::devices)),
         (Method::GET, "/api/history", get(api::history)),
+        (
+            Method::POST,
+            "/api/commissioning/read",
+            post(api::commissioning_read),
+        ),
+        (
+            Method::POST,
+            "/api/commissioning/profile-test",
+            post(api::commissioning_profile_test),
+        ),
+        (Method::POST, "/api/devices/signoff", post(api::signoff)),
     ]
 }
 

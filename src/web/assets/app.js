@@ -4,7 +4,10 @@
 
 const I18N = {
   zh: {
-    tab_board: "报警", tab_devices: "设备", tab_journal: "日志", sound: "声音", logout: "退出",
+    tab_board: "报警", tab_devices: "设备", tab_journal: "日志", tab_commissioning: "调试",
+    device: "设备", address: "地址", count: "数量", base: "起始编号", read: "读取", profile_test: "按型号测试",
+    signoff_title: "调试签字", firmware: "固件版本", notes: "备注", signoff: "签字确认",
+    signed_off: "已调试签字", flags_set: "已置位状态", failures: "读取失败", all_plausible: "全部读数合理", sound: "声音", logout: "退出",
     login_title: "登录 parkguard", user: "用户名", password: "密码", login: "登录",
     login_failed: "用户名或密码错误", live_title: "实时连接",
     col_severity: "级别", col_state: "状态", col_time: "时间", col_place: "位置", col_device: "设备",
@@ -29,7 +32,10 @@ const I18N = {
     act_returned_to_service: "恢复使用", act_reset: "复位", act_chatter_flagged: "频繁报警", act_retired: "规则移除",
   },
   en: {
-    tab_board: "Alarms", tab_devices: "Devices", tab_journal: "Journal", sound: "Sound", logout: "Log out",
+    tab_board: "Alarms", tab_devices: "Devices", tab_journal: "Journal", tab_commissioning: "Commissioning",
+    device: "Device", address: "Address", count: "Count", base: "Manual counts from", read: "Read", profile_test: "Profile test",
+    signoff_title: "Sign-off", firmware: "Firmware", notes: "Notes", signoff: "Sign off",
+    signed_off: "signed off", flags_set: "Flags set", failures: "Failed reads", all_plausible: "every value plausible", sound: "Sound", logout: "Log out",
     login_title: "Log in to parkguard", user: "User", password: "Password", login: "Log in",
     login_failed: "Wrong name or password", live_title: "Live connection",
     col_severity: "Severity", col_state: "State", col_time: "Time", col_place: "Place", col_device: "Device",
@@ -148,6 +154,7 @@ async function loggedIn(me) {
   $("logout").hidden = false;
   $("who").textContent = `${me.name} (${me.role})`;
   document.body.dataset.role = me.role;
+  for (const node of document.querySelectorAll(".technician-only")) node.hidden = !can("technician");
   showTab(app.tab);
   connectEvents();
   await loadAlarms();
@@ -165,6 +172,7 @@ function showTab(tab) {
   for (const view of document.querySelectorAll(".view")) view.hidden = view.id !== `${tab}-view`;
   if (tab === "devices") loadDevices();
   if (tab === "journal") loadJournal();
+  if (tab === "commissioning") loadCommissioning();
 }
 
 // ---- live alarms -------------------------------------------------------------------------
@@ -381,10 +389,15 @@ function deviceRow(d) {
     .slice(0, 6)
     .map(([q, v]) => `${q}=${fmtValue(v.value)}${v.unit ? " " + v.unit : ""}`)
     .join("  ");
+  const signoff = d.signoff
+    ? el("span", { class: "signoff", title: `${d.signoff.technician} ${fmtTime(d.signoff.at_ms)} ${d.signoff.firmware || ""} ${d.signoff.notes}` },
+      `✔ ${t("signed_off")}: ${d.signoff.technician}`)
+    : null;
   return el("div", { class: "device", dataset: { device: d.id }, onclick: () => openDevice(d.id) },
     el("span", { class: `badge status-${d.status}` }, t(`status_${d.status}`)),
     el("span", { class: "device-name" }, d.name || d.id),
     el("span", { class: "values" }, values || t("never")),
+    signoff,
   );
 }
 
@@ -433,6 +446,65 @@ async function drawChart() {
   app.chart = new uPlot(options, data, container);
 }
 
+// ---- commissioning ----------------------------------------------------------------------
+
+async function loadCommissioning() {
+  if (!app.devices.length) await loadDevices();
+  const select = $("comm-device");
+  const current = select.value;
+  select.replaceChildren(...app.devices.filter((d) => d.modbus).map((d) =>
+    el("option", { value: d.id }, `${d.name || d.id} (${d.profile})`)));
+  if (current) select.value = current;
+}
+
+async function commissioningRead(e) {
+  e.preventDefault();
+  $("comm-error").textContent = "";
+  try {
+    const result = await api("POST", "/api/commissioning/read", {
+      device: $("comm-device").value, area: $("comm-area").value,
+      address: Number($("comm-address").value), count: Number($("comm-count").value),
+      base: Number($("comm-base").value),
+    });
+    $("comm-words").textContent = result.words_table;
+    $("comm-orders").textContent = result.orders_table;
+  } catch (err) {
+    $("comm-error").textContent = err.message;
+  }
+}
+
+async function commissioningProfileTest() {
+  $("comm-error").textContent = "";
+  try {
+    const result = await api("POST", "/api/commissioning/profile-test", { device: $("comm-device").value });
+    $("comm-checks").tBodies[0].replaceChildren(...result.checks.map((c) =>
+      el("tr", { class: /^(OUT|INVALID|IMPLAUSIBLE)/.test(c.verdict) ? "bad" : "" },
+        el("td", {}, c.quantity), el("td", {}, c.value), el("td", {}, c.unit), el("td", {}, c.quality),
+        el("td", { class: "verdict" }, c.verdict))));
+    const parts = [];
+    if (result.flags_set.length) parts.push(`${t("flags_set")}: ${result.flags_set.join(", ")}`);
+    if (result.failures.length) parts.push(`${t("failures")}: ${result.failures.join("; ")}`);
+    if (!parts.length && !result.implausible) parts.push(t("all_plausible"));
+    $("comm-summary").textContent = parts.join(" · ");
+  } catch (err) {
+    $("comm-error").textContent = err.message;
+  }
+}
+
+async function commissioningSignOff(e) {
+  e.preventDefault();
+  $("comm-error").textContent = "";
+  try {
+    const record = await api("POST", "/api/devices/signoff", {
+      device: $("comm-device").value, firmware: $("comm-firmware").value, notes: $("comm-notes").value,
+    });
+    $("comm-signoff-result").textContent = `✔ ${record.technician} ${fmtTime(record.at_ms)}`;
+    loadDevices();
+  } catch (err) {
+    $("comm-error").textContent = err.message;
+  }
+}
+
 // ---- journal -----------------------------------------------------------------------------
 
 async function loadJournal() {
@@ -477,6 +549,9 @@ function start() {
   $("dialog-ok").addEventListener("click", confirmDialog);
   $("dialog-cancel").addEventListener("click", () => $("dialog").close());
   $("show-hidden").addEventListener("change", renderBoard);
+  $("comm-read-form").addEventListener("submit", commissioningRead);
+  $("comm-profile-test").addEventListener("click", commissioningProfileTest);
+  $("comm-signoff-form").addEventListener("submit", commissioningSignOff);
   $("journal-form").addEventListener("submit", (e) => { e.preventDefault(); loadJournal(); });
   $("detail-quantity").addEventListener("change", drawChart);
   $("detail-hours").addEventListener("change", drawChart);
