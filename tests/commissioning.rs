@@ -161,10 +161,14 @@ async fn modbus_read_over_tcp_shows_words_and_every_word_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn modbus_read_over_rtu_on_a_serial_line() {
+async fn modbus_read_write_and_profile_test_over_rtu_on_a_serial_line() {
     let pty = pty_pair();
-    let bus = SimulatedBus::new([1]);
+    let bus = SimulatedBus::new([1, 2]);
     load(&bus);
+    bus.unit(2)
+        .expect("unit 2")
+        .set_words(Area::Holding, 0, &gas_words(true));
+    let watched = bus.clone();
     let settings = SerialConfig {
         baud: 19200,
         parity: Parity::Even,
@@ -192,6 +196,54 @@ async fn modbus_read_over_rtu_on_a_serial_line() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(f32_cells(&stdout, 100)[0], "230.5", "{stdout}");
     assert_eq!(f32_cells(&stdout, 102)[1], "230.5", "{stdout}");
+
+    let line = |extra: &[&str]| {
+        let mut all = vec![
+            "--serial",
+            pty.gateway_end.as_str(),
+            "--baud",
+            "19200",
+            "--parity",
+            "even",
+        ];
+        all.extend_from_slice(extra);
+        all.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let mut write = args(&["modbus", "write"]);
+    write.extend(line(&["--unit", "2", "--yes", "4", "200"]));
+    let out = parkguard(write).await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        watched.unit(2).and_then(|u| u.word(Area::Holding, 4)),
+        Some(200)
+    );
+
+    let dir = profiles_dir();
+    let mut test = args(&["modbus", "profile-test"]);
+    test.extend(line(&[
+        "--unit",
+        "2",
+        "--profile",
+        "gas_detector_lel",
+        "--profiles-dir",
+        &dir,
+    ]));
+    let out = parkguard(test).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("lel ") && l.contains(" 30 ")),
+        "{stdout}"
+    );
+    // The set-point just written, read through the profile's scale.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("al1_set ") && l.contains(" 20 ")),
+        "{stdout}"
+    );
 }
 
 fn profiles_dir() -> String {

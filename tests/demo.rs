@@ -1,7 +1,8 @@
 //! `parkguard demo`, the README's first command, as a user runs it: the binary started with no
 //! external services; it prints the URL and a login; in real headless Chromium the board shows
 //! active alarms within 60 seconds (the smoke alarm, the residual-current ramp, the gas leak);
-//! SIGINT stops it cleanly with exit code 0.
+//! with `--influx-url` the readings and alarm points reach a real InfluxDB; SIGINT stops it
+//! cleanly with exit code 0.
 
 mod support;
 
@@ -14,6 +15,8 @@ use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_shows_alarms_in_the_browser_within_a_minute_and_stops_on_sigint() {
+    let influx = influxd();
+    create_database(&influx, "demo").await;
     let dir = tempfile::TempDir::new().expect("temp dir");
     let web_port = free_port();
     let mqtt_port = free_port();
@@ -22,6 +25,7 @@ async fn demo_shows_alarms_in_the_browser_within_a_minute_and_stops_on_sigint() 
         .arg(dir.path().join("demo"))
         .args(["--listen", &format!("127.0.0.1:{web_port}")])
         .args(["--mqtt-listen", &format!("127.0.0.1:{mqtt_port}")])
+        .args(["--influx-url", &influx.url(), "--influx-db", "demo"])
         .env("RUST_LOG", "info,rumqttd=off")
         .env_remove("PARKGUARD_DEMO_PASSWORD")
         .stdout(Stdio::piped())
@@ -98,6 +102,35 @@ async fn demo_shows_alarms_in_the_browser_within_a_minute_and_stops_on_sigint() 
     )
     .expect("save screenshot");
     client.close().await.expect("close the browser");
+
+    // The same readings and alarm transitions in InfluxDB.
+    eventually(
+        "meter readings and alarm points in InfluxDB",
+        Duration::from_secs(15),
+        || {
+            let influx = &influx;
+            async move {
+                let meters =
+                    rows(&influxql(influx, "demo", "SELECT count(leakage) FROM electrical").await);
+                let alarms = rows(
+                    &influxql(
+                        influx,
+                        "demo",
+                        "SELECT count(state) FROM alarm WHERE rule = 'R13'",
+                    )
+                    .await,
+                );
+                let count = |r: &Vec<serde_json::Map<String, serde_json::Value>>| {
+                    r.first()
+                        .and_then(|row| row.get("count"))
+                        .and_then(|c| c.as_u64())
+                        .unwrap_or(0)
+                };
+                count(&meters) > 0 && count(&alarms) > 0
+            }
+        },
+    )
+    .await;
 
     // SIGINT: a clean stop.
     let status = Command::new("kill")
