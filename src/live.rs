@@ -74,11 +74,6 @@ impl LatestValues {
         }
     }
 
-    pub fn device(&self, id: &str) -> Option<DeviceLatest> {
-        let devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
-        devices.get(id).cloned()
-    }
-
     pub fn all(&self) -> HashMap<String, DeviceLatest> {
         self.devices
             .lock()

@@ -8,7 +8,7 @@
 //! to them only over MQTT and Modbus like real devices do.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -471,11 +471,6 @@ pub async fn run(
 /// A random password for the demo's logins.
 pub fn demo_password() -> String {
     crate::web::random_token().chars().take(12).collect()
-}
-
-/// The folder the demo keeps its site file and store in.
-pub fn default_dir() -> PathBuf {
-    Path::new("parkguard-demo").to_path_buf()
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The HTTP handlers: the page and its assets, login, alarms, commands, events, journal,
 //! devices, history, metrics and health.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -519,29 +519,43 @@ pub async fn devices(State(state): State<Shared>, _caller: Caller) -> Response {
     let site = &state.config.site;
     let latest = state.latest.all();
     let alarms = state.hub.alarms();
-    let parks: Vec<(&str, Option<&str>)> = site
+    // Lookups by id: the list is built for every refresh of every open device page.
+    let park_names: HashMap<&str, Option<&str>> = site
         .parks
         .iter()
         .map(|p| (p.id.as_str(), p.name.as_deref()))
         .collect();
-    let enterprises: Vec<(&str, &str, Option<&str>)> = site
+    let enterprises: HashMap<&str, (&str, Option<&str>)> = site
         .enterprises
         .iter()
-        .map(|e| (e.id.as_str(), e.park.as_str(), e.name.as_deref()))
+        .map(|e| (e.id.as_str(), (e.park.as_str(), e.name.as_deref())))
         .collect();
-    let locations: Vec<(&str, &str, Option<&str>)> = site
+    let locations: HashMap<&str, (&str, Option<&str>)> = site
         .locations
         .iter()
-        .map(|l| (l.id.as_str(), l.enterprise.as_str(), l.name.as_deref()))
+        .map(|l| (l.id.as_str(), (l.enterprise.as_str(), l.name.as_deref())))
+        .collect();
+    let mut alarms_of: HashMap<&str, Vec<&AlarmView>> = HashMap::new();
+    for a in &alarms {
+        alarms_of.entry(a.device.as_str()).or_default().push(a);
+    }
+    let polled: HashSet<&str> = site
+        .modbus
+        .iter()
+        .flat_map(|m| m.units.iter().map(|u| u.device.as_str()))
+        .collect();
+    let signoffs: HashMap<String, crate::store::SignOff> = signoffs
+        .into_iter()
+        .map(|s| (s.device.clone(), s))
         .collect();
     let mut list: Vec<DeviceView> = site
         .devices
         .iter()
         .map(|d| {
-            let location = locations.iter().find(|l| l.0 == d.location);
-            let enterprise_id = location.map_or("", |l| l.1);
-            let enterprise = enterprises.iter().find(|e| e.0 == enterprise_id);
-            let park_id = enterprise.map_or("", |e| e.1);
+            let location = locations.get(d.location.as_str());
+            let enterprise_id = location.map_or("", |l| l.0);
+            let enterprise = enterprises.get(enterprise_id);
+            let park_id = enterprise.map_or("", |e| e.0);
             let kind = d.kind.as_deref().unwrap_or_else(|| {
                 state
                     .config
@@ -550,28 +564,22 @@ pub async fn devices(State(state): State<Shared>, _caller: Caller) -> Response {
                     .map_or("", |p| p.kind.as_str())
             });
             let seen = latest.get(&d.id).cloned().unwrap_or_default();
-            let own: Vec<&AlarmView> = alarms.iter().filter(|a| a.device == d.id).collect();
+            let own = alarms_of.get(d.id.as_str()).map_or(&[][..], Vec::as_slice);
             DeviceView {
                 id: &d.id,
                 name: d.name.as_deref(),
                 park: park_id,
-                park_name: parks
-                    .iter()
-                    .find(|(i, _)| *i == park_id)
-                    .and_then(|(_, n)| *n),
+                park_name: park_names.get(park_id).copied().flatten(),
                 enterprise: enterprise_id,
-                enterprise_name: enterprise.and_then(|e| e.2),
+                enterprise_name: enterprise.and_then(|e| e.1),
                 location: &d.location,
-                location_name: location.and_then(|l| l.2),
+                location_name: location.and_then(|l| l.1),
                 kind,
                 profile: &d.profile,
                 status: super::hub::device_status(own.iter().copied(), seen.last_seen_ms.is_some()),
                 alarms: own.len(),
-                modbus: site
-                    .modbus
-                    .iter()
-                    .any(|m| m.units.iter().any(|u| u.device == d.id)),
-                signoff: signoffs.iter().find(|s| s.device == d.id).cloned(),
+                modbus: polled.contains(d.id.as_str()),
+                signoff: signoffs.get(&d.id).cloned(),
                 latest: seen,
             }
         })

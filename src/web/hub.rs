@@ -167,19 +167,6 @@ impl Hub {
         list
     }
 
-    pub fn status(&self, device: &str) -> DeviceStatus {
-        let known = self
-            .statuses
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(device)
-            .copied();
-        match known {
-            Some(status) if status != DeviceStatus::Unknown => status,
-            _ => self.compute_status(device),
-        }
-    }
-
     fn read_alarms(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, AlarmView>> {
         self.alarms.read().unwrap_or_else(|e| e.into_inner())
     }

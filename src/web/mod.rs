@@ -38,6 +38,7 @@ use crate::metrics::Metrics;
 use crate::rules::runtime::RulesHandle;
 use crate::store::Store;
 
+use auth::SESSION_COOKIE;
 pub use auth::{hash_password, random_token, token_sha256_hex, Auth, Caller};
 pub use hub::{DeviceStatus, Hub};
 
@@ -316,8 +317,6 @@ fn session_cookie(value: &str, max_age_s: u64, secure: bool) -> String {
         if secure { "; Secure" } else { "" }
     )
 }
-
-use auth::SESSION_COOKIE;
 
 /// The session id from the `Cookie` header.
 fn session_id(headers: &HeaderMap) -> Option<&str> {
