@@ -34,6 +34,8 @@ pub enum StoreError {
     BadState { key: String, error: String },
     #[error("store task failed: {0}")]
     Task(String),
+    #[error("store: {0}")]
+    Io(String),
     #[error(
         "store schema version {0} is newer than this parkguard understands; upgrade parkguard"
     )]
@@ -279,6 +281,26 @@ impl Store {
             tx.commit()?;
         }
         Ok(())
+    }
+
+    /// Copies the whole store into a new file `destination` with SQLite's online backup, a few
+    /// pages at a time so that the running daemon keeps writing meanwhile. Returns the size
+    /// of the copy in bytes. An existing file is never overwritten.
+    pub fn backup_to(&self, destination: &Path) -> Result<u64, StoreError> {
+        if destination.exists() {
+            return Err(StoreError::Io(format!(
+                "{} exists; give a new file",
+                destination.display()
+            )));
+        }
+        let mut copy = Connection::open(destination)?;
+        {
+            let backup = rusqlite::backup::Backup::new(&self.conn, &mut copy)?;
+            backup.run_to_completion(256, std::time::Duration::from_millis(2), None)?;
+        }
+        let pages: i64 = copy.pragma_query_value(None, "page_count", |r| r.get(0))?;
+        let page_size: i64 = copy.pragma_query_value(None, "page_size", |r| r.get(0))?;
+        Ok((pages * page_size) as u64)
     }
 
     /// Records a sign-off (earlier ones of the device are kept as its history).
