@@ -10,16 +10,6 @@ use parkguard::config::Config;
 use parkguard::pipeline::Gateway;
 use support::*;
 
-fn meter(leakage: f64) -> String {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis();
-    format!(
-        r#"{{"ts":{now_ms},"ua":230.1,"ub":229.8,"uc":231.0,"ia":12.5,"ib":11.0,"ic":13.25,"p_total":8350,"leakage":{leakage},"t":[35.5,36.0,34.25,41.0]}}"#
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_of_a_running_daemon_is_complete_and_never_overwrites() {
     let mosquitto = mosquitto();

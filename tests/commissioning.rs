@@ -13,17 +13,6 @@ use parkguard::sim::modbus::{Behaviour, SimulatedBus};
 use support::*;
 use tokio_modbus::prelude::ExceptionCode;
 
-async fn parkguard(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_parkguard"))
-            .args(&args)
-            .output()
-            .expect("run parkguard")
-    })
-    .await
-    .expect("join")
-}
-
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }

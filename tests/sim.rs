@@ -6,7 +6,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use parkguard::sim::scenario::Scenario;
@@ -63,17 +63,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-async fn parkguard(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_parkguard"))
-            .args(&args)
-            .output()
-            .expect("run parkguard")
-    })
-    .await
-    .expect("join")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

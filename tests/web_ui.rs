@@ -48,16 +48,6 @@ profile = "adw300_json"
     )
 }
 
-fn meter(leakage: f64) -> String {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis();
-    format!(
-        r#"{{"ts":{now_ms},"ua":230.1,"ub":229.8,"uc":231.0,"ia":12.5,"ib":11.0,"ic":13.25,"p_total":8350,"leakage":{leakage},"t":[35.5,36.0,34.25,41.0]}}"#
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_sees_an_alarm_live_acknowledges_it_and_a_viewer_cannot() {
     let mosquitto = mosquitto();

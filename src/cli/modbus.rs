@@ -31,7 +31,15 @@ pub struct LinkArgs {
 }
 
 impl LinkArgs {
-    fn link(&self) -> Result<parkguard::config::ModbusLink, String> {
+    /// The link the arguments describe; a wrong argument is reported and ends the command.
+    fn link(&self) -> Result<parkguard::config::ModbusLink, ExitCode> {
+        self.parse().map_err(|message| {
+            eprintln!("{message}");
+            ExitCode::from(EXIT_INVALID_CONFIG)
+        })
+    }
+
+    fn parse(&self) -> Result<parkguard::config::ModbusLink, String> {
         use parkguard::config::{ModbusLink, ModbusTransport, Parity, SerialConfig};
         let parity = match self.parity.as_str() {
             "none" => Parity::None,
@@ -72,10 +80,7 @@ pub fn modbus_read(
     use parkguard::decode::registers::Area;
     let link = match link.link() {
         Ok(link) => link,
-        Err(message) => {
-            eprintln!("{message}");
-            return ExitCode::from(EXIT_INVALID_CONFIG);
-        }
+        Err(code) => return code,
     };
     let (area, function, max) = match area {
         "holding" => (Area::Holding, "FC03 holding registers", 125),
@@ -171,10 +176,7 @@ pub fn modbus_write(
     use parkguard::ingest::modbus::{read_once, write, Write};
     let link = match link.link() {
         Ok(link) => link,
-        Err(message) => {
-            eprintln!("{message}");
-            return ExitCode::from(EXIT_INVALID_CONFIG);
-        }
+        Err(code) => return code,
     };
     let area = match parse_area(area) {
         Ok(Area::Holding) => Area::Holding,
@@ -285,10 +287,7 @@ pub fn modbus_scan(
     use parkguard::ingest::modbus::{read_once, WriteError};
     let link = match link.link() {
         Ok(link) => link,
-        Err(message) => {
-            eprintln!("{message}");
-            return ExitCode::from(EXIT_INVALID_CONFIG);
-        }
+        Err(code) => return code,
     };
     let area = match parse_area(area) {
         Ok(area) => area,
@@ -374,10 +373,7 @@ pub fn profile_test(
     use parkguard::decode::inspect;
     let link = match link.link() {
         Ok(link) => link,
-        Err(message) => {
-            eprintln!("{message}");
-            return ExitCode::from(EXIT_INVALID_CONFIG);
-        }
+        Err(code) => return code,
     };
     let path = if std::path::Path::new(profile).is_file() {
         PathBuf::from(profile)

@@ -144,6 +144,25 @@ pub async fn write(
     }
 }
 
+/// One read request of any area; bits come back as 0/1 words.
+async fn read_area(
+    ctx: &mut Context,
+    area: Area,
+    start: u16,
+    count: u16,
+) -> tokio_modbus::Result<Vec<u16>> {
+    let as_words = |bits: Vec<bool>| bits.into_iter().map(u16::from).collect();
+    match area {
+        Area::Holding => ctx.read_holding_registers(start, count).await,
+        Area::Input => ctx.read_input_registers(start, count).await,
+        Area::Coil => ctx.read_coils(start, count).await.map(|r| r.map(as_words)),
+        Area::DiscreteInput => ctx
+            .read_discrete_inputs(start, count)
+            .await
+            .map(|r| r.map(as_words)),
+    }
+}
+
 /// One read for commissioning, over a connection of its own, every step within `limit`.
 /// Bits (coils, discrete inputs) come back as 0/1 words. Errors say whether the device refused
 /// (an exception) or never answered.
@@ -157,21 +176,7 @@ pub async fn read_once(
 ) -> Result<Vec<u16>, WriteError> {
     let mut ctx = connect(link, limit).await.map_err(WriteError::Transport)?;
     ctx.set_slave(Slave(unit_id));
-    let answer = timeout(limit, async {
-        match area {
-            Area::Holding => ctx.read_holding_registers(start, count).await,
-            Area::Input => ctx.read_input_registers(start, count).await,
-            Area::Coil => ctx
-                .read_coils(start, count)
-                .await
-                .map(|r| r.map(|bits| bits.into_iter().map(u16::from).collect())),
-            Area::DiscreteInput => ctx
-                .read_discrete_inputs(start, count)
-                .await
-                .map(|r| r.map(|bits| bits.into_iter().map(u16::from).collect())),
-        }
-    })
-    .await;
+    let answer = timeout(limit, read_area(&mut ctx, area, start, count)).await;
     let _ = timeout(limit, ctx.disconnect()).await;
     match answer {
         Err(_) => Err(WriteError::Transport(format!(
@@ -516,21 +521,7 @@ impl ModbusPoller {
             sleep_until(*quiet_until).await;
             self.metrics.requests.fetch_add(1, Ordering::Relaxed);
             let (start, count) = (request.start, request.count);
-            let answer = timeout(limit, async {
-                match request.area {
-                    Area::Holding => ctx.read_holding_registers(start, count).await,
-                    Area::Input => ctx.read_input_registers(start, count).await,
-                    Area::Coil => ctx
-                        .read_coils(start, count)
-                        .await
-                        .map(|r| r.map(|bits| bits.into_iter().map(u16::from).collect())),
-                    Area::DiscreteInput => ctx
-                        .read_discrete_inputs(start, count)
-                        .await
-                        .map(|r| r.map(|bits| bits.into_iter().map(u16::from).collect())),
-                }
-            })
-            .await;
+            let answer = timeout(limit, read_area(ctx, request.area, start, count)).await;
             *quiet_until = Instant::now() + self.bus_gap;
             let words = match answer {
                 Err(_) => {

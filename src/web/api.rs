@@ -66,6 +66,25 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
+/// A JSON request body, or the 400 that says what is wrong with it.
+// The error is returned straight from a handler; boxing it would only add a step.
+#[allow(clippy::result_large_err)]
+fn json_body<T>(
+    request: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, Response> {
+    request
+        .map(|Json(body)| body)
+        .map_err(|err| error(StatusCode::BAD_REQUEST, err.body_text()))
+}
+
+/// `Ok` when the caller's role reaches `needed`, else the 403 naming both.
+#[allow(clippy::result_large_err)]
+fn allowed(caller: &Caller, needed: Role) -> Result<(), Response> {
+    caller
+        .require(needed)
+        .map_err(|message| error(StatusCode::FORBIDDEN, message))
+}
+
 pub async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such page or endpoint")
 }
@@ -400,9 +419,9 @@ pub async fn command(
     caller: Caller,
     request: Result<Json<CommandRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let Json(request) = match request {
+    let request = match json_body(request) {
         Ok(request) => request,
-        Err(err) => return error(StatusCode::BAD_REQUEST, err.body_text()),
+        Err(response) => return response,
     };
     let too_long = |t: &Option<String>| t.as_ref().is_some_and(|t| t.chars().count() > MAX_TEXT);
     if too_long(&request.comment) || too_long(&request.reason) {
@@ -415,8 +434,8 @@ pub async fn command(
         Ok(parsed) => parsed,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    if let Err(message) = caller.require(role_for(&command)) {
-        return error(StatusCode::FORBIDDEN, message);
+    if let Err(refused) = allowed(&caller, role_for(&command)) {
+        return refused;
     }
     let operator = Operator {
         name: caller.name.clone(),
@@ -704,12 +723,12 @@ pub async fn commissioning_read(
     request: Result<Json<ReadRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     use crate::decode::registers::Area;
-    if let Err(message) = caller.require(Role::Technician) {
-        return error(StatusCode::FORBIDDEN, message);
+    if let Err(refused) = allowed(&caller, Role::Technician) {
+        return refused;
     }
-    let Json(request) = match request {
+    let request = match json_body(request) {
         Ok(request) => request,
-        Err(err) => return error(StatusCode::BAD_REQUEST, err.body_text()),
+        Err(response) => return response,
     };
     let (area, max) = match request.area.as_str() {
         "holding" => (Area::Holding, 125),
@@ -779,12 +798,12 @@ pub async fn commissioning_profile_test(
     caller: Caller,
     request: Result<Json<DeviceRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Err(message) = caller.require(Role::Technician) {
-        return error(StatusCode::FORBIDDEN, message);
+    if let Err(refused) = allowed(&caller, Role::Technician) {
+        return refused;
     }
-    let Json(request) = match request {
+    let request = match json_body(request) {
         Ok(request) => request,
-        Err(err) => return error(StatusCode::BAD_REQUEST, err.body_text()),
+        Err(response) => return response,
     };
     let Some((link, unit, profile)) = modbus_device(&state, &request.device) else {
         return error(
@@ -820,12 +839,12 @@ pub async fn signoff(
     caller: Caller,
     request: Result<Json<SignOffRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Err(message) = caller.require(Role::Technician) {
-        return error(StatusCode::FORBIDDEN, message);
+    if let Err(refused) = allowed(&caller, Role::Technician) {
+        return refused;
     }
-    let Json(request) = match request {
+    let request = match json_body(request) {
         Ok(request) => request,
-        Err(err) => return error(StatusCode::BAD_REQUEST, err.body_text()),
+        Err(response) => return response,
     };
     if !state
         .config

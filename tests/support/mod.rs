@@ -522,3 +522,26 @@ pub fn make_certificates(dir: &Path) {
         );
     }
 }
+
+/// An `adw300_json` meter message with `leakage` mA and the current time (ms).
+pub fn meter(leakage: f64) -> String {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    format!(
+        r#"{{"ts":{now_ms},"ua":230.1,"ub":229.8,"uc":231.0,"ia":12.5,"ib":11.0,"ic":13.25,"p_total":8350,"leakage":{leakage},"t":[35.5,36.0,34.25,41.0]}}"#
+    )
+}
+
+/// Runs the `parkguard` binary with `args` off the async threads; its output.
+pub async fn parkguard(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_parkguard"))
+            .args(&args)
+            .output()
+            .expect("run parkguard")
+    })
+    .await
+    .expect("join")
+}
