@@ -362,15 +362,24 @@ async fn alarm_reaches_the_event_stream_devices_and_metrics_and_roles_decide_com
     .expect("send");
     assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
 
-    let journal: Value = http
-        .get(format!("{base}/api/journal?search=m1"))
-        .bearer_auth(&tokens.viewer)
-        .send()
-        .await
-        .expect("journal")
-        .json()
-        .await
-        .expect("json");
+    // The journal is written by the store's thread after the command returns.
+    let journal_url = format!("{base}/api/journal?search=m1");
+    let mut journal = Value::Null;
+    for _ in 0..100 {
+        journal = http
+            .get(&journal_url)
+            .bearer_auth(&tokens.viewer)
+            .send()
+            .await
+            .expect("journal")
+            .json()
+            .await
+            .expect("json");
+        if journal[0]["action"] == "acknowledged" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(journal[0]["action"], "acknowledged");
     assert_eq!(journal[0]["operator"], "scada-operator");
     assert_eq!(journal[0]["comment"], "seen");
