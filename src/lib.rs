@@ -18,6 +18,7 @@
 //! - [`metrics`]: self-metrics counters and their Prometheus text form.
 //! - [`pipeline`]: builds the stages back to front and shuts them down front to back.
 
+pub mod alerts;
 pub mod config;
 pub mod decode;
 pub mod ingest;

@@ -36,6 +36,18 @@ pub struct Metrics {
     pub alarm_transitions: AtomicU64,
     /// Failed writes of alarm state and journal to the SQLite store.
     pub store_errors: AtomicU64,
+    /// Alarm pushes queued (one per transition, route, channel and e-mail recipient).
+    pub alerts_queued: AtomicU64,
+    /// Alarm pushes a receiver took.
+    pub alerts_delivered: AtomicU64,
+    /// Failed push attempts (each retried until the route's give-up time).
+    pub alerts_send_failures: AtomicU64,
+    /// Alarm pushes given up after the route's give-up time.
+    pub alerts_given_up: AtomicU64,
+    /// Sends that carried several pushes as one digest (rate limit reached).
+    pub alerts_digests: AtomicU64,
+    /// Alarm pushes waiting in the queue now.
+    pub alerts_pending: AtomicU64,
     sinks: Mutex<BTreeMap<String, Arc<SinkMetrics>>>,
     mqtt: Mutex<BTreeMap<String, Arc<MqttMetrics>>>,
     modbus: Mutex<BTreeMap<String, Arc<ModbusMetrics>>>,
@@ -231,6 +243,31 @@ impl Metrics {
                 &self.store_errors,
             ),
             (
+                "alerts_queued_total",
+                "Alarm pushes queued (per transition, route, channel and e-mail recipient).",
+                &self.alerts_queued,
+            ),
+            (
+                "alerts_delivered_total",
+                "Alarm pushes a receiver took.",
+                &self.alerts_delivered,
+            ),
+            (
+                "alerts_send_failures_total",
+                "Failed push attempts, retried until the route's give-up time.",
+                &self.alerts_send_failures,
+            ),
+            (
+                "alerts_given_up_total",
+                "Alarm pushes given up after the route's give-up time (gateway fault G3).",
+                &self.alerts_given_up,
+            ),
+            (
+                "alerts_digests_total",
+                "Sends that carried several pushes as one digest (rate limit reached).",
+                &self.alerts_digests,
+            ),
+            (
                 "outbox_commits_total",
                 "Ingest transactions committed to the outbox.",
                 &self.outbox_commits,
@@ -258,6 +295,12 @@ impl Metrics {
         ] {
             text.single(name, "counter", help, get(counter));
         }
+        text.single(
+            "alerts_pending",
+            "gauge",
+            "Alarm pushes waiting in the queue.",
+            get(&self.alerts_pending),
+        );
         text.single(
             "outbox_bytes",
             "gauge",

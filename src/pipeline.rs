@@ -15,6 +15,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, trace, warn};
 
+use crate::alerts::channels;
+use crate::alerts::dispatch::{wall_clock, AlertService};
+use crate::alerts::Router;
 use crate::config::Config;
 use crate::ingest::broker;
 use crate::ingest::devices::DeviceDirectory;
@@ -53,6 +56,7 @@ pub struct Gateway {
     closing: Arc<Closing>,
     grace: Duration,
     sinks: Vec<JoinHandle<SinkReport>>,
+    alerts: Option<AlertService>,
 }
 
 #[derive(Debug)]
@@ -91,6 +95,22 @@ impl Gateway {
             );
         }
         let (status, gateway_input) = StatusReporter::new(&config);
+        let alerts = match Router::from_config(&config) {
+            Some(router) => {
+                let router = Arc::new(router);
+                let service = AlertService::spawn(
+                    Arc::clone(&router),
+                    channels::build(&config)?,
+                    open_store()?,
+                    wall_clock(),
+                    Some(status.clone()),
+                    Arc::clone(&metrics),
+                );
+                let link = service.link(router);
+                Some((service, link))
+            }
+            None => None,
+        };
         let max_bytes = (config.site.gateway.outbox_max_mb * 1024.0 * 1024.0) as i64;
         let outbox = Outbox::new(
             max_bytes,
@@ -128,8 +148,10 @@ impl Gateway {
             rules_rx,
             gateway_input,
             Some(Arc::clone(&outbox)),
+            alerts.as_ref().map(|(_, link)| link.clone()),
             Arc::clone(&metrics),
         )?;
+        let alerts = alerts.map(|(service, _)| service);
 
         let hours = config.site.gateway.history_hours;
         let history_keep = (hours > 0.0).then(|| Duration::from_secs_f64(hours * 3600.0));
@@ -199,6 +221,7 @@ impl Gateway {
             closing,
             grace: Duration::from_secs(config.site.gateway.shutdown_grace_s),
             sinks,
+            alerts,
         })
     }
 
@@ -218,6 +241,10 @@ impl Gateway {
         let writer = self.outbox_writer;
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         let _ = self.rules_task.await;
+        if let Some(alerts) = self.alerts {
+            // Pushes still queued are sent at the next start.
+            alerts.shutdown().await;
+        }
         self.closing.begin(self.grace);
         let mut reports = Vec::new();
         for sink in self.sinks {

@@ -6,6 +6,7 @@
 //!
 //! Every problem is reported as `file:line:column: key.path: message`, all at once.
 
+pub mod alerts;
 mod locate;
 pub mod rules;
 
@@ -64,6 +65,9 @@ pub struct SiteFile {
     /// no HTTP server is started.
     #[serde(default)]
     pub web: Option<WebConfig>,
+    /// Alarm pushes: channels, routes, escalation. Absent: alarms are not pushed.
+    #[serde(default)]
+    pub alerts: Option<alerts::AlertsConfig>,
 }
 
 /// `[web]`: the operators' web UI and API, served by the daemon itself.
@@ -413,6 +417,10 @@ pub struct EnterpriseConfig {
     pub park: String,
     #[serde(default)]
     pub name: Option<String>,
+    /// The enterprise's safety contact, told by alert routes with `enterprise_contact = true`:
+    /// `{ name = "...", mobile = "...", email = "..." }`.
+    #[serde(default)]
+    pub contact: Option<alerts::ContactConfig>,
 }
 
 /// `[[locations]]`
@@ -1083,6 +1091,22 @@ impl Config {
 
         if let Some(web) = &site.web {
             validate_web(web, &self.base_dir, &mut report);
+        }
+        if let Some(alerts) = &site.alerts {
+            let mqtt_names = site.mqtt.iter().map(|m| m.name.as_str()).collect();
+            alerts::validate(alerts, &mqtt_names, &self.base_dir, &mut report);
+            for (i, c) in alerts.channels.iter().enumerate() {
+                resolve(
+                    format!("alerts.channels[{i}].secret"),
+                    &c.secret,
+                    &mut report,
+                );
+                resolve(
+                    format!("alerts.channels[{i}].password"),
+                    &c.password,
+                    &mut report,
+                );
+            }
         }
 
         let devices: BTreeSet<&str> = site.devices.iter().map(|d| d.id.as_str()).collect();

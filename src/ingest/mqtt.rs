@@ -594,7 +594,7 @@ fn build_tags(
     }
 }
 
-fn load_tls(
+pub(crate) fn load_tls(
     config: &Config,
     tls: &crate::config::MqttTlsConfig,
 ) -> anyhow::Result<TlsConfiguration> {

@@ -28,6 +28,14 @@ pub fn auth_refused(sink: &str) -> String {
 pub fn quantities(config: &Config) -> Vec<String> {
     let mut out = vec![OUTBOX_EVICTING.to_string()];
     out.extend(config.site.influx.iter().map(|s| auth_refused(&s.name)));
+    if let Some(alerts) = &config.site.alerts {
+        out.extend(
+            alerts
+                .routes
+                .iter()
+                .map(|r| crate::alerts::dispatch::given_up_quantity(&r.name)),
+        );
+    }
     out
 }
 

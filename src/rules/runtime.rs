@@ -2,7 +2,8 @@
 //! operator commands and the clock, and sends its transitions to the store's writer thread,
 //! which commits alarm state, journal entries and the transitions' `alarm` points for the
 //! sinks' outbox in one transaction. Evaluation never waits on it: the channel is unbounded
-//! (transitions are few; the journal must not lose one).
+//! (transitions are few; the journal must not lose one). With alert routes, the same
+//! transaction queues the transitions' pushes (`alerts`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use crate::alerts::dispatch::QueueLink;
 use crate::config::AlarmKind;
 use crate::metrics::Metrics;
 use crate::model::{Quality, Reading, ReadingBatch, Tags, Value};
@@ -130,6 +132,7 @@ pub fn spawn(
     mut input: mpsc::Receiver<ReadingBatch>,
     mut gateway_input: mpsc::UnboundedReceiver<ReadingBatch>,
     outbox: Option<Arc<Outbox>>,
+    alerts: Option<QueueLink>,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<(RulesHandle, JoinHandle<()>)> {
     let (requests_tx, mut requests) = mpsc::channel::<Request>(64);
@@ -139,7 +142,7 @@ pub fn spawn(
     let writer_metrics = Arc::clone(&metrics);
     let writer = std::thread::Builder::new()
         .name("parkguard-store".into())
-        .spawn(move || store_writer(store, store_rx, outbox, writer_metrics))?;
+        .spawn(move || store_writer(store, store_rx, outbox, alerts, writer_metrics))?;
     let task = tokio::spawn(async move {
         let mut events = Vec::new();
         let mut open = true;
@@ -242,6 +245,7 @@ fn store_writer(
     mut store: Store,
     input: std::sync::mpsc::Receiver<Vec<AlarmEvent>>,
     outbox: Option<Arc<Outbox>>,
+    alerts: Option<QueueLink>,
     metrics: Arc<Metrics>,
 ) {
     let outbox = outbox.filter(|o| o.has_sinks());
@@ -274,10 +278,15 @@ fn store_writer(
         loop {
             attempt += 1;
             let alarm_batch = batch.as_ref().map(|(gz, n)| (&gz[..], *n));
-            match store.record(&events, alarm_batch) {
-                Ok(()) => {
+            let router = alerts.as_ref().map(|a| &*a.router);
+            match store.record_and_route(&events, alarm_batch, router) {
+                Ok(queued) => {
                     if let (Some(outbox), Some((gz, _))) = (&outbox, &batch) {
                         outbox.added(gz.len() as i64);
+                    }
+                    if let (Some(alerts), true) = (&alerts, queued > 0) {
+                        metrics.alerts_queued.fetch_add(queued, Ordering::Relaxed);
+                        alerts.wake.notify_one();
                     }
                     break;
                 }

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 pub use crate::model::BadMessage;
 use crate::rules::engine::{AlarmEvent, PersistedAlarm};
 
+pub mod alerts;
 pub mod history;
 pub mod outbox;
 
@@ -135,6 +136,8 @@ const MIGRATIONS: &[&str] = &[
         notes TEXT NOT NULL,
         PRIMARY KEY (device, at_ms)
      );",
+    // 4: the queue of alarm pushes and the routing state behind escalation.
+    alerts::MIGRATION,
 ];
 
 /// A technician's record that a device was commissioned: who, when, which firmware, notes.
@@ -360,6 +363,18 @@ impl Store {
         events: &[AlarmEvent],
         alarm_batch: Option<(&[u8], u64)>,
     ) -> Result<(), StoreError> {
+        self.record_and_route(events, alarm_batch, None).map(|_| ())
+    }
+
+    /// `record`, and with `router`, the transitions' pushes queued in the same transaction, so
+    /// that a push exists exactly when its journal entry does. Returns the pushes queued.
+    pub fn record_and_route(
+        &mut self,
+        events: &[AlarmEvent],
+        alarm_batch: Option<(&[u8], u64)>,
+        router: Option<&crate::alerts::Router>,
+    ) -> Result<u64, StoreError> {
+        let mut queued = 0;
         let tx = self.conn.transaction()?;
         if let Some((body, points)) = alarm_batch {
             let at = events.first().map(|e| e.at_ms).unwrap_or_default();
@@ -429,6 +444,13 @@ impl Store {
                 ],
             )?;
             prev_hash = entry.hash;
+            if let Some(router) = router {
+                let held = alerts::holders(&tx, &event.key)?;
+                let plan = router.plan(event, seq, &held);
+                if !plan.is_empty() {
+                    queued += alerts::apply_plan(&tx, &plan, &event.key, event.at_ms)?;
+                }
+            }
         }
         tx.execute(
             "INSERT INTO journal_head (id, seq, hash) VALUES (1, ?1, ?2)
@@ -436,7 +458,7 @@ impl Store {
             params![seq, prev_hash],
         )?;
         tx.commit()?;
-        Ok(())
+        Ok(queued)
     }
 
     /// One commit of the ingest path: a telemetry batch for the outbox (after evicting

@@ -500,6 +500,30 @@ pub async fn journal(
     }
 }
 
+#[derive(Deserialize)]
+pub struct DeliveriesQuery {
+    key: String,
+}
+
+/// The pushes of one alarm and how each went (pending, delivered, failed), newest first.
+pub async fn deliveries(
+    State(state): State<Shared>,
+    _caller: Caller,
+    Query(query): Query<DeliveriesQuery>,
+) -> Response {
+    let reader = Arc::clone(&state);
+    let result = tokio::task::spawn_blocking(move || {
+        let store = reader.store.lock().unwrap_or_else(|e| e.into_inner());
+        store.alert_deliveries(&query.key, 200)
+    })
+    .await;
+    match result {
+        Ok(Ok(rows)) => Json(rows).into_response(),
+        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "delivery read failed"),
+    }
+}
+
 #[derive(Serialize)]
 struct DeviceView<'a> {
     id: &'a str,

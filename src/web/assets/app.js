@@ -30,6 +30,8 @@ const I18N = {
     act_cleared: "恢复", act_acknowledged: "确认", act_shelved: "搁置", act_unshelved: "取消搁置",
     act_suppressed: "屏蔽", act_unsuppressed: "取消屏蔽", act_removed_from_service: "停用",
     act_returned_to_service: "恢复使用", act_reset: "复位", act_chatter_flagged: "频繁报警", act_retired: "规则移除",
+    act_unacknowledged: "超时升级", act_reminder: "提醒",
+    pushes: "推送", no_pushes: "没有推送记录", push_pending: "待发送", push_delivered: "已送达", push_failed: "已放弃",
   },
   en: {
     tab_board: "Alarms", tab_devices: "Devices", tab_journal: "Journal", tab_commissioning: "Commissioning",
@@ -58,6 +60,8 @@ const I18N = {
     act_cleared: "cleared", act_acknowledged: "acknowledged", act_shelved: "shelved", act_unshelved: "unshelved",
     act_suppressed: "suppressed", act_unsuppressed: "unsuppressed", act_removed_from_service: "removed from service",
     act_returned_to_service: "returned to service", act_reset: "reset", act_chatter_flagged: "chattering", act_retired: "rule removed",
+    act_unacknowledged: "escalated (deadline)", act_reminder: "reminder",
+    pushes: "Pushes", no_pushes: "No pushes", push_pending: "pending", push_delivered: "delivered", push_failed: "given up",
   },
 };
 
@@ -74,6 +78,9 @@ const app = {
   chart: null,
   detailDevice: null,
   dialogAction: null,
+  // The alarm whose pushes are shown under its row, and those pushes.
+  pushesKey: null,
+  pushes: [],
 };
 
 function t(key) {
@@ -158,6 +165,7 @@ async function loggedIn(me) {
   showTab(app.tab);
   connectEvents();
   await loadAlarms();
+  followAlarmLink();
   // Names of places for the board.
   if (app.tab !== "devices") loadDevices();
 }
@@ -187,6 +195,7 @@ function connectEvents() {
     const transition = JSON.parse(e.data);
     const before = app.alarms.get(transition.alarm.key);
     applyAlarm(transition.alarm);
+    if (transition.alarm.key === app.pushesKey) setTimeout(loadPushes, 500);
     if (transition.action === "raised" && transition.alarm.severity === "critical" && transition.annunciated && !before) beep();
     renderBoard();
   });
@@ -235,7 +244,7 @@ function renderBoard() {
   if (!body) return;
   const visible = sortedAlarms();
   const hidden = [...app.alarms.values()].filter(isHidden).length;
-  body.replaceChildren(...visible.map(alarmRow));
+  body.replaceChildren(...visible.flatMap((a) => (a.key === app.pushesKey ? [alarmRow(a), pushesRow()] : [alarmRow(a)])));
   $("board-empty").hidden = visible.length > 0;
   const unack = visible.filter((a) => !isHidden(a) && a.state !== "acknowledged").length;
   const parts = [
@@ -270,6 +279,7 @@ function alarmRow(a) {
     ? "" : ` (${t("threshold")} ${fmtValue(a.threshold)})`;
   const place = placeOf(a.device) || [a.park, a.enterprise, a.location].filter(Boolean).join(" / ");
   const actions = el("td", { class: "actions" });
+  actions.append(el("button", { type: "button", class: "pushes", onclick: () => togglePushes(a.key) }, t("pushes")));
   if (can("operator")) {
     if (a.state === "unacknowledged" || a.state === "returned_unacknowledged") {
       actions.append(el("button", { type: "button", class: "ack", onclick: () => openDialog("acknowledge", a) }, t("ack")));
@@ -296,6 +306,46 @@ function alarmRow(a) {
     el("td", {}, value + threshold),
     actions,
   );
+}
+
+// ---- pushes of an alarm ------------------------------------------------------------------
+
+async function togglePushes(key) {
+  app.pushesKey = app.pushesKey === key ? null : key;
+  app.pushes = [];
+  renderBoard();
+  await loadPushes();
+}
+
+async function loadPushes() {
+  const key = app.pushesKey;
+  if (!key) return;
+  let rows;
+  try { rows = await api("GET", `/api/alarms/deliveries?key=${encodeURIComponent(key)}`); } catch (_) { return; }
+  if (app.pushesKey !== key) return;
+  app.pushes = rows;
+  renderBoard();
+}
+
+function pushesRow() {
+  const rows = app.pushes.map((d) => el("tr", { class: `push push-${d.status}` },
+    el("td", {}, fmtTime(d.done_ms || d.created_ms)),
+    el("td", {}, t(`act_${d.event}`)),
+    el("td", {}, d.route),
+    el("td", {}, d.recipient ? `${d.channel} → ${d.recipient}` : d.channel),
+    el("td", { class: "push-status" }, t(`push_${d.status}`) + (d.attempts > 1 ? ` (${d.attempts})` : "")),
+    el("td", {}, d.last_error || "")));
+  return el("tr", { class: "pushes-row" }, el("td", { colspan: 8 },
+    rows.length ? el("table", { class: "grid pushes" }, el("tbody", {}, rows)) : el("p", { class: "empty" }, t("no_pushes"))));
+}
+
+// A link from a push (`#alarm=KEY`) opens that alarm's pushes on the board.
+function followAlarmLink() {
+  const match = /^#alarm=(.+)$/.exec(location.hash);
+  if (!match) return;
+  app.pushesKey = decodeURIComponent(match[1]);
+  showTab("board");
+  loadPushes();
 }
 
 let audio = null;
@@ -556,6 +606,8 @@ function start() {
   $("detail-quantity").addEventListener("change", drawChart);
   $("detail-hours").addEventListener("change", drawChart);
   setInterval(() => { if (app.me && app.tab === "devices") loadDevices(); }, 5000);
+  setInterval(() => { if (app.me && app.tab === "board" && app.pushesKey) loadPushes(); }, 5000);
+  window.addEventListener("hashchange", followAlarmLink);
   applyLanguage();
   fetch("/api/session", { credentials: "same-origin" })
     .then((r) => (r.ok ? r.json() : null))

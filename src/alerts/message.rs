@@ -1,0 +1,293 @@
+//! What a push says, in Chinese or English: a title and labelled lines (park, enterprise,
+//! location, device, quantity, value, threshold, time, severity, state, operator) and the link
+//! to the alarm in the web UI. Pure; the channels only lay it out.
+
+use crate::config::alerts::Language;
+use crate::config::{AlarmKind, Severity};
+
+use super::plan::Notice;
+
+/// A rendered notice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub title: String,
+    /// Label and value, in display order.
+    pub lines: Vec<(&'static str, String)>,
+    pub link: Option<String>,
+    pub link_label: &'static str,
+}
+
+impl Message {
+    /// Plain text: title, one `label: value` line each, the link.
+    pub fn plain(&self) -> String {
+        let mut out = format!("{}\n", self.title);
+        for (label, value) in &self.lines {
+            out.push_str(&format!("{label}: {value}\n"));
+        }
+        if let Some(link) = &self.link {
+            out.push_str(&format!("{}: {link}\n", self.link_label));
+        }
+        out
+    }
+
+    /// Markdown as the group robots render it: bold title, one line per field, link.
+    pub fn markdown(&self) -> String {
+        let mut out = format!("**{}**\n", escape_markdown(&self.title));
+        for (label, value) in &self.lines {
+            out.push_str(&format!("> {label}: {}\n", escape_markdown(value)));
+        }
+        if let Some(link) = &self.link {
+            out.push_str(&format!("\n[{}]({link})\n", self.link_label));
+        }
+        out
+    }
+}
+
+/// Device names come from site files and sensors; keep them from turning into markup.
+fn escape_markdown(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '_' | '[' | ']' | '`' | '<' | '>' | '#') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn severity_label(s: Severity, lang: Language) -> &'static str {
+    match (lang, s) {
+        (Language::Zh, Severity::Critical) => "紧急",
+        (Language::Zh, Severity::High) => "高",
+        (Language::Zh, Severity::Medium) => "中",
+        (Language::Zh, Severity::Low) => "低",
+        (Language::En, Severity::Critical) => "critical",
+        (Language::En, Severity::High) => "high",
+        (Language::En, Severity::Medium) => "medium",
+        (Language::En, Severity::Low) => "low",
+    }
+}
+
+fn kind_label(k: AlarmKind, lang: Language) -> &'static str {
+    match (lang, k) {
+        (Language::Zh, AlarmKind::Alarm) => "报警",
+        (Language::Zh, AlarmKind::PreAlarm) => "预警",
+        (Language::Zh, AlarmKind::Fault) => "故障",
+        (Language::Zh, AlarmKind::Supervisory) => "监管",
+        (Language::Zh, AlarmKind::Test) => "测试",
+        (Language::Zh, AlarmKind::Event) => "事件",
+        (Language::En, AlarmKind::Alarm) => "alarm",
+        (Language::En, AlarmKind::PreAlarm) => "pre-alarm",
+        (Language::En, AlarmKind::Fault) => "fault",
+        (Language::En, AlarmKind::Supervisory) => "supervisory",
+        (Language::En, AlarmKind::Test) => "test",
+        (Language::En, AlarmKind::Event) => "event",
+    }
+}
+
+fn event_label(event: &str, lang: Language) -> String {
+    let (zh, en) = match event {
+        "raised" => ("新报警", "New"),
+        "escalated" => ("级别升高", "Escalated"),
+        "de_escalated" => ("级别降低", "De-escalated"),
+        "condition_cleared" => ("已恢复·待确认", "Returned to normal, unacknowledged"),
+        "cleared" => ("已恢复", "Cleared"),
+        "acknowledged" => ("已确认", "Acknowledged"),
+        "shelved" => ("已搁置", "Shelved"),
+        "suppressed" => ("已屏蔽", "Suppressed"),
+        "removed_from_service" => ("已停用", "Out of service"),
+        "reset" => ("已复位", "Reset"),
+        "retired" => ("规则已删除", "Rule removed"),
+        "unacknowledged" => ("超时未确认·升级", "Unacknowledged, escalated"),
+        "reminder" => ("仍未确认·提醒", "Reminder: still unacknowledged"),
+        other => (other, other),
+    };
+    match lang {
+        Language::Zh => zh.to_string(),
+        Language::En => en.to_string(),
+    }
+}
+
+fn state_label(state: &str, lang: Language) -> String {
+    let (zh, en) = match state {
+        "normal" => ("正常", "normal"),
+        "unacknowledged" => ("未确认", "unacknowledged"),
+        "acknowledged" => ("已确认", "acknowledged"),
+        "returned_unacknowledged" => ("已恢复未确认", "returned, unacknowledged"),
+        other => (other, other),
+    };
+    match lang {
+        Language::Zh => zh.to_string(),
+        Language::En => en.to_string(),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` at `offset_minutes` from UTC, with the offset.
+pub fn local_time(at_ms: i64, offset_minutes: i32) -> String {
+    let secs = at_ms.div_euclid(1000) + i64::from(offset_minutes) * 60;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let sign = if offset_minutes < 0 { '-' } else { '+' };
+    let off = offset_minutes.unsigned_abs();
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} {sign}{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        off / 60,
+        off % 60
+    )
+}
+
+fn number(n: f64) -> String {
+    format!("{}", (n * 1000.0).round() / 1000.0)
+}
+
+/// Renders a notice in its route's language.
+pub fn render(notice: &Notice, utc_offset_minutes: i32) -> Message {
+    let lang = notice.language;
+    let a = &notice.alarm;
+    let zh = lang == Language::Zh;
+    let rule_name = match (zh, &a.rule_name_zh) {
+        (true, Some(name)) => name.clone(),
+        _ => a.rule_name.clone(),
+    };
+    let title = if zh {
+        format!(
+            "【{}{}】{} · {} · {}",
+            severity_label(a.severity, lang),
+            kind_label(a.kind, lang),
+            event_label(&notice.event, lang),
+            rule_name,
+            a.device_name
+        )
+    } else {
+        format!(
+            "[{} {}] {}: {} at {}",
+            severity_label(a.severity, lang),
+            kind_label(a.kind, lang),
+            event_label(&notice.event, lang),
+            rule_name,
+            a.device_name
+        )
+    };
+    let unit = a.unit.as_deref().unwrap_or("");
+    let with_unit = |v: String| {
+        if unit.is_empty() {
+            v
+        } else {
+            format!("{v} {unit}")
+        }
+    };
+    let labels: [&'static str; 14] = if zh {
+        [
+            "园区",
+            "企业",
+            "位置",
+            "设备",
+            "监测量",
+            "数值",
+            "阈值",
+            "时间",
+            "级别",
+            "状态",
+            "操作人",
+            "说明",
+            "未确认时长",
+            "升级自",
+        ]
+    } else {
+        [
+            "Park",
+            "Enterprise",
+            "Location",
+            "Device",
+            "Quantity",
+            "Value",
+            "Threshold",
+            "Time",
+            "Severity",
+            "State",
+            "Operator",
+            "Comment",
+            "Unacknowledged for",
+            "Escalated from",
+        ]
+    };
+    let mut lines = vec![
+        (labels[0], a.park_name.clone()),
+        (labels[1], a.enterprise_name.clone()),
+        (labels[2], a.location_name.clone()),
+        (labels[3], format!("{} ({})", a.device_name, a.device)),
+    ];
+    if !a.quantity.is_empty() {
+        lines.push((labels[4], a.quantity.clone()));
+    }
+    if let Some(v) = &a.value {
+        let shown = match v {
+            crate::rules::engine::Observed::Number(n) => with_unit(number(*n)),
+            crate::rules::engine::Observed::Text(t) => t.clone(),
+        };
+        lines.push((labels[5], shown));
+    }
+    // States and flags have no threshold worth showing.
+    if let (Some(t), Some(crate::rules::engine::Observed::Number(_))) = (a.threshold, &a.value) {
+        lines.push((labels[6], with_unit(number(t))));
+    }
+    lines.push((labels[7], local_time(notice.at_ms, utc_offset_minutes)));
+    lines.push((labels[8], severity_label(a.severity, lang).to_string()));
+    lines.push((labels[9], state_label(&a.state, lang)));
+    if let Some(op) = &notice.operator {
+        lines.push((labels[10], op.clone()));
+    }
+    if let Some(c) = &notice.comment {
+        lines.push((labels[11], c.clone()));
+    }
+    if let Some(s) = notice.unacknowledged_for_s {
+        let shown = if zh {
+            format!("{} 分 {} 秒", s / 60, s % 60)
+        } else {
+            format!("{} min {} s", s / 60, s % 60)
+        };
+        lines.push((labels[12], shown));
+    }
+    if let Some(from) = &notice.escalated_from {
+        lines.push((labels[13], from.clone()));
+    }
+    Message {
+        title,
+        lines,
+        link: notice.link.clone(),
+        link_label: if zh { "查看报警" } else { "Open alarm" },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_time_is_civil_time_at_the_offset() {
+        // 2026-11-25 10:00:00 UTC.
+        assert_eq!(
+            local_time(1_795_600_800_000, 480),
+            "2026-11-25 18:00:00 +08:00"
+        );
+        assert_eq!(local_time(0, -90), "1969-12-31 22:30:00 -01:30");
+        assert_eq!(local_time(951_782_400_000, 0), "2000-02-29 00:00:00 +00:00");
+    }
+
+    #[test]
+    fn markdown_escapes_site_text() {
+        assert_eq!(escape_markdown("a*b[c](d)"), "a\\*b\\[c\\](d)");
+    }
+}

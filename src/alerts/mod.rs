@@ -1,0 +1,17 @@
+//! Alarm pushes: which alarm transitions go to which routes, channels and people
+//! (`plan`, pure), what the messages say (`message`, pure), how each channel formats and sends
+//! them (`channels`), and the task that delivers the durable queue (`dispatch`).
+//!
+//! Planning happens in the store's writer thread, inside the transaction that journals the
+//! transition, so a push is queued exactly when its journal entry exists, once, even across
+//! restarts. Delivery happens in its own tasks; rule evaluation never waits for a receiver.
+//!
+//! Owns: routing, escalation and reminder timing, message content and channel formats. Must not
+//! touch: alarm states (only the rules change them) or the store's schema (`store::alerts`).
+
+pub mod channels;
+pub mod dispatch;
+pub mod message;
+pub mod plan;
+
+pub use plan::{AlarmInfo, AlertPlan, Delivery, Notice, Router, TimerKind};

@@ -1,0 +1,418 @@
+//! `[alerts]`: where alarm pushes go (channels), which alarms go where (routes), who is told,
+//! in which language, and when an unacknowledged alarm escalates. The doc comments here are
+//! the operator's reference for the section.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{Secret, Severity};
+use crate::config::AlarmKind;
+
+/// `[alerts]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Address of the web UI as the people receiving pushes reach it, e.g.
+    /// `https://10.0.0.5:8443`; every message links to its alarm there. Absent: no link.
+    #[serde(default)]
+    pub web_url: Option<String>,
+    /// Offset of local time from UTC in minutes, for the times in messages (China: 480).
+    #[serde(default = "default_utc_offset_minutes")]
+    pub utc_offset_minutes: i32,
+    /// Ways of reaching people: webhooks, group robots, MQTT, e-mail.
+    #[serde(default)]
+    pub channels: Vec<ChannelConfig>,
+    /// Which alarms go to which channels and people. An alarm goes to every route it matches.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+fn default_utc_offset_minutes() -> i32 {
+    480
+}
+
+/// The kinds of channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelType {
+    /// HTTP POST of parkguard's own JSON (schema `parkguard.alert.v1`), signed with
+    /// HMAC-SHA256 when `secret` is set.
+    Webhook,
+    /// A WeCom (企业微信) group robot: `url` is its webhook address with `?key=`.
+    Wecom,
+    /// A DingTalk (钉钉) group robot: `url` is its address with `?access_token=`; `secret` is
+    /// the robot's signing secret (`SEC...`) when its security setting is "加签".
+    Dingtalk,
+    /// A Feishu/Lark (飞书) group robot: `url` is its hook address; `secret` is the signing
+    /// secret when "签名校验" is on.
+    Feishu,
+    /// MQTT: each alarm's current state, retained, on `<topic_prefix>/<device>/<rule>`; a
+    /// cleared alarm's retained message is removed, so a late subscriber sees exactly the
+    /// active alarms.
+    Mqtt,
+    /// E-mail over SMTP, one message per recipient with an `email`.
+    Email,
+}
+
+impl ChannelType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelType::Webhook => "webhook",
+            ChannelType::Wecom => "wecom",
+            ChannelType::Dingtalk => "dingtalk",
+            ChannelType::Feishu => "feishu",
+            ChannelType::Mqtt => "mqtt",
+            ChannelType::Email => "email",
+        }
+    }
+}
+
+/// How an SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS, which the server must offer (port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No encryption: only for a relay on the same machine.
+    None,
+}
+
+/// `[[alerts.channels]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// Name routes use to refer to it.
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: ChannelType,
+    /// `webhook`, `wecom`, `dingtalk`, `feishu`: the address to POST to.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `webhook`: the HMAC key; `dingtalk`, `feishu`: the robot's signing secret.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// Seconds one attempt may take (connect, send, answer) before it counts as failed.
+    #[serde(default = "default_channel_timeout_s")]
+    pub timeout_s: u64,
+    /// `mqtt`: the `[[mqtt]]` connection (by name) whose broker and credentials to publish
+    /// with. The channel opens its own session (client id `<client_id>-alerts`).
+    #[serde(default)]
+    pub mqtt: Option<String>,
+    /// `mqtt`: topic prefix of the alarm topics.
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    /// `email`: SMTP server host name (also the name its certificate must carry).
+    #[serde(default)]
+    pub smtp_host: Option<String>,
+    /// `email`: SMTP port; default 587 (`starttls`), 465 (`tls`) or 25 (`none`).
+    #[serde(default)]
+    pub smtp_port: Option<u16>,
+    /// `email`: `starttls` (default), `tls` or `none`.
+    #[serde(default)]
+    pub security: SmtpSecurity,
+    /// `email`: PEM file of an extra CA to trust (a park's own mail server), relative to this
+    /// file's folder. The system's roots are always trusted.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// `email`: SMTP login, when the server wants one.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// `email`: sender address, e.g. `parkguard <alarm@park.example>`.
+    #[serde(default)]
+    pub from: Option<String>,
+}
+
+fn default_channel_timeout_s() -> u64 {
+    10
+}
+fn default_topic_prefix() -> String {
+    "parkguard/alarms".into()
+}
+
+/// A person told by a route.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RecipientConfig {
+    pub name: String,
+    /// Role shown in messages: `park_operator`, `enterprise_contact`, `maintenance`,
+    /// `fire_department`, or any text.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Mobile number, @-mentioned in DingTalk and WeCom group robots.
+    #[serde(default)]
+    pub mobile: Option<String>,
+    /// E-mail address, for `email` channels.
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+/// A route's limit on messages: beyond `max` in `per_s` seconds, waiting pushes are sent
+/// together as one digest when the next slot opens. Nothing is dropped.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub max: u32,
+    pub per_s: u64,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit { max: 20, per_s: 60 }
+    }
+}
+
+/// `[[alerts.routes]]`: a selection of alarms, and who is told about them. Every list left
+/// empty matches everything; lists of ids accept a trailing `*` as a prefix wildcard.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Severities: `low`, `medium`, `high`, `critical`.
+    #[serde(default)]
+    pub severities: Vec<Severity>,
+    /// Alarm kinds: `alarm`, `pre_alarm`, `fault`, `supervisory`, `test`. (Events are never
+    /// pushed: they need nobody's action.)
+    #[serde(default)]
+    pub kinds: Vec<AlarmKind>,
+    /// Device kinds: `meter`, `detector`, `gas`, `smoke`, `gateway`, ...
+    #[serde(default)]
+    pub device_kinds: Vec<String>,
+    /// Rule ids, e.g. `["R13", "R11"]`.
+    #[serde(default)]
+    pub rules: Vec<String>,
+    #[serde(default)]
+    pub parks: Vec<String>,
+    #[serde(default)]
+    pub enterprises: Vec<String>,
+    #[serde(default)]
+    pub locations: Vec<String>,
+    #[serde(default)]
+    pub devices: Vec<String>,
+    /// Alarms reach this route only by another route's `escalate_to`, never by matching.
+    #[serde(default)]
+    pub escalation_only: bool,
+    /// Channels (by name) the route's messages go out on.
+    pub channels: Vec<String>,
+    /// People told (mentioned in robots, mailed by `email` channels).
+    #[serde(default)]
+    pub recipients: Vec<RecipientConfig>,
+    /// Also tell the contact of the alarm's enterprise (`enterprises[].contact`).
+    #[serde(default)]
+    pub enterprise_contact: bool,
+    /// Language of the messages: `zh` or `en`.
+    #[serde(default)]
+    pub language: Language,
+    /// Seconds an alarm may stay unacknowledged after this route was told before it is
+    /// escalated to `escalate_to`.
+    #[serde(default = "default_ack_deadline_s")]
+    pub ack_deadline_s: u64,
+    /// Route (by name) told when `ack_deadline_s` passes without an acknowledgement.
+    #[serde(default)]
+    pub escalate_to: Option<String>,
+    /// Seconds between reminders of a standing unacknowledged alarm; 0: no reminders.
+    #[serde(default)]
+    pub remind_every_s: u64,
+    /// Seconds a push is retried before it is given up, which raises gateway fault G3.
+    #[serde(default = "default_give_up_after_s")]
+    pub give_up_after_s: u64,
+    #[serde(default)]
+    pub rate_limit: RateLimit,
+}
+
+fn default_ack_deadline_s() -> u64 {
+    300
+}
+fn default_give_up_after_s() -> u64 {
+    3600
+}
+
+/// Language of pushed messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Language {
+    #[default]
+    Zh,
+    En,
+}
+
+/// The contact person of an enterprise, for routes with `enterprise_contact = true`.
+pub type ContactConfig = RecipientConfig;
+
+/// Checks `[alerts]` against itself and the site's MQTT connection names.
+pub fn validate(
+    alerts: &AlertsConfig,
+    mqtt_names: &BTreeSet<&str>,
+    base_dir: &std::path::Path,
+    report: &mut dyn FnMut(String, String),
+) {
+    if let Some(url) = &alerts.web_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            report(
+                "alerts.web_url".into(),
+                "must start with http:// or https://".into(),
+            );
+        }
+    }
+    if !(-840..=840).contains(&alerts.utc_offset_minutes) {
+        report(
+            "alerts.utc_offset_minutes".into(),
+            "must be -840 to 840".into(),
+        );
+    }
+    let mut channels = BTreeSet::new();
+    for (i, c) in alerts.channels.iter().enumerate() {
+        let at = |key: &str| format!("alerts.channels[{i}].{key}");
+        if !channels.insert(c.name.as_str()) {
+            report(
+                format!("alerts.channels[{i}]"),
+                format!("duplicate name `{}`", c.name),
+            );
+        }
+        if c.timeout_s == 0 {
+            report(at("timeout_s"), "must be at least 1 second".into());
+        }
+        let http = matches!(
+            c.kind,
+            ChannelType::Webhook | ChannelType::Wecom | ChannelType::Dingtalk | ChannelType::Feishu
+        );
+        match (&c.url, http) {
+            (None, true) => report(
+                format!("alerts.channels[{i}]"),
+                format!("type = \"{}\" needs `url`", c.kind.as_str()),
+            ),
+            (Some(url), true) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                report(at("url"), "must start with http:// or https://".into())
+            }
+            (Some(_), false) => report(
+                at("url"),
+                format!("type = \"{}\" has no `url`", c.kind.as_str()),
+            ),
+            _ => {}
+        }
+        if c.secret.is_some()
+            && !matches!(
+                c.kind,
+                ChannelType::Webhook | ChannelType::Dingtalk | ChannelType::Feishu
+            )
+        {
+            report(
+                at("secret"),
+                format!("type = \"{}\" takes no `secret`", c.kind.as_str()),
+            );
+        }
+        if c.kind == ChannelType::Mqtt {
+            match &c.mqtt {
+                None => report(
+                    format!("alerts.channels[{i}]"),
+                    "type = \"mqtt\" needs `mqtt`, the name of an [[mqtt]] connection".into(),
+                ),
+                Some(name) if !mqtt_names.contains(name.as_str()) => {
+                    report(at("mqtt"), format!("no [[mqtt]] connection named `{name}`"))
+                }
+                Some(_) => {}
+            }
+            if c.topic_prefix.is_empty() || c.topic_prefix.contains(['+', '#']) {
+                report(
+                    at("topic_prefix"),
+                    "must be a topic without wildcards".into(),
+                );
+            }
+        }
+        if c.kind == ChannelType::Email {
+            if c.smtp_host.is_none() {
+                report(
+                    format!("alerts.channels[{i}]"),
+                    "type = \"email\" needs `smtp_host`".into(),
+                );
+            }
+            match &c.from {
+                None => report(
+                    format!("alerts.channels[{i}]"),
+                    "type = \"email\" needs `from`".into(),
+                ),
+                Some(from) if from.parse::<lettre::message::Mailbox>().is_err() => {
+                    report(at("from"), format!("`{from}` is not an e-mail address"))
+                }
+                Some(_) => {}
+            }
+            if c.password.is_some() && c.username.is_none() {
+                report(at("password"), "a password needs a `username`".into());
+            }
+            if let Some(ca) = &c.ca {
+                if !base_dir.join(ca).is_file() {
+                    report(
+                        at("ca"),
+                        format!("no such file: {}", base_dir.join(ca).display()),
+                    );
+                }
+            }
+        }
+    }
+    let routes: BTreeSet<&str> = alerts.routes.iter().map(|r| r.name.as_str()).collect();
+    let mut seen = BTreeSet::new();
+    for (i, r) in alerts.routes.iter().enumerate() {
+        let at = |key: &str| format!("alerts.routes[{i}].{key}");
+        if !seen.insert(r.name.as_str()) {
+            report(
+                format!("alerts.routes[{i}]"),
+                format!("duplicate name `{}`", r.name),
+            );
+        }
+        if r.channels.is_empty() {
+            report(at("channels"), "name at least one channel".into());
+        }
+        for name in &r.channels {
+            if !channels.contains(name.as_str()) {
+                report(
+                    at("channels"),
+                    format!("no channel named `{name}` in [[alerts.channels]]"),
+                );
+            }
+        }
+        for (j, p) in r.recipients.iter().enumerate() {
+            if let Some(email) = &p.email {
+                if email.parse::<lettre::Address>().is_err() {
+                    report(
+                        format!("alerts.routes[{i}].recipients[{j}].email"),
+                        format!("`{email}` is not an e-mail address"),
+                    );
+                }
+            }
+        }
+        match &r.escalate_to {
+            Some(next) if next == &r.name => report(
+                at("escalate_to"),
+                "a route cannot escalate to itself".into(),
+            ),
+            Some(next) if !routes.contains(next.as_str()) => {
+                report(at("escalate_to"), format!("no route named `{next}`"))
+            }
+            _ => {}
+        }
+        if r.escalate_to.is_some() && r.ack_deadline_s == 0 {
+            report(at("ack_deadline_s"), "must be at least 1 second".into());
+        }
+        if r.rate_limit.max == 0 || r.rate_limit.per_s == 0 {
+            report(
+                at("rate_limit"),
+                "`max` and `per_s` must be at least 1".into(),
+            );
+        }
+        if r.give_up_after_s == 0 {
+            report(at("give_up_after_s"), "must be at least 1 second".into());
+        }
+        if r.kinds.contains(&AlarmKind::Event) {
+            report(
+                at("kinds"),
+                "events are never pushed (they need nobody's action)".into(),
+            );
+        }
+    }
+}
