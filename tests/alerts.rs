@@ -1030,3 +1030,126 @@ channels = ["broker"]
     );
     park.stop().await;
 }
+
+#[tokio::test]
+async fn the_daemon_pushes_a_smoke_alarm_from_mosquitto_and_its_acknowledgement_and_shows_both() {
+    let mosquitto = support::mosquitto();
+    let port = support::free_port();
+    let inbox = Inbox::default();
+    let _receiver = receiver(port, inbox.clone()).await;
+    let token = parkguard::web::random_token();
+    let (_dir, path) = park_site(&format!(
+        r#"
+[[mqtt]]
+name = "park"
+host = "127.0.0.1"
+port = {mqtt}
+client_id = "pg-alerts-daemon-{mqtt}"
+[[mqtt.subscriptions]]
+topic = "park/{{park}}/smoke/{{device}}/up"
+profile = "nb_smoke"
+[web]
+listen = "127.0.0.1:0"
+[[web.tokens]]
+name = "duty-desk"
+role = "operator"
+token_sha256 = "{token_hash}"
+[alerts]
+[[alerts.channels]]
+name = "hook"
+type = "webhook"
+url = "http://127.0.0.1:{port}/hook"
+[[alerts.routes]]
+name = "operators"
+channels = ["hook"]
+"#,
+        mqtt = mosquitto.port,
+        token_hash = parkguard::web::token_sha256_hex(&token),
+    ));
+    let config = Config::load(&path).expect("valid site");
+    let gateway = parkguard::pipeline::Gateway::start(config)
+        .await
+        .expect("start");
+    support::wait_subscribed(&gateway, "park", 1).await;
+    let payload = format!(
+        r#"{{"dev":"smoke-1","ts":{},"event":"alarm"}}"#,
+        support::now_s()
+    );
+    support::mosquitto_pub(
+        mosquitto.port,
+        "park/p/smoke/smoke-1/up",
+        &[payload.as_bytes()],
+    );
+    until("the pushed alarm", Duration::from_secs(10), || {
+        !inbox.at("/hook").is_empty()
+    })
+    .await;
+    let key = "R13/smoke-1/event";
+    assert_eq!(
+        events_of(&inbox.at("/hook")),
+        vec![("raised".into(), key.into())]
+    );
+
+    let base = support::web_url(&gateway);
+    let http = reqwest::Client::new();
+    let ack = http
+        .post(format!("{base}/api/commands"))
+        .bearer_auth(&token)
+        .json(&json!({"id": key, "command": "acknowledge", "comment": "on my way"}))
+        .send()
+        .await
+        .expect("acknowledge");
+    assert!(ack.status().is_success(), "{}", ack.status());
+    until(
+        "the pushed acknowledgement",
+        Duration::from_secs(10),
+        || inbox.at("/hook").len() == 2,
+    )
+    .await;
+    let doc = inbox.at("/hook")[1].json();
+    assert_eq!(doc["notices"][0]["event"], "acknowledged");
+    assert_eq!(doc["notices"][0]["operator"], "duty-desk");
+    assert_eq!(doc["notices"][0]["comment"], "on my way");
+
+    // The web UI's delivery status of the alarm.
+    let mut shown = Json::Null;
+    for _ in 0..50 {
+        shown = http
+            .get(format!("{base}/api/alarms/deliveries"))
+            .query(&[("key", key)])
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("deliveries")
+            .json()
+            .await
+            .expect("json");
+        if shown
+            .as_array()
+            .is_some_and(|a| a.iter().all(|d| d["status"] == "delivered"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows = shown.as_array().expect("rows");
+    assert_eq!(rows.len(), 2, "{shown}");
+    assert_eq!(rows[0]["event"], "acknowledged");
+    assert_eq!(rows[1]["event"], "raised");
+    assert!(rows
+        .iter()
+        .all(|d| d["status"] == "delivered" && d["route"] == "operators"));
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("parkguard_alerts_delivered_total 2"),
+        "{metrics}"
+    );
+    gateway.shutdown().await;
+}

@@ -196,3 +196,57 @@ unit_id = 2
     }
     assert_eq!(stderr.matches("modbus[").count(), 3, "{stderr}");
 }
+
+#[test]
+fn alert_channels_and_routes_are_checked() {
+    let (_dir, path) = support::site(&format!(
+        "{}{}",
+        support::site_header("l", ""),
+        r#"
+[alerts]
+web_url = "gw.example"
+[[alerts.channels]]
+name = "robot"
+type = "dingtalk"
+[[alerts.channels]]
+name = "mail"
+type = "email"
+smtp_host = "mail.example"
+from = "not an address"
+[[alerts.channels]]
+name = "state"
+type = "mqtt"
+mqtt = "nowhere"
+[[alerts.routes]]
+name = "a"
+channels = ["robot", "pager"]
+escalate_to = "b"
+recipients = [{ name = "x", email = "x@" }]
+[[alerts.routes]]
+name = "b"
+channels = ["mail"]
+escalate_to = "a"
+kinds = ["event"]
+rate_limit = { max = 0, per_s = 60 }
+"#
+    ));
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2, "{stderr}");
+    for expected in [
+        "alerts.web_url: must start with http:// or https://",
+        "alerts.channels[0]: type = \"dingtalk\" needs `url`",
+        "alerts.channels[1].from: `not an address` is not an e-mail address",
+        "alerts.channels[2].mqtt: no [[mqtt]] connection named `nowhere`",
+        "alerts.routes[0].channels: no channel named `pager` in [[alerts.channels]]",
+        "alerts.routes[0].recipients[0].email: `x@` is not an e-mail address",
+        "alerts.routes[0].escalate_to: escalation comes back to this route (a cycle)",
+        "alerts.routes[1].escalate_to: escalation comes back to this route (a cycle)",
+        "alerts.routes[1].kinds: events are never pushed",
+        "alerts.routes[1].rate_limit: `max` and `per_s` must be at least 1",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
+}

@@ -1,7 +1,8 @@
 //! `parkguard demo`, the README's first command, as a user runs it: the binary started with no
 //! external services; it prints the URL and a login; in real headless Chromium the board shows
 //! active alarms within 60 seconds (the smoke alarm, the residual-current ramp, the gas leak);
-//! with `--influx-url` the readings and alarm points reach a real InfluxDB; SIGINT stops it
+//! the smoke alarm is retained on the fire department's MQTT topic; with `--influx-url` the
+//! readings and alarm points reach a real InfluxDB; SIGINT stops it
 //! cleanly with exit code 0.
 
 mod support;
@@ -131,6 +132,27 @@ async fn demo_shows_alarms_in_the_browser_within_a_minute_and_stops_on_sigint() 
         },
     )
     .await;
+
+    // The smoke fire alarm was pushed to the fire department's topic at once, retained, so a
+    // client subscribing now sees it.
+    let fire = Command::new("mosquitto_sub")
+        .args([
+            "-p",
+            &mqtt_port.to_string(),
+            "-t",
+            "parkguard/fire/#",
+            "-v",
+            "-W",
+            "3",
+        ])
+        .output()
+        .expect("mosquitto_sub");
+    let fire = String::from_utf8_lossy(&fire.stdout);
+    assert!(
+        fire.lines()
+            .any(|l| l.contains("/R13/") && l.contains("\"severity\":\"critical\"")),
+        "no smoke alarm on the fire department's topic:\n{fire}"
+    );
 
     // SIGINT: a clean stop.
     let status = Command::new("kill")

@@ -79,6 +79,9 @@ pub fn demo(mut options: parkguard::sim::park::DemoOptions) -> ExitCode {
             "  MQTT:    {} (embedded broker; the simulated sensors publish here)",
             options.mqtt_listen
         );
+        println!(
+            "  Pushes:  active alarms retained on parkguard/alarms/# and parkguard/fire/# of that broker"
+        );
         println!("  Files:   {}", options.dir.display());
         println!("Alarms begin within a minute. Press Ctrl-C to stop.");
         println!();

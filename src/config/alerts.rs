@@ -408,6 +408,23 @@ pub fn validate(
         if r.give_up_after_s == 0 {
             report(at("give_up_after_s"), "must be at least 1 second".into());
         }
+        // A chain that comes back to this route would escalate forever.
+        let mut next = r.escalate_to.as_deref();
+        for _ in 0..alerts.routes.len() {
+            let Some(name) = next else { break };
+            if name == r.name {
+                report(
+                    at("escalate_to"),
+                    "escalation comes back to this route (a cycle)".into(),
+                );
+                break;
+            }
+            next = alerts
+                .routes
+                .iter()
+                .find(|x| x.name == name)
+                .and_then(|x| x.escalate_to.as_deref());
+        }
         if r.kinds.contains(&AlarmKind::Event) {
             report(
                 at("kinds"),

@@ -187,6 +187,24 @@ fn site_text(options: &DemoOptions) -> String {
             );
         }
     }
+    // Pushes: every alarm's state retained on the embedded broker; the fire department's own
+    // topic gets smoke fire alarms and gas level 2 at once, and whatever the operators leave
+    // unacknowledged for 5 minutes.
+    let web_url = if options.web_listen.ends_with(":0") {
+        String::new()
+    } else {
+        format!("web_url = \"http://{}\"\n", options.web_listen)
+    };
+    let _ = write!(
+        s,
+        "\n[alerts]\n{web_url}\
+         [[alerts.channels]]\nname = \"broker-state\"\ntype = \"mqtt\"\nmqtt = \"embedded\"\ntopic_prefix = \"parkguard/alarms\"\n\
+         [[alerts.channels]]\nname = \"fire-topic\"\ntype = \"mqtt\"\nmqtt = \"embedded\"\ntopic_prefix = \"parkguard/fire\"\n\
+         [[alerts.routes]]\nname = \"park-operators\"\nchannels = [\"broker-state\"]\n\
+         escalate_to = \"fire-department\"\nack_deadline_s = 300\n\
+         [[alerts.routes]]\nname = \"fire-department\"\nrules = [\"R13\", \"R11\"]\nseverities = [\"critical\"]\n\
+         channels = [\"fire-topic\"]\nescalation_only = false\n"
+    );
     let _ = write!(s, "\n[web]\nlisten = \"{}\"\n", options.web_listen);
     for (user, role) in [
         ("operator", "operator"),

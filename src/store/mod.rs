@@ -43,6 +43,17 @@ pub enum StoreError {
     TooNew(i64),
 }
 
+/// Attempts (one per millisecond) at a locked database before giving up: 5 s in all.
+const LOCK_ATTEMPTS: i32 = 5000;
+
+fn wait_for_lock(attempt: i32) -> bool {
+    if attempt >= LOCK_ATTEMPTS {
+        return false;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1));
+    true
+}
+
 /// Schema migrations, applied in order; `PRAGMA user_version` counts how many have run.
 const MIGRATIONS: &[&str] = &[
     // 1: alarm state and the hash-chained journal.
@@ -263,8 +274,10 @@ impl Store {
         // lose the last transactions, which the journal's head then shows.
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_error)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(open_error)?;
+        // Several connections write (ingest, alarms, pushes, sinks). SQLite's own busy timeout
+        // sleeps in growing steps up to 100 ms, which an alarm waiting behind an ingest commit
+        // would pay in latency; polling every millisecond keeps that wait to the lock's length.
+        conn.busy_handler(Some(wait_for_lock)).map_err(open_error)?;
         let mut store = Store { conn };
         store.migrate()?;
         Ok(store)

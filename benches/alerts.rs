@@ -1,0 +1,302 @@
+//! Alarm pushes under load (issue 6): with 5,000 telemetry messages per second flowing
+//! through a real mosquitto into the release daemon, 1,000 smoke detectors each publish a fire
+//! alarm (one every 20 ms); each alarm must reach a webhook receiver (axum, here) once.
+//! Reports the publish-to-receiver latency (p50, p99, max); the target is p99 <= 50 ms.
+//! Runs with `cargo bench --bench alerts` (needs Debian's mosquitto); a no-op under
+//! `cargo test`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+
+const MESSAGES_PER_S: u64 = 5_000;
+const LOAD_DEVICES: usize = 500;
+const SMOKE_DEVICES: usize = 1_000;
+const ALARM_SPACING: Duration = Duration::from_millis(20);
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(run());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} did not open");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn meter(leakage: f64) -> Vec<u8> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    format!(
+        r#"{{"ts":{now_ms},"ua":230.1,"ub":229.8,"uc":231.0,"ia":12.5,"ib":11.0,"ic":13.25,"p_total":8350,"leakage":{leakage},"t":[35.5,36.0,34.25,41.0]}}"#
+    )
+    .into_bytes()
+}
+
+fn site(dir: &Path, mqtt_port: u16, hook_port: u16) -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config");
+    let mut text = format!(
+        "[gateway]\nprofiles_dir = \"{}\"\nrule_files = [\"{}\"]\nstore = \"{}\"\n\
+         [[parks]]\nid = \"p\"\n[[enterprises]]\nid = \"e\"\npark = \"p\"\n\
+         [[locations]]\nid = \"l\"\nenterprise = \"e\"\n",
+        root.join("profiles").display(),
+        root.join("rules/default.toml").display(),
+        dir.join("store.db").display(),
+    );
+    for d in 0..LOAD_DEVICES {
+        text.push_str(&format!(
+            "[[devices]]\nid = \"meter-{d:03}\"\nlocation = \"l\"\nprofile = \"adw300_json\"\n"
+        ));
+    }
+    for d in 0..SMOKE_DEVICES {
+        text.push_str(&format!(
+            "[[devices]]\nid = \"smoke-{d:04}\"\nlocation = \"l\"\nprofile = \"nb_smoke\"\n"
+        ));
+    }
+    text.push_str(&format!(
+        "[[mqtt]]\nname = \"park\"\nhost = \"127.0.0.1\"\nport = {mqtt_port}\n\
+         [[mqtt.subscriptions]]\ntopic = \"park/{{park}}/meter/{{device}}/up\"\nprofile = \"adw300_json\"\n\
+         [[mqtt.subscriptions]]\ntopic = \"park/{{park}}/smoke/{{device}}/up\"\nprofile = \"nb_smoke\"\n\
+         [alerts]\n\
+         [[alerts.channels]]\nname = \"fire-hook\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{hook_port}/fire\"\n\
+         [[alerts.routes]]\nname = \"fire-department\"\nrules = [\"R13\"]\nchannels = [\"fire-hook\"]\n\
+         rate_limit = {{ max = 100000, per_s = 1 }}\n"
+    ));
+    let path = dir.join("site.toml");
+    std::fs::write(&path, text).expect("site");
+    path
+}
+
+fn resident_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Per device: when the push arrived, how often, and the transition's time (ms since epoch)
+/// against the wall clock at arrival: the part of the latency after the rules.
+type Receipts = Arc<Mutex<HashMap<String, (Instant, usize, i64)>>>;
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
+
+async fn receive(
+    axum::extract::State(receipts): axum::extract::State<Receipts>,
+    body: axum::body::Bytes,
+) -> &'static str {
+    let now = Instant::now();
+    if let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&body) {
+        let mut all = receipts.lock().expect("receipts");
+        for notice in doc["notices"].as_array().into_iter().flatten() {
+            if notice["event"] == "raised" {
+                let device = notice["alarm"]["device"].as_str().unwrap_or("").to_string();
+                let after_rules = wall_ms() - notice["at_ms"].as_i64().unwrap_or_default();
+                all.entry(device).or_insert((now, 0, after_rules)).1 += 1;
+            }
+        }
+    }
+    "ok"
+}
+
+async fn run() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let mqtt_port = free_port();
+    std::fs::write(
+        dir.path().join("mosquitto.conf"),
+        format!(
+            "listener {mqtt_port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\nset_tcp_nodelay true\n"
+        ),
+    )
+    .expect("mosquitto conf");
+    let mosquitto = Killed(
+        Command::new("/usr/sbin/mosquitto")
+            .arg("-c")
+            .arg(dir.path().join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (apt-get install mosquitto)"),
+    );
+    wait_port(mqtt_port);
+
+    let receipts: Receipts = Arc::new(Mutex::new(HashMap::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("receiver");
+    let hook_port = listener.local_addr().expect("address").port();
+    let app = axum::Router::new()
+        .route("/fire", axum::routing::post(receive))
+        .with_state(Arc::clone(&receipts));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let path = site(dir.path(), mqtt_port, hook_port);
+    let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log");
+    let daemon = Killed(
+        Command::new(env!("CARGO_BIN_EXE_parkguard"))
+            .args(["run", "-c"])
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("daemon"),
+    );
+    let pid = daemon.0.id();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Background load: 5,000 meter messages per second.
+    let mut options = MqttOptions::new("bench-load", "127.0.0.1", mqtt_port);
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    let (load, mut load_loop) = AsyncClient::new(options, 10_000);
+    tokio::spawn(async move { while load_loop.poll().await.is_ok() {} });
+    let stop_load = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping = Arc::clone(&stop_load);
+    let load_task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let mut sent = 0u64;
+        let started = Instant::now();
+        while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            tick.tick().await;
+            let due = (started.elapsed().as_secs_f64() * MESSAGES_PER_S as f64) as u64;
+            while sent < due {
+                let device = sent as usize % LOAD_DEVICES;
+                let topic = format!("park/p/meter/meter-{device:03}/up");
+                let _ = load
+                    .publish(topic, QoS::AtMostOnce, false, meter(20.0))
+                    .await;
+                sent += 1;
+            }
+        }
+        (sent, started.elapsed())
+    });
+
+    let mut options = MqttOptions::new("bench-smoke", "127.0.0.1", mqtt_port);
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    let (alarms, mut alarm_loop) = AsyncClient::new(options, 1000);
+    tokio::spawn(async move { while alarm_loop.poll().await.is_ok() {} });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut published: HashMap<String, Instant> = HashMap::new();
+    let mut peak_kib = 0;
+    for d in 0..SMOKE_DEVICES {
+        let device = format!("smoke-{d:04}");
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let payload = format!(r#"{{"dev":"{device}","ts":{ts},"event":"alarm"}}"#);
+        published.insert(device.clone(), Instant::now());
+        alarms
+            .publish(
+                format!("park/p/smoke/{device}/up"),
+                QoS::AtLeastOnce,
+                false,
+                payload,
+            )
+            .await
+            .expect("publish alarm");
+        tokio::time::sleep(ALARM_SPACING).await;
+        if d % 50 == 0 {
+            peak_kib = peak_kib.max(resident_kib(pid));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop_load.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (load_sent, load_for) = load_task.await.expect("load");
+
+    let got = receipts.lock().expect("receipts").clone();
+    let mut latencies = Vec::new();
+    let mut missing = 0;
+    let mut repeated = 0;
+    let mut after_rules: Vec<i64> = Vec::new();
+    for (device, sent_at) in &published {
+        match got.get(device) {
+            Some((at, count, from_rules)) => {
+                latencies.push(at.saturating_duration_since(*sent_at));
+                after_rules.push(*from_rules);
+                repeated += count - 1;
+            }
+            None => missing += 1,
+        }
+    }
+    latencies.sort();
+    let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    println!(
+        "alerts: load {:.0} messages/s for {:.1} s through mosquitto",
+        load_sent as f64 / load_for.as_secs_f64(),
+        load_for.as_secs_f64()
+    );
+    println!(
+        "alerts: {} smoke alarms, {} pushed, {missing} missing, {repeated} repeated",
+        published.len(),
+        latencies.len()
+    );
+    if !latencies.is_empty() {
+        println!(
+            "alerts: publish-to-webhook latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            pick(0.5).as_secs_f64() * 1e3,
+            pick(0.99).as_secs_f64() * 1e3,
+            latencies[latencies.len() - 1].as_secs_f64() * 1e3
+        );
+    }
+    after_rules.sort();
+    if !after_rules.is_empty() {
+        println!(
+            "alerts: of which after the rules' transition: p50 {} ms, p99 {} ms",
+            after_rules[after_rules.len() / 2],
+            after_rules[(after_rules.len() - 1) * 99 / 100]
+        );
+    }
+    println!(
+        "alerts: daemon resident memory peak {:.1} MiB",
+        peak_kib as f64 / 1024.0
+    );
+    assert_eq!(missing, 0, "every smoke alarm must be pushed");
+    assert_eq!(repeated, 0, "each alarm pushed once");
+    assert!(
+        pick(0.99) <= Duration::from_millis(50),
+        "p99 above the 50 ms target"
+    );
+    drop(daemon);
+    drop(mosquitto);
+}
