@@ -39,6 +39,15 @@ client_id = "pg-web-ui-{mqtt_port}"
 topic = "park/{{park}}/meter/{{device}}/up"
 profile = "adw300_json"
 
+[alerts]
+[[alerts.channels]]
+name = "duty-desk"
+type = "webhook"
+url = "http://127.0.0.1:9/parkguard"
+[[alerts.routes]]
+name = "operators"
+channels = ["duty-desk"]
+
 {web}"#,
         header = site_header("l", ""),
         web = web_section(&[
@@ -142,6 +151,21 @@ async fn operator_sees_an_alarm_live_acknowledges_it_and_a_viewer_cannot() {
          return !!r && r.querySelector('.state').textContent === '已确认' && !r.querySelector('button.ack')",
     )
     .await;
+
+    // Its pushes under the row: the raise and the acknowledgement, waiting for a receiver that
+    // refuses connections.
+    click(&client, "#board tbody tr[data-key^=\"R1/\"] button.pushes").await;
+    wait_script(
+        &client,
+        "the alarm's pushes, pending",
+        "const rows = [...document.querySelectorAll('#board tr.pushes-row tr.push-pending')]; \
+         return rows.length === 2 && rows.every(r => r.textContent.includes('operators') \
+           && r.textContent.includes('duty-desk') && r.textContent.includes('待发送'))",
+    )
+    .await;
+    let png = client.screenshot().await.expect("screenshot");
+    std::fs::write(screenshots.join("web-pushes.png"), png).expect("save screenshot");
+    click(&client, "#board tbody tr[data-key^=\"R1/\"] button.pushes").await;
 
     // Shelve it: it leaves the board, stays visible on request, and comes back unshelved.
     click(&client, "#board tbody tr[data-key^=\"R1/\"] button.shelve").await;

@@ -335,7 +335,7 @@ impl Notifier for HttpNotifier {
             let response = request
                 .send()
                 .await
-                .map_err(|e| SendError::new(format!("{}: {e}", redact(&self.url))))?;
+                .map_err(|e| SendError::new(format!("{}: {}", redact(&self.url), causes(e))))?;
             let status = response.status();
             let retry_after = response
                 .headers()
@@ -346,7 +346,7 @@ impl Notifier for HttpNotifier {
             let body = response
                 .bytes()
                 .await
-                .map_err(|e| SendError::new(format!("reading the answer: {e}")))?;
+                .map_err(|e| SendError::new(format!("reading the answer: {}", causes(e))))?;
             if !status.is_success() {
                 return Err(SendError {
                     message: format!(
@@ -359,6 +359,20 @@ impl Notifier for HttpNotifier {
             judge_answer(self.kind, &body).map_err(SendError::new)
         })
     }
+}
+
+/// The error and its causes ("connection refused" is the useful part), without the URL,
+/// whose query may hold a robot's access key.
+fn causes(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Robot URLs carry their access key in the query: never log it.
