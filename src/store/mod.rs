@@ -43,6 +43,34 @@ pub enum StoreError {
     TooNew(i64),
 }
 
+/// The schema version this parkguard creates and understands.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The text of each migration, for the test that keeps them append-only.
+pub fn migrations() -> &'static [&'static str] {
+    MIGRATIONS
+}
+
+/// Applies the migrations a store lacks, each in its own transaction, up to `target`.
+fn migrate_to(conn: &mut Connection, target: usize) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > MIGRATIONS.len() as i64 {
+        return Err(StoreError::TooNew(version));
+    }
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .take(target)
+        .skip(version as usize)
+    {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
 /// Attempts (one per millisecond) at a locked database before giving up: 5 s in all.
 const LOCK_ATTEMPTS: i32 = 5000;
 
@@ -284,19 +312,22 @@ impl Store {
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
-        let version: i64 = self
+        migrate_to(&mut self.conn, MIGRATIONS.len())
+    }
+
+    /// The schema version of the store (its migrations applied).
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self
             .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version > MIGRATIONS.len() as i64 {
-            return Err(StoreError::TooNew(version));
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = self.conn.transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-            tx.commit()?;
-        }
-        Ok(())
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    /// Creates a store file as parkguard releases with schema `version` left it (only the first
+    /// `version` migrations applied), for tests of the upgrade path.
+    pub fn create_at_version(path: &Path, version: usize) -> Result<(), StoreError> {
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        migrate_to(&mut conn, version.min(MIGRATIONS.len()))
     }
 
     /// Copies the whole store into a new file `destination` with SQLite's online backup, a few
