@@ -20,6 +20,7 @@
 
 pub mod alerts;
 pub mod config;
+pub mod control;
 pub mod decode;
 pub mod ingest;
 pub mod live;

@@ -8,7 +8,6 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use parkguard::config::Config;
-use parkguard::pipeline::Gateway;
 
 mod cli;
 
@@ -105,6 +104,30 @@ enum Command {
         /// Site configuration file.
         #[arg(short, long, env = "PARKGUARD_CONFIG")]
         config: PathBuf,
+    },
+    /// Show the running daemon's condition: connections, devices offline, outbox depth, pushes
+    /// waiting, active alarms. Asks the daemon over its control socket (`<store>.sock`).
+    Status {
+        /// Site configuration file of the running daemon (only its `gateway.store` is read).
+        #[arg(short, long, env = "PARKGUARD_CONFIG")]
+        config: Option<PathBuf>,
+        /// The control socket itself.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print the daemon's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the running daemon re-read its site file (as SIGHUP does) and report how it went:
+    /// exit 0 when reloaded; 2 with the file's errors when refused (the daemon keeps running
+    /// with the configuration it had).
+    Reload {
+        /// Site configuration file of the running daemon (only its `gateway.store` is read).
+        #[arg(short, long, env = "PARKGUARD_CONFIG")]
+        config: Option<PathBuf>,
+        /// The control socket itself.
+        #[arg(long)]
+        socket: Option<PathBuf>,
     },
     /// Validate a site configuration and the profiles it uses; exit 0 when valid, 2 when not.
     Check {
@@ -344,7 +367,13 @@ fn main() -> ExitCode {
     init_logging(cli.log_json);
     match cli.command {
         Command::Check { file, plan } => check(&file, plan),
-        Command::Run { config } => run(&config),
+        Command::Run { config } => cli::ops::run(&config),
+        Command::Status {
+            config,
+            socket,
+            json,
+        } => cli::ops::status(config.as_deref(), socket, json),
+        Command::Reload { config, socket } => cli::ops::reload_command(config.as_deref(), socket),
         Command::Sim {
             scenario,
             profiles_dir,
@@ -788,35 +817,6 @@ fn check(file: &std::path::Path, print_plan: bool) -> ExitCode {
         }
         Err(code) => code,
     }
-}
-
-fn run(file: &std::path::Path) -> ExitCode {
-    let config = match load(file) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let gateway = match Gateway::start(config).await {
-            Ok(gateway) => gateway,
-            Err(err) => {
-                tracing::error!(error = %format!("{err:#}"), "Startup failed.");
-                return ExitCode::FAILURE;
-            }
-        };
-        wait_for_signal().await;
-        tracing::info!("Shutting down.");
-        // What the sinks could not take within the grace period stays in the outbox (the drain
-        // tasks have logged it) and is sent at the next start.
-        gateway.shutdown().await;
-        ExitCode::SUCCESS
-    })
 }
 
 fn print_read_plans(config: &Config) {

@@ -57,6 +57,8 @@ pub struct Gateway {
     grace: Duration,
     sinks: Vec<JoinHandle<SinkReport>>,
     alerts: Option<AlertService>,
+    config: Arc<Config>,
+    started: Instant,
 }
 
 #[derive(Debug)]
@@ -132,7 +134,12 @@ impl Gateway {
         }
 
         let mut engine = RuleEngine::new(&config, now_ms());
-        let restored = restore(&mut engine, &mut store)?;
+        let router = alerts.as_ref().map(|(_, link)| Arc::clone(&link.router));
+        let restored = restore(&mut engine, &mut store, router.as_deref())?;
+        if let Some((service, _)) = &alerts {
+            // Retired alarms' pushes, queued by the restore.
+            service.wake.notify_one();
+        }
         info!(
             rules = config.rules.len(),
             alarms_watched = engine.instance_count(),
@@ -222,6 +229,127 @@ impl Gateway {
             grace: Duration::from_secs(config.site.gateway.shutdown_grace_s),
             sinks,
             alerts,
+            config,
+            started: Instant::now(),
+        })
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The gateway's condition for `parkguard status`: connections, devices offline, outbox
+    /// depth, pushes waiting and active alarms.
+    pub async fn status(&self) -> serde_json::Value {
+        use serde_json::json;
+        use std::sync::atomic::Ordering::Relaxed;
+        let config = &self.config;
+        let mqtt: Vec<_> = config
+            .site
+            .mqtt
+            .iter()
+            .map(|m| {
+                let s = self.metrics.mqtt(&m.name);
+                json!({
+                    "name": m.name,
+                    "broker": format!("{}:{}", m.host, m.port()),
+                    "connected": s.connected.load(Relaxed),
+                    "connects": s.connects.load(Relaxed),
+                    "connection_errors": s.connection_errors.load(Relaxed),
+                })
+            })
+            .collect();
+        let modbus: Vec<_> = config
+            .site
+            .modbus
+            .iter()
+            .map(|m| {
+                let s = self.metrics.modbus(&m.name);
+                json!({
+                    "name": m.name,
+                    "address": m.address,
+                    "units": m.units.len(),
+                    "units_offline": s.units_offline.load(Relaxed),
+                    "polls_ok": s.polls_ok.load(Relaxed),
+                    "polls_failed": s.polls_failed.load(Relaxed),
+                })
+            })
+            .collect();
+        let now = runtime::now_ms();
+        let sinks: Vec<_> = config
+            .site
+            .influx
+            .iter()
+            .map(|i| {
+                let s = self.metrics.sink(&i.name);
+                let oldest = s.oldest_created_ms.load(Relaxed) as i64;
+                json!({
+                    "name": i.name,
+                    "points_waiting": s.depth_points.load(Relaxed),
+                    "oldest_waiting_s": if oldest > 0 { (now - oldest).max(0) / 1000 } else { 0 },
+                    "points_written": s.points_written.load(Relaxed),
+                    "write_failures": s.write_failures.load(Relaxed),
+                })
+            })
+            .collect();
+        let alarms = self.rules.alarms().await;
+        let active: Vec<_> = alarms
+            .iter()
+            .filter(|a| a.state != crate::rules::alarm::AlarmState::Normal)
+            .collect();
+        let mut offline: Vec<&str> = active
+            .iter()
+            .filter(|a| a.comm_loss)
+            .map(|a| a.device.as_str())
+            .collect();
+        offline.sort_unstable();
+        offline.dedup();
+        let unacknowledged = |a: &&&crate::rules::engine::AlarmView| {
+            matches!(
+                a.state,
+                crate::rules::alarm::AlarmState::Unacknowledged
+                    | crate::rules::alarm::AlarmState::ReturnedUnacknowledged
+            )
+        };
+        let mut by_severity = serde_json::Map::new();
+        for a in &active {
+            let severity = a.severity.map_or("none", |s| s.as_str());
+            let n = by_severity
+                .get(severity)
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0);
+            by_severity.insert(severity.into(), json!(n + 1));
+        }
+        let m = &self.metrics;
+        json!({
+            "ok": true,
+            "version": env!("CARGO_PKG_VERSION"),
+            "gateway": config.site.gateway.name,
+            "site": config.file.display().to_string(),
+            "uptime_s": self.started.elapsed().as_secs(),
+            "mqtt": mqtt,
+            "modbus": modbus,
+            "devices": { "configured": config.site.devices.len(), "offline": offline },
+            "outbox": { "bytes": self.outbox.bytes(), "sinks": sinks },
+            "alerts": {
+                "routes": config.site.alerts.as_ref().map_or(0, |a| a.routes.len()),
+                "pending": m.alerts_pending.load(Relaxed),
+                "delivered": m.alerts_delivered.load(Relaxed),
+                "given_up": m.alerts_given_up.load(Relaxed),
+            },
+            "alarms": {
+                "active": active.len(),
+                "unacknowledged": active.iter().filter(unacknowledged).count(),
+                "by_severity": by_severity,
+                "unacknowledged_critical": active
+                    .iter()
+                    .filter(unacknowledged)
+                    .filter(|a| a.severity == Some(crate::config::Severity::Critical))
+                    .map(|a| a.key.as_str())
+                    .collect::<Vec<_>>(),
+            },
+            "readings_decoded": m.readings_decoded.load(Relaxed),
         })
     }
 

@@ -84,6 +84,10 @@ fn systemd_unit_verifies_and_is_hardened() {
         ("StateDirectory", "parkguard"),
         ("Restart", "on-failure"),
         ("User", "parkguard"),
+        (
+            "ExecReload",
+            "/usr/local/bin/parkguard reload -c /etc/parkguard/site.toml",
+        ),
     ] {
         assert_eq!(unit_value(&unit, key), [value], "{key}");
     }

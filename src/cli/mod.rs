@@ -1,11 +1,13 @@
 //! The command-line tools' work, for the `parkguard` binary only (the library never calls
-//! it): commissioning over Modbus and MQTT, the simulator and the demo. Each function does
+//! it): running the daemon and talking to it, commissioning over Modbus and MQTT, the
+//! simulator and the demo. Each function does
 //! one subcommand and returns its exit code; what they compute lives in the library
 //! (`decode::inspect`, `ingest::modbus`, `sim`), here is the printing.
 
 pub mod demo;
 pub mod modbus;
 pub mod mqtt;
+pub mod ops;
 pub mod sim;
 
 use std::process::ExitCode;

@@ -14,7 +14,21 @@ use tracing::{error, info};
 
 use crate::config::EmbeddedBrokerConfig;
 
+/// Addresses an embedded broker was started on in this process.
+static RUNNING: std::sync::Mutex<std::collections::BTreeSet<std::net::SocketAddr>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
 pub fn start(config: &EmbeddedBrokerConfig) -> anyhow::Result<()> {
+    // rumqttd cannot be stopped: after a reload the broker started before keeps serving, and
+    // changes to its settings apply at the next restart of the daemon.
+    {
+        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        if running.contains(&config.listen) {
+            info!(listen = %config.listen, "Embedded MQTT broker keeps running.");
+            return Ok(());
+        }
+        running.insert(config.listen);
+    }
     TcpListener::bind(config.listen).map_err(|err| {
         anyhow::anyhow!(
             "embedded MQTT broker cannot listen on {}: {err}",

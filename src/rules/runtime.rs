@@ -208,13 +208,23 @@ pub fn spawn(
     ))
 }
 
-/// Restores the store's alarm states into the engine (before the first reading).
-pub fn restore(engine: &mut RuleEngine, store: &mut Store) -> anyhow::Result<usize> {
+/// Restores the store's alarm states into the engine (before the first reading). Alarms of
+/// rules that no longer exist (the configuration changed) are retired: journaled, and pushed
+/// to the routes that had them.
+pub fn restore(
+    engine: &mut RuleEngine,
+    store: &mut Store,
+    router: Option<&crate::alerts::Router>,
+) -> anyhow::Result<usize> {
     let persisted = store.load_alarms()?;
     let count = persisted.len();
     let retired = engine.restore(persisted, now_ms());
     if !retired.is_empty() {
-        store.record(&retired, None)?;
+        info!(
+            alarms = retired.len(),
+            "Alarms of rules that no longer exist were retired."
+        );
+        store.record_and_route(&retired, None, router)?;
     }
     Ok(count)
 }

@@ -1,0 +1,289 @@
+//! Running the daemon and talking to it: `run` (with hot reload on SIGHUP or `parkguard
+//! reload`, and the control socket), `status` and `reload`.
+//!
+//! A reload re-reads the whole site file (devices, rule sets, routes, users). An invalid file
+//! is refused with its errors and the running configuration kept. A valid one replaces the
+//! running gateway: it stops as at shutdown (everything received is committed and
+//! acknowledged first; the broker keeps what arrives meanwhile for the persistent session) and
+//! starts again with the new file, restoring the alarm states from the store, so alarms
+//! survive, and alarms of rules that no longer exist are retired with a journal entry.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use parkguard::config::Config;
+use parkguard::control::{self, Request};
+use parkguard::pipeline::Gateway;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::{load, wait_for_signal, EXIT_INVALID_CONFIG};
+
+fn problems_text(problems: &[parkguard::config::Problem]) -> Vec<String> {
+    problems.iter().map(|p| p.to_string()).collect()
+}
+
+/// Re-reads `file` and, when valid, replaces the running gateway. The answer names the
+/// outcome: `{"ok": true, ...}` or `{"ok": false, "errors": [...]}`.
+async fn reload(file: &Path, gateway: &mut Option<Gateway>, reloads: &mut u64) -> Value {
+    let config = match Config::load(file) {
+        Ok(config) => config,
+        Err(problems) => {
+            for p in &problems {
+                tracing::error!(problem = %p, "Reload refused: the site file has problems.");
+            }
+            return json!({"ok": false, "errors": problems_text(&problems)});
+        }
+    };
+    let Some(running) = gateway.take() else {
+        return json!({"ok": false, "errors": ["the gateway is not running"]});
+    };
+    let old = running.config().clone();
+    let store = |c: &Config| c.resolve_path(&c.site.gateway.store);
+    if store(&old) != store(&config) {
+        *gateway = Some(running);
+        return json!({"ok": false, "errors": ["gateway.store changed: that takes a restart of the daemon"]});
+    }
+    tracing::info!("Reloading the site file.");
+    running.shutdown().await;
+    let summary = json!({
+        "devices": config.site.devices.len(),
+        "rules": config.rules.len(),
+        "routes": config.site.alerts.as_ref().map_or(0, |a| a.routes.len()),
+        "users": config.site.web.as_ref().map_or(0, |w| w.users.len()),
+    });
+    match Gateway::start(config).await {
+        Ok(started) => {
+            *gateway = Some(started);
+            *reloads += 1;
+            tracing::info!(%summary, "Reloaded.");
+            json!({"ok": true, "reloads": *reloads, "loaded": summary})
+        }
+        Err(err) => {
+            let message = format!("{err:#}");
+            tracing::error!(error = %message, "The new configuration did not start; going back to the previous one.");
+            match Gateway::start(old).await {
+                Ok(previous) => *gateway = Some(previous),
+                Err(again) => {
+                    tracing::error!(error = %format!("{again:#}"), "The previous configuration did not start either.")
+                }
+            }
+            json!({"ok": false, "errors": [message]})
+        }
+    }
+}
+
+/// `parkguard run`: the daemon until SIGINT/SIGTERM; SIGHUP and `parkguard reload` reload.
+pub fn run(file: &Path) -> ExitCode {
+    let config = match load(file) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let socket = control::socket_path(&config.resolve_path(&config.site.gateway.store));
+        let mut gateway = match Gateway::start(config).await {
+            Ok(gateway) => Some(gateway),
+            Err(err) => {
+                tracing::error!(error = %format!("{err:#}"), "Startup failed.");
+                return ExitCode::FAILURE;
+            }
+        };
+        let cancel = CancellationToken::new();
+        let (calls_tx, mut calls) = mpsc::channel(8);
+        let server = tokio::spawn(control::serve(socket.clone(), calls_tx, cancel.clone()));
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(err) => {
+                tracing::warn!(error = %err, "No SIGHUP handler; use `parkguard reload`.");
+                None
+            }
+        };
+        let mut reloads = 0u64;
+        let stop = wait_for_signal();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    reload(file, &mut gateway, &mut reloads).await;
+                }
+                Some((request, reply)) = calls.recv() => {
+                    let answer = match request {
+                        Request::Status => match &gateway {
+                            Some(g) => {
+                                let mut status = g.status().await;
+                                status["reloads"] = json!(reloads);
+                                status
+                            }
+                            None => json!({"ok": false, "errors": ["the gateway is not running"]}),
+                        },
+                        Request::Reload => reload(file, &mut gateway, &mut reloads).await,
+                    };
+                    let _ = reply.send(answer);
+                }
+            }
+        }
+        tracing::info!("Shutting down.");
+        cancel.cancel();
+        if let Ok(Err(err)) = server.await {
+            tracing::warn!(error = %err, socket = %socket.display(), "Control socket was not available.");
+        }
+        // What the sinks could not take within the grace period stays in the outbox (the drain
+        // tasks have logged it) and is sent at the next start.
+        if let Some(gateway) = gateway {
+            gateway.shutdown().await;
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+/// The control socket of the daemon running `site` (read leniently: a site file being fixed
+/// may not validate, but its store path is all that is needed), or `socket` itself.
+fn socket_of(site: Option<&Path>, socket: Option<PathBuf>) -> Result<PathBuf, ExitCode> {
+    if let Some(socket) = socket {
+        return Ok(socket);
+    }
+    let Some(site) = site else {
+        eprintln!("give the site file (-c) or the control socket (--socket)");
+        return Err(ExitCode::from(EXIT_INVALID_CONFIG));
+    };
+    let text = std::fs::read_to_string(site).map_err(|e| {
+        eprintln!("{}: {e}", site.display());
+        ExitCode::from(EXIT_INVALID_CONFIG)
+    })?;
+    let store = text
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|t| t.get("gateway")?.get("store")?.as_str().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("parkguard.db"));
+    let base = site.parent().unwrap_or(Path::new("."));
+    Ok(control::socket_path(&base.join(store)))
+}
+
+fn ask(socket: &Path, request: Request) -> Result<Value, ExitCode> {
+    let runtime = super::current_thread_runtime()?;
+    runtime
+        .block_on(control::call(socket, request))
+        .map_err(|err| {
+            eprintln!("{err:#}");
+            ExitCode::FAILURE
+        })
+}
+
+/// `parkguard status`
+pub fn status(site: Option<&Path>, socket: Option<PathBuf>, as_json: bool) -> ExitCode {
+    let socket = match socket_of(site, socket) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let s = match ask(&socket, Request::Status) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if as_json {
+        println!("{s}");
+        return ExitCode::SUCCESS;
+    }
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    println!(
+        "parkguard {} · gateway {} · up {} s · reloaded {} time(s)",
+        text(&s["version"]),
+        text(&s["gateway"]),
+        s["uptime_s"],
+        s["reloads"]
+    );
+    println!("site: {}", text(&s["site"]));
+    for m in s["mqtt"].as_array().into_iter().flatten() {
+        println!(
+            "mqtt {}: {} ({})",
+            text(&m["name"]),
+            if m["connected"] == true {
+                "connected"
+            } else {
+                "NOT CONNECTED"
+            },
+            text(&m["broker"])
+        );
+    }
+    for m in s["modbus"].as_array().into_iter().flatten() {
+        println!(
+            "modbus {}: {} unit(s), {} offline ({})",
+            text(&m["name"]),
+            m["units"],
+            m["units_offline"],
+            text(&m["address"])
+        );
+    }
+    let offline: Vec<String> = s["devices"]["offline"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(text)
+        .collect();
+    println!(
+        "devices: {} configured, {} offline{}",
+        s["devices"]["configured"],
+        offline.len(),
+        if offline.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", offline.join(", "))
+        }
+    );
+    println!("outbox: {} bytes", s["outbox"]["bytes"]);
+    for sink in s["outbox"]["sinks"].as_array().into_iter().flatten() {
+        println!(
+            "  sink {}: {} points waiting, oldest {} s",
+            text(&sink["name"]),
+            sink["points_waiting"],
+            sink["oldest_waiting_s"]
+        );
+    }
+    println!(
+        "pushes: {} waiting, {} delivered, {} given up",
+        s["alerts"]["pending"], s["alerts"]["delivered"], s["alerts"]["given_up"]
+    );
+    println!(
+        "alarms: {} active, {} unacknowledged {}",
+        s["alarms"]["active"], s["alarms"]["unacknowledged"], s["alarms"]["by_severity"]
+    );
+    for key in s["alarms"]["unacknowledged_critical"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        println!("  CRITICAL unacknowledged: {}", text(key));
+    }
+    ExitCode::SUCCESS
+}
+
+/// `parkguard reload`: exit 0 when reloaded, 2 when the file was refused (errors printed).
+pub fn reload_command(site: Option<&Path>, socket: Option<PathBuf>) -> ExitCode {
+    let socket = match socket_of(site, socket) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let answer = match ask(&socket, Request::Reload) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    if answer["ok"] == true {
+        println!("reloaded: {}", answer["loaded"]);
+        ExitCode::SUCCESS
+    } else {
+        for e in answer["errors"].as_array().into_iter().flatten() {
+            eprintln!("{}", e.as_str().unwrap_or_default());
+        }
+        eprintln!("reload refused; the daemon keeps running with the configuration it had");
+        ExitCode::from(EXIT_INVALID_CONFIG)
+    }
+}
