@@ -81,6 +81,16 @@ pub fn init_tls() {
 impl Gateway {
     /// Starts every stage. Errors here are startup errors (port in use, unreadable files).
     pub async fn start(config: Config) -> anyhow::Result<Gateway> {
+        Gateway::start_with(config, false).await
+    }
+
+    /// Starts again in a process whose gateway was just shut down for a reload: the embedded
+    /// broker that process started keeps running instead of being started twice.
+    pub async fn restart(config: Config) -> anyhow::Result<Gateway> {
+        Gateway::start_with(config, true).await
+    }
+
+    async fn start_with(config: Config, reload: bool) -> anyhow::Result<Gateway> {
         init_tls();
         let metrics = Metrics::new();
         let cancel = CancellationToken::new();
@@ -193,7 +203,7 @@ impl Gateway {
         };
 
         if let Some(embedded) = &config.site.broker.embedded {
-            broker::start(embedded)?;
+            broker::start(embedded, reload)?;
         }
 
         let devices = Arc::new(DeviceDirectory::from_config(&config));

@@ -53,7 +53,7 @@ async fn reload(file: &Path, gateway: &mut Option<Gateway>, reloads: &mut u64) -
         "routes": config.site.alerts.as_ref().map_or(0, |a| a.routes.len()),
         "users": config.site.web.as_ref().map_or(0, |w| w.users.len()),
     });
-    match Gateway::start(config).await {
+    match Gateway::restart(config).await {
         Ok(started) => {
             *gateway = Some(started);
             *reloads += 1;
@@ -63,7 +63,7 @@ async fn reload(file: &Path, gateway: &mut Option<Gateway>, reloads: &mut u64) -
         Err(err) => {
             let message = format!("{err:#}");
             tracing::error!(error = %message, "The new configuration did not start; going back to the previous one.");
-            match Gateway::start(old).await {
+            match Gateway::restart(old).await {
                 Ok(previous) => *gateway = Some(previous),
                 Err(again) => {
                     tracing::error!(error = %format!("{again:#}"), "The previous configuration did not start either.")

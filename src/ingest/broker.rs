@@ -18,12 +18,15 @@ use crate::config::EmbeddedBrokerConfig;
 static RUNNING: std::sync::Mutex<std::collections::BTreeSet<std::net::SocketAddr>> =
     std::sync::Mutex::new(std::collections::BTreeSet::new());
 
-pub fn start(config: &EmbeddedBrokerConfig) -> anyhow::Result<()> {
-    // rumqttd cannot be stopped: after a reload the broker started before keeps serving, and
-    // changes to its settings apply at the next restart of the daemon.
+/// Starts the embedded broker on `config.listen`, failing if the address is taken.
+///
+/// With `reuse_running` (a reload), a broker this process already started on the same address
+/// is kept: rumqttd cannot be stopped, so changes to its settings apply at the next restart of
+/// the daemon. Without it, an address in use is an error like any other.
+pub fn start(config: &EmbeddedBrokerConfig, reuse_running: bool) -> anyhow::Result<()> {
     {
         let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
-        if running.contains(&config.listen) {
+        if reuse_running && running.contains(&config.listen) {
             info!(listen = %config.listen, "Embedded MQTT broker keeps running.");
             return Ok(());
         }
