@@ -7,11 +7,14 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, MqttOptions, QoS};
+
+mod support;
+use support::*;
 
 const MESSAGES_PER_S: u64 = 5_000;
 const LOAD_DEVICES: usize = 500;
@@ -28,40 +31,6 @@ fn main() {
         .build()
         .expect("runtime")
         .block_on(run());
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "port {port} did not open");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn meter(leakage: f64) -> Vec<u8> {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis();
-    format!(
-        r#"{{"ts":{now_ms},"ua":230.1,"ub":229.8,"uc":231.0,"ia":12.5,"ib":11.0,"ic":13.25,"p_total":8350,"leakage":{leakage},"t":[35.5,36.0,34.25,41.0]}}"#
-    )
-    .into_bytes()
 }
 
 fn site(dir: &Path, mqtt_port: u16, hook_port: u16) -> std::path::PathBuf {
@@ -98,18 +67,6 @@ fn site(dir: &Path, mqtt_port: u16, hook_port: u16) -> std::path::PathBuf {
     path
 }
 
-fn resident_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// Per device: when the push arrived, how often, and the transition's time (ms since epoch)
 /// against the wall clock at arrival: the part of the latency after the rules.
 type Receipts = Arc<Mutex<HashMap<String, (Instant, usize, i64)>>>;
@@ -141,24 +98,7 @@ async fn receive(
 
 async fn run() {
     let dir = tempfile::TempDir::new().expect("temp dir");
-    let mqtt_port = free_port();
-    std::fs::write(
-        dir.path().join("mosquitto.conf"),
-        format!(
-            "listener {mqtt_port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\nset_tcp_nodelay true\n"
-        ),
-    )
-    .expect("mosquitto conf");
-    let mosquitto = Killed(
-        Command::new("/usr/sbin/mosquitto")
-            .arg("-c")
-            .arg(dir.path().join("mosquitto.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto (apt-get install mosquitto)"),
-    );
-    wait_port(mqtt_port);
+    let (mosquitto, mqtt_port) = support::mosquitto(dir.path(), "set_tcp_nodelay true\n");
 
     let receipts: Receipts = Arc::new(Mutex::new(HashMap::new()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -487,16 +487,36 @@ pub async fn journal(
 ) -> Response {
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let search = query.search.filter(|s| !s.is_empty());
-    let reader = Arc::clone(&state);
+    match on_store(&state, "journal read", move |s| {
+        s.journal(search.as_deref(), limit)
+    })
+    .await
+    {
+        Ok(entries) => Json(entries).into_response(),
+        Err(response) => response,
+    }
+}
+
+/// Runs `f` on the web's store connection in a blocking thread; a failure is a 500 naming
+/// `what`.
+async fn on_store<T: Send + 'static>(
+    state: &Shared,
+    what: &'static str,
+    f: impl FnOnce(&mut crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, Response> {
+    let state = Arc::clone(state);
     let result = tokio::task::spawn_blocking(move || {
-        let store = reader.store.lock().unwrap_or_else(|e| e.into_inner());
-        store.journal(search.as_deref(), limit)
+        let mut store = state.store.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut store)
     })
     .await;
     match result {
-        Ok(Ok(entries)) => Json(entries).into_response(),
-        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
-        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "journal read failed"),
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())),
+        Err(_) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{what} failed"),
+        )),
     }
 }
 
@@ -511,16 +531,13 @@ pub async fn deliveries(
     _caller: Caller,
     Query(query): Query<DeliveriesQuery>,
 ) -> Response {
-    let reader = Arc::clone(&state);
-    let result = tokio::task::spawn_blocking(move || {
-        let store = reader.store.lock().unwrap_or_else(|e| e.into_inner());
-        store.alert_deliveries(&query.key, 200)
+    match on_store(&state, "delivery read", move |s| {
+        s.alert_deliveries(&query.key, 200)
     })
-    .await;
-    match result {
-        Ok(Ok(rows)) => Json(rows).into_response(),
-        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
-        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "delivery read failed"),
+    .await
+    {
+        Ok(rows) => Json(rows).into_response(),
+        Err(response) => response,
     }
 }
 
@@ -550,15 +567,9 @@ struct DeviceView<'a> {
 /// Every declared device with its place, status and latest values, in park, enterprise,
 /// location and id order.
 pub async fn devices(State(state): State<Shared>, _caller: Caller) -> Response {
-    let reader = Arc::clone(&state);
-    let signoffs = tokio::task::spawn_blocking(move || {
-        let store = reader.store.lock().unwrap_or_else(|e| e.into_inner());
-        store.latest_signoffs()
-    })
-    .await
-    .ok()
-    .and_then(Result::ok)
-    .unwrap_or_default();
+    let signoffs = on_store(&state, "sign-off read", |s| s.latest_signoffs())
+        .await
+        .unwrap_or_default();
     let site = &state.config.site;
     let latest = state.latest.all();
     let alarms = state.hub.alarms();
@@ -655,16 +666,10 @@ pub async fn history(
         return error(StatusCode::BAD_REQUEST, "hours must be above 0");
     }
     let since = now_ms() - (hours * 3_600_000.0) as i64;
-    let reader = Arc::clone(&state);
-    let result = tokio::task::spawn_blocking(move || {
-        let store = reader.store.lock().unwrap_or_else(|e| e.into_inner());
-        store.history(&query.device, &query.quantity, since)
-    })
-    .await;
-    match result {
-        Ok(Ok(points)) => Json::<Vec<HistoryPoint>>(points).into_response(),
-        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
-        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "history read failed"),
+    let read = move |s: &mut crate::store::Store| s.history(&query.device, &query.quantity, since);
+    match on_store(&state, "history read", read).await {
+        Ok(points) => Json::<Vec<HistoryPoint>>(points).into_response(),
+        Err(response) => response,
     }
 }
 
@@ -896,19 +901,12 @@ pub async fn signoff(
         firmware: request.firmware.filter(|f| !f.trim().is_empty()),
         notes: request.notes,
     };
-    let writer = Arc::clone(&state);
     let stored = record.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let mut store = writer.store.lock().unwrap_or_else(|e| e.into_inner());
-        store.add_signoff(&stored)
-    })
-    .await;
-    match result {
-        Ok(Ok(())) => {
+    match on_store(&state, "sign-off", move |s| s.add_signoff(&stored)).await {
+        Ok(()) => {
             tracing::info!(device = %record.device, technician = %record.technician, "Device signed off.");
             Json(record).into_response()
         }
-        Ok(Err(err)) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
-        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "sign-off failed"),
+        Err(response) => response,
     }
 }
