@@ -126,30 +126,7 @@ async fn run() {
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // Background load: 5,000 meter messages per second.
-    let mut options = MqttOptions::new("bench-load", "127.0.0.1", mqtt_port);
-    options.set_max_packet_size(1 << 20, 1 << 20);
-    let (load, mut load_loop) = AsyncClient::new(options, 10_000);
-    tokio::spawn(async move { while load_loop.poll().await.is_ok() {} });
-    let stop_load = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stopping = Arc::clone(&stop_load);
-    let load_task = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
-        let mut sent = 0u64;
-        let started = Instant::now();
-        while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
-            tick.tick().await;
-            let due = (started.elapsed().as_secs_f64() * MESSAGES_PER_S as f64) as u64;
-            while sent < due {
-                let device = sent as usize % LOAD_DEVICES;
-                let topic = format!("park/p/meter/meter-{device:03}/up");
-                let _ = load
-                    .publish(topic, QoS::AtMostOnce, false, meter(20.0))
-                    .await;
-                sent += 1;
-            }
-        }
-        (sent, started.elapsed())
-    });
+    let load = MeterLoad::start(mqtt_port, MESSAGES_PER_S as f64, LOAD_DEVICES);
 
     let mut options = MqttOptions::new("bench-smoke", "127.0.0.1", mqtt_port);
     options.set_max_packet_size(1 << 20, 1 << 20);
@@ -181,8 +158,7 @@ async fn run() {
         }
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop_load.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (load_sent, load_for) = load_task.await.expect("load");
+    let (load_sent, load_for) = load.stop().await;
 
     let got = receipts.lock().expect("receipts").clone();
     let mut latencies = Vec::new();

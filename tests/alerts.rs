@@ -401,6 +401,34 @@ fn events_of(received: &[Received]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Webhooks at `base`/ops and `base`/fire; the operators' route (high and critical, plus
+/// `operators_extra` lines) and the fire department's (smoke and gas at critical).
+fn operators_and_fire_department(base: &str, operators_extra: &str) -> String {
+    format!(
+        r#"
+[alerts]
+[[alerts.channels]]
+name = "ops-hook"
+type = "webhook"
+url = "{base}/ops"
+[[alerts.channels]]
+name = "fire-hook"
+type = "webhook"
+url = "{base}/fire"
+[[alerts.routes]]
+name = "operators"
+severities = ["high", "critical"]
+channels = ["ops-hook"]
+{operators_extra}
+[[alerts.routes]]
+name = "fire-department"
+rules = ["R13", "R11"]
+severities = ["critical"]
+channels = ["fire-hook"]
+"#
+    )
+}
+
 fn smoke_alarm(park: &mut Park, device: &str) {
     park.feed(device, "event", Value::Text(Arc::from("alarm")));
 }
@@ -526,28 +554,7 @@ channels = ["hook"]
 async fn receiver_down_two_minutes_with_a_restart_delivers_each_push_once_in_order() {
     let port = support::free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let (_dir, path) = park_site(&format!(
-        r#"
-[alerts]
-[[alerts.channels]]
-name = "ops-hook"
-type = "webhook"
-url = "{base}/ops"
-[[alerts.channels]]
-name = "fire-hook"
-type = "webhook"
-url = "{base}/fire"
-[[alerts.routes]]
-name = "operators"
-severities = ["high", "critical"]
-channels = ["ops-hook"]
-[[alerts.routes]]
-name = "fire-department"
-rules = ["R13", "R11"]
-severities = ["critical"]
-channels = ["fire-hook"]
-"#
-    ));
+    let (_dir, path) = park_site(&operators_and_fire_department(&base, ""));
     let clock = tokio_clock(START_MS);
     let mut park = Park::open(&path, Arc::clone(&clock));
     // The receiver is down: alarms happen and are acknowledged meanwhile.
@@ -648,30 +655,9 @@ async fn escalation_at_the_deadline_not_after_acknowledgement_and_gas_level_2_at
     let inbox = Inbox::default();
     let _receiver = receiver(port, inbox.clone()).await;
     let base = format!("http://127.0.0.1:{port}");
-    let (_dir, path) = park_site(&format!(
-        r#"
-[alerts]
-[[alerts.channels]]
-name = "ops-hook"
-type = "webhook"
-url = "{base}/ops"
-[[alerts.channels]]
-name = "fire-hook"
-type = "webhook"
-url = "{base}/fire"
-[[alerts.routes]]
-name = "operators"
-severities = ["high", "critical"]
-channels = ["ops-hook"]
-ack_deadline_s = 300
-escalate_to = "fire-department"
-remind_every_s = 120
-[[alerts.routes]]
-name = "fire-department"
-rules = ["R13", "R11"]
-severities = ["critical"]
-channels = ["fire-hook"]
-"#
+    let (_dir, path) = park_site(&operators_and_fire_department(
+        &base,
+        "ack_deadline_s = 300\nescalate_to = \"fire-department\"\nremind_every_s = 120\n",
     ));
     let clock = tokio_clock(START_MS);
     let mut park = Park::open(&path, Arc::clone(&clock));

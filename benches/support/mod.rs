@@ -73,3 +73,47 @@ pub fn mosquitto(dir: &Path, extra: &str) -> (Killed, u16) {
     wait_port(mqtt_port);
     (mosquitto, mqtt_port)
 }
+
+/// Meter messages published at a steady rate (QoS 0) to `park/p/meter/meter-NNN/up`, cycling
+/// over `devices` meters, until `stop`.
+pub struct MeterLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<(u64, Duration)>,
+}
+
+impl MeterLoad {
+    pub fn start(mqtt_port: u16, messages_per_s: f64, devices: usize) -> MeterLoad {
+        use rumqttc::{AsyncClient, MqttOptions, QoS};
+        let mut options = MqttOptions::new("bench-load", "127.0.0.1", mqtt_port);
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        let (load, mut load_loop) = AsyncClient::new(options, 10_000);
+        tokio::spawn(async move { while load_loop.poll().await.is_ok() {} });
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = std::sync::Arc::clone(&stop);
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let mut sent = 0u64;
+            let started = Instant::now();
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                tick.tick().await;
+                let due = (started.elapsed().as_secs_f64() * messages_per_s) as u64;
+                while sent < due {
+                    let device = sent as usize % devices;
+                    let topic = format!("park/p/meter/meter-{device:03}/up");
+                    let _ = load
+                        .publish(topic, QoS::AtMostOnce, false, meter(20.0))
+                        .await;
+                    sent += 1;
+                }
+            }
+            (sent, started.elapsed())
+        });
+        MeterLoad { stop, task }
+    }
+
+    /// Stops; the messages sent and for how long.
+    pub async fn stop(self) -> (u64, Duration) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.expect("load task")
+    }
+}
