@@ -143,6 +143,7 @@ async fn run() {
         rx,
         Arc::clone(&outbox),
         Some(Duration::from_secs(24 * 3600)),
+        parkguard::health::Supervisor::new().guard("outbox writer"),
     )
     .expect("writer");
 

@@ -14,6 +14,7 @@
 //! - [`sinks`]: line protocol encoding and batched, retried writes to InfluxDB.
 //! - [`web`]: the operators' web UI and HTTP API (axum): alarm board over server-sent events,
 //!   commands with roles, devices, history, `/metrics`.
+//! - [`health`]: supervision of long-lived tasks, loop liveness and the systemd watchdog.
 //! - [`live`]: the latest value of every device's quantities, for the web UI.
 //! - [`metrics`]: self-metrics counters and their Prometheus text form.
 //! - [`pipeline`]: builds the stages back to front and shuts them down front to back.
@@ -22,6 +23,7 @@ pub mod alerts;
 pub mod config;
 pub mod control;
 pub mod decode;
+pub mod health;
 pub mod ingest;
 pub mod live;
 pub mod metrics;

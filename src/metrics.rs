@@ -48,6 +48,11 @@ pub struct Metrics {
     pub alerts_digests: AtomicU64,
     /// Alarm pushes waiting in the queue now.
     pub alerts_pending: AtomicU64,
+    /// True while the store refuses writes (disk full, read-only filesystem, I/O errors).
+    pub store_failing: AtomicBool,
+    /// Per alert route: when its oldest undelivered critical push was queued (ms since the
+    /// epoch); absent when it has none.
+    pub alerts_oldest_critical: Mutex<BTreeMap<String, i64>>,
     sinks: Mutex<BTreeMap<String, Arc<SinkMetrics>>>,
     mqtt: Mutex<BTreeMap<String, Arc<MqttMetrics>>>,
     modbus: Mutex<BTreeMap<String, Arc<ModbusMetrics>>>,
@@ -83,11 +88,15 @@ pub struct SinkMetrics {
     pub depth_batches: AtomicU64,
     /// When the oldest of them was committed (ms since the epoch; 0: none).
     pub oldest_created_ms: AtomicU64,
+    /// When the sink last wrote a batch (ms since the epoch; 0: not since start).
+    pub last_write_ms: AtomicU64,
 }
 
 #[derive(Default)]
 pub struct MqttMetrics {
     pub connected: AtomicBool,
+    /// Connected and up for a while (a connection that cannot stay up is not).
+    pub stable: AtomicBool,
     pub connects: AtomicU64,
     pub connection_errors: AtomicU64,
     pub subscribes: AtomicU64,

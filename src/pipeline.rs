@@ -6,6 +6,11 @@
 //! the writer commits and acknowledges what it holds; the rules task stores its last
 //! transitions; then the drain tasks send what the outbox holds until it is empty or the
 //! grace period is over. What is left stays in the outbox for the next start.
+//!
+//! Every long-lived task and thread is supervised ([`Supervisor`]): one that ends or panics
+//! outside shutdown is reported through [`Gateway::failed`], and the daemon exits for its
+//! service manager to restart it. The rules loop and the MQTT loops beat [`Liveness`]
+//! heartbeats, which alone feed the systemd watchdog.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,17 +18,18 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, trace, warn};
+use tracing::{error, info, trace, warn};
 
 use crate::alerts::channels;
 use crate::alerts::dispatch::{wall_clock, AlertService};
 use crate::alerts::Router;
 use crate::config::Config;
+use crate::health::{Liveness, Supervisor, TaskFailure};
 use crate::ingest::broker;
 use crate::ingest::devices::DeviceDirectory;
 use crate::ingest::modbus::ModbusPoller;
 use crate::ingest::mqtt::MqttIngest;
-use crate::ingest::status::StatusReporter;
+use crate::ingest::status::{self, StatusReporter};
 use crate::ingest::Ingested;
 use crate::live::LatestValues;
 use crate::metrics::Metrics;
@@ -49,16 +55,19 @@ pub struct Gateway {
     /// The web UI, when `[web]` is configured.
     pub web: Option<WebServer>,
     cancel: CancellationToken,
-    ingest: Vec<JoinHandle<()>>,
-    dispatcher: JoinHandle<()>,
+    ingest: Vec<JoinHandle<Option<()>>>,
+    dispatcher: JoinHandle<Option<()>>,
     outbox_writer: std::thread::JoinHandle<()>,
-    rules_task: JoinHandle<()>,
+    rules_task: JoinHandle<Option<()>>,
+    watch_task: JoinHandle<()>,
     closing: Arc<Closing>,
     grace: Duration,
-    sinks: Vec<JoinHandle<SinkReport>>,
+    sinks: Vec<JoinHandle<Option<SinkReport>>>,
     alerts: Option<AlertService>,
     config: Arc<Config>,
     started: Instant,
+    supervisor: Supervisor,
+    liveness: Arc<Liveness>,
 }
 
 #[derive(Debug)]
@@ -94,6 +103,8 @@ impl Gateway {
         init_tls();
         let metrics = Metrics::new();
         let cancel = CancellationToken::new();
+        let supervisor = Supervisor::new();
+        let liveness = Liveness::new();
         let store_path = config.resolve_path(&config.site.gateway.store);
         let open_store = || Store::open(&store_path);
 
@@ -107,10 +118,11 @@ impl Gateway {
             );
         }
         let (status, gateway_input) = StatusReporter::new(&config);
+        let gateway_status = status.clone();
         let alerts = match Router::from_config(&config) {
             Some(router) => {
                 let router = Arc::new(router);
-                let service = AlertService::spawn(
+                let mut service = AlertService::spawn(
                     Arc::clone(&router),
                     channels::build(&config)?,
                     open_store()?,
@@ -118,6 +130,7 @@ impl Gateway {
                     Some(status.clone()),
                     Arc::clone(&metrics),
                 );
+                service.supervise(&supervisor);
                 let link = service.link(router);
                 Some((service, link))
             }
@@ -134,13 +147,15 @@ impl Gateway {
         let closing = Arc::new(Closing::default());
         let mut sinks = Vec::new();
         for index in 0..config.site.influx.len() {
-            sinks.push(drain::spawn(
+            let sink = drain::spawn(
                 &config,
                 index,
                 Arc::clone(&outbox),
                 open_store()?,
                 Arc::clone(&closing),
-            )?);
+            )?;
+            let name = format!("sink {}", config.site.influx[index].name);
+            sinks.push(supervisor.watch(name, sink));
         }
 
         let mut engine = RuleEngine::new(&config, now_ms());
@@ -167,24 +182,44 @@ impl Gateway {
             Some(Arc::clone(&outbox)),
             alerts.as_ref().map(|(_, link)| link.clone()),
             Arc::clone(&metrics),
+            runtime::RulesLiveness {
+                heartbeat: liveness.register("rules loop", Duration::from_secs(30)),
+                writer_guard: supervisor.guard("alarm store writer"),
+            },
         )?;
+        let rules_task = supervisor.watch("rules", rules_task);
         let alerts = alerts.map(|(service, _)| service);
 
         let hours = config.site.gateway.history_hours;
         let history_keep = (hours > 0.0).then(|| Duration::from_secs_f64(hours * 3600.0));
         let (outbox_tx, outbox_rx) = mpsc::channel::<Ingested>(INGEST_CAPACITY);
-        let outbox_writer =
-            outbox::spawn_writer(open_store()?, outbox_rx, Arc::clone(&outbox), history_keep)?;
+        let outbox_writer = outbox::spawn_writer(
+            open_store()?,
+            outbox_rx,
+            Arc::clone(&outbox),
+            history_keep,
+            supervisor.guard("outbox writer"),
+        )?;
 
         let latest = Arc::new(LatestValues::default());
         let (ingest_tx, ingest_rx) = mpsc::channel::<Ingested>(INGEST_CAPACITY);
-        let dispatcher = tokio::spawn(dispatch(
-            ingest_rx,
-            rules_tx,
-            outbox_tx,
-            Arc::clone(&latest),
-        ));
+        let dispatcher = supervisor.watch(
+            "dispatcher",
+            tokio::spawn(dispatch(
+                ingest_rx,
+                rules_tx,
+                outbox_tx,
+                Arc::clone(&latest),
+            )),
+        );
 
+        let watch_task = status::spawn_watch(
+            &config,
+            Arc::clone(&metrics),
+            gateway_status,
+            cancel.clone(),
+            supervisor.guard("self-watch"),
+        );
         let config = Arc::new(config);
         let web = match &config.site.web {
             Some(web_config) => Some(
@@ -208,13 +243,18 @@ impl Gateway {
 
         let devices = Arc::new(DeviceDirectory::from_config(&config));
         let mut ingest = Vec::new();
-        for index in 0..config.site.mqtt.len() {
-            let task = MqttIngest::new(&config, index, Arc::clone(&devices), Arc::clone(&metrics))?;
-            ingest.push(tokio::spawn(task.run(ingest_tx.clone(), cancel.clone())));
+        for (index, mqtt) in config.site.mqtt.iter().enumerate() {
+            let name = format!("mqtt {}", mqtt.name);
+            let heartbeat = liveness.register(format!("{name} loop"), Duration::from_secs(30));
+            let task = MqttIngest::new(&config, index, Arc::clone(&devices), Arc::clone(&metrics))?
+                .with_heartbeat(heartbeat);
+            let task = tokio::spawn(task.run(ingest_tx.clone(), cancel.clone()));
+            ingest.push(supervisor.watch(name, task));
         }
-        for index in 0..config.site.modbus.len() {
+        for (index, modbus) in config.site.modbus.iter().enumerate() {
             let poller = ModbusPoller::new(&config, index, &devices, &metrics)?;
-            ingest.push(tokio::spawn(poller.run(ingest_tx.clone(), cancel.clone())));
+            let task = tokio::spawn(poller.run(ingest_tx.clone(), cancel.clone()));
+            ingest.push(supervisor.watch(format!("modbus {}", modbus.name), task));
         }
         drop(ingest_tx);
         info!(
@@ -235,13 +275,27 @@ impl Gateway {
             dispatcher,
             outbox_writer,
             rules_task,
+            watch_task,
             closing,
             grace: Duration::from_secs(config.site.gateway.shutdown_grace_s),
             sinks,
             alerts,
             config,
             started: Instant::now(),
+            supervisor,
+            liveness,
         })
+    }
+
+    /// The first of the gateway's tasks that ended or panicked outside shutdown; waits until
+    /// one does.
+    pub async fn failed(&self) -> TaskFailure {
+        self.supervisor.failed().await
+    }
+
+    /// The heartbeats of the gateway's loops, for the watchdog.
+    pub fn liveness(&self) -> Arc<Liveness> {
+        Arc::clone(&self.liveness)
     }
 
     /// The configuration it runs with.
@@ -367,11 +421,14 @@ impl Gateway {
     /// outbox holds within the grace period, and reports what is left in it.
     pub async fn shutdown(self) -> ShutdownReport {
         let started = Instant::now();
+        self.supervisor.stopping();
+        self.liveness.clear();
         self.cancel.cancel();
         if let Some(web) = self.web {
             let _ = web.task.await;
             let _ = web.hub_task.await;
         }
+        let _ = self.watch_task.await;
         for task in self.ingest {
             let _ = task.await;
         }
@@ -386,7 +443,7 @@ impl Gateway {
         self.closing.begin(self.grace);
         let mut reports = Vec::new();
         for sink in self.sinks {
-            if let Ok(report) = sink.await {
+            if let Ok(Some(report)) = sink.await {
                 reports.push(report);
             }
         }
@@ -413,7 +470,12 @@ async fn dispatch(
         if let Some(readings) = &item.readings {
             trace!(readings = readings.len(), "Dispatched.");
             latest.update(readings);
-            let _ = rules.send(Arc::clone(readings)).await;
+            if rules.send(Arc::clone(readings)).await.is_err() {
+                // The rules task is gone: alarms would stop while telemetry flows. The
+                // supervisor has its cause; ending here makes the failure impossible to miss.
+                error!("The rules task has stopped; alarm evaluation is no longer possible.");
+                break;
+            }
         }
         if outbox.send(item).await.is_err() {
             break;

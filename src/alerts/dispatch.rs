@@ -127,6 +127,15 @@ impl AlertService {
         AlertService { wake, task, cancel }
     }
 
+    /// Reports the coordinator to `supervisor` when it ends outside shutdown or panics.
+    pub fn supervise(&mut self, supervisor: &crate::health::Supervisor) {
+        let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
+        let watched = supervisor.watch("alert delivery", task);
+        self.task = tokio::spawn(async move {
+            let _ = watched.await;
+        });
+    }
+
     pub fn link(&self, router: Arc<Router>) -> QueueLink {
         QueueLink {
             router,
@@ -159,11 +168,18 @@ async fn coordinate(shared: Arc<Shared>, wake: Arc<Notify>) {
                     s.alert_lanes()?,
                     s.alert_pending()?,
                     s.alert_next_timer()?,
+                    s.alert_oldest_critical()?,
                 ))
             })
             .await;
         let next_timer = match pass {
-            Ok((fired, pending_lanes, pending, next_timer)) => {
+            Ok((fired, pending_lanes, pending, next_timer, oldest_critical)) => {
+                let critical_waiting = !oldest_critical.is_empty();
+                *shared
+                    .metrics
+                    .alerts_oldest_critical
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = oldest_critical;
                 if purge {
                     last_purge = Some(now);
                 }
@@ -184,7 +200,12 @@ async fn coordinate(shared: Arc<Shared>, wake: Arc<Notify>) {
                     });
                     notify.notify_one();
                 }
-                next_timer
+                // While a critical push waits, look again soon: its lateness is a gateway fault.
+                if critical_waiting {
+                    Some(next_timer.map_or(now + 2000, |t| t.min(now + 2000)))
+                } else {
+                    next_timer
+                }
             }
             Err(err) => {
                 error!(error = %err, "Alert queue unreadable; trying again in 5 s.");

@@ -85,7 +85,13 @@ pub fn demo(mut options: parkguard::sim::park::DemoOptions) -> ExitCode {
         println!("  Files:   {}", options.dir.display());
         println!("Alarms begin within a minute. Press Ctrl-C to stop.");
         println!();
-        wait_for_signal().await;
+        tokio::select! {
+            _ = wait_for_signal() => {}
+            failure = gateway.failed() => {
+                tracing::error!(task = %failure.task, cause = %failure.cause, "A task of the gateway failed; the demo stops.");
+                std::process::exit(super::ops::EXIT_TASK_FAILED);
+            }
+        }
         tracing::info!("Shutting down.");
         cancel.cancel();
         let _ = devices.await;

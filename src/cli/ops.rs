@@ -7,12 +7,24 @@
 //! acknowledged first; the broker keeps what arrives meanwhile for the persistent session) and
 //! starts again with the new file, restoring the alarm states from the store, so alarms
 //! survive, and alarms of rules that no longer exist are retired with a journal entry.
+//!
+//! A task of the gateway that ends or panics outside shutdown ends the daemon with exit code
+//! 3, its cause at ERROR and in a note beside the store that the next start raises as gateway
+//! fault G10: systemd restarts it, and alarm states survive restarts. Under systemd
+//! (`Type=notify`) the daemon reports ready and stopping, and feeds the watchdog only while
+//! every loop's heartbeat is on time. A shutdown is bounded by `gateway.shutdown_deadline_s`
+//! beyond the sinks' grace, and a second SIGINT/SIGTERM exits at once.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use parkguard::config::Config;
 use parkguard::control::{self, Request};
+use parkguard::health::notify::{self, NotifyState};
+use parkguard::health::TaskFailure;
+use parkguard::ingest::status::failure_note_path;
 use parkguard::pipeline::Gateway;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -110,11 +122,40 @@ pub fn run(file: &Path) -> ExitCode {
         let mut reloads = 0u64;
         let stop = wait_for_signal();
         tokio::pin!(stop);
+        let store_path = gateway
+            .as_ref()
+            .map(|g| g.config().resolve_path(&g.config().site.gateway.store));
+        let watchdog = notify::watchdog_period();
+        let mut feed = tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |p| p / 3));
+        let mut starving = false;
+        notify::send(&[NotifyState::Ready, NotifyState::Status("running")]);
         loop {
             tokio::select! {
                 _ = &mut stop => break,
+                failure = async { match &gateway { Some(g) => g.failed().await, None => std::future::pending().await } } => {
+                    exit_on_failure(failure, store_path.as_deref());
+                }
+                _ = feed.tick(), if watchdog.is_some() => {
+                    let stalled = gateway.as_ref().map(|g| g.liveness().stalled()).unwrap_or_default();
+                    if stalled.is_empty() {
+                        notify::send(&[NotifyState::Watchdog]);
+                        if starving {
+                            starving = false;
+                            tracing::info!("Every loop turns again; the watchdog is fed.");
+                        }
+                    } else if !starving {
+                        starving = true;
+                        let loops: Vec<String> = stalled
+                            .iter()
+                            .map(|(name, late)| format!("{name} ({} s late)", late.as_secs()))
+                            .collect();
+                        tracing::error!(loops = %loops.join(", "), "Loops have stopped turning; the watchdog is no longer fed and systemd will restart the daemon.");
+                    }
+                }
                 Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    notify::send(&[NotifyState::Reloading]);
                     reload(file, &mut gateway, &mut reloads).await;
+                    notify::send(&[NotifyState::Ready]);
                 }
                 Some((request, reply)) = calls.recv() => {
                     let answer = match request {
@@ -133,6 +174,7 @@ pub fn run(file: &Path) -> ExitCode {
             }
         }
         tracing::info!("Shutting down.");
+        notify::send(&[NotifyState::Stopping]);
         cancel.cancel();
         if let Ok(Err(err)) = server.await {
             tracing::warn!(error = %err, socket = %socket.display(), "Control socket was not available.");
@@ -140,10 +182,54 @@ pub fn run(file: &Path) -> ExitCode {
         // What the sinks could not take within the grace period stays in the outbox (the drain
         // tasks have logged it) and is sent at the next start.
         if let Some(gateway) = gateway {
-            gateway.shutdown().await;
+            let site = &gateway.config().site.gateway;
+            let deadline = Duration::from_secs(site.shutdown_grace_s + site.shutdown_deadline_s);
+            tokio::select! {
+                result = tokio::time::timeout(deadline, gateway.shutdown()) => {
+                    if result.is_err() {
+                        tracing::error!(deadline_s = deadline.as_secs(), "Shutdown did not finish within its deadline; exiting now. Unacknowledged messages come again from the broker.");
+                        std::process::exit(1);
+                    }
+                }
+                _ = wait_for_signal() => {
+                    tracing::warn!("Second signal: exiting at once. Unacknowledged messages come again from the broker.");
+                    std::process::exit(130);
+                }
+            }
         }
         ExitCode::SUCCESS
     })
+}
+
+/// Exit code of a daemon that stopped because one of its tasks failed.
+pub const EXIT_TASK_FAILED: i32 = 3;
+
+/// Logs a task failure, leaves its cause beside the store for the next start (gateway fault
+/// G10) and exits at once: a gateway with a dead task must not limp on, and alarm states
+/// survive the restart. No graceful shutdown is tried, since it may wait on the dead task;
+/// what was not committed is still unacknowledged at the broker and comes again.
+fn exit_on_failure(failure: TaskFailure, store: Option<&Path>) -> ! {
+    tracing::error!(task = %failure.task, cause = %failure.cause, "A task of the gateway failed; exiting for the service manager to restart the daemon.");
+    if let Some(store) = store {
+        let at = unix_time_text();
+        let note = format!("{at} {failure}\n");
+        if let Err(err) = std::fs::write(failure_note_path(store), note) {
+            tracing::warn!(error = %err, "Cannot leave the failure note beside the store.");
+        }
+    }
+    notify::send(&[
+        NotifyState::Stopping,
+        NotifyState::Status(&format!("task failed: {failure}")),
+    ]);
+    std::process::exit(EXIT_TASK_FAILED)
+}
+
+/// Seconds since the Unix epoch, for the failure note.
+fn unix_time_text() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| format!("unix {}", d.as_secs()))
+        .unwrap_or_default()
 }
 
 /// The control socket of the daemon running `site` (read leniently: a site file being fixed

@@ -351,6 +351,45 @@ pub struct GatewayConfig {
     /// for the last hour, 1-minute buckets before that); 0 keeps none.
     #[serde(default = "default_history_hours")]
     pub history_hours: f64,
+    /// Devices not declared in `[[devices]]` whose messages are still accepted (subscriptions
+    /// with `unknown_devices = "accept"`), across all connections. Beyond this many, messages
+    /// of further unknown ids are counted as `unknown_over_cap` and dropped, so that a flood of
+    /// made-up ids cannot grow memory, history or the store.
+    #[serde(default = "default_max_unknown_devices")]
+    pub max_unknown_devices: usize,
+    /// A device timestamp more than this many seconds ahead of the gateway's clock is counted
+    /// as `bad_timestamp` and the receive time is used instead.
+    #[serde(default = "default_max_clock_ahead_s")]
+    pub max_clock_ahead_s: u64,
+    /// The gateway's clock stepping (NTP, an operator) by more than this many seconds raises
+    /// gateway fault G9.
+    #[serde(default = "default_clock_jump_s")]
+    pub clock_jump_s: u64,
+    /// Retained topic on every MQTT connection's broker where the gateway says `online`, with
+    /// its last will saying `offline`, so that a central platform sees a dead gateway.
+    /// `{gateway}` is replaced by `name`; an empty string turns it off.
+    #[serde(default = "default_status_topic")]
+    pub status_topic: String,
+    /// Overall bound on a shutdown (SIGINT/SIGTERM) beyond `shutdown_grace_s`; past it the
+    /// daemon exits at once. A second signal exits at once too.
+    #[serde(default = "default_shutdown_deadline_s")]
+    pub shutdown_deadline_s: u64,
+}
+
+fn default_max_unknown_devices() -> usize {
+    1000
+}
+fn default_max_clock_ahead_s() -> u64 {
+    300
+}
+fn default_clock_jump_s() -> u64 {
+    60
+}
+fn default_status_topic() -> String {
+    "parkguard/{gateway}/status".to_string()
+}
+fn default_shutdown_deadline_s() -> u64 {
+    30
 }
 
 fn default_outbox_max_mb() -> f64 {
@@ -370,6 +409,11 @@ impl Default for GatewayConfig {
             store: default_store(),
             outbox_max_mb: default_outbox_max_mb(),
             history_hours: default_history_hours(),
+            max_unknown_devices: default_max_unknown_devices(),
+            max_clock_ahead_s: default_max_clock_ahead_s(),
+            clock_jump_s: default_clock_jump_s(),
+            status_topic: default_status_topic(),
+            shutdown_deadline_s: default_shutdown_deadline_s(),
         }
     }
 }
@@ -496,9 +540,9 @@ fn default_broker_max_connections() -> usize {
 /// MQTT protocol version spoken to the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 pub enum MqttProtocol {
-    #[default]
     #[serde(rename = "3.1.1")]
     V311,
+    #[default]
     #[serde(rename = "5")]
     V5,
 }
@@ -518,16 +562,20 @@ pub struct MqttConfig {
     /// persistent session (and the messages queued in it) is lost.
     #[serde(default)]
     pub client_id: Option<String>,
-    /// `"3.1.1"` (default) or `"5"`.
+    /// `"5"` (default) or `"3.1.1"` for brokers without MQTT 5. Both are safe against
+    /// oversized messages (see `max_packet_bytes`); MQTT 5 also announces `max_unacked` to the
+    /// broker as receive maximum.
+    /// Absent: MQTT 5, or 3.1.1 towards the embedded broker (which speaks 3.1.1).
     #[serde(default)]
-    pub protocol: MqttProtocol,
+    pub protocol: Option<MqttProtocol>,
     /// Keep-alive interval in seconds; a dead connection is noticed after about 1.5 times this.
     #[serde(default = "default_keepalive_s")]
     pub keepalive_s: u64,
-    /// Largest MQTT packet accepted from the broker, in bytes. With MQTT 3.1.1 a larger packet
-    /// breaks the connection (the protocol has no way to refuse it), so keep this above the
-    /// largest payload any sensor may send; with MQTT 5 it is announced to the broker, which
-    /// then drops such packets instead.
+    /// Largest MQTT message read whole from the broker, in bytes. A larger one (up to MQTT's
+    /// own 256 MB) never breaks the session: it is read in small chunks and discarded, its
+    /// first kilobyte kept as a bad message, counted as `too_large` and acknowledged, on
+    /// MQTT 3.1.1 and 5 alike. Memory for it stays at this size plus about 200 KiB. Set the
+    /// broker's `message_size_limit` too, so that such messages are refused at the source.
     #[serde(default = "default_max_packet_bytes")]
     pub max_packet_bytes: usize,
     /// QoS of the subscriptions: 0, 1 (default) or 2.
@@ -580,6 +628,23 @@ fn default_max_unacked() -> u16 {
 }
 
 impl MqttConfig {
+    /// The protocol spoken: as configured, else MQTT 5, except towards the embedded broker
+    /// (`embedded`, its listen address), which speaks 3.1.1.
+    pub fn protocol(&self, embedded: Option<std::net::SocketAddr>) -> MqttProtocol {
+        if let Some(protocol) = self.protocol {
+            return protocol;
+        }
+        let local = matches!(self.host.as_str(), "localhost" | "127.0.0.1" | "::1");
+        let to_embedded = embedded.is_some_and(|listen| {
+            listen.port() == self.port() && (local || self.host == listen.ip().to_string())
+        });
+        if to_embedded {
+            MqttProtocol::V311
+        } else {
+            MqttProtocol::V5
+        }
+    }
+
     pub fn port(&self) -> u16 {
         self.port
             .unwrap_or(if self.tls.is_some() { 8883 } else { 1883 })

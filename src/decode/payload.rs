@@ -150,10 +150,12 @@ pub enum DecodeErrorKind {
     UnknownDevice,
     /// Neither the topic nor the payload names the device.
     NoDevice,
+    /// An undeclared device beyond `gateway.max_unknown_devices`: dropped.
+    UnknownOverCap,
 }
 
 impl DecodeErrorKind {
-    pub const ALL: [DecodeErrorKind; 9] = [
+    pub const ALL: [DecodeErrorKind; 10] = [
         DecodeErrorKind::BadJson,
         DecodeErrorKind::MissingField,
         DecodeErrorKind::WrongType,
@@ -163,6 +165,7 @@ impl DecodeErrorKind {
         DecodeErrorKind::BadTimestamp,
         DecodeErrorKind::UnknownDevice,
         DecodeErrorKind::NoDevice,
+        DecodeErrorKind::UnknownOverCap,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -176,6 +179,7 @@ impl DecodeErrorKind {
             DecodeErrorKind::BadTimestamp => "bad_timestamp",
             DecodeErrorKind::UnknownDevice => "unknown_device",
             DecodeErrorKind::NoDevice => "no_device",
+            DecodeErrorKind::UnknownOverCap => "unknown_over_cap",
         }
     }
 
@@ -222,6 +226,8 @@ pub struct PayloadDecoder {
     device_pointer: Option<Pointer>,
     timestamp: Option<(Pointer, TimeUnit)>,
     fields: Vec<CompiledField>,
+    /// How far a device timestamp may be ahead of the receive time.
+    max_ahead_ns: i64,
 }
 
 /// A payload that parsed as JSON, not yet mapped; borrows from the payload bytes.
@@ -230,6 +236,9 @@ pub struct ParsedPayload<'a>(Json<'a>);
 // Device clocks outside these bounds (before 2000 or after 2100) are wrong, not history.
 const EARLIEST_PLAUSIBLE_NS: i64 = 946_684_800_000_000_000;
 const LATEST_PLAUSIBLE_NS: i64 = 4_102_444_800_000_000_000;
+// A device clock this far ahead of the gateway's is wrong; a reading dated in the future
+// would pin the device's last-seen time and its history buckets.
+const DEFAULT_MAX_AHEAD_NS: i64 = 300 * 1_000_000_000;
 
 impl PayloadDecoder {
     /// Fails only on a malformed pointer, which configuration validation reports first.
@@ -252,7 +261,14 @@ impl PayloadDecoder {
                 None => None,
             },
             fields,
+            max_ahead_ns: DEFAULT_MAX_AHEAD_NS,
         })
+    }
+
+    /// Device timestamps more than `ns` ahead of the receive time are `bad_timestamp`.
+    pub fn with_max_ahead_ns(mut self, ns: i64) -> Self {
+        self.max_ahead_ns = ns.max(0);
+        self
     }
 
     pub fn parse<'a>(&self, payload: &'a [u8]) -> Result<ParsedPayload<'a>, DecodeError> {
@@ -289,7 +305,7 @@ impl PayloadDecoder {
         out: &mut Vec<Reading>,
         problems: &mut Vec<DecodeError>,
     ) {
-        let timestamp_ns = match self.device_timestamp(&parsed.0) {
+        let timestamp_ns = match self.device_timestamp(&parsed.0, received_ns) {
             Some(Ok(ts)) => ts,
             Some(Err(problem)) => {
                 problems.push(problem);
@@ -337,7 +353,11 @@ impl PayloadDecoder {
         }
     }
 
-    fn device_timestamp(&self, root: &Json<'_>) -> Option<Result<TimestampNs, DecodeError>> {
+    fn device_timestamp(
+        &self,
+        root: &Json<'_>,
+        received_ns: TimestampNs,
+    ) -> Option<Result<TimestampNs, DecodeError>> {
         let (pointer, unit) = self.timestamp.as_ref()?;
         let bad =
             |detail: String| Some(Err(DecodeError::new(DecodeErrorKind::BadTimestamp, detail)));
@@ -359,6 +379,11 @@ impl PayloadDecoder {
             }
         };
         match ns {
+            Some(ns) if ns > received_ns.saturating_add(self.max_ahead_ns) => bad(format!(
+                "`{pointer}` is {} s ahead of the gateway's clock (limit {} s)",
+                (ns - received_ns) / 1_000_000_000,
+                self.max_ahead_ns / 1_000_000_000
+            )),
             Some(ns) if (EARLIEST_PLAUSIBLE_NS..LATEST_PLAUSIBLE_NS).contains(&ns) => Some(Ok(ns)),
             _ => bad(format!("`{pointer}` is not a plausible time")),
         }
@@ -396,6 +421,9 @@ fn describe(raw: &Json<'_>) -> &'static str {
 mod tests {
     use super::*;
 
+    /// When the test messages arrive: shortly after the device times they carry.
+    const RECEIVED_NS: i64 = 1_718_000_100_000_000_000;
+
     fn mapping() -> PayloadMapping {
         toml::from_str(
             r#"
@@ -431,7 +459,7 @@ mod tests {
         decoder.readings(
             &parsed,
             &Arc::new(Tags::default()),
-            5,
+            RECEIVED_NS,
             &mut out,
             &mut problems,
         );
@@ -542,7 +570,32 @@ mod tests {
         let (readings, problems) =
             decode(r#"{"ts":12,"smoke_pct":1,"battery_pct":1,"event":"a"}"#).unwrap();
         assert_eq!(problems[0].kind, DecodeErrorKind::BadTimestamp);
-        assert!(readings.iter().all(|r| r.timestamp_ns == 5));
+        assert!(readings.iter().all(|r| r.timestamp_ns == RECEIVED_NS));
+    }
+
+    #[test]
+    fn device_time_far_ahead_of_the_gateway_is_bad_and_receive_time_is_used() {
+        // 2099: a wrong device clock must not pin the device's last-seen time.
+        let (readings, problems) =
+            decode(r#"{"ts":4070908800,"smoke_pct":1,"battery_pct":1,"event":"a"}"#).unwrap();
+        assert_eq!(problems[0].kind, DecodeErrorKind::BadTimestamp);
+        assert!(
+            problems[0].detail.contains("ahead"),
+            "{}",
+            problems[0].detail
+        );
+        assert!(readings.iter().all(|r| r.timestamp_ns == RECEIVED_NS));
+    }
+
+    #[test]
+    fn device_time_slightly_ahead_is_kept() {
+        // 4 minutes ahead: within the default 5 minutes of clock disagreement.
+        let (readings, problems) =
+            decode(r#"{"ts":1718000340,"smoke_pct":1,"battery_pct":1,"event":"a"}"#).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(readings
+            .iter()
+            .all(|r| r.timestamp_ns == 1_718_000_340_000_000_000));
     }
 
     #[test]
@@ -560,7 +613,7 @@ mod tests {
         decoder.readings(
             &parsed,
             &Arc::new(Tags::default()),
-            5,
+            RECEIVED_NS,
             &mut out,
             &mut problems,
         );

@@ -1,6 +1,7 @@
 //! The declared devices and their place in the site hierarchy, shared by every source.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 use crate::config::Config;
 use crate::model::Tags;
@@ -8,6 +9,9 @@ use crate::model::Tags;
 /// Declared devices and where they sit in the site hierarchy.
 pub struct DeviceDirectory {
     devices: HashMap<String, Tags>,
+    /// Undeclared devices whose messages are accepted, up to `unknown_cap`.
+    unknown: Mutex<HashSet<String>>,
+    unknown_cap: usize,
 }
 
 impl DeviceDirectory {
@@ -49,7 +53,29 @@ impl DeviceDirectory {
                 (d.id.clone(), tags)
             })
             .collect();
-        DeviceDirectory { devices }
+        DeviceDirectory {
+            devices,
+            unknown: Mutex::new(HashSet::new()),
+            unknown_cap: config.site.gateway.max_unknown_devices,
+        }
+    }
+
+    /// True when messages of the undeclared device `id` may be accepted: it was accepted
+    /// before, or fewer than the cap are.
+    pub fn admit_unknown(&self, id: &str) -> bool {
+        let mut unknown = self.unknown.lock().unwrap_or_else(|e| e.into_inner());
+        if unknown.contains(id) {
+            return true;
+        }
+        if unknown.len() >= self.unknown_cap {
+            return false;
+        }
+        unknown.insert(id.to_string());
+        true
+    }
+
+    pub fn unknown_cap(&self) -> usize {
+        self.unknown_cap
     }
 
     pub fn get(&self, id: &str) -> Option<&Tags> {

@@ -13,6 +13,7 @@ pub mod broker;
 pub mod devices;
 pub mod modbus;
 pub mod mqtt;
+pub mod mqtt_guard;
 pub mod plan;
 pub mod status;
 pub mod topic;

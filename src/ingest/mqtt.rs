@@ -7,24 +7,37 @@
 //! session would otherwise deliver nothing after a restart, silently.
 //!
 //! A bad message never stops the stream: it is counted by reason, logged at most once a minute
-//! per device and reason, and the next message is read.
+//! per device and reason (and at most `LOG_LINES_PER_MINUTE` lines a minute in all), and the
+//! next message is read. The client reaches the broker through [`mqtt_guard`]'s relay, so an
+//! oversized message is a counted bad message too, never a broken session.
+//!
+//! A connection counts as up only once it has stayed up for `STABLE_AFTER`: only then is the
+//! backoff reset, so a broker that accepts and drops connections at once is retried with the
+//! same growing delay as one that refuses them, and the gateway fault for a lost connection is
+//! not cleared by a connection that cannot stay up.
+//!
+//! [`mqtt_guard`]: crate::ingest::mqtt_guard
 
-use std::collections::{HashMap, VecDeque};
-use std::path::Path;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rumqttc::{QoS, TlsConfiguration, Transport};
+use serde_json::json;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, MqttConfig, MqttProtocol, UnknownDevices};
 use crate::decode::payload::{DecodeError, DecodeErrorKind, PayloadDecoder};
+use crate::health::Heartbeat;
 use crate::ingest::backoff::Backoff;
 use crate::ingest::devices::DeviceDirectory;
+use crate::ingest::mqtt_guard::{self, Relay, Upstream};
 use crate::ingest::topic::TopicTemplate;
 use crate::ingest::{Ack, Ingested};
 use crate::metrics::{Metrics, MqttMetrics};
@@ -55,6 +68,10 @@ pub enum TapEvent {
 pub struct MqttIngest {
     name: String,
     session: SessionSettings,
+    upstream: Upstream,
+    /// Where the relay's private socket directory goes.
+    runtime_dir: PathBuf,
+    heartbeat: Option<Arc<Heartbeat>>,
     routes: Vec<Route>,
     devices: Arc<DeviceDirectory>,
     metrics: Arc<Metrics>,
@@ -67,10 +84,50 @@ pub struct MqttIngest {
 
 struct SessionSettings {
     config: MqttConfig,
+    protocol: MqttProtocol,
     password: Option<String>,
-    tls: Option<TlsConfiguration>,
     client_id: String,
+    /// The retained status topic and its `online` and `offline` (last will) payloads.
+    status: Option<StatusTopic>,
 }
+
+#[derive(Clone)]
+struct StatusTopic {
+    topic: String,
+    online: Vec<u8>,
+    offline: Vec<u8>,
+}
+
+impl StatusTopic {
+    fn new(config: &Config, connection: &str) -> Option<Self> {
+        let gateway = &config.site.gateway;
+        if gateway.status_topic.is_empty() {
+            return None;
+        }
+        let payload = |state: &str| {
+            json!({
+                "state": state,
+                "gateway": gateway.name,
+                "version": env!("CARGO_PKG_VERSION"),
+                "connection": connection,
+            })
+            .to_string()
+            .into_bytes()
+        };
+        Some(StatusTopic {
+            topic: gateway.status_topic.replace("{gateway}", &gateway.name),
+            online: payload("online"),
+            offline: payload("offline"),
+        })
+    }
+}
+
+/// How long a connection must stay up before it counts as recovered.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// A connection that keeps failing is logged again this often.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
+/// The connection loop comes round at least this often (for the liveness watchdog).
+const LOOP_TICK: Duration = Duration::from_secs(5);
 
 struct Route {
     template: TopicTemplate,
@@ -85,38 +142,59 @@ struct Route {
     tags_by_topic: HashMap<String, (Option<Arc<Tags>>, Option<DecodeError>)>,
 }
 
-/// Logs a given (device, reason) at most once per interval; the counters still see every one.
+/// Problem lines logged per minute over all devices; the counters still see every problem.
+const LOG_LINES_PER_MINUTE: u32 = 50;
+
+/// Logs a given (device, reason) at most once per interval, and at most
+/// `LOG_LINES_PER_MINUTE` lines per interval in all; the counters still see every problem.
+/// Constant time per problem and bounded memory whatever a flood of distinct ids does: keys
+/// are remembered only when a line is logged, and forgotten when the interval turns.
 struct LogLimiter {
     interval: Duration,
-    last: HashMap<(String, DecodeErrorKind), Instant>,
+    window_started: Instant,
+    logged: HashSet<u64>,
+    lines: u32,
+    suppressed: u64,
+    hasher: std::collections::hash_map::RandomState,
 }
 
 impl LogLimiter {
     fn new(interval: Duration) -> Self {
         LogLimiter {
             interval,
-            last: HashMap::new(),
+            window_started: Instant::now(),
+            logged: HashSet::new(),
+            lines: 0,
+            suppressed: 0,
+            hasher: Default::default(),
         }
     }
 
-    fn allow(&mut self, device: &str, kind: DecodeErrorKind) -> bool {
+    /// True when this problem may be logged. Returns the number of problems that were not
+    /// logged in the window that just ended, for one summary line.
+    fn allow(&mut self, device: &str, kind: DecodeErrorKind) -> (bool, u64) {
         let now = Instant::now();
-        if self.last.len() > 10_000 {
-            // A flood of distinct bad device ids must not grow memory without bound.
-            self.last
-                .retain(|_, t| now.duration_since(*t) < self.interval);
+        let mut summary = 0;
+        if now.duration_since(self.window_started) >= self.interval {
+            summary = std::mem::take(&mut self.suppressed);
+            self.logged.clear();
+            self.lines = 0;
+            self.window_started = now;
         }
-        match self.last.get_mut(&(device.to_string(), kind)) {
-            Some(t) if now.duration_since(*t) < self.interval => false,
-            Some(t) => {
-                *t = now;
-                true
-            }
-            None => {
-                self.last.insert((device.to_string(), kind), now);
-                true
-            }
+        let mut h = self.hasher.build_hasher();
+        device.hash(&mut h);
+        kind.hash(&mut h);
+        let key = h.finish();
+        if self.logged.contains(&key) {
+            return (false, summary);
         }
+        if self.lines >= LOG_LINES_PER_MINUTE {
+            self.suppressed += 1;
+            return (false, summary);
+        }
+        self.lines += 1;
+        self.logged.insert(key);
+        (true, summary)
     }
 }
 
@@ -133,8 +211,18 @@ impl MqttIngest {
             .map(str::to_string);
         let tls = match &mqtt.tls {
             None => None,
-            Some(tls) => Some(load_tls(config, tls)?),
+            Some(tls) => Some(relay_tls(config, tls)?),
         };
+        let upstream = Upstream {
+            host: mqtt.host.clone(),
+            port: mqtt.port(),
+            tls,
+            connect_timeout: Duration::from_secs(mqtt.connect_timeout_s.max(1)),
+        };
+        let protocol = mqtt.protocol(config.site.broker.embedded.as_ref().map(|b| b.listen));
+        let max_ahead_ns = i64::try_from(config.site.gateway.max_clock_ahead_s)
+            .unwrap_or(i64::MAX / 2)
+            * 1_000_000_000;
         let mut routes = Vec::new();
         for s in &mqtt.subscriptions {
             let template = TopicTemplate::parse(&s.topic).map_err(anyhow::Error::msg)?;
@@ -147,7 +235,8 @@ impl MqttIngest {
                 filter: template.filter(),
                 template,
                 decoder: PayloadDecoder::new(mapping, profile.measurement())
-                    .map_err(|e| anyhow::anyhow!("profile `{}`: {e}", s.profile))?,
+                    .map_err(|e| anyhow::anyhow!("profile `{}`: {e}", s.profile))?
+                    .with_max_ahead_ns(max_ahead_ns),
                 profile: s.profile.clone(),
                 kind: profile.kind.clone(),
                 max_payload_bytes: s.max_payload_bytes,
@@ -160,14 +249,19 @@ impl MqttIngest {
             .clone()
             .unwrap_or_else(|| format!("{}-{}", config.site.gateway.name, mqtt.name));
         let conn_metrics = metrics.mqtt(&mqtt.name);
+        let status = StatusTopic::new(config, &mqtt.name);
         Ok(MqttIngest {
             name: mqtt.name.clone(),
             session: SessionSettings {
                 config: mqtt,
+                protocol,
                 password,
-                tls,
                 client_id,
+                status,
             },
+            upstream,
+            runtime_dir: runtime_dir(),
+            heartbeat: None,
             routes,
             devices,
             metrics,
@@ -180,21 +274,49 @@ impl MqttIngest {
     /// Runs until `cancel` fires. Never returns early: every error is logged, counted and
     /// retried after a backoff.
     pub async fn run(mut self, output: mpsc::Sender<Ingested>, cancel: CancellationToken) {
-        match self.session.config.protocol {
+        let relay = loop {
+            match self.start_relay() {
+                Ok(relay) => break relay,
+                Err(err) => {
+                    error!(connection = %self.name, error = %err, "Cannot start the MQTT relay; retrying in 5 s.");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    }
+                }
+            }
+        };
+        match self.session.protocol {
             MqttProtocol::V311 => {
-                let session = v311::Session::new(&self.session);
-                self.drive(session, output, cancel).await
+                let session = v311::Session::new(&self.session, relay.socket());
+                self.drive(session, &relay, output, cancel).await
             }
             MqttProtocol::V5 => {
-                let session = v5::Session::new(&self.session);
-                self.drive(session, output, cancel).await
+                let session = v5::Session::new(&self.session, relay.socket());
+                self.drive(session, &relay, output, cancel).await
             }
         }
+    }
+
+    /// The connection loop beats this heartbeat each time round.
+    pub fn with_heartbeat(mut self, heartbeat: Arc<Heartbeat>) -> Self {
+        self.heartbeat = Some(heartbeat);
+        self
+    }
+
+    fn start_relay(&self) -> std::io::Result<Relay> {
+        Relay::start(
+            &self.runtime_dir,
+            self.upstream.clone(),
+            self.session.config.max_packet_bytes,
+            self.session.protocol == MqttProtocol::V5,
+        )
     }
 
     async fn drive<S: Session>(
         &mut self,
         mut session: S,
+        relay: &Relay,
         output: mpsc::Sender<Ingested>,
         cancel: CancellationToken,
     ) {
@@ -202,7 +324,11 @@ impl MqttIngest {
         // the loop stops reading and the broker holds further messages.
         let unacked = Arc::new(Semaphore::new(usize::from(self.session.config.max_unacked)));
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-        let mut down_since: Option<Instant> = None;
+        let mut down_since: Option<Instant> = Some(Instant::now());
+        let mut last_failure_log: Option<Instant> = None;
+        // When the current connection will have stayed up long enough to count as recovered.
+        let mut stable_at: Option<tokio::time::Instant> = None;
+        let mut ever_connected = false;
         let qos = match self.session.config.qos {
             0 => QoS::AtMostOnce,
             2 => QoS::ExactlyOnce,
@@ -224,25 +350,48 @@ impl MqttIngest {
                     break;
                 }
             }
+            if let Some(heartbeat) = &self.heartbeat {
+                heartbeat.beat(LOOP_TICK);
+            }
+            let stable = async {
+                match stable_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let event = tokio::select! {
                 _ = cancel.cancelled() => break,
                 event = session.poll() => event,
+                _ = stable => {
+                    stable_at = None;
+                    self.conn_metrics.stable.store(true, Ordering::Relaxed);
+                    match down_since.take() {
+                        Some(since) if ever_connected => info!(
+                            connection = %self.name,
+                            attempts = backoff.attempts(),
+                            down_for_s = since.elapsed().as_secs(),
+                            "MQTT connection recovered."
+                        ),
+                        _ => info!(connection = %self.name, "MQTT connection is up."),
+                    }
+                    ever_connected = true;
+                    last_failure_log = None;
+                    backoff.reset();
+                    continue;
+                }
+                _ = tokio::time::sleep(LOOP_TICK) => continue,
             };
             match event {
                 Ok(SessionEvent::Connected { session_present }) => {
                     self.conn_metrics.connected.store(true, Ordering::Relaxed);
                     self.conn_metrics.connects.fetch_add(1, Ordering::Relaxed);
-                    match down_since.take() {
-                        Some(since) => info!(
-                            connection = %self.name,
-                            attempts = backoff.attempts(),
-                            down_for_s = since.elapsed().as_secs(),
-                            session_present,
-                            "MQTT connection recovered."
-                        ),
-                        None => info!(connection = %self.name, session_present, "MQTT connected."),
+                    debug!(connection = %self.name, session_present, "MQTT connected.");
+                    stable_at = Some(tokio::time::Instant::now() + STABLE_AFTER);
+                    if let Some(status) = &self.session.status {
+                        if let Err(err) = session.publish_retained(&status.topic, &status.online) {
+                            warn!(connection = %self.name, topic = %status.topic, error = %err, "Cannot publish the gateway's status.");
+                        }
                     }
-                    backoff.reset();
                     if !session_present {
                         for route in &self.routes {
                             if let Err(err) = session.subscribe(&route.filter, qos) {
@@ -302,16 +451,29 @@ impl MqttIngest {
                 Ok(SessionEvent::Other) => {}
                 Err(err) => {
                     self.conn_metrics.connected.store(false, Ordering::Relaxed);
+                    self.conn_metrics.stable.store(false, Ordering::Relaxed);
                     self.conn_metrics
                         .connection_errors
                         .fetch_add(1, Ordering::Relaxed);
+                    stable_at = None;
+                    // The relay knows what the broker side did; the client sees only a closed
+                    // socket.
+                    let err = match relay.take_error() {
+                        Some(cause) => format!("{err} ({cause})"),
+                        None => err,
+                    };
+                    let delay = backoff.next_delay();
+                    let due = last_failure_log.is_none_or(|t| t.elapsed() >= FAILURE_LOG_EVERY);
                     if down_since.is_none() {
                         down_since = Some(Instant::now());
-                        warn!(connection = %self.name, error = %err, "MQTT connection lost; reconnecting with backoff.");
+                        last_failure_log = Some(Instant::now());
+                        warn!(connection = %self.name, error = %err, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost; reconnecting with backoff.");
+                    } else if due {
+                        last_failure_log = Some(Instant::now());
+                        warn!(connection = %self.name, error = %err, attempts = backoff.attempts(), down_for_s = down_since.map_or(0, |t| t.elapsed().as_secs()), retry_in_ms = delay.as_millis() as u64, "MQTT connection still failing (logged once a minute).");
                     } else {
                         debug!(connection = %self.name, error = %err, attempt = backoff.attempts(), "MQTT reconnect failed.");
                     }
-                    let delay = backoff.next_delay();
                     tokio::select! {
                         _ = cancel.cancelled() => break,
                         _ = tokio::time::sleep(delay) => {}
@@ -320,6 +482,11 @@ impl MqttIngest {
             }
         }
         self.conn_metrics.connected.store(false, Ordering::Relaxed);
+        self.conn_metrics.stable.store(false, Ordering::Relaxed);
+        // A clean DISCONNECT discards the last will: say `offline` ourselves.
+        if let Some(status) = &self.session.status {
+            let _ = session.publish_retained(&status.topic, &status.offline);
+        }
         session.disconnect().await;
         info!(connection = %self.name, "MQTT ingest stopped.");
     }
@@ -332,23 +499,33 @@ impl MqttIngest {
         mut self,
         filter: Option<String>,
         cancel: CancellationToken,
-        report: impl FnMut(TapEvent) -> bool,
+        mut report: impl FnMut(TapEvent) -> bool,
     ) {
         let suffix: u32 = rand::random();
         self.session.client_id = format!("parkguard-tap-{suffix:08x}");
         self.session.config.persistent_session = false;
         self.session.config.qos = 0;
+        self.session.status = None;
         let filters: Vec<String> = match filter {
             Some(filter) => vec![filter],
             None => self.routes.iter().map(|r| r.filter.clone()).collect(),
         };
-        match self.session.config.protocol {
+        let relay = match self.start_relay() {
+            Ok(relay) => relay,
+            Err(err) => {
+                report(TapEvent::Problem(format!(
+                    "cannot start the MQTT relay: {err}"
+                )));
+                return;
+            }
+        };
+        match self.session.protocol {
             MqttProtocol::V311 => {
-                let session = v311::Session::new(&self.session);
+                let session = v311::Session::new(&self.session, relay.socket());
                 self.tap_with(session, &filters, cancel, report).await
             }
             MqttProtocol::V5 => {
-                let session = v5::Session::new(&self.session);
+                let session = v5::Session::new(&self.session, relay.socket());
                 self.tap_with(session, &filters, cancel, report).await
             }
         }
@@ -447,6 +624,17 @@ impl MqttIngest {
             return None;
         };
         let route = &self.routes[route_index];
+        if let Some(oversized) = mqtt_guard::oversized(payload) {
+            let err = DecodeError::new(
+                DecodeErrorKind::TooLarge,
+                format!(
+                    "{} bytes, over the connection's max_packet_bytes {}; discarded unread",
+                    oversized.size, self.session.config.max_packet_bytes
+                ),
+            );
+            self.count_problem(&topic, &err);
+            return None;
+        }
         if payload.len() > route.max_payload_bytes {
             let err = DecodeError::new(
                 DecodeErrorKind::TooLarge,
@@ -466,26 +654,44 @@ impl MqttIngest {
             Some(cached) => cached.clone(),
             None => {
                 let payload_device = route.decoder.device_id(&parsed).map(|d| d.into_owned());
-                let resolved =
-                    match build_tags(route, &self.devices, &topic, payload_device.as_deref()) {
-                        Ok(tags) => (Some(Arc::new(tags)), None),
-                        Err(err) => {
-                            let keep = err.kind == DecodeErrorKind::UnknownDevice
-                                && route.unknown_devices == UnknownDevices::Accept;
-                            let tags = keep.then(|| {
-                                Arc::new(build_tags_unchecked(
-                                    route,
-                                    &topic,
-                                    payload_device.as_deref(),
-                                ))
-                            });
-                            (tags, Some(err))
+                let resolved = match build_tags(
+                    route,
+                    &self.devices,
+                    &topic,
+                    payload_device.as_deref(),
+                ) {
+                    Ok(tags) => (Some(Arc::new(tags)), None),
+                    Err(err) => {
+                        let accept = err.kind == DecodeErrorKind::UnknownDevice
+                            && route.unknown_devices == UnknownDevices::Accept;
+                        let tags = accept.then(|| {
+                            build_tags_unchecked(route, &topic, payload_device.as_deref())
+                        });
+                        match tags {
+                            Some(tags) if self.devices.admit_unknown(&tags.device) => {
+                                (Some(Arc::new(tags)), Some(err))
+                            }
+                            Some(tags) => {
+                                let over = DecodeError::new(
+                                        DecodeErrorKind::UnknownOverCap,
+                                        format!(
+                                            "device `{}` is not declared and {} unknown devices are already accepted (gateway.max_unknown_devices)",
+                                            tags.device,
+                                            self.devices.unknown_cap()
+                                        ),
+                                    );
+                                self.count_problem(&tags.device, &over);
+                                return None;
+                            }
+                            None => (None, Some(err)),
                         }
-                    };
+                    }
+                };
                 // Payload-named devices can differ per message on one topic: no caching then.
+                // Refusals are not cached either: a flood of made-up ids must not fill it.
                 let route = &mut self.routes[route_index];
-                if !route.decoder.names_device_in_payload() {
-                    if route.tags_by_topic.len() > 100_000 {
+                if !route.decoder.names_device_in_payload() && resolved.0.is_some() {
+                    if route.tags_by_topic.len() >= TAGS_CACHED {
                         route.tags_by_topic.clear();
                     }
                     route
@@ -534,7 +740,11 @@ impl MqttIngest {
     fn count_problem(&mut self, device: &str, err: &DecodeError) {
         self.last_problem = Some(err.clone());
         self.metrics.count_decode_error(err.kind);
-        if self.log_limiter.allow(device, err.kind) {
+        let (log, suppressed) = self.log_limiter.allow(device, err.kind);
+        if suppressed > 0 {
+            warn!(connection = %self.name, not_logged = suppressed, "More messages could not be decoded than are logged; see the decode error counters.");
+        }
+        if log {
             warn!(connection = %self.name, device = %device, reason = err.kind.as_str(), error = %err.detail, "Message could not be fully decoded (logged once a minute per device and reason).");
         }
     }
@@ -594,6 +804,41 @@ fn build_tags(
     }
 }
 
+/// Topics whose tags are cached per subscription; the cache starts afresh beyond this.
+const TAGS_CACHED: usize = 50_000;
+
+/// Where private sockets go: systemd's `RuntimeDirectory=`, else the temporary folder.
+fn runtime_dir() -> PathBuf {
+    std::env::var_os("RUNTIME_DIRECTORY")
+        .and_then(|dirs| {
+            std::env::split_paths(&dirs)
+                .next()
+                .filter(|d| !d.as_os_str().is_empty())
+        })
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// The relay's TLS settings for `[mqtt.tls]`.
+fn relay_tls(
+    config: &Config,
+    tls: &crate::config::MqttTlsConfig,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let read = |p: &Path| {
+        let full = config.resolve_path(p);
+        std::fs::read(&full).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", full.display()))
+    };
+    let ca = read(&tls.ca)?;
+    let client = match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+        _ => None,
+    };
+    mqtt_guard::tls_config(
+        &ca,
+        client.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+    )
+    .map_err(anyhow::Error::msg)
+}
+
 pub(crate) fn load_tls(
     config: &Config,
     tls: &crate::config::MqttTlsConfig,
@@ -637,6 +882,8 @@ pub type TryAck = Box<dyn FnMut() -> bool + Send>;
 trait Session {
     async fn poll(&mut self) -> Result<SessionEvent, String>;
     fn subscribe(&self, filter: &str, qos: QoS) -> Result<(), String>;
+    /// Queues a retained QoS 1 message (the gateway's status).
+    fn publish_retained(&self, topic: &str, payload: &[u8]) -> Result<(), String>;
     async fn disconnect(&mut self);
 }
 
@@ -660,19 +907,29 @@ mod v311 {
     }
 
     impl Session {
-        pub fn new(s: &SessionSettings) -> Self {
+        pub fn new(s: &SessionSettings, relay: &Path) -> Self {
             let c = &s.config;
-            let mut options = MqttOptions::new(&s.client_id, &c.host, c.port());
+            let mut options =
+                MqttOptions::new(&s.client_id, relay.to_string_lossy().into_owned(), 0);
             options
+                .set_transport(Transport::Unix)
                 .set_keep_alive(Duration::from_secs(c.keepalive_s))
                 .set_clean_session(!c.persistent_session)
                 .set_manual_acks(true)
-                .set_max_packet_size(c.max_packet_bytes, c.max_packet_bytes);
+                .set_max_packet_size(
+                    mqtt_guard::client_packet_limit(c.max_packet_bytes),
+                    c.max_packet_bytes,
+                );
             if let Some(user) = &c.username {
                 options.set_credentials(user, s.password.clone().unwrap_or_default());
             }
-            if let Some(tls) = &s.tls {
-                options.set_transport(Transport::Tls(tls.clone()));
+            if let Some(status) = &s.status {
+                options.set_last_will(rumqttc::LastWill::new(
+                    &status.topic,
+                    status.offline.clone(),
+                    QoS::AtLeastOnce,
+                    true,
+                ));
             }
             let capacity = usize::from(c.max_unacked) + CLIENT_REQUEST_HEADROOM;
             let (client, mut eventloop) = AsyncClient::new(options, capacity);
@@ -715,6 +972,12 @@ mod v311 {
                 .map_err(|e| e.to_string())
         }
 
+        fn publish_retained(&self, topic: &str, payload: &[u8]) -> Result<(), String> {
+            self.client
+                .try_publish(topic, QoS::AtLeastOnce, true, payload.to_vec())
+                .map_err(|e| e.to_string())
+        }
+
         async fn disconnect(&mut self) {
             if self.client.try_disconnect().is_ok() {
                 let _ = tokio::time::timeout(DISCONNECT_GRACE, async {
@@ -737,15 +1000,20 @@ mod v5 {
     }
 
     impl Session {
-        pub fn new(s: &SessionSettings) -> Self {
+        pub fn new(s: &SessionSettings, relay: &Path) -> Self {
             let c = &s.config;
-            let mut options = MqttOptions::new(&s.client_id, &c.host, c.port());
+            let mut options =
+                MqttOptions::new(&s.client_id, relay.to_string_lossy().into_owned(), 0);
+            // MQTT's own maximum is announced, so that the broker delivers every message,
+            // whatever its size: the relay shrinks the oversized ones into counted bad
+            // messages instead of the broker dropping them unseen.
             options
+                .set_transport(Transport::Unix)
                 .set_keep_alive(Duration::from_secs(c.keepalive_s))
                 .set_clean_start(!c.persistent_session)
                 .set_manual_acks(true)
                 .set_receive_maximum(Some(c.max_unacked))
-                .set_max_packet_size(Some(c.max_packet_bytes.min(u32::MAX as usize) as u32))
+                .set_max_packet_size(Some(mqtt_guard::MQTT_MAX_PACKET as u32))
                 .set_connection_timeout(c.connect_timeout_s);
             if c.persistent_session {
                 options.set_session_expiry_interval(Some(SESSION_EXPIRY_S));
@@ -753,8 +1021,14 @@ mod v5 {
             if let Some(user) = &c.username {
                 options.set_credentials(user, s.password.clone().unwrap_or_default());
             }
-            if let Some(tls) = &s.tls {
-                options.set_transport(Transport::Tls(tls.clone()));
+            if let Some(status) = &s.status {
+                options.set_last_will(rumqttc::v5::mqttbytes::v5::LastWill::new(
+                    &status.topic,
+                    status.offline.clone(),
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                    true,
+                    None,
+                ));
             }
             let capacity = usize::from(c.max_unacked) + CLIENT_REQUEST_HEADROOM;
             let (client, eventloop) = AsyncClient::new(options, capacity);
@@ -799,6 +1073,17 @@ mod v5 {
                 .map_err(|e| e.to_string())
         }
 
+        fn publish_retained(&self, topic: &str, payload: &[u8]) -> Result<(), String> {
+            self.client
+                .try_publish(
+                    topic,
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                    true,
+                    payload.to_vec(),
+                )
+                .map_err(|e| e.to_string())
+        }
+
         async fn disconnect(&mut self) {
             if self.client.try_disconnect().is_ok() {
                 let _ = tokio::time::timeout(DISCONNECT_GRACE, async {
@@ -807,5 +1092,46 @@ mod v5 {
                 .await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_distinct_ids_logs_a_bounded_number_of_lines_and_keeps_no_more_keys() {
+        let mut limiter = LogLimiter::new(Duration::from_secs(60));
+        let mut logged = 0;
+        for i in 0..200_000 {
+            if limiter
+                .allow(&format!("ghost-{i}"), DecodeErrorKind::UnknownDevice)
+                .0
+            {
+                logged += 1;
+            }
+        }
+        assert_eq!(logged, LOG_LINES_PER_MINUTE);
+        assert_eq!(limiter.logged.len(), LOG_LINES_PER_MINUTE as usize);
+        assert_eq!(
+            limiter.suppressed,
+            200_000 - u64::from(LOG_LINES_PER_MINUTE)
+        );
+    }
+
+    #[test]
+    fn one_device_and_reason_is_logged_once_per_interval_and_a_summary_follows() {
+        let mut limiter = LogLimiter::new(Duration::from_millis(30));
+        assert_eq!(limiter.allow("m1", DecodeErrorKind::BadJson), (true, 0));
+        assert_eq!(limiter.allow("m1", DecodeErrorKind::BadJson), (false, 0));
+        assert_eq!(limiter.allow("m1", DecodeErrorKind::WrongType), (true, 0));
+        for i in 0..LOG_LINES_PER_MINUTE {
+            limiter.allow(&format!("d{i}"), DecodeErrorKind::BadJson);
+        }
+        std::thread::sleep(Duration::from_millis(40));
+        // The interval turned: the key may log again, and the suppressed count is reported.
+        let (log, summary) = limiter.allow("m1", DecodeErrorKind::BadJson);
+        assert!(log);
+        assert_eq!(summary, 2);
     }
 }

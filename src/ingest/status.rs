@@ -4,12 +4,24 @@
 //! the gateway's troubles go through the same alarm lifecycle, journal and pushes as a
 //! sensor's.
 //!
+//! The watch task ([`spawn_watch`]) turns the gateway's metrics into those readings every
+//! couple of seconds: connections down, links with every unit offline, sinks stalled,
+//! critical pushes late, store writes failing, the clock stepping, a restart after a failure.
+//! The delays before each becomes an alarm are the gateway rules' `on_delay_s`.
+//!
 //! Owns: the gateway device's tags and quantities. Must not touch: the rules themselves.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::metrics::Metrics;
 
 use crate::config::Config;
 use crate::model::{now_ns, Quality, Reading, ReadingBatch, Tags, Value};
@@ -24,16 +36,60 @@ pub fn auth_refused(sink: &str) -> String {
     format!("auth_refused_{sink}")
 }
 
+/// 1 while the MQTT connection `name` is down or cannot stay up.
+pub fn mqtt_down(name: &str) -> String {
+    format!("mqtt_down_{name}")
+}
+/// 1 while every unit on the Modbus link `name` is offline.
+pub fn modbus_down(name: &str) -> String {
+    format!("modbus_down_{name}")
+}
+/// 1 while the sink `name` has data waiting and has not written lately.
+pub fn sink_stalled(name: &str) -> String {
+    format!("sink_stalled_{name}")
+}
+/// 1 while a critical push of the alert route `name` waits undelivered.
+pub fn alert_critical_waiting(route: &str) -> String {
+    format!("alert_critical_waiting_{route}")
+}
+/// 1 while the store refuses writes.
+pub const STORE_FAILING: &str = "store_failing";
+/// 1 for a while after the clock stepped.
+pub const CLOCK_JUMPED: &str = "clock_jumped";
+/// 1 for a while after a start that followed a task failure.
+pub const RESTARTED_AFTER_FAILURE: &str = "restarted_after_failure";
+
 /// Every quantity the gateway device reports.
 pub fn quantities(config: &Config) -> Vec<String> {
-    let mut out = vec![OUTBOX_EVICTING.to_string()];
+    let mut out = vec![
+        OUTBOX_EVICTING.to_string(),
+        STORE_FAILING.to_string(),
+        CLOCK_JUMPED.to_string(),
+        RESTARTED_AFTER_FAILURE.to_string(),
+    ];
     out.extend(config.site.influx.iter().map(|s| auth_refused(&s.name)));
+    out.extend(config.site.influx.iter().map(|s| sink_stalled(&s.name)));
+    out.extend(config.site.mqtt.iter().map(|m| mqtt_down(&m.name)));
+    out.extend(
+        config
+            .site
+            .modbus
+            .iter()
+            .filter(|m| !m.units.is_empty())
+            .map(|m| modbus_down(&m.name)),
+    );
     if let Some(alerts) = &config.site.alerts {
         out.extend(
             alerts
                 .routes
                 .iter()
                 .map(|r| crate::alerts::dispatch::given_up_quantity(&r.name)),
+        );
+        out.extend(
+            alerts
+                .routes
+                .iter()
+                .map(|r| alert_critical_waiting(&r.name)),
         );
     }
     out
@@ -93,4 +149,143 @@ impl StatusReporter {
         // The rules have stopped only at shutdown, when there is nobody left to tell.
         let _ = self.output.send(Arc::from(vec![reading]));
     }
+}
+
+/// How often the watch task looks.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+/// A sink that wrote within this long is not stalled, whatever waits.
+const SINK_QUIET: Duration = Duration::from_secs(5);
+/// How long the one-off faults (clock step, restart after a failure) stay active; they then
+/// return to normal and wait on the board for an acknowledgement.
+const ONE_OFF_HOLD: Duration = Duration::from_secs(60);
+
+/// The file beside the store where a failing daemon leaves the cause for its next start.
+pub fn failure_note_path(store: &std::path::Path) -> std::path::PathBuf {
+    let mut name = store.as_os_str().to_owned();
+    name.push(".failure");
+    std::path::PathBuf::from(name)
+}
+
+/// Watches the gateway's metrics and reports its condition until `cancel`.
+pub fn spawn_watch(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    status: StatusReporter,
+    cancel: CancellationToken,
+    guard: crate::health::TaskGuard,
+) -> JoinHandle<()> {
+    let mqtt: Vec<(String, Arc<crate::metrics::MqttMetrics>)> = config
+        .site
+        .mqtt
+        .iter()
+        .map(|m| (mqtt_down(&m.name), metrics.mqtt(&m.name)))
+        .collect();
+    let modbus: Vec<(String, u64, Arc<crate::metrics::ModbusMetrics>)> = config
+        .site
+        .modbus
+        .iter()
+        .filter(|m| !m.units.is_empty())
+        .map(|m| {
+            (
+                modbus_down(&m.name),
+                m.units.len() as u64,
+                metrics.modbus(&m.name),
+            )
+        })
+        .collect();
+    let sinks: Vec<(String, Arc<crate::metrics::SinkMetrics>)> = config
+        .site
+        .influx
+        .iter()
+        .map(|s| (sink_stalled(&s.name), metrics.sink(&s.name)))
+        .collect();
+    let routes: Vec<(String, String)> = config
+        .site
+        .alerts
+        .iter()
+        .flat_map(|a| &a.routes)
+        .map(|r| (r.name.clone(), alert_critical_waiting(&r.name)))
+        .collect();
+    let jump_ms = i64::try_from(config.site.gateway.clock_jump_s)
+        .unwrap_or(i64::MAX / 2)
+        .saturating_mul(1000);
+    let failure_note = failure_note_path(&config.resolve_path(&config.site.gateway.store));
+    tokio::spawn(async move {
+        let _guard = guard;
+        let mut restarted_until = None;
+        if let Ok(cause) = std::fs::read_to_string(&failure_note) {
+            warn!(cause = %cause.trim(), "The previous run ended with a task failure.");
+            let _ = std::fs::remove_file(&failure_note);
+            status.set(RESTARTED_AFTER_FAILURE, true);
+            restarted_until = Some(Instant::now() + ONE_OFF_HOLD);
+        }
+        let mut clock_until: Option<Instant> = None;
+        let mut last = (Instant::now(), now_ns() / 1_000_000);
+        let mut waiting_since: Vec<Option<Instant>> = vec![None; sinks.len()];
+        let mut last_written: Vec<u64> = vec![0; sinks.len()];
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(WATCH_EVERY) => {}
+            }
+            let now = Instant::now();
+            let wall_ms = now_ns() / 1_000_000;
+            for (quantity, m) in &mqtt {
+                status.set(quantity, !m.stable.load(Relaxed));
+            }
+            for (quantity, units, m) in &modbus {
+                status.set(quantity, m.units_offline.load(Relaxed) >= *units);
+            }
+            for (i, (quantity, m)) in sinks.iter().enumerate() {
+                let written = m.last_write_ms.load(Relaxed);
+                if written != last_written[i] {
+                    last_written[i] = written;
+                    waiting_since[i] = None;
+                }
+                let waiting = m.depth_points.load(Relaxed) > 0;
+                let quiet_since = match (waiting, waiting_since[i]) {
+                    (false, _) => {
+                        waiting_since[i] = None;
+                        None
+                    }
+                    (true, Some(since)) => Some(since),
+                    (true, None) => {
+                        waiting_since[i] = Some(now);
+                        Some(now)
+                    }
+                };
+                status.set(
+                    quantity,
+                    quiet_since.is_some_and(|t| now.duration_since(t) >= SINK_QUIET),
+                );
+            }
+            {
+                let oldest = metrics
+                    .alerts_oldest_critical
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                for (route, quantity) in &routes {
+                    status.set(quantity, oldest.contains_key(route));
+                }
+            }
+            status.set(STORE_FAILING, metrics.store_failing.load(Relaxed));
+            // Wall time against the monotonic clock: a difference is a step of the wall clock.
+            let step = (wall_ms - last.1) - now.duration_since(last.0).as_millis() as i64;
+            last = (now, wall_ms);
+            if step.abs() > jump_ms {
+                warn!(step_s = step / 1000, "The gateway's clock stepped.");
+                status.set(CLOCK_JUMPED, true);
+                clock_until = Some(now + ONE_OFF_HOLD);
+            }
+            if clock_until.is_some_and(|t| now >= t) {
+                clock_until = None;
+                status.set(CLOCK_JUMPED, false);
+            }
+            if restarted_until.is_some_and(|t| now >= t) {
+                restarted_until = None;
+                status.set(RESTARTED_AFTER_FAILURE, false);
+            }
+        }
+    })
 }

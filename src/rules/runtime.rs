@@ -126,6 +126,7 @@ impl RulesHandle {
 /// Starts the rules task and the store's writer thread. The task ends when `input` closes,
 /// after the writer has stored everything. With `outbox`, transitions also become `alarm`
 /// points for the sinks.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     mut engine: RuleEngine,
     store: Store,
@@ -134,7 +135,13 @@ pub fn spawn(
     outbox: Option<Arc<Outbox>>,
     alerts: Option<QueueLink>,
     metrics: Arc<Metrics>,
+    liveness: RulesLiveness,
 ) -> std::io::Result<(RulesHandle, JoinHandle<()>)> {
+    let RulesLiveness {
+        heartbeat,
+        writer_guard,
+    } = liveness;
+    let fault = TestFault::from_env();
     let (requests_tx, mut requests) = mpsc::channel::<Request>(64);
     let (transitions, _) = broadcast::channel(TRANSITION_BACKLOG);
     let watchers = transitions.clone();
@@ -142,18 +149,26 @@ pub fn spawn(
     let writer_metrics = Arc::clone(&metrics);
     let writer = std::thread::Builder::new()
         .name("parkguard-store".into())
-        .spawn(move || store_writer(store, store_rx, outbox, alerts, writer_metrics))?;
+        .spawn(move || {
+            let _guard = writer_guard;
+            store_writer(store, store_rx, outbox, alerts, writer_metrics)
+        })?;
     let task = tokio::spawn(async move {
         let mut events = Vec::new();
         let mut open = true;
         while open {
+            // The loop comes round at least every `LOOP_TICK`, so that its heartbeat shows it
+            // turning even when nothing arrives.
             let sleep_for = engine
                 .next_deadline()
                 .map(|t| Duration::from_millis((t - now_ms()).clamp(0, 3_600_000) as u64))
-                .unwrap_or(Duration::from_secs(3600));
+                .unwrap_or(LOOP_TICK)
+                .min(LOOP_TICK);
+            heartbeat.beat(LOOP_TICK);
             tokio::select! {
                 batch = input.recv() => match batch {
                     Some(batch) => {
+                        fault.check(&batch).await;
                         engine.on_readings(&batch, now_ms(), &mut events);
                         metrics.readings_evaluated.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     }
@@ -206,6 +221,53 @@ pub fn spawn(
         },
         task,
     ))
+}
+
+/// The rules loop comes round at least this often.
+const LOOP_TICK: Duration = Duration::from_secs(5);
+
+/// What watches the rules task: its loop's heartbeat and the store writer thread's guard.
+pub struct RulesLiveness {
+    pub heartbeat: Arc<crate::health::Heartbeat>,
+    pub writer_guard: crate::health::TaskGuard,
+}
+
+/// Faults injected by the test suite through `PARKGUARD_TEST_FAULT`, to show that supervision
+/// and the watchdog notice them: `rules_panic:<device>` panics the rules task and
+/// `rules_stall:<device>` stalls its loop when a reading of `<device>` arrives. Never set in
+/// production.
+enum TestFault {
+    None,
+    Panic(String),
+    Stall(String),
+}
+
+impl TestFault {
+    fn from_env() -> Self {
+        let Ok(spec) = std::env::var("PARKGUARD_TEST_FAULT") else {
+            return TestFault::None;
+        };
+        match spec.split_once(':') {
+            Some(("rules_panic", device)) => TestFault::Panic(device.to_string()),
+            Some(("rules_stall", device)) => TestFault::Stall(device.to_string()),
+            _ => TestFault::None,
+        }
+    }
+
+    async fn check(&self, batch: &[Reading]) {
+        let hit = |device: &str| batch.iter().any(|r| r.tags.device == device);
+        match self {
+            TestFault::None => {}
+            TestFault::Panic(device) if hit(device) => {
+                panic!("test fault injected: rules task panics on a reading of {device}")
+            }
+            TestFault::Stall(device) if hit(device) => {
+                error!(device = %device, "Test fault injected: the rules loop stalls.");
+                std::future::pending::<()>().await
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Restores the store's alarm states into the engine (before the first reading). Alarms of
@@ -291,6 +353,7 @@ fn store_writer(
             let router = alerts.as_ref().map(|a| &*a.router);
             match store.record_and_route(&events, alarm_batch, router) {
                 Ok(queued) => {
+                    metrics.store_failing.store(false, Ordering::Relaxed);
                     if let (Some(outbox), Some((gz, _))) = (&outbox, &batch) {
                         outbox.added(gz.len() as i64);
                     }
@@ -301,6 +364,7 @@ fn store_writer(
                     break;
                 }
                 Err(err) if attempt < STORE_ATTEMPTS => {
+                    metrics.store_failing.store(true, Ordering::Relaxed);
                     warn!(error = %err, attempt, "Alarm transitions could not be stored; retrying.");
                     std::thread::sleep(Duration::from_millis(100 * u64::from(attempt)));
                 }

@@ -296,6 +296,9 @@ impl Drain {
             .points_written
             .fetch_add(points, Ordering::Relaxed);
         self.metrics.batches_written.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .last_write_ms
+            .store((now_ns() / 1_000_000).max(0) as u64, Ordering::Relaxed);
         if let Some(since) = self.failing_since.take() {
             info!(sink = %self.name, attempts = self.backoff.attempts(), down_for_s = since.elapsed().as_secs(), "Sink writes recovered.");
         }

@@ -151,11 +151,15 @@ pub fn spawn_writer(
     input: mpsc::Receiver<Ingested>,
     outbox: Arc<Outbox>,
     history_keep: Option<Duration>,
+    guard: crate::health::TaskGuard,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let runtime = tokio::runtime::Handle::current();
     std::thread::Builder::new()
         .name("parkguard-outbox".into())
-        .spawn(move || Writer::new(store, outbox, history_keep, runtime).run(input))
+        .spawn(move || {
+            let _guard = guard;
+            Writer::new(store, outbox, history_keep, runtime).run(input)
+        })
 }
 
 struct Writer {
@@ -301,6 +305,10 @@ impl Writer {
                         error!(error = %err, attempt, "Outbox commit failed; the messages stay unacknowledged and the commit is retried.");
                     }
                     self.failing_since.get_or_insert(now);
+                    self.outbox
+                        .metrics
+                        .store_failing
+                        .store(true, Ordering::Relaxed);
                     if last && attempt >= LAST_COMMIT_ATTEMPTS {
                         // Shutting down: the messages stay unacknowledged and come again.
                         error!("Giving up the last outbox commit at shutdown.");
@@ -315,6 +323,10 @@ impl Writer {
             }
         };
         if let Some(since) = self.failing_since.take() {
+            self.outbox
+                .metrics
+                .store_failing
+                .store(false, Ordering::Relaxed);
             warn!(
                 failed_for_ms = since.elapsed().as_millis() as u64,
                 "Outbox commits work again."

@@ -330,6 +330,19 @@ impl Store {
         )? as u64)
     }
 
+    /// Per route, when its oldest undelivered critical push was queued.
+    pub fn alert_oldest_critical(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, i64>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT route, MIN(created_ms) FROM alert_delivery
+             WHERE status = 'pending' AND json_extract(notice, '$.alarm.severity') = 'critical'
+             GROUP BY route",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Deletes finished deliveries older than `before_ms`.
     pub fn alert_purge(&mut self, before_ms: i64) -> Result<usize, StoreError> {
         Ok(self.conn.execute(
