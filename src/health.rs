@@ -66,6 +66,18 @@ impl Supervisor {
         }
     }
 
+    /// `watch` for tasks whose handle is kept as a `JoinHandle<()>`.
+    pub fn watch_unit(
+        &self,
+        task: impl Into<String>,
+        handle: tokio::task::JoinHandle<()>,
+    ) -> tokio::task::JoinHandle<()> {
+        let watched = self.watch(task, handle);
+        tokio::spawn(async move {
+            let _ = watched.await;
+        })
+    }
+
     /// Supervises a spawned task from outside: when it ends outside shutdown, or panics, it is
     /// reported. The returned handle gives the task's output (`None` after a panic).
     pub fn watch<T: Send + 'static>(
@@ -129,14 +141,18 @@ impl Drop for TaskGuard {
         if self.reported {
             return;
         }
-        // Tokio drops a panicked task's future after catching the panic, on the same thread:
-        // the hook's note of the panic is still there then.
-        let panic = LAST_PANIC.with(|p| p.borrow_mut().take());
-        let cause = match panic {
-            Some(message) => format!("panicked: {message}"),
-            None if std::thread::panicking() => "panicked".to_string(),
-            None if self.stopping.load(Ordering::SeqCst) => return,
-            None => "ended unexpectedly".to_string(),
+        // Unwinding: the panic hook has just noted the message on this thread. (Tokio tasks
+        // are watched from outside instead, with `Supervisor::watch`, since tokio drops a
+        // panicked task's future only after catching the panic.)
+        let cause = if std::thread::panicking() {
+            match LAST_PANIC.with(|p| p.borrow_mut().take()) {
+                Some(message) => format!("panicked: {message}"),
+                None => "panicked".to_string(),
+            }
+        } else if self.stopping.load(Ordering::SeqCst) {
+            return;
+        } else {
+            "ended unexpectedly".to_string()
         };
         let _ = self.failures.send(TaskFailure {
             task: std::mem::take(&mut self.task),
@@ -299,16 +315,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_panicking_task_is_reported_with_its_message() {
+    async fn a_panicking_thread_is_reported_with_its_message() {
         let supervisor = Supervisor::new();
-        let guard = supervisor.guard("rules");
-        let handle = tokio::spawn(async move {
+        let guard = supervisor.guard("outbox writer");
+        let thread = std::thread::spawn(move || {
             let _guard = guard;
             panic!("injected");
         });
-        assert!(handle.await.is_err());
+        assert!(thread.join().is_err());
         let failure = supervisor.failed().await;
-        assert_eq!(failure.task, "rules");
+        assert_eq!(failure.task, "outbox writer");
         assert!(failure.cause.starts_with("panicked: injected"), "{failure}");
     }
 

@@ -805,6 +805,9 @@ fn check(file: &std::path::Path, print_plan: bool) -> ExitCode {
             if print_plan {
                 print_read_plans(&config);
             }
+            for warning in config.warnings() {
+                eprintln!("warning: {warning}");
+            }
             println!(
                 "{}: valid ({} devices, {} profiles, {} MQTT connections, {} InfluxDB sinks)",
                 file.display(),

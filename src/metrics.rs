@@ -48,8 +48,11 @@ pub struct Metrics {
     pub alerts_digests: AtomicU64,
     /// Alarm pushes waiting in the queue now.
     pub alerts_pending: AtomicU64,
-    /// True while the store refuses writes (disk full, read-only filesystem, I/O errors).
-    pub store_failing: AtomicBool,
+    /// True while the store refuses the alarm journal's writes (disk full, read-only
+    /// filesystem, I/O errors).
+    pub journal_store_failing: AtomicBool,
+    /// True while the store refuses the outbox's commits.
+    pub outbox_store_failing: AtomicBool,
     /// Per alert route: when its oldest undelivered critical push was queued (ms since the
     /// epoch); absent when it has none.
     pub alerts_oldest_critical: Mutex<BTreeMap<String, i64>>,
@@ -95,8 +98,8 @@ pub struct SinkMetrics {
 #[derive(Default)]
 pub struct MqttMetrics {
     pub connected: AtomicBool,
-    /// Connected and up for a while (a connection that cannot stay up is not).
-    pub stable: AtomicBool,
+    /// When the current connection was made (ms since the epoch; 0 while disconnected).
+    pub connected_since_ms: AtomicU64,
     pub connects: AtomicU64,
     pub connection_errors: AtomicU64,
     pub subscribes: AtomicU64,

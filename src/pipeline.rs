@@ -60,6 +60,7 @@ pub struct Gateway {
     outbox_writer: std::thread::JoinHandle<()>,
     rules_task: JoinHandle<Option<()>>,
     watch_task: JoinHandle<()>,
+    ingest_open: Option<mpsc::Sender<Ingested>>,
     closing: Arc<Closing>,
     grace: Duration,
     sinks: Vec<JoinHandle<Option<SinkReport>>>,
@@ -158,6 +159,9 @@ impl Gateway {
             sinks.push(supervisor.watch(name, sink));
         }
 
+        for warning in config.warnings() {
+            warn!(%warning, "Check the rule set.");
+        }
         let mut engine = RuleEngine::new(&config, now_ms());
         let router = alerts.as_ref().map(|(_, link)| Arc::clone(&link.router));
         let restored = restore(&mut engine, &mut store, router.as_deref())?;
@@ -213,17 +217,19 @@ impl Gateway {
             )),
         );
 
-        let watch_task = status::spawn_watch(
-            &config,
-            Arc::clone(&metrics),
-            gateway_status,
-            cancel.clone(),
-            supervisor.guard("self-watch"),
+        let watch_task = supervisor.watch_unit(
+            "self-watch",
+            status::spawn_watch(
+                &config,
+                Arc::clone(&metrics),
+                gateway_status,
+                cancel.clone(),
+            ),
         );
         let config = Arc::new(config);
         let web = match &config.site.web {
-            Some(web_config) => Some(
-                web::start(
+            Some(web_config) => {
+                let mut web = web::start(
                     Arc::clone(&config),
                     web_config,
                     rules.clone(),
@@ -232,8 +238,13 @@ impl Gateway {
                     open_store()?,
                     cancel.clone(),
                 )
-                .await?,
-            ),
+                .await?;
+                let server = std::mem::replace(&mut web.task, tokio::spawn(async {}));
+                web.task = supervisor.watch_unit("web server", server);
+                let hub = std::mem::replace(&mut web.hub_task, tokio::spawn(async {}));
+                web.hub_task = supervisor.watch_unit("web event hub", hub);
+                Some(web)
+            }
             None => None,
         };
 
@@ -256,7 +267,9 @@ impl Gateway {
             let task = tokio::spawn(poller.run(ingest_tx.clone(), cancel.clone()));
             ingest.push(supervisor.watch(format!("modbus {}", modbus.name), task));
         }
-        drop(ingest_tx);
+        // Kept until shutdown: a site with no ingest (everything from HTTP later, or nothing
+        // yet) must not end the dispatcher, which would read as a failure.
+        let ingest_open = ingest_tx;
         info!(
             mqtt = config.site.mqtt.len(),
             modbus = config.site.modbus.len(),
@@ -276,6 +289,7 @@ impl Gateway {
             outbox_writer,
             rules_task,
             watch_task,
+            ingest_open: Some(ingest_open),
             closing,
             grace: Duration::from_secs(config.site.gateway.shutdown_grace_s),
             sinks,
@@ -432,6 +446,7 @@ impl Gateway {
         for task in self.ingest {
             let _ = task.await;
         }
+        drop(self.ingest_open);
         let _ = self.dispatcher.await;
         let writer = self.outbox_writer;
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;

@@ -127,24 +127,58 @@ async fn oversized_messages_then_smoke_alarm(protocol: &str) {
         "{protocol}: the session was never broken"
     );
     assert_eq!(conn.connection_errors.load(Ordering::Relaxed), 0);
+    assert!(
+        retained(mosquitto.port, "parkguard/parkguard/status").contains("\"online\""),
+        "the retained status says online"
+    );
     gateway.shutdown().await;
+    assert!(
+        retained(mosquitto.port, "parkguard/parkguard/status").contains("\"offline\""),
+        "the retained status says offline after a shutdown"
+    );
 
-    // Acknowledged: a new session under the same client id gets nothing again.
+    // Acknowledged: a new session under the same client id gets nothing again. Published
+    // while the gateway is away, a sentinel queued behind anything redelivered shows when
+    // the session's backlog has been read.
+    mosquitto_pub(
+        mosquitto.port,
+        "park/p/smoke/s1/up",
+        &[&format!(r#"{{"dev":"s1","ts":{},"event":"heartbeat"}}"#, now_s()).into_bytes()],
+    );
     let config = Config::load(&site).expect("site");
     let gateway = Gateway::start(config).await.expect("restart");
-    let conn = gateway.metrics.mqtt("park");
-    eventually("reconnected", Duration::from_secs(20), || {
-        let conn = std::sync::Arc::clone(&conn);
-        async move { conn.connected.load(Ordering::Relaxed) }
+    eventually("the sentinel", Duration::from_secs(20), || {
+        let m = std::sync::Arc::clone(&gateway.metrics);
+        async move { m.readings_decoded.load(Ordering::Relaxed) > 0 }
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         gateway.metrics.decode_errors(DecodeErrorKind::TooLarge),
         0,
         "{protocol}: the broker redelivered an oversized message: it was not acknowledged"
     );
     gateway.shutdown().await;
+}
+
+/// The retained message on `topic`, read with mosquitto_sub.
+fn retained(port: u16, topic: &str) -> String {
+    let program = require_binary("mosquitto_sub", "mosquitto-clients");
+    let out = Command::new(program)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            topic,
+            "-C",
+            "1",
+            "-W",
+            "5",
+        ])
+        .output()
+        .expect("mosquitto_sub");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,12 +263,9 @@ async fn a_panic_in_the_rules_task_ends_the_daemon_within_2_s_and_the_restart_ra
         .spawn()
         .expect("daemon");
     let log_path = dir.path().join("daemon.log");
-    wait_for("the daemon's MQTT connection", || {
-        std::fs::read_to_string(&log_path).is_ok_and(|l| {
-            l.contains("Subscription confirmed") || l.contains("MQTT connection is up")
-        })
+    wait_for("the daemon's subscriptions", || {
+        std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("MQTT subscriptions confirmed"))
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let port = mosquitto.port;
     let payload = smoke_alarm("s1");
     let sent = Instant::now();
@@ -311,7 +342,11 @@ fn watchdog_pings_stop_when_the_rules_loop_stalls() {
             }
         }
     };
-    read_for(&mut seen, Duration::from_secs(6));
+    let log_path = dir.path().join("daemon.log");
+    wait_for("the daemon's subscriptions", || {
+        std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("MQTT subscriptions confirmed"))
+    });
+    read_for(&mut seen, Duration::from_secs(4));
     assert!(
         seen.iter().any(|(_, m)| m.contains("READY=1")),
         "the daemon reports ready: {seen:?}"
@@ -382,7 +417,12 @@ async fn a_flood_of_unknown_ids_is_capped_and_a_smoke_alarm_still_arrives() {
     })
     .await;
     let latency = smoke_alarm_latency(&gateway, mosquitto.port, "s1").await;
+    let published_by_then = acked.load(Ordering::Relaxed);
     flood.await.expect("flood");
+    assert!(
+        published_by_then < 5000,
+        "the smoke alarm was raised while the flood went on ({published_by_then} of 5000 published)"
+    );
     eventually(
         "every flood message counted",
         Duration::from_secs(60),

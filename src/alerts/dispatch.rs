@@ -191,6 +191,25 @@ async fn coordinate(shared: Arc<Shared>, wake: Arc<Notify>) {
                     .metrics
                     .alerts_pending
                     .store(pending, Ordering::Relaxed);
+                // A lane worker that panicked would leave its receiver silent for good: end
+                // delivery, which its supervisor reports (the daemon restarts).
+                let finished: Vec<Lane> = lanes
+                    .iter()
+                    .filter(|(_, (_, task))| task.is_finished())
+                    .map(|(lane, _)| lane.clone())
+                    .collect();
+                for lane in finished {
+                    if let Some((notify, task)) = lanes.remove(&lane) {
+                        if let Err(err) = task.await {
+                            if err.is_panic() {
+                                error!(route = %lane.route, channel = %lane.channel, "An alert lane worker panicked; alert delivery stops.");
+                                return;
+                            }
+                        }
+                        // Ended by design (its route or channel is gone): not started again.
+                        lanes.insert(lane, (notify, tokio::spawn(async {})));
+                    }
+                }
                 for lane in pending_lanes {
                     let (notify, _) = lanes.entry(lane.clone()).or_insert_with(|| {
                         let notify = Arc::new(Notify::new());

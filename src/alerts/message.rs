@@ -89,6 +89,14 @@ fn event_label(event: &str, lang: Language) -> String {
     let (zh, en) = match event {
         "raised" => ("新报警", "New"),
         "escalated" => ("级别升高", "Escalated"),
+        "reannunciated" => (
+            "屏蔽/搁置结束·仍在报警",
+            "Still active after shelving or maintenance ended",
+        ),
+        "silenced" => (
+            "现场已消音·仍在报警",
+            "Silenced at the device, still active",
+        ),
         "de_escalated" => ("级别降低", "De-escalated"),
         "condition_cleared" => ("已恢复·待确认", "Returned to normal, unacknowledged"),
         "cleared" => ("已恢复", "Cleared"),

@@ -54,8 +54,9 @@ pub struct AlarmInfo {
 /// the generic webhook as is (with `schema` and `id`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notice {
-    /// `raised`, `escalated`, `de_escalated`, `condition_cleared`, `cleared`, `acknowledged`,
-    /// `shelved`, `suppressed`, `removed_from_service`, `reset`, `retired`; and from timers
+    /// `raised`, `escalated`, `reannunciated`, `de_escalated`, `condition_cleared`, `cleared`,
+    /// `acknowledged`, `silenced`, `shelved`, `suppressed`, `removed_from_service`, `reset`,
+    /// `retired`; and from timers
     /// `unacknowledged` (escalated by deadline) and `reminder`.
     pub event: String,
     pub at_ms: i64,
@@ -300,7 +301,9 @@ impl Router {
             self.queue(route, notice, &format!("j{seq}"), plan);
         };
         match e.action {
-            Action::Raised | Action::Escalated if e.annunciated => {
+            // Re-annunciated (shelving, suppression or out-of-service ended with the alarm
+            // still active): told and escalated like a new alarm.
+            Action::Raised | Action::Escalated | Action::Reannunciated if e.annunciated => {
                 let mut told = BTreeSet::new();
                 for route in self.matching_routes(&info) {
                     told.insert(route.name.clone());
@@ -326,6 +329,7 @@ impl Router {
             | Action::RemovedFromService
             | Action::Cleared
             | Action::Reset
+            | Action::Silenced
             | Action::Retired => {
                 for name in holders {
                     if let Some(route) = self.route(name) {

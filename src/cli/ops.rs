@@ -53,6 +53,7 @@ async fn reload(file: &Path, gateway: &mut Option<Gateway>, reloads: &mut u64) -
     };
     let old = running.config().clone();
     let store = |c: &Config| c.resolve_path(&c.site.gateway.store);
+    let old_store = store(&old);
     if store(&old) != store(&config) {
         *gateway = Some(running);
         return json!({"ok": false, "errors": ["gateway.store changed: that takes a restart of the daemon"]});
@@ -78,7 +79,17 @@ async fn reload(file: &Path, gateway: &mut Option<Gateway>, reloads: &mut u64) -
             match Gateway::restart(old).await {
                 Ok(previous) => *gateway = Some(previous),
                 Err(again) => {
-                    tracing::error!(error = %format!("{again:#}"), "The previous configuration did not start either.")
+                    // Running without a gateway would keep the process (and the watchdog)
+                    // alive while nothing is watched: exit for the service manager instead.
+                    exit_on_failure(
+                        TaskFailure {
+                            task: "reload".into(),
+                            cause: format!(
+                                "neither the new nor the previous configuration started: {again:#}"
+                            ),
+                        },
+                        Some(&old_store),
+                    );
                 }
             }
             json!({"ok": false, "errors": [message]})

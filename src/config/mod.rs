@@ -849,6 +849,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// What is valid but likely wrong: `parkguard check` prints it and the daemon logs it.
+    pub fn warnings(&self) -> Vec<String> {
+        self.rules.iter().filter_map(|r| r.risky_clear()).collect()
+    }
+
     /// Loads and validates a site file and the profiles it uses. Every problem found is
     /// returned, not just the first.
     pub fn load(file: &Path) -> Result<Config, Vec<Problem>> {

@@ -114,6 +114,11 @@ pub struct RuleConfig {
     /// `rated_current_a` so that `at = 0.8` means 0.8 In. Devices without it are not bound.
     #[serde(default)]
     pub per: Option<String>,
+    /// Operators may shelve its alarms. Default: no for rules with a critical level (fire,
+    /// gas level 2, leakage and temperatures at their critical tiers): a live critical alarm
+    /// is never hidden from the board.
+    #[serde(default)]
+    pub shelvable: Option<bool>,
     /// `[[rules.levels]]`, lowest first.
     pub levels: Vec<LevelConfig>,
 }
@@ -152,11 +157,16 @@ pub enum ConditionConfig {
     Flag { quantities: Vec<String> },
     /// A device's text state (enumeration, event) is one of a level's `states`. With
     /// `clear_states`, the condition ends only on one of those (for event streams whose
-    /// other messages, e.g. heartbeats, say nothing about the condition).
+    /// other messages, e.g. heartbeats, say nothing about the condition): a fire or gas
+    /// alarm must name its explicit clear here, since a heartbeat, a test or a silenced
+    /// sounder is not one (`parkguard check` warns otherwise). `silence_states` (消音) mark
+    /// the active alarm as silenced on the board without ending it.
     State {
         quantities: Vec<String>,
         #[serde(default)]
         clear_states: Vec<String>,
+        #[serde(default)]
+        silence_states: Vec<String>,
     },
     /// The quantity's reading is marked invalid by the decoder (sensor open/short sentinel).
     Invalid { quantities: Vec<String> },
@@ -171,6 +181,55 @@ pub enum ConditionConfig {
         #[serde(default)]
         grace_s: f64,
     },
+}
+
+/// States that say nothing about a fire or gas condition: a rule that clears on one of them
+/// could end a live alarm on a heartbeat.
+const NOT_A_CLEAR: [&str; 8] = [
+    "heartbeat",
+    "silenced",
+    "silence",
+    "test",
+    "online",
+    "status",
+    "report",
+    "normal_report",
+];
+
+impl RuleConfig {
+    /// Why this rule's alarms could end without an explicit clear, if they could: a state
+    /// rule with an alarm level of high or critical severity whose condition ends on any
+    /// other state (no `clear_states`) or on a state that is not a clear.
+    pub fn risky_clear(&self) -> Option<String> {
+        let ConditionConfig::State { clear_states, .. } = &self.condition else {
+            return None;
+        };
+        let serious = self
+            .levels
+            .iter()
+            .any(|l| l.kind == AlarmKind::Alarm && l.severity >= Severity::High);
+        if !serious {
+            return None;
+        }
+        if clear_states.is_empty() {
+            return Some(format!(
+                "rule {}: any state outside its levels ends its alarm (a heartbeat would end a live alarm); name the device's explicit clear in `clear_states`",
+                self.id
+            ));
+        }
+        let risky: Vec<&str> = clear_states
+            .iter()
+            .map(String::as_str)
+            .filter(|s| NOT_A_CLEAR.contains(s))
+            .collect();
+        (!risky.is_empty()).then(|| {
+            format!(
+                "rule {}: `clear_states` has {} which say nothing about the condition (a silenced sounder or a heartbeat is not a clear; use `silence_states` for 消音)",
+                self.id,
+                risky.join(", ")
+            )
+        })
+    }
 }
 
 fn default_rate_window() -> f64 {

@@ -13,8 +13,8 @@
 //!
 //! A connection counts as up only once it has stayed up for `STABLE_AFTER`: only then is the
 //! backoff reset, so a broker that accepts and drops connections at once is retried with the
-//! same growing delay as one that refuses them, and the gateway fault for a lost connection is
-//! not cleared by a connection that cannot stay up.
+//! same growing delay as one that refuses them, and the gateway fault for a lost connection
+//! (G4, from `connected_since_ms`) is not cleared by a connection that cannot stay up.
 //!
 //! [`mqtt_guard`]: crate::ingest::mqtt_guard
 
@@ -123,11 +123,9 @@ impl StatusTopic {
 }
 
 /// How long a connection must stay up before it counts as recovered.
-const STABLE_AFTER: Duration = Duration::from_secs(10);
+pub const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// A connection that keeps failing is logged again this often.
 const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
-/// The connection loop comes round at least this often (for the liveness watchdog).
-const LOOP_TICK: Duration = Duration::from_secs(5);
 
 struct Route {
     template: TopicTemplate,
@@ -217,7 +215,9 @@ impl MqttIngest {
             host: mqtt.host.clone(),
             port: mqtt.port(),
             tls,
-            connect_timeout: Duration::from_secs(mqtt.connect_timeout_s.max(1)),
+            // Two thirds of the client's own timeout, which covers CONNECT and CONNACK too:
+            // the relay gives up on the broker before the client gives up on the relay.
+            connect_timeout: Duration::from_millis(mqtt.connect_timeout_s.max(1) * 2000 / 3),
         };
         let protocol = mqtt.protocol(config.site.broker.embedded.as_ref().map(|b| b.listen));
         let max_ahead_ns = i64::try_from(config.site.gateway.max_clock_ahead_s)
@@ -324,11 +324,17 @@ impl MqttIngest {
         // the loop stops reading and the broker holds further messages.
         let unacked = Arc::new(Semaphore::new(usize::from(self.session.config.max_unacked)));
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-        let mut down_since: Option<Instant> = Some(Instant::now());
+        let mut down_since: Option<Instant> = None;
         let mut last_failure_log: Option<Instant> = None;
-        // When the current connection will have stayed up long enough to count as recovered.
-        let mut stable_at: Option<tokio::time::Instant> = None;
+        let mut connected_at: Option<Instant> = None;
         let mut ever_connected = false;
+        let mut awaiting_subacks = 0usize;
+        // `poll()` returns at least once a keep-alive (a ping) while connected, and within
+        // the connect timeout while connecting. It is never dropped half-way: dropping it
+        // while connecting abandons the attempt (and leaves a half-open CONNECT behind).
+        let poll_promise = Duration::from_secs(
+            self.session.config.keepalive_s + self.session.config.connect_timeout_s,
+        );
         let qos = match self.session.config.qos {
             0 => QoS::AtMostOnce,
             2 => QoS::ExactlyOnce,
@@ -351,42 +357,31 @@ impl MqttIngest {
                 }
             }
             if let Some(heartbeat) = &self.heartbeat {
-                heartbeat.beat(LOOP_TICK);
+                heartbeat.beat(poll_promise);
             }
-            let stable = async {
-                match stable_at {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
             let event = tokio::select! {
                 _ = cancel.cancelled() => break,
                 event = session.poll() => event,
-                _ = stable => {
-                    stable_at = None;
-                    self.conn_metrics.stable.store(true, Ordering::Relaxed);
+            };
+            match event {
+                Ok(SessionEvent::Connected { session_present }) => {
+                    self.conn_metrics.connected.store(true, Ordering::Relaxed);
+                    self.conn_metrics
+                        .connected_since_ms
+                        .store((now_ns() / 1_000_000).max(0) as u64, Ordering::Relaxed);
+                    self.conn_metrics.connects.fetch_add(1, Ordering::Relaxed);
+                    connected_at = Some(Instant::now());
                     match down_since.take() {
                         Some(since) if ever_connected => info!(
                             connection = %self.name,
                             attempts = backoff.attempts(),
                             down_for_s = since.elapsed().as_secs(),
+                            session_present,
                             "MQTT connection recovered."
                         ),
-                        _ => info!(connection = %self.name, "MQTT connection is up."),
+                        _ => info!(connection = %self.name, session_present, "MQTT connected."),
                     }
                     ever_connected = true;
-                    last_failure_log = None;
-                    backoff.reset();
-                    continue;
-                }
-                _ = tokio::time::sleep(LOOP_TICK) => continue,
-            };
-            match event {
-                Ok(SessionEvent::Connected { session_present }) => {
-                    self.conn_metrics.connected.store(true, Ordering::Relaxed);
-                    self.conn_metrics.connects.fetch_add(1, Ordering::Relaxed);
-                    debug!(connection = %self.name, session_present, "MQTT connected.");
-                    stable_at = Some(tokio::time::Instant::now() + STABLE_AFTER);
                     if let Some(status) = &self.session.status {
                         if let Err(err) = session.publish_retained(&status.topic, &status.online) {
                             warn!(connection = %self.name, topic = %status.topic, error = %err, "Cannot publish the gateway's status.");
@@ -397,6 +392,7 @@ impl MqttIngest {
                             if let Err(err) = session.subscribe(&route.filter, qos) {
                                 warn!(connection = %self.name, filter = %route.filter, error = %err, "MQTT subscribe failed.");
                             } else {
+                                awaiting_subacks += 1;
                                 self.conn_metrics.subscribes.fetch_add(1, Ordering::Relaxed);
                                 debug!(connection = %self.name, filter = %route.filter, "Subscribed.");
                             }
@@ -446,16 +442,30 @@ impl MqttIngest {
                 }
                 Ok(SessionEvent::Subscribed) => {
                     self.conn_metrics.subacks.fetch_add(1, Ordering::Relaxed);
-                    debug!(connection = %self.name, "Subscription confirmed by the broker.");
+                    awaiting_subacks = awaiting_subacks.saturating_sub(1);
+                    if awaiting_subacks == 0 {
+                        info!(connection = %self.name, subscriptions = self.routes.len(), "MQTT subscriptions confirmed by the broker.");
+                    }
                 }
                 Ok(SessionEvent::Other) => {}
                 Err(err) => {
                     self.conn_metrics.connected.store(false, Ordering::Relaxed);
-                    self.conn_metrics.stable.store(false, Ordering::Relaxed);
+                    self.conn_metrics
+                        .connected_since_ms
+                        .store(0, Ordering::Relaxed);
                     self.conn_metrics
                         .connection_errors
                         .fetch_add(1, Ordering::Relaxed);
-                    stable_at = None;
+                    awaiting_subacks = 0;
+                    // Only a connection that stayed up counts as recovered: one that breaks
+                    // right after connecting keeps the growing delay of failed connects.
+                    if connected_at
+                        .take()
+                        .is_some_and(|at| at.elapsed() >= STABLE_AFTER)
+                    {
+                        backoff.reset();
+                        last_failure_log = None;
+                    }
                     // The relay knows what the broker side did; the client sees only a closed
                     // socket.
                     let err = match relay.take_error() {
@@ -474,6 +484,9 @@ impl MqttIngest {
                     } else {
                         debug!(connection = %self.name, error = %err, attempt = backoff.attempts(), "MQTT reconnect failed.");
                     }
+                    if let Some(heartbeat) = &self.heartbeat {
+                        heartbeat.beat(delay + poll_promise);
+                    }
                     tokio::select! {
                         _ = cancel.cancelled() => break,
                         _ = tokio::time::sleep(delay) => {}
@@ -482,7 +495,9 @@ impl MqttIngest {
             }
         }
         self.conn_metrics.connected.store(false, Ordering::Relaxed);
-        self.conn_metrics.stable.store(false, Ordering::Relaxed);
+        self.conn_metrics
+            .connected_since_ms
+            .store(0, Ordering::Relaxed);
         // A clean DISCONNECT discards the last will: say `offline` ourselves.
         if let Some(status) = &self.session.status {
             let _ = session.publish_retained(&status.topic, &status.offline);
@@ -728,6 +743,8 @@ impl MqttIngest {
     }
 
     fn bad_message(&self, topic: &[u8], payload: &[u8], problem: DecodeError) -> BadMessage {
+        // A stand-in for an oversized message keeps the original's head, never the marker.
+        let payload = mqtt_guard::oversized(payload).map_or(payload, |o| o.head);
         BadMessage {
             at_ms: now_ns() / 1_000_000,
             source: format!("mqtt/{}/{}", self.name, String::from_utf8_lossy(topic)),

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{
-    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt,
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt,
     BufReader as TokioBufReader, BufWriter,
 };
 use tokio::net::{TcpStream, UnixListener};
@@ -253,6 +253,12 @@ async fn relay(
 
 /// Copies MQTT packets from `input` to `output`, replacing every PUBLISH over `limit` bytes.
 /// Ends at the end of `input`.
+///
+/// Complete packets never wait behind an incomplete one: whatever is buffered for the client
+/// is flushed before any read that may wait for the broker. While an oversized payload is
+/// skipped, a PINGRESP is injected every second, so that the client's keep-alive does not
+/// expire behind a payload that takes long to arrive (an unexpected PINGRESP is harmless to
+/// the client; the broker's own comes later, after the payload).
 pub async fn filter<R, W>(input: R, output: W, limit: usize, v5: bool) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -262,47 +268,56 @@ where
     let mut output = BufWriter::with_capacity(CHUNK, output);
     let mut packet = Vec::with_capacity(1024);
     loop {
-        // Whatever is buffered goes out before waiting for more from the broker.
         if input.buffer().is_empty() {
             output.flush().await?;
             if input.fill_buf().await?.is_empty() {
                 return Ok(());
             }
         }
+        // The fixed header takes at most five bytes.
+        if input.buffer().len() < 5 {
+            output.flush().await?;
+        }
         let first = input.read_u8().await?;
         let remaining = read_varint(&mut input).await?;
         if first >> 4 == 3 && remaining > limit {
-            let replacement = shrink(&mut input, first, remaining, v5).await?;
+            output.flush().await?;
+            let (replacement, rest) = shrink(&mut input, first, remaining, v5).await?;
             output.write_u8(first).await?;
             write_varint(&mut output, replacement.len()).await?;
             output.write_all(&replacement).await?;
+            output.flush().await?;
+            skip_with_pings(&mut input, &mut output, rest).await?;
+            continue;
+        }
+        output.write_u8(first).await?;
+        write_varint(&mut output, remaining).await?;
+        if input.buffer().len() < remaining {
+            output.flush().await?;
+        }
+        if remaining <= CHUNK {
+            // Small packets gather in the writer's buffer and leave with one write.
+            packet.resize(remaining, 0);
+            input.read_exact(&mut packet).await?;
+            output.write_all(&packet).await?;
         } else {
-            output.write_u8(first).await?;
-            write_varint(&mut output, remaining).await?;
-            if remaining <= CHUNK {
-                // Small packets gather in the writer's buffer and leave with one write.
-                packet.resize(remaining, 0);
-                input.read_exact(&mut packet).await?;
-                output.write_all(&packet).await?;
-            } else {
-                let copied =
-                    tokio::io::copy(&mut (&mut input).take(remaining as u64), &mut output).await?;
-                if copied < remaining as u64 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
+            let copied =
+                tokio::io::copy(&mut (&mut input).take(remaining as u64), &mut output).await?;
+            if copied < remaining as u64 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
         }
     }
 }
 
-/// Reads an oversized PUBLISH's body (after the fixed header) and returns the body of its
-/// replacement.
+/// Reads an oversized PUBLISH's variable header and the first `HEAD_KEPT` bytes of its
+/// payload; returns the body of its replacement and how many payload bytes are left to skip.
 async fn shrink<R: AsyncRead + Unpin>(
     input: &mut R,
     first: u8,
     remaining: usize,
     v5: bool,
-) -> std::io::Result<Vec<u8>> {
+) -> std::io::Result<(Vec<u8>, u64)> {
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
     let mut body = Vec::with_capacity(1024 + HEAD_KEPT);
     let topic_len = input.read_u16().await?;
@@ -339,8 +354,35 @@ async fn shrink<R: AsyncRead + Unpin>(
     let start = body.len();
     body.resize(start + head, 0);
     input.read_exact(&mut body[start..]).await?;
-    skip(input, (payload - head) as u64).await?;
-    Ok(body)
+    Ok((body, (payload - head) as u64))
+}
+
+/// A PINGRESP: packet type 13, no body.
+const PINGRESP: [u8; 2] = [0xd0, 0x00];
+
+async fn skip_with_pings<R, W>(input: &mut R, output: &mut W, mut count: u64) -> std::io::Result<()>
+where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut last_ping = std::time::Instant::now();
+    while count > 0 {
+        let available = input.fill_buf().await?;
+        if available.is_empty() {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let n = available
+            .len()
+            .min(usize::try_from(count).unwrap_or(usize::MAX));
+        input.consume(n);
+        count -= n as u64;
+        if last_ping.elapsed() >= Duration::from_secs(1) {
+            last_ping = std::time::Instant::now();
+            output.write_all(&PINGRESP).await?;
+            output.flush().await?;
+        }
+    }
+    Ok(())
 }
 
 async fn skip<R: AsyncRead + Unpin>(input: &mut R, count: u64) -> std::io::Result<()> {

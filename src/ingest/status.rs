@@ -48,7 +48,7 @@ pub fn modbus_down(name: &str) -> String {
 pub fn sink_stalled(name: &str) -> String {
     format!("sink_stalled_{name}")
 }
-/// 1 while a critical push of the alert route `name` waits undelivered.
+/// 1 while a critical push of the alert route `name` has waited undelivered for 5 s or more.
 pub fn alert_critical_waiting(route: &str) -> String {
     format!("alert_critical_waiting_{route}")
 }
@@ -153,6 +153,8 @@ impl StatusReporter {
 
 /// How often the watch task looks.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
+/// A critical push waiting this long is late (G7's on-delay adds to it).
+const CRITICAL_PUSH_LATE_MS: i64 = 5_000;
 /// A sink that wrote within this long is not stalled, whatever waits.
 const SINK_QUIET: Duration = Duration::from_secs(5);
 /// How long the one-off faults (clock step, restart after a failure) stay active; they then
@@ -172,7 +174,6 @@ pub fn spawn_watch(
     metrics: Arc<Metrics>,
     status: StatusReporter,
     cancel: CancellationToken,
-    guard: crate::health::TaskGuard,
 ) -> JoinHandle<()> {
     let mqtt: Vec<(String, Arc<crate::metrics::MqttMetrics>)> = config
         .site
@@ -211,7 +212,6 @@ pub fn spawn_watch(
         .saturating_mul(1000);
     let failure_note = failure_note_path(&config.resolve_path(&config.site.gateway.store));
     tokio::spawn(async move {
-        let _guard = guard;
         let mut restarted_until = None;
         if let Ok(cause) = std::fs::read_to_string(&failure_note) {
             warn!(cause = %cause.trim(), "The previous run ended with a task failure.");
@@ -231,7 +231,12 @@ pub fn spawn_watch(
             let now = Instant::now();
             let wall_ms = now_ns() / 1_000_000;
             for (quantity, m) in &mqtt {
-                status.set(quantity, !m.stable.load(Relaxed));
+                // Down, or not up long enough to count: a connection that keeps breaking
+                // right after connecting is down too.
+                let since = m.connected_since_ms.load(Relaxed) as i64;
+                let stable = since > 0
+                    && wall_ms - since >= crate::ingest::mqtt::STABLE_AFTER.as_millis() as i64;
+                status.set(quantity, !stable);
             }
             for (quantity, units, m) in &modbus {
                 status.set(quantity, m.units_offline.load(Relaxed) >= *units);
@@ -266,10 +271,19 @@ pub fn spawn_watch(
                     .unwrap_or_else(|e| e.into_inner())
                     .clone();
                 for (route, quantity) in &routes {
-                    status.set(quantity, oldest.contains_key(route));
+                    // Late, not merely waiting: a steady flow of criticals each delivered in
+                    // moments keeps one pending at all times without any being late.
+                    let late = oldest
+                        .get(route)
+                        .is_some_and(|&queued| wall_ms - queued >= CRITICAL_PUSH_LATE_MS);
+                    status.set(quantity, late);
                 }
             }
-            status.set(STORE_FAILING, metrics.store_failing.load(Relaxed));
+            status.set(
+                STORE_FAILING,
+                metrics.journal_store_failing.load(Relaxed)
+                    || metrics.outbox_store_failing.load(Relaxed),
+            );
             // Wall time against the monotonic clock: a difference is a step of the wall clock.
             let step = (wall_ms - last.1) - now.duration_since(last.0).as_millis() as i64;
             last = (now, wall_ms);

@@ -55,6 +55,11 @@ pub enum Action {
     ChatterFlagged,
     /// Its rule no longer exists (configuration changed).
     Retired,
+    /// The device silenced its sounder (消音): the alarm stays active.
+    Silenced,
+    /// Shelving, suppression or out-of-service ended while the alarm is still active: it is
+    /// shown, pushed and escalated again, and needs a new acknowledgement.
+    Reannunciated,
 }
 
 impl Action {
@@ -75,6 +80,8 @@ impl Action {
             Action::Reset => "reset",
             Action::ChatterFlagged => "chatter_flagged",
             Action::Retired => "retired",
+            Action::Silenced => "silenced",
+            Action::Reannunciated => "reannunciated",
         }
     }
 }
@@ -106,7 +113,12 @@ pub enum Command {
     Suppress {
         until_ms: Ms,
     },
-    RemoveFromService,
+    /// Out of service until `until_ms` (at most `MAX_SUPPRESS_MS` ahead; 24 hours when
+    /// absent): a sensor taken out of service comes back by itself.
+    RemoveFromService {
+        #[serde(default)]
+        until_ms: Option<Ms>,
+    },
     /// Ends suppression and out-of-service.
     ReturnToService,
 }
@@ -138,6 +150,12 @@ pub enum CommandError {
     ConditionPresent,
     #[error("shelving needs a reason")]
     ReasonRequired,
+    #[error("only an active alarm can be shelved; a device that may alarm later cannot be muted in advance")]
+    NotActive,
+    #[error("this alarm cannot be shelved: a critical, fire or gas alarm is never hidden from the board (acknowledge it instead)")]
+    NotShelvable,
+    #[error("out of service must end in the future and within 30 days")]
+    BadServiceTime,
     #[error("shelving must end in the future and within 24 hours")]
     BadShelveTime,
     #[error("a maintenance window must end in the future and within 30 days")]
@@ -173,8 +191,17 @@ pub struct Alarm {
     pub shelve_reason: Option<String>,
     pub suppressed_until: Option<Ms>,
     pub out_of_service: bool,
+    /// When out of service ends by itself.
+    #[serde(default)]
+    pub out_of_service_until: Option<Ms>,
     pub chattering: bool,
+    /// The device silenced its sounder (消音) while the alarm is active.
+    #[serde(default)]
+    pub silenced: bool,
 }
+
+/// Out of service without an end given lasts this long.
+pub const DEFAULT_OUT_OF_SERVICE_MS: Ms = 24 * 3600 * 1000;
 
 impl Default for Alarm {
     /// Normal: inactive and nothing left to acknowledge.
@@ -191,7 +218,9 @@ impl Default for Alarm {
             shelve_reason: None,
             suppressed_until: None,
             out_of_service: false,
+            out_of_service_until: None,
             chattering: false,
+            silenced: false,
         }
     }
 }
@@ -228,31 +257,42 @@ impl Alarm {
                 let fresh = !self.active;
                 self.condition = true;
                 self.active = true;
-                // Events need no operator response: they are acknowledged as they happen.
-                self.acknowledged = new.kind == AlarmKind::Event;
-                self.latched |= new.latched;
-                self.level = Some(new);
                 self.changed_at = now;
                 if fresh {
+                    // Events need no operator response: they are acknowledged as they happen.
+                    self.acknowledged = new.kind == AlarmKind::Event;
+                    self.latched = new.latched;
+                    self.level = Some(new);
                     self.raised_at = Some(now);
-                    Some(Action::Raised)
-                } else {
-                    // A latched alarm whose condition comes back: annunciate again.
-                    Some(Action::Escalated)
+                    return Some(Action::Raised);
+                }
+                // A latched alarm whose condition comes back: annunciated again at its level
+                // or above. Below the level it latched at, the alarm keeps its highest level
+                // until reset (a gas level 2 that fell and rose to a pre-alarm is still a
+                // level 2 alarm) and nothing new is annunciated.
+                let held = self.level.filter(|l| l.index > new.index);
+                self.latched |= new.latched;
+                match held {
+                    Some(_) => None,
+                    None => {
+                        self.level = Some(new);
+                        self.acknowledged = new.kind == AlarmKind::Event;
+                        Some(Action::Escalated)
+                    }
                 }
             }
             (Some(old), Some(new)) => {
-                self.level = Some(new);
                 self.latched |= new.latched;
                 self.changed_at = now;
                 if new.index > old.index {
+                    self.level = Some(new);
                     self.acknowledged = new.kind == AlarmKind::Event;
                     Some(Action::Escalated)
-                } else if self.latched && old.latched {
-                    // A latched level holds until reset: the level shown stays the latched one.
-                    self.level = Some(old);
+                } else if self.latched {
+                    // A latched alarm holds its highest level until reset.
                     None
                 } else {
+                    self.level = Some(new);
                     Some(Action::DeEscalated)
                 }
             }
@@ -263,6 +303,7 @@ impl Alarm {
                     Some(Action::ConditionCleared)
                 } else {
                     self.active = false;
+                    self.silenced = false;
                     Some(Action::Cleared)
                 }
             }
@@ -280,6 +321,9 @@ impl Alarm {
                 Ok(Action::Acknowledged)
             }
             Command::Shelve { until_ms, reason } => {
+                if !self.active {
+                    return Err(CommandError::NotActive);
+                }
                 if reason.trim().is_empty() {
                     return Err(CommandError::ReasonRequired);
                 }
@@ -307,6 +351,7 @@ impl Alarm {
                 self.latched = false;
                 self.active = false;
                 self.acknowledged = true;
+                self.silenced = false;
                 Ok(Action::Reset)
             }
             Command::Suppress { until_ms } => {
@@ -316,8 +361,13 @@ impl Alarm {
                 self.suppressed_until = Some(*until_ms);
                 Ok(Action::Suppressed)
             }
-            Command::RemoveFromService => {
+            Command::RemoveFromService { until_ms } => {
+                let until = until_ms.unwrap_or(now + DEFAULT_OUT_OF_SERVICE_MS);
+                if until <= now || until - now > MAX_SUPPRESS_MS {
+                    return Err(CommandError::BadServiceTime);
+                }
                 self.out_of_service = true;
+                self.out_of_service_until = Some(until);
                 Ok(Action::RemovedFromService)
             }
             Command::ReturnToService => {
@@ -325,6 +375,7 @@ impl Alarm {
                     return Err(CommandError::InService);
                 }
                 self.out_of_service = false;
+                self.out_of_service_until = None;
                 self.suppressed_until = None;
                 Ok(Action::ReturnedToService)
             }
@@ -345,15 +396,49 @@ impl Alarm {
             self.changed_at = now;
             actions.push(Action::Unsuppressed);
         }
+        if self.out_of_service_until.is_some_and(|t| t <= now) {
+            self.out_of_service = false;
+            self.out_of_service_until = None;
+            self.changed_at = now;
+            actions.push(Action::ReturnedToService);
+        }
         actions
+    }
+
+    /// Silenced by the device (消音): shown on the board; the alarm stays as it is.
+    pub fn silence(&mut self, now: Ms) -> Option<Action> {
+        if !self.active || self.silenced {
+            return None;
+        }
+        self.silenced = true;
+        self.changed_at = now;
+        Some(Action::Silenced)
+    }
+
+    /// After shelving, suppression or out-of-service ended: an alarm still active is
+    /// annunciated again and needs a new acknowledgement.
+    pub fn reannunciate(&mut self, now: Ms) -> Option<Action> {
+        if !self.active
+            || !self.annunciated()
+            || self.level.map(|l| l.kind) == Some(AlarmKind::Event)
+        {
+            return None;
+        }
+        self.acknowledged = false;
+        self.changed_at = now;
+        Some(Action::Reannunciated)
     }
 
     /// The next time `tick` has something to do.
     pub fn deadline(&self) -> Option<Ms> {
-        match (self.shelved_until, self.suppressed_until) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.shelved_until,
+            self.suppressed_until,
+            self.out_of_service_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }
 
@@ -452,6 +537,26 @@ mod tests {
     }
 
     #[test]
+    fn latched_alarm_keeps_its_highest_level_when_the_condition_returns_lower() {
+        let mut a = Alarm::default();
+        a.on_condition(level(0, Severity::Low, false), 1);
+        a.on_condition(level(2, Severity::Critical, true), 2);
+        assert_eq!(a.on_condition(None, 3), Some(Action::ConditionCleared));
+        // The gas rises again, only to a pre-alarm.
+        assert_eq!(a.on_condition(level(0, Severity::Low, false), 4), None);
+        assert_eq!(a.level.map(|l| l.severity), Some(Severity::Critical));
+        assert!(a.condition);
+        assert_eq!(
+            a.command(&Command::Reset, 5),
+            Err(CommandError::ConditionPresent)
+        );
+        // And a lower level while the latched one is present does not lower it either.
+        a.on_condition(level(2, Severity::Critical, true), 6);
+        assert_eq!(a.on_condition(level(1, Severity::High, false), 7), None);
+        assert_eq!(a.level.map(|l| l.index), Some(2));
+    }
+
+    #[test]
     fn reset_of_an_unlatched_alarm_is_refused() {
         let mut a = Alarm::default();
         a.on_condition(level(0, Severity::High, false), 1);
@@ -514,6 +619,7 @@ mod tests {
     #[test]
     fn operator_can_unshelve_early() {
         let mut a = Alarm::default();
+        a.on_condition(level(0, Severity::High, false), 0);
         a.command(
             &Command::Shelve {
                 until_ms: 10_000,
@@ -556,16 +662,72 @@ mod tests {
         );
         assert_eq!(a.tick(3_600_000), vec![Action::Unsuppressed]);
         assert!(a.annunciated());
+        let remove = Command::RemoveFromService {
+            until_ms: Some(3_700_000),
+        };
         assert_eq!(
-            a.command(&Command::RemoveFromService, 1),
+            a.command(&remove, 3_600_001),
             Ok(Action::RemovedFromService)
         );
         assert!(!a.annunciated());
         assert_eq!(
-            a.command(&Command::ReturnToService, 2),
+            a.command(&Command::ReturnToService, 3_600_002),
             Ok(Action::ReturnedToService)
         );
         assert!(a.annunciated());
+    }
+
+    #[test]
+    fn out_of_service_ends_by_itself_and_an_active_alarm_is_annunciated_again() {
+        let mut a = Alarm::default();
+        a.on_condition(level(0, Severity::High, false), 1);
+        a.command(&Command::Acknowledge, 2).expect("ack");
+        let remove = Command::RemoveFromService { until_ms: None };
+        a.command(&remove, 3).expect("out of service");
+        assert_eq!(a.deadline(), Some(3 + DEFAULT_OUT_OF_SERVICE_MS));
+        assert_eq!(
+            a.tick(3 + DEFAULT_OUT_OF_SERVICE_MS),
+            vec![Action::ReturnedToService]
+        );
+        assert_eq!(
+            a.reannunciate(3 + DEFAULT_OUT_OF_SERVICE_MS),
+            Some(Action::Reannunciated)
+        );
+        assert_eq!(
+            a.state(),
+            AlarmState::Unacknowledged,
+            "to be acknowledged anew"
+        );
+        let far = Command::RemoveFromService {
+            until_ms: Some(10 + MAX_SUPPRESS_MS + 1),
+        };
+        assert_eq!(a.command(&far, 10), Err(CommandError::BadServiceTime));
+    }
+
+    #[test]
+    fn only_active_alarms_can_be_shelved() {
+        let mut a = Alarm::default();
+        let shelve = Command::Shelve {
+            until_ms: 1000,
+            reason: "maintenance".into(),
+        };
+        assert_eq!(a.command(&shelve, 1), Err(CommandError::NotActive));
+        a.on_condition(level(0, Severity::High, false), 2);
+        assert_eq!(a.command(&shelve, 3), Ok(Action::Shelved));
+    }
+
+    #[test]
+    fn silencing_marks_the_alarm_and_does_not_end_it() {
+        let mut a = Alarm::default();
+        assert_eq!(a.silence(1), None, "nothing to silence");
+        a.on_condition(level(0, Severity::Critical, true), 2);
+        assert_eq!(a.silence(3), Some(Action::Silenced));
+        assert!(a.active && a.condition && a.silenced);
+        assert_eq!(a.silence(4), None, "once");
+        assert_eq!(
+            a.command(&Command::Reset, 5),
+            Err(CommandError::ConditionPresent)
+        );
     }
 
     #[test]

@@ -114,7 +114,12 @@ pub struct AlarmView {
     pub shelve_reason: Option<String>,
     pub suppressed_until_ms: Option<Ms>,
     pub out_of_service: bool,
+    pub out_of_service_until_ms: Option<Ms>,
     pub chattering: bool,
+    /// The device silenced its sounder (消音); the alarm is still active.
+    pub silenced: bool,
+    /// Operators may shelve it (rules without a critical level, unless configured).
+    pub shelvable: bool,
     pub raised_at_ms: Option<Ms>,
     pub changed_at_ms: Ms,
 }
@@ -163,7 +168,9 @@ struct CompiledRule {
     name_zh: Option<Arc<str>>,
     levels: Vec<CompiledLevel>,
     clear_states: Vec<String>,
+    silence_states: Vec<String>,
     flood_suppressible: bool,
+    shelvable: bool,
 }
 
 struct Instance {
@@ -649,6 +656,13 @@ impl RuleEngine {
     fn apply_state(&mut self, i: usize, text: &str, now: Ms, out: &mut Vec<AlarmEvent>) {
         let inst = &mut self.instances[i];
         let rule = &self.rules[inst.settings.rule];
+        if rule.silence_states.iter().any(|s| s == text) {
+            // The sounder is muted; the fire is not out. Shown, never a clear.
+            if let Some(action) = inst.alarm.silence(now) {
+                self.emit(i, action, now, None, out);
+            }
+            return;
+        }
         let mut edges = Vec::new();
         let in_some_level = rule.levels.iter().any(|l| l.raised_by(text));
         let clearing = if rule.clear_states.is_empty() {
@@ -805,6 +819,7 @@ impl RuleEngine {
         let inst = &mut self.instances[i];
         for action in inst.alarm.tick(now) {
             self.emit(i, action, now, Some(Operator::system()), out);
+            self.reannunciate_after(i, action, now, out);
         }
         let inst = &mut self.instances[i];
         if let Evaluation::Silence { after } = inst.evaluation {
@@ -866,9 +881,17 @@ impl RuleEngine {
         }
         let single = targets.len() == 1;
         for i in targets {
+            let rule = &self.rules[self.instances[i].settings.rule];
+            if matches!(command, Command::Shelve { .. }) && !rule.shelvable {
+                if single {
+                    return Err(CommandError::NotShelvable);
+                }
+                continue;
+            }
             match self.instances[i].alarm.command(command, now) {
                 Ok(action) => {
                     self.emit(i, action, now, Some(operator.clone()), out);
+                    self.reannunciate_after(i, action, now, out);
                     self.reschedule(i);
                 }
                 // On a device or location, commands apply where they make sense.
@@ -877,6 +900,20 @@ impl RuleEngine {
             }
         }
         Ok(())
+    }
+
+    /// An alarm still active when its shelving, suppression or out-of-service ends is
+    /// annunciated again: journaled, pushed, escalated, to be acknowledged anew.
+    fn reannunciate_after(&mut self, i: usize, action: Action, at: Ms, out: &mut Vec<AlarmEvent>) {
+        if !matches!(
+            action,
+            Action::Unshelved | Action::Unsuppressed | Action::ReturnedToService
+        ) {
+            return;
+        }
+        if let Some(again) = self.instances[i].alarm.reannunciate(at) {
+            self.emit(i, again, at, Some(Operator::system()), out);
+        }
     }
 
     fn emit(
@@ -1083,7 +1120,10 @@ impl RuleEngine {
             shelve_reason: a.shelve_reason.clone(),
             suppressed_until_ms: a.suppressed_until,
             out_of_service: a.out_of_service,
+            out_of_service_until_ms: a.out_of_service_until,
             chattering: a.chattering,
+            silenced: a.silenced,
+            shelvable: rule.shelvable,
             raised_at_ms: a.raised_at,
             changed_at_ms: a.changed_at,
         }
@@ -1126,10 +1166,15 @@ fn derive(evaluation: Evaluation, inputs: &[Option<f64>]) -> Option<f64> {
 }
 
 fn compile(rule: &RuleConfig) -> CompiledRule {
-    let clear_states = match &rule.condition {
-        ConditionConfig::State { clear_states, .. } => clear_states.clone(),
-        _ => Vec::new(),
+    let (clear_states, silence_states) = match &rule.condition {
+        ConditionConfig::State {
+            clear_states,
+            silence_states,
+            ..
+        } => (clear_states.clone(), silence_states.clone()),
+        _ => (Vec::new(), Vec::new()),
     };
+    let critical = rule.levels.iter().any(|l| l.severity == Severity::Critical);
     CompiledRule {
         id: Arc::from(rule.id.as_str()),
         name: Arc::from(rule.name.as_str()),
@@ -1145,7 +1190,9 @@ fn compile(rule: &RuleConfig) -> CompiledRule {
             })
             .collect(),
         clear_states,
+        silence_states,
         flood_suppressible: rule.flood_suppressible,
+        shelvable: rule.shelvable.unwrap_or(!critical),
     }
 }
 

@@ -353,7 +353,9 @@ fn store_writer(
             let router = alerts.as_ref().map(|a| &*a.router);
             match store.record_and_route(&events, alarm_batch, router) {
                 Ok(queued) => {
-                    metrics.store_failing.store(false, Ordering::Relaxed);
+                    metrics
+                        .journal_store_failing
+                        .store(false, Ordering::Relaxed);
                     if let (Some(outbox), Some((gz, _))) = (&outbox, &batch) {
                         outbox.added(gz.len() as i64);
                     }
@@ -364,7 +366,7 @@ fn store_writer(
                     break;
                 }
                 Err(err) if attempt < STORE_ATTEMPTS => {
-                    metrics.store_failing.store(true, Ordering::Relaxed);
+                    metrics.journal_store_failing.store(true, Ordering::Relaxed);
                     warn!(error = %err, attempt, "Alarm transitions could not be stored; retrying.");
                     std::thread::sleep(Duration::from_millis(100 * u64::from(attempt)));
                 }

@@ -307,7 +307,7 @@ impl Writer {
                     self.failing_since.get_or_insert(now);
                     self.outbox
                         .metrics
-                        .store_failing
+                        .outbox_store_failing
                         .store(true, Ordering::Relaxed);
                     if last && attempt >= LAST_COMMIT_ATTEMPTS {
                         // Shutting down: the messages stay unacknowledged and come again.
@@ -325,7 +325,7 @@ impl Writer {
         if let Some(since) = self.failing_since.take() {
             self.outbox
                 .metrics
-                .store_failing
+                .outbox_store_failing
                 .store(false, Ordering::Relaxed);
             warn!(
                 failed_for_ms = since.elapsed().as_millis() as u64,

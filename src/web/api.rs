@@ -354,7 +354,8 @@ pub struct CommandRequest {
     id: String,
     /// acknowledge, shelve, unshelve, reset, suppress, remove_from_service, return_to_service.
     command: String,
-    /// For shelve and suppress: how long, in minutes.
+    /// For shelve, suppress and remove_from_service: how long, in minutes (out of service
+    /// lasts 24 hours when absent).
     #[serde(default)]
     minutes: Option<f64>,
     /// For shelve: why (required).
@@ -368,13 +369,17 @@ fn default_target() -> String {
     "alarm".into()
 }
 
-/// The role a command needs.
-pub fn role_for(command: &Command) -> Role {
+/// The role a command needs: commands on a whole device or location are for technicians
+/// (commissioning, maintenance), whatever the command.
+pub fn role_for(target: &Target, command: &Command) -> Role {
+    if !matches!(target, Target::Alarm(_)) {
+        return Role::Technician;
+    }
     match command {
         Command::Acknowledge | Command::Shelve { .. } | Command::Unshelve | Command::Reset => {
             Role::Operator
         }
-        Command::Suppress { .. } | Command::RemoveFromService | Command::ReturnToService => {
+        Command::Suppress { .. } | Command::RemoveFromService { .. } | Command::ReturnToService => {
             Role::Technician
         }
     }
@@ -407,7 +412,12 @@ fn parse_command(request: &CommandRequest, now: i64) -> Result<(Target, Command)
         "unshelve" => Command::Unshelve,
         "reset" => Command::Reset,
         "suppress" => Command::Suppress { until_ms: until()? },
-        "remove_from_service" => Command::RemoveFromService,
+        "remove_from_service" => Command::RemoveFromService {
+            until_ms: match request.minutes {
+                Some(_) => Some(until()?),
+                None => None,
+            },
+        },
         "return_to_service" => Command::ReturnToService,
         other => return Err(format!("unknown command `{other}`")),
     };
@@ -434,7 +444,7 @@ pub async fn command(
         Ok(parsed) => parsed,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    if let Err(refused) = allowed(&caller, role_for(&command)) {
+    if let Err(refused) = allowed(&caller, role_for(&target, &command)) {
         return refused;
     }
     let operator = Operator {
@@ -704,9 +714,15 @@ mod tests {
 
     #[test]
     fn operators_acknowledge_but_only_technicians_suppress() {
-        assert_eq!(role_for(&Command::Acknowledge), Role::Operator);
+        let alarm = Target::Alarm("R1/m1/leakage".into());
+        assert_eq!(role_for(&alarm, &Command::Acknowledge), Role::Operator);
         assert_eq!(
-            role_for(&Command::Suppress { until_ms: 0 }),
+            role_for(&Target::Device("m1".into()), &Command::Acknowledge),
+            Role::Technician,
+            "commands on a whole device are for technicians"
+        );
+        assert_eq!(
+            role_for(&alarm, &Command::Suppress { until_ms: 0 }),
             Role::Technician
         );
     }

@@ -252,7 +252,10 @@ mod tests {
             shelve_reason: None,
             suppressed_until_ms: None,
             out_of_service: false,
+            out_of_service_until_ms: None,
             chattering: false,
+            silenced: false,
+            shelvable: true,
             raised_at_ms: None,
             changed_at_ms: 0,
         }
