@@ -197,3 +197,12 @@ mod lossy_text {
         s.serialize_str(&String::from_utf8_lossy(bytes))
     }
 }
+
+/// An acknowledgement a device waits for on its downlink (a detector retransmits its alarm
+/// until it gets one): where and what to publish, on which MQTT connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceAck {
+    pub connection: String,
+    pub topic: String,
+    pub payload: Vec<u8>,
+}

@@ -33,9 +33,9 @@ use crate::ingest::status::{self, StatusReporter};
 use crate::ingest::Ingested;
 use crate::live::LatestValues;
 use crate::metrics::Metrics;
-use crate::model::ReadingBatch;
 use crate::rules::engine::RuleEngine;
-use crate::rules::runtime::{self, now_ms, restore, RulesHandle};
+use crate::ingest::downlink::Downlinks;
+use crate::rules::runtime::{self, now_ms, restore, RulesHandle, RulesInput};
 use crate::sinks::drain::{self, Closing, SinkReport};
 use crate::sinks::outbox::{self, Outbox};
 use crate::store::Store;
@@ -177,7 +177,8 @@ impl Gateway {
             outbox_bytes = outbox.bytes(),
             "Rules loaded."
         );
-        let (rules_tx, rules_rx) = mpsc::channel::<ReadingBatch>(INGEST_CAPACITY);
+        let (rules_tx, rules_rx) = mpsc::channel::<RulesInput>(INGEST_CAPACITY);
+        let downlinks = Downlinks::new();
         let (rules, rules_task) = runtime::spawn(
             engine,
             store,
@@ -190,6 +191,7 @@ impl Gateway {
                 heartbeat: liveness.register("rules loop", Duration::from_secs(30)),
                 writer_guard: supervisor.guard("alarm store writer"),
             },
+            Some(Arc::clone(&downlinks)),
         )?;
         let rules_task = supervisor.watch("rules", rules_task);
         let alerts = alerts.map(|(service, _)| service);
@@ -258,7 +260,8 @@ impl Gateway {
             let name = format!("mqtt {}", mqtt.name);
             let heartbeat = liveness.register(format!("{name} loop"), Duration::from_secs(30));
             let task = MqttIngest::new(&config, index, Arc::clone(&devices), Arc::clone(&metrics))?
-                .with_heartbeat(heartbeat);
+                .with_heartbeat(heartbeat)
+                .with_downlinks(Arc::clone(&downlinks));
             let task = tokio::spawn(task.run(ingest_tx.clone(), cancel.clone()));
             ingest.push(supervisor.watch(name, task));
         }
@@ -477,15 +480,19 @@ impl Gateway {
 /// waiting is the backpressure that makes the broker hold what the gateway cannot take yet.
 async fn dispatch(
     mut input: mpsc::Receiver<Ingested>,
-    rules: mpsc::Sender<ReadingBatch>,
+    rules: mpsc::Sender<RulesInput>,
     outbox: mpsc::Sender<Ingested>,
     latest: Arc<LatestValues>,
 ) {
-    while let Some(item) = input.recv().await {
+    while let Some(mut item) = input.recv().await {
         if let Some(readings) = &item.readings {
             trace!(readings = readings.len(), "Dispatched.");
             latest.update(readings);
-            if rules.send(Arc::clone(readings)).await.is_err() {
+            let input = RulesInput {
+                readings: Arc::clone(readings),
+                device_ack: item.device_ack.take(),
+            };
+            if rules.send(input).await.is_err() {
                 // The rules task is gone: alarms would stop while telemetry flows. The
                 // supervisor has its cause; ending here makes the failure impossible to miss.
                 error!("The rules task has stopped; alarm evaluation is no longer possible.");

@@ -239,7 +239,7 @@ async fn daemon_killed_with_sigkill_mid_stream_loses_nothing() {
     let (dir, path) = site(&site_text(broker.port, &influx.url(), ""));
     let log = dir.path().join("daemon.log");
     let mut daemon = spawn_daemon(&path, &log);
-    wait_for_log(&log, "Subscription confirmed", 1).await;
+    wait_for_log(&log, "MQTT subscriptions confirmed", 1).await;
 
     let total = 20_000;
     let base = now_ms() - 60_000;

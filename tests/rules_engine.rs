@@ -253,15 +253,50 @@ fn smoke_fire_alarm_is_critical_and_latched_and_a_test_press_is_a_test() {
         (fire.severity, fire.kind),
         (Severity::Critical, AlarmKind::Alarm)
     );
-    // A heartbeat ends the condition, the latch holds.
-    let events = feed(&mut engine, event("heartbeat"), 2000);
+    // Neither a heartbeat nor a test press nor a silenced sounder ends a fire alarm: the
+    // detector will not send `alarm` again, so only its explicit clear does.
+    for (at, quiet) in [(2000, "heartbeat"), (2500, "test")] {
+        let events = feed(&mut engine, event(quiet), at);
+        assert!(
+            !events.iter().any(|e| e.rule.as_ref() == "R13"),
+            "{quiet}: {events:#?}"
+        );
+    }
+    let events = feed(&mut engine, event("silenced"), 3000);
+    assert!(events
+        .iter()
+        .any(|e| e.rule.as_ref() == "R13" && e.action == Action::Silenced));
+    let alarm = engine.alarm("R13/s1/event").expect("alarm");
+    assert!(alarm.silenced);
+    assert_eq!(alarm.state, AlarmState::Unacknowledged);
+    let operator = Operator {
+        name: "wang".into(),
+        comment: None,
+    };
+    let target = Target::Alarm("R13/s1/event".into());
+    let mut out = Vec::new();
+    assert_eq!(
+        engine.command(&target, &Command::Reset, &operator, 3500, &mut out),
+        Err(CommandError::ConditionPresent),
+        "reset refused while the detector is in alarm"
+    );
+    let shelve = Command::Shelve {
+        until_ms: 100_000,
+        reason: "noisy".into(),
+    };
+    assert_eq!(
+        engine.command(&target, &shelve, &operator, 3600, &mut out),
+        Err(CommandError::NotShelvable),
+        "a fire alarm is never shelved"
+    );
+    // The explicit clear ends the condition; the latch holds until reset.
+    let events = feed(&mut engine, event("alarm_clear"), 4000);
     assert!(events
         .iter()
         .any(|e| e.rule.as_ref() == "R13" && e.action == Action::ConditionCleared));
-    assert_eq!(
-        engine.alarm("R13/s1/event").expect("alarm").state,
-        AlarmState::Unacknowledged
-    );
+    engine
+        .command(&target, &Command::Reset, &operator, 4500, &mut out)
+        .expect("reset once cleared");
 }
 
 #[test]

@@ -29,6 +29,7 @@ profile = "adw300_json"
 [[rule_overrides]]
 rule = "R1"
 on_delay_s = 0
+off_delay_s = 0
 
 [[mqtt]]
 name = "park"
@@ -167,7 +168,39 @@ async fn operator_sees_an_alarm_live_acknowledges_it_and_a_viewer_cannot() {
     std::fs::write(screenshots.join("web-pushes.png"), png).expect("save screenshot");
     click(&client, "#board tbody tr[data-key^=\"R1/\"] button.pushes").await;
 
-    // Shelve it: it leaves the board, stays visible on request, and comes back unshelved.
+    // At a critical level it cannot be shelved: no button, and the API says why.
+    let shelve_buttons = client
+        .execute(
+            "return document.querySelectorAll('#board tbody tr[data-key^=\"R1/\"] button.shelve').length",
+            vec![],
+        )
+        .await
+        .expect("count shelve buttons");
+    assert_eq!(shelve_buttons, json!(0), "no shelve button on a critical alarm");
+    let refused = client
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; \
+             const key = document.querySelector('#board tbody tr[data-key^=\"R1/\"]').dataset.key; \
+             api('POST', '/api/commands', {target: 'alarm', id: key, command: 'shelve', minutes: 30, reason: 'x'}) \
+               .then(() => done('accepted'), e => done(e.message));",
+            vec![],
+        )
+        .await
+        .expect("shelve through the page's API helper");
+    assert!(
+        refused.as_str().is_some_and(|m| m.contains("cannot be shelved")),
+        "a critical alarm's shelving is refused with its reason: {refused}"
+    );
+
+    // Back at the alarm level (350 mA) it can: it leaves the board, stays visible on
+    // request, and comes back unshelved.
+    mosquitto_pub(mosquitto.port, &topic, &[meter(350.0).as_bytes()]);
+    wait_script(
+        &client,
+        "the alarm at the high level, with a shelve button",
+        "return !!document.querySelector('#board tbody tr[data-key^=\"R1/\"] button.shelve')",
+    )
+    .await;
     click(&client, "#board tbody tr[data-key^=\"R1/\"] button.shelve").await;
     client
         .wait()
@@ -227,7 +260,7 @@ async fn operator_sees_an_alarm_live_acknowledges_it_and_a_viewer_cannot() {
         "the device in alarm with its last values",
         "const d = document.querySelector('#device-tree .device'); \
          return !!d && d.querySelector('.badge').textContent === '报警' \
-           && d.querySelector('.values').textContent.includes('leakage=650') \
+           && d.querySelector('.values').textContent.includes('leakage=350') \
            && document.querySelectorAll('#device-tree img').length === 0",
     )
     .await;

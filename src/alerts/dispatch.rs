@@ -40,6 +40,8 @@ pub fn tokio_clock(start_ms: i64) -> Clock {
 
 /// Most pushes one digest carries.
 const MAX_DIGEST: usize = 50;
+/// Longest wait before an urgent push (a critical alarm) is tried again.
+const URGENT_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Upper bound on one send, over the channel's own timeout, so that no lane can hang.
 const SEND_LIMIT: Duration = Duration::from_secs(120);
 /// Finished deliveries are kept this long for the web UI, then deleted.
@@ -81,6 +83,17 @@ impl Shared {
         let wait = Duration::from_millis(ms.clamp(1, 3_600_000) as u64);
         tokio::select! {
             _ = tokio::time::sleep(wait) => true,
+            _ = self.cancel.cancelled() => false,
+        }
+    }
+
+    /// Like `pause`, but a push queued meanwhile (`notify`) ends the wait early: an urgent
+    /// one must not wait out a backoff or a rate-limit window meant for the others.
+    async fn pause_unless_queued(&self, ms: i64, notify: &Notify) -> bool {
+        let wait = Duration::from_millis(ms.clamp(1, 3_600_000) as u64);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => true,
+            _ = notify.notified() => true,
             _ = self.cancel.cancelled() => false,
         }
     }
@@ -287,8 +300,9 @@ async fn work_lane(shared: Arc<Shared>, lane: Lane, notify: Arc<Notify>) {
             }
         };
         let now = (shared.clock)();
+        let urgent = first.notice.urgent();
         if first.next_ms > now {
-            if !shared.pause(first.next_ms - now).await {
+            if !shared.pause_unless_queued(first.next_ms - now, &notify).await {
                 return;
             }
             continue;
@@ -297,15 +311,21 @@ async fn work_lane(shared: Arc<Shared>, lane: Lane, notify: Arc<Notify>) {
             sent.pop_front();
         }
         let slots = (route.rate_limit.max as usize).saturating_sub(sent.len());
-        if slots == 0 {
+        // Urgent pushes (critical alarms) are never held by the rate limit.
+        if slots == 0 && !urgent {
             let opens = sent.front().map_or(now, |t| t + window_ms);
-            if !shared.pause(opens - now).await {
+            if !shared.pause_unless_queued(opens - now, &notify).await {
                 return;
             }
             continue;
         }
-        // More waiting than the window has room for: one digest now instead of a flood.
-        let take = if head.len() > slots { head.len() } else { 1 };
+        // More waiting than the window has room for: one digest now instead of a flood. An
+        // urgent push always goes alone (urgent ones are first in the head, the rest after).
+        let take = if !urgent && head.len() > slots {
+            head.iter().take_while(|q| !q.notice.urgent()).count()
+        } else {
+            1
+        };
         let rows: Vec<&Queued> = head.iter().take(take).collect();
         let ids: Vec<i64> = rows.iter().map(|q| q.id).collect();
         let batch = Batch {
@@ -364,9 +384,13 @@ async fn work_lane(shared: Arc<Shared>, lane: Lane, notify: Arc<Notify>) {
                         })
                         .await
                 } else {
-                    let delay = backoff
-                        .next_delay()
-                        .max(err.retry_after.unwrap_or_default());
+                    // A failing receiver is retried with backoff; an urgent push at most
+                    // every few seconds, unless the receiver asks for longer.
+                    let mut delay = backoff.next_delay();
+                    if urgent {
+                        delay = delay.min(URGENT_RETRY_MAX);
+                    }
+                    let delay = delay.max(err.retry_after.unwrap_or_default());
                     warn!(route = %lane.route, channel = %lane.channel, attempt = first.attempts + 1, retry_in_ms = delay.as_millis() as u64, error = %err.message, "Alarm push failed; retrying.");
                     let next = now + delay.as_millis() as i64;
                     shared

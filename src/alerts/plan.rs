@@ -83,6 +83,19 @@ pub struct Notice {
     pub journal_seq: Option<i64>,
 }
 
+impl Notice {
+    /// A critical alarm that people must hear of now: it goes ahead of everything on its
+    /// lane and is never held by a rate limit nor folded into a digest. (The store orders a
+    /// lane's queue by the same test.)
+    pub fn urgent(&self) -> bool {
+        self.alarm.severity == Severity::Critical
+            && matches!(
+                self.event.as_str(),
+                "raised" | "escalated" | "reannunciated" | "unacknowledged" | "reminder"
+            )
+    }
+}
+
 /// One queued delivery: a notice to one channel of a route (and, for e-mail, one recipient).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {

@@ -826,6 +826,25 @@ pub struct Profile {
     /// devices that publish rather than being polled.
     #[serde(default)]
     pub heartbeat_s: Option<f64>,
+    /// How the gateway acknowledges the device's alarm messages on its downlink, for MQTT
+    /// devices that retransmit an alarm until acknowledged.
+    #[serde(default)]
+    pub ack: Option<DeviceAckConfig>,
+}
+
+/// `[ack]` of a profile: once a message whose `quantity` is one of `states` is durably
+/// recorded (its alarm transition journaled), the gateway publishes `payload` to `topic`
+/// (QoS 1) on the MQTT connection the message came from, so that the device stops
+/// retransmitting. In `topic` and `payload`, `{name}` is a level the subscription's topic
+/// template captured (`{park}`, `{device}`, ...), `{event}` the state and `{ts}` the
+/// gateway's time in seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceAckConfig {
+    pub quantity: String,
+    pub states: Vec<String>,
+    pub topic: String,
+    pub payload: String,
 }
 
 impl Profile {
@@ -1379,6 +1398,27 @@ fn load_profiles(
                 if let Some(modbus) = &profile.modbus {
                     for (path, message) in modbus.problems() {
                         problems.push(source.locate(&format!("modbus.{path}"), message));
+                    }
+                }
+                if let Some(ack) = &profile.ack {
+                    let decoded = profile
+                        .payload
+                        .as_ref()
+                        .is_some_and(|p| p.fields.iter().any(|f| f.quantity == ack.quantity));
+                    if !decoded {
+                        problems.push(source.locate(
+                            "ack.quantity",
+                            format!(
+                                "`{}` is not a quantity of this profile's payload mapping",
+                                ack.quantity
+                            ),
+                        ));
+                    }
+                    if ack.states.is_empty() {
+                        problems.push(source.locate(
+                            "ack.states",
+                            "name the states whose messages are acknowledged".to_string(),
+                        ));
                     }
                 }
                 profiles.insert(id, profile);

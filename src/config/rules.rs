@@ -114,9 +114,13 @@ pub struct RuleConfig {
     /// `rated_current_a` so that `at = 0.8` means 0.8 In. Devices without it are not bound.
     #[serde(default)]
     pub per: Option<String>,
-    /// Operators may shelve its alarms. Default: no for rules with a critical level (fire,
-    /// gas level 2, leakage and temperatures at their critical tiers): a live critical alarm
-    /// is never hidden from the board.
+    /// A fire or explosion hazard (smoke, combustible gas, arc fault): its alarms are never
+    /// shelved by operators.
+    #[serde(default)]
+    pub fire: bool,
+    /// Operators may shelve its alarms (never while an alarm is at a critical level; a
+    /// shelved alarm that escalates to critical comes back at once). Default: yes, except
+    /// for `fire` rules.
     #[serde(default)]
     pub shelvable: Option<bool>,
     /// `[[rules.levels]]`, lowest first.

@@ -11,6 +11,7 @@
 pub mod backoff;
 pub mod broker;
 pub mod devices;
+pub mod downlink;
 pub mod modbus;
 pub mod mqtt;
 pub mod mqtt_guard;
@@ -18,7 +19,7 @@ pub mod plan;
 pub mod status;
 pub mod topic;
 
-use crate::model::{BadMessage, ReadingBatch};
+use crate::model::{BadMessage, DeviceAck, ReadingBatch};
 
 /// What ingest hands downstream for one message or poll: its readings, or what was wrong with
 /// it, and the acknowledgement to send once it is durable.
@@ -27,6 +28,8 @@ pub struct Ingested {
     pub readings: Option<ReadingBatch>,
     pub rejected: Option<BadMessage>,
     pub ack: Option<Ack>,
+    /// The device's own acknowledgement, sent once its readings' transitions are journaled.
+    pub device_ack: Option<DeviceAck>,
 }
 
 impl Ingested {

@@ -37,11 +37,12 @@ use crate::decode::payload::{DecodeError, DecodeErrorKind, PayloadDecoder};
 use crate::health::Heartbeat;
 use crate::ingest::backoff::Backoff;
 use crate::ingest::devices::DeviceDirectory;
+use crate::ingest::downlink::{Downlinks, Publisher};
 use crate::ingest::mqtt_guard::{self, Relay, Upstream};
 use crate::ingest::topic::TopicTemplate;
 use crate::ingest::{Ack, Ingested};
 use crate::metrics::{Metrics, MqttMetrics};
-use crate::model::{now_ns, BadMessage, ReadingBatch, Tags};
+use crate::model::{now_ns, BadMessage, DeviceAck, ReadingBatch, Tags};
 
 /// What `MqttIngest::tap` saw.
 #[derive(Debug)]
@@ -72,6 +73,9 @@ pub struct MqttIngest {
     /// Where the relay's private socket directory goes.
     runtime_dir: PathBuf,
     heartbeat: Option<Arc<Heartbeat>>,
+    downlinks: Option<Arc<Downlinks>>,
+    /// The device acknowledgement the last message `handle_message` decoded asks for.
+    last_device_ack: Option<DeviceAck>,
     routes: Vec<Route>,
     devices: Arc<DeviceDirectory>,
     metrics: Arc<Metrics>,
@@ -135,6 +139,8 @@ struct Route {
     kind: String,
     max_payload_bytes: usize,
     unknown_devices: UnknownDevices,
+    /// The profile's acknowledgement of alarm messages on the device's downlink.
+    ack: Option<crate::config::DeviceAckConfig>,
     /// Tags per topic: built once per device and topic, then shared by all its readings. The
     /// problem (unknown device) is kept too, so that every message of such a device is counted.
     tags_by_topic: HashMap<String, (Option<Arc<Tags>>, Option<DecodeError>)>,
@@ -241,6 +247,7 @@ impl MqttIngest {
                 kind: profile.kind.clone(),
                 max_payload_bytes: s.max_payload_bytes,
                 unknown_devices: s.unknown_devices,
+                ack: profile.ack.clone(),
                 tags_by_topic: HashMap::new(),
             });
         }
@@ -262,6 +269,8 @@ impl MqttIngest {
             upstream,
             runtime_dir: runtime_dir(),
             heartbeat: None,
+            downlinks: None,
+            last_device_ack: None,
             routes,
             devices,
             metrics,
@@ -298,6 +307,12 @@ impl MqttIngest {
         }
     }
 
+    /// Device acknowledgements go out through this connection's client, registered here.
+    pub fn with_downlinks(mut self, downlinks: Arc<Downlinks>) -> Self {
+        self.downlinks = Some(downlinks);
+        self
+    }
+
     /// The connection loop beats this heartbeat each time round.
     pub fn with_heartbeat(mut self, heartbeat: Arc<Heartbeat>) -> Self {
         self.heartbeat = Some(heartbeat);
@@ -320,6 +335,9 @@ impl MqttIngest {
         output: mpsc::Sender<Ingested>,
         cancel: CancellationToken,
     ) {
+        if let Some(downlinks) = &self.downlinks {
+            downlinks.register(&self.name, session.publisher());
+        }
         // Each message holds a permit until the outbox writer has committed it; without one
         // the loop stops reading and the broker holds further messages.
         let unacked = Arc::new(Semaphore::new(usize::from(self.session.config.max_unacked)));
@@ -434,6 +452,7 @@ impl MqttIngest {
                         readings,
                         rejected,
                         ack,
+                        device_ack: self.last_device_ack.take(),
                     };
                     if output.send(item).await.is_err() {
                         // Downstream is gone: the daemon is shutting down.
@@ -619,6 +638,7 @@ impl MqttIngest {
     /// Decodes one message. Returns the readings to send on, or `None` when nothing is left of it.
     pub fn handle_message(&mut self, topic: &[u8], payload: &[u8]) -> Option<ReadingBatch> {
         self.last_problem = None;
+        self.last_device_ack = None;
         self.metrics
             .messages_received
             .fetch_add(1, Ordering::Relaxed);
@@ -736,6 +756,10 @@ impl MqttIngest {
         if readings.is_empty() {
             return None;
         }
+        let route = &self.routes[route_index];
+        if let Some(ack) = &route.ack {
+            self.last_device_ack = device_ack(&self.name, route, ack, &topic, &tags, &readings);
+        }
         self.metrics
             .readings_decoded
             .fetch_add(readings.len() as u64, Ordering::Relaxed);
@@ -821,6 +845,46 @@ fn build_tags(
     }
 }
 
+/// The acknowledgement a message asks for: when its `ack.quantity` is one of `ack.states`,
+/// the profile's topic and payload with the topic's levels, the state and the time filled in.
+fn device_ack(
+    connection: &str,
+    route: &Route,
+    ack: &crate::config::DeviceAckConfig,
+    topic: &str,
+    tags: &Tags,
+    readings: &[crate::model::Reading],
+) -> Option<DeviceAck> {
+    let state = readings.iter().find_map(|r| match &r.value {
+        crate::model::Value::Text(t) if *r.quantity == *ack.quantity => {
+            ack.states.iter().any(|s| **s == **t).then_some(t)
+        }
+        _ => None,
+    })?;
+    let mut fields: Vec<(String, String)> = route
+        .template
+        .capture(topic)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+    if !fields.iter().any(|(name, _)| name == "device") {
+        fields.push(("device".into(), tags.device.clone()));
+    }
+    fields.push(("event".into(), state.to_string()));
+    fields.push(("ts".into(), (now_ns() / 1_000_000_000).to_string()));
+    let fill = |template: &str| {
+        fields.iter().fold(template.to_string(), |text, (name, value)| {
+            text.replace(&format!("{{{name}}}"), value)
+        })
+    };
+    Some(DeviceAck {
+        connection: connection.to_string(),
+        topic: fill(&ack.topic),
+        payload: fill(&ack.payload).into_bytes(),
+    })
+}
+
 /// Topics whose tags are cached per subscription; the cache starts afresh beyond this.
 const TAGS_CACHED: usize = 50_000;
 
@@ -901,6 +965,8 @@ trait Session {
     fn subscribe(&self, filter: &str, qos: QoS) -> Result<(), String>;
     /// Queues a retained QoS 1 message (the gateway's status).
     fn publish_retained(&self, topic: &str, payload: &[u8]) -> Result<(), String>;
+    /// Queues QoS 1 messages from elsewhere (device acknowledgements).
+    fn publisher(&self) -> Publisher;
     async fn disconnect(&mut self);
 }
 
@@ -993,6 +1059,15 @@ mod v311 {
             self.client
                 .try_publish(topic, QoS::AtLeastOnce, true, payload.to_vec())
                 .map_err(|e| e.to_string())
+        }
+
+        fn publisher(&self) -> Publisher {
+            let client = self.client.clone();
+            Arc::new(move |topic: &str, payload: Vec<u8>| {
+                client
+                    .try_publish(topic, QoS::AtLeastOnce, false, payload)
+                    .map_err(|e| e.to_string())
+            })
         }
 
         async fn disconnect(&mut self) {
@@ -1099,6 +1174,20 @@ mod v5 {
                     payload.to_vec(),
                 )
                 .map_err(|e| e.to_string())
+        }
+
+        fn publisher(&self) -> Publisher {
+            let client = self.client.clone();
+            Arc::new(move |topic: &str, payload: Vec<u8>| {
+                client
+                    .try_publish(
+                        topic,
+                        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                        false,
+                        payload,
+                    )
+                    .map_err(|e| e.to_string())
+            })
         }
 
         async fn disconnect(&mut self) {

@@ -727,7 +727,17 @@ impl RuleEngine {
                 .unwrap_or(now);
             let level = self.current_level(i);
             let inst = &mut self.instances[i];
+            let before = inst.alarm.level.filter(|_| inst.alarm.active);
             if let Some(action) = inst.alarm.on_condition(level, at) {
+                // A shelved alarm that turns critical is never left hidden: it comes back
+                // before its escalation is annunciated.
+                let turned_critical = inst.alarm.level.is_some_and(|l| l.severity == Severity::Critical)
+                    && before.is_none_or(|b| b.severity != Severity::Critical);
+                if turned_critical && inst.alarm.shelved_until.is_some() {
+                    inst.alarm.shelved_until = None;
+                    inst.alarm.shelve_reason = None;
+                    self.emit(i, Action::Unshelved, at, Some(Operator::system()), out);
+                }
                 self.emit(i, action, at, None, out);
             }
         }
@@ -882,7 +892,11 @@ impl RuleEngine {
         let single = targets.len() == 1;
         for i in targets {
             let rule = &self.rules[self.instances[i].settings.rule];
-            if matches!(command, Command::Shelve { .. }) && !rule.shelvable {
+            let critical_now = self.instances[i]
+                .alarm
+                .level
+                .is_some_and(|l| l.severity == Severity::Critical);
+            if matches!(command, Command::Shelve { .. }) && (!rule.shelvable || critical_now) {
                 if single {
                     return Err(CommandError::NotShelvable);
                 }
@@ -1174,7 +1188,7 @@ fn compile(rule: &RuleConfig) -> CompiledRule {
         } => (clear_states.clone(), silence_states.clone()),
         _ => (Vec::new(), Vec::new()),
     };
-    let critical = rule.levels.iter().any(|l| l.severity == Severity::Critical);
+
     CompiledRule {
         id: Arc::from(rule.id.as_str()),
         name: Arc::from(rule.name.as_str()),
@@ -1192,7 +1206,7 @@ fn compile(rule: &RuleConfig) -> CompiledRule {
         clear_states,
         silence_states,
         flood_suppressible: rule.flood_suppressible,
-        shelvable: rule.shelvable.unwrap_or(!critical),
+        shelvable: rule.shelvable.unwrap_or(!rule.fire),
     }
 }
 

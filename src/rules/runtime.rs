@@ -17,7 +17,8 @@ use tracing::{error, info, warn};
 use crate::alerts::dispatch::QueueLink;
 use crate::config::AlarmKind;
 use crate::metrics::Metrics;
-use crate::model::{Quality, Reading, ReadingBatch, Tags, Value};
+use crate::ingest::downlink::Downlinks;
+use crate::model::{DeviceAck, Quality, Reading, ReadingBatch, Tags, Value};
 use crate::rules::alarm::{Action, Command, CommandError, Operator};
 use crate::rules::engine::{AlarmEvent, AlarmView, Observed, RuleEngine, Target};
 use crate::rules::threshold::Ms;
@@ -130,12 +131,13 @@ impl RulesHandle {
 pub fn spawn(
     mut engine: RuleEngine,
     store: Store,
-    mut input: mpsc::Receiver<ReadingBatch>,
+    mut input: mpsc::Receiver<RulesInput>,
     mut gateway_input: mpsc::UnboundedReceiver<ReadingBatch>,
     outbox: Option<Arc<Outbox>>,
     alerts: Option<QueueLink>,
     metrics: Arc<Metrics>,
     liveness: RulesLiveness,
+    downlinks: Option<Arc<Downlinks>>,
 ) -> std::io::Result<(RulesHandle, JoinHandle<()>)> {
     let RulesLiveness {
         heartbeat,
@@ -145,13 +147,13 @@ pub fn spawn(
     let (requests_tx, mut requests) = mpsc::channel::<Request>(64);
     let (transitions, _) = broadcast::channel(TRANSITION_BACKLOG);
     let watchers = transitions.clone();
-    let (store_tx, store_rx) = std::sync::mpsc::channel::<Vec<AlarmEvent>>();
+    let (store_tx, store_rx) = std::sync::mpsc::channel::<StoreJob>();
     let writer_metrics = Arc::clone(&metrics);
     let writer = std::thread::Builder::new()
         .name("parkguard-store".into())
         .spawn(move || {
             let _guard = writer_guard;
-            store_writer(store, store_rx, outbox, alerts, writer_metrics)
+            store_writer(store, store_rx, outbox, alerts, writer_metrics, downlinks)
         })?;
     let task = tokio::spawn(async move {
         let mut events = Vec::new();
@@ -167,10 +169,18 @@ pub fn spawn(
             heartbeat.beat(LOOP_TICK);
             tokio::select! {
                 batch = input.recv() => match batch {
-                    Some(batch) => {
+                    Some(RulesInput { readings: batch, device_ack }) => {
                         fault.check(&batch).await;
                         engine.on_readings(&batch, now_ms(), &mut events);
                         metrics.readings_evaluated.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        // Behind this batch's transitions in the writer's queue: the device
+                        // hears back only once they are committed.
+                        if let Some(ack) = device_ack {
+                            if !events.is_empty() {
+                                publish(std::mem::take(&mut events), &store_tx, &metrics);
+                            }
+                            let _ = store_tx.send(StoreJob::DeviceAck(ack));
+                        }
                     }
                     None => open = false,
                 },
@@ -232,6 +242,20 @@ pub struct RulesLiveness {
     pub writer_guard: crate::health::TaskGuard,
 }
 
+/// One message's readings for the rules, with the acknowledgement its device waits for.
+pub struct RulesInput {
+    pub readings: ReadingBatch,
+    /// Sent by the store writer once the transitions of these readings are committed.
+    pub device_ack: Option<DeviceAck>,
+}
+
+/// What the store writer does, in order: commit transitions, or tell a device that what it
+/// sent before is recorded.
+enum StoreJob {
+    Transitions(Vec<AlarmEvent>),
+    DeviceAck(DeviceAck),
+}
+
 /// Faults injected by the test suite through `PARKGUARD_TEST_FAULT`, to show that supervision
 /// and the watchdog notice them: `rules_panic:<device>` panics the rules task and
 /// `rules_stall:<device>` stalls its loop when a reading of `<device>` arrives. Never set in
@@ -291,11 +315,7 @@ pub fn restore(
     Ok(count)
 }
 
-fn publish(
-    events: Vec<AlarmEvent>,
-    store: &std::sync::mpsc::Sender<Vec<AlarmEvent>>,
-    metrics: &Metrics,
-) {
+fn publish(events: Vec<AlarmEvent>, store: &std::sync::mpsc::Sender<StoreJob>, metrics: &Metrics) {
     for e in &events {
         metrics.alarm_transitions.fetch_add(1, Ordering::Relaxed);
         match e.action {
@@ -307,7 +327,7 @@ fn publish(
             }
         }
     }
-    let _ = store.send(events);
+    let _ = store.send(StoreJob::Transitions(events));
 }
 
 /// Attempts at storing one group of transitions before it is given up (and counted).
@@ -315,14 +335,27 @@ const STORE_ATTEMPTS: u32 = 10;
 
 fn store_writer(
     mut store: Store,
-    input: std::sync::mpsc::Receiver<Vec<AlarmEvent>>,
+    input: std::sync::mpsc::Receiver<StoreJob>,
     outbox: Option<Arc<Outbox>>,
     alerts: Option<QueueLink>,
     metrics: Arc<Metrics>,
+    downlinks: Option<Arc<Downlinks>>,
 ) {
     let outbox = outbox.filter(|o| o.has_sinks());
     let mut text = String::new();
-    for events in input {
+    for job in input {
+        let events = match job {
+            StoreJob::Transitions(events) => events,
+            StoreJob::DeviceAck(ack) => {
+                if let Some(downlinks) = &downlinks {
+                    if let Err(err) = downlinks.send(&ack) {
+                        // The device retransmits; its next message is acknowledged then.
+                        warn!(topic = %ack.topic, error = %err, "Device acknowledgement not sent.");
+                    }
+                }
+                continue;
+            }
+        };
         let mut batch = None;
         if outbox.is_some() {
             // The journal's sequence numbers make each point unique and name its entry. This

@@ -257,12 +257,18 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The oldest `limit` pending deliveries of a lane, oldest first.
+    /// The first `limit` pending deliveries of a lane: urgent ones (a critical alarm raised,
+    /// escalated, annunciated again, or unacknowledged) first, then the rest, each in queue
+    /// order. An alarm's own pushes stay in order: its raise is urgent, its clear is not.
     pub fn alert_lane_head(&self, lane: &Lane, limit: usize) -> Result<Vec<Queued>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, created_ms, next_ms, attempts, notice FROM alert_delivery
              WHERE status = 'pending' AND route = ?1 AND channel = ?2 AND recipient = ?3
-             ORDER BY id LIMIT ?4",
+             ORDER BY (json_extract(notice, '$.alarm.severity') = 'critical'
+                       AND json_extract(notice, '$.event') IN
+                           ('raised', 'escalated', 'reannunciated', 'unacknowledged', 'reminder')) DESC,
+                      id
+             LIMIT ?4",
         )?;
         let rows = stmt.query_map(
             params![lane.route, lane.channel, lane.recipient, limit as i64],

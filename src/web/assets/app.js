@@ -20,7 +20,7 @@ const I18N = {
     ack_title: "确认报警", shelve_title: "搁置报警", reset_title: "复位报警", unshelve_title: "取消搁置",
     sev_critical: "紧急", sev_high: "高", sev_medium: "中", sev_low: "低",
     st_unacknowledged: "未确认", st_acknowledged: "已确认", st_returned_unacknowledged: "已恢复未确认", st_normal: "正常",
-    shelved: "已搁置", suppressed: "已屏蔽", out_of_service: "停用", latched: "锁存",
+    shelved: "已搁置", suppressed: "已屏蔽", out_of_service: "停用", latched: "锁存", silenced: "现场已消音",
     status_ok: "正常", status_alarm: "报警", status_fault: "故障", status_offline: "离线",
     status_suppressed: "屏蔽", status_unknown: "无数据",
     summary_unack: "未确认", summary_active: "活动", summary_total: "全部",
@@ -30,6 +30,7 @@ const I18N = {
     act_cleared: "恢复", act_acknowledged: "确认", act_shelved: "搁置", act_unshelved: "取消搁置",
     act_suppressed: "屏蔽", act_unsuppressed: "取消屏蔽", act_removed_from_service: "停用",
     act_returned_to_service: "恢复使用", act_reset: "复位", act_chatter_flagged: "频繁报警", act_retired: "规则移除",
+    act_silenced: "现场消音", act_reannunciated: "再次报警",
     act_unacknowledged: "超时升级", act_reminder: "提醒",
     pushes: "推送", no_pushes: "没有推送记录", push_pending: "待发送", push_delivered: "已送达", push_failed: "已放弃",
   },
@@ -50,7 +51,7 @@ const I18N = {
     ack_title: "Acknowledge alarm", shelve_title: "Shelve alarm", reset_title: "Reset alarm", unshelve_title: "Unshelve alarm",
     sev_critical: "Critical", sev_high: "High", sev_medium: "Medium", sev_low: "Low",
     st_unacknowledged: "Unacknowledged", st_acknowledged: "Acknowledged", st_returned_unacknowledged: "Returned, unacknowledged", st_normal: "Normal",
-    shelved: "shelved", suppressed: "suppressed", out_of_service: "out of service", latched: "latched",
+    shelved: "shelved", suppressed: "suppressed", out_of_service: "out of service", latched: "latched", silenced: "silenced at the device",
     status_ok: "OK", status_alarm: "Alarm", status_fault: "Fault", status_offline: "Offline",
     status_suppressed: "Suppressed", status_unknown: "No data",
     summary_unack: "Unacknowledged", summary_active: "Active", summary_total: "All",
@@ -60,6 +61,7 @@ const I18N = {
     act_cleared: "cleared", act_acknowledged: "acknowledged", act_shelved: "shelved", act_unshelved: "unshelved",
     act_suppressed: "suppressed", act_unsuppressed: "unsuppressed", act_removed_from_service: "removed from service",
     act_returned_to_service: "returned to service", act_reset: "reset", act_chatter_flagged: "chattering", act_retired: "rule removed",
+    act_silenced: "silenced at the device", act_reannunciated: "annunciated again",
     act_unacknowledged: "escalated (deadline)", act_reminder: "reminder",
     pushes: "Pushes", no_pushes: "No pushes", push_pending: "pending", push_delivered: "delivered", push_failed: "given up",
   },
@@ -270,6 +272,7 @@ function alarmRow(a) {
   const severity = a.severity || "low";
   const flags = [];
   if (a.latched) flags.push(t("latched"));
+  if (a.silenced) flags.push(t("silenced"));
   if (a.shelved_until_ms) flags.push(`${t("shelved")} ${t("until")} ${fmtTime(a.shelved_until_ms)}${a.shelve_reason ? " · " + a.shelve_reason : ""}`);
   if (a.suppressed_until_ms) flags.push(`${t("suppressed")} ${t("until")} ${fmtTime(a.suppressed_until_ms)}`);
   if (a.out_of_service) flags.push(t("out_of_service"));
@@ -286,7 +289,9 @@ function alarmRow(a) {
     }
     if (a.shelved_until_ms) {
       actions.append(el("button", { type: "button", class: "unshelve", onclick: () => openDialog("unshelve", a) }, t("unshelve")));
-    } else {
+    } else if (a.shelvable && a.severity !== "critical" && (a.state === "unacknowledged" || a.state === "acknowledged")) {
+      // Fire and gas alarms, and any alarm at a critical level, are never hidden; only an
+      // active alarm can be shelved.
       actions.append(el("button", { type: "button", class: "shelve", onclick: () => openDialog("shelve", a) }, t("shelve")));
     }
     if (a.latched) {
