@@ -190,7 +190,11 @@ async fn run() -> bool {
     let r = receipts.lock().expect("receipts");
     let mut latencies: Vec<Duration> = published
         .iter()
-        .filter_map(|(device, sent)| r.fires.get(device).map(|at| at.saturating_duration_since(*sent)))
+        .filter_map(|(device, sent)| {
+            r.fires
+                .get(device)
+                .map(|at| at.saturating_duration_since(*sent))
+        })
         .collect();
     latencies.sort();
     let missing = FIRES - latencies.len();

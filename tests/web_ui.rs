@@ -176,7 +176,11 @@ async fn operator_sees_an_alarm_live_acknowledges_it_and_a_viewer_cannot() {
         )
         .await
         .expect("count shelve buttons");
-    assert_eq!(shelve_buttons, json!(0), "no shelve button on a critical alarm");
+    assert_eq!(
+        shelve_buttons,
+        json!(0),
+        "no shelve button on a critical alarm"
+    );
     let refused = client
         .execute_async(
             "const done = arguments[arguments.length - 1]; \
@@ -188,7 +192,9 @@ async fn operator_sees_an_alarm_live_acknowledges_it_and_a_viewer_cannot() {
         .await
         .expect("shelve through the page's API helper");
     assert!(
-        refused.as_str().is_some_and(|m| m.contains("cannot be shelved")),
+        refused
+            .as_str()
+            .is_some_and(|m| m.contains("cannot be shelved")),
         "a critical alarm's shelving is refused with its reason: {refused}"
     );
 

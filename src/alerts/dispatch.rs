@@ -302,7 +302,10 @@ async fn work_lane(shared: Arc<Shared>, lane: Lane, notify: Arc<Notify>) {
         let now = (shared.clock)();
         let urgent = first.notice.urgent();
         if first.next_ms > now {
-            if !shared.pause_unless_queued(first.next_ms - now, &notify).await {
+            if !shared
+                .pause_unless_queued(first.next_ms - now, &notify)
+                .await
+            {
                 return;
             }
             continue;

@@ -874,9 +874,11 @@ fn device_ack(
     fields.push(("event".into(), state.to_string()));
     fields.push(("ts".into(), (now_ns() / 1_000_000_000).to_string()));
     let fill = |template: &str| {
-        fields.iter().fold(template.to_string(), |text, (name, value)| {
-            text.replace(&format!("{{{name}}}"), value)
-        })
+        fields
+            .iter()
+            .fold(template.to_string(), |text, (name, value)| {
+                text.replace(&format!("{{{name}}}"), value)
+            })
     };
     Some(DeviceAck {
         connection: connection.to_string(),

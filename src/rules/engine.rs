@@ -731,7 +731,10 @@ impl RuleEngine {
             if let Some(action) = inst.alarm.on_condition(level, at) {
                 // A shelved alarm that turns critical is never left hidden: it comes back
                 // before its escalation is annunciated.
-                let turned_critical = inst.alarm.level.is_some_and(|l| l.severity == Severity::Critical)
+                let turned_critical = inst
+                    .alarm
+                    .level
+                    .is_some_and(|l| l.severity == Severity::Critical)
                     && before.is_none_or(|b| b.severity != Severity::Critical);
                 if turned_critical && inst.alarm.shelved_until.is_some() {
                     inst.alarm.shelved_until = None;

@@ -16,8 +16,8 @@ use tracing::{error, info, warn};
 
 use crate::alerts::dispatch::QueueLink;
 use crate::config::AlarmKind;
-use crate::metrics::Metrics;
 use crate::ingest::downlink::Downlinks;
+use crate::metrics::Metrics;
 use crate::model::{DeviceAck, Quality, Reading, ReadingBatch, Tags, Value};
 use crate::rules::alarm::{Action, Command, CommandError, Operator};
 use crate::rules::engine::{AlarmEvent, AlarmView, Observed, RuleEngine, Target};
@@ -157,6 +157,7 @@ pub fn spawn(
         })?;
     let task = tokio::spawn(async move {
         let mut events = Vec::new();
+        let mut pending_ack: Option<DeviceAck> = None;
         let mut open = true;
         while open {
             // The loop comes round at least every `LOOP_TICK`, so that its heartbeat shows it
@@ -173,14 +174,7 @@ pub fn spawn(
                         fault.check(&batch).await;
                         engine.on_readings(&batch, now_ms(), &mut events);
                         metrics.readings_evaluated.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                        // Behind this batch's transitions in the writer's queue: the device
-                        // hears back only once they are committed.
-                        if let Some(ack) = device_ack {
-                            if !events.is_empty() {
-                                publish(std::mem::take(&mut events), &store_tx, &metrics);
-                            }
-                            let _ = store_tx.send(StoreJob::DeviceAck(ack));
-                        }
+                        pending_ack = device_ack;
                     }
                     None => open = false,
                 },
@@ -218,6 +212,11 @@ pub fn spawn(
                     }
                 }
                 publish(std::mem::take(&mut events), &store_tx, &metrics);
+            }
+            // Behind this batch's transitions in the writer's queue: the device hears back
+            // only once they are committed.
+            if let Some(ack) = pending_ack.take() {
+                let _ = store_tx.send(StoreJob::DeviceAck(ack));
             }
         }
         drop(store_tx);

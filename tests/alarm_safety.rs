@@ -1,0 +1,452 @@
+//! Alarm semantics that never hide a live fire or gas alarm, through the real daemon
+//! (mosquitto, the web API with tokens, a webhook receiver):
+//!
+//! - a smoke detector's `silenced` and `heartbeat` do not end its fire alarm: the board shows it
+//!   silenced, reset and shelving are refused (409, with the reason), `alarm_clear` ends it;
+//! - the detector is acknowledged on its downlink topic once its alarm is journaled, and again
+//!   for each retransmission;
+//! - only active alarms are shelved; device-wide commands are for technicians;
+//! - an alarm still active when shelving or out-of-service ends is annunciated again: pushed,
+//!   journaled and to be acknowledged anew.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use parkguard::config::Config;
+use parkguard::pipeline::Gateway;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use support::*;
+
+struct Site {
+    _mosquitto: Server,
+    port: u16,
+    _dir: tempfile::TempDir,
+    gateway: Gateway,
+    url: String,
+    operator: String,
+    technician: String,
+    /// Every notice the webhook received: (event, alarm key).
+    pushes: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+async fn start() -> Site {
+    let mosquitto = mosquitto();
+    let pushes = Arc::new(Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("receiver");
+    let hook_port = listener.local_addr().expect("address").port();
+    let received = Arc::clone(&pushes);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let received = Arc::clone(&received);
+            async move {
+                let doc: Value = serde_json::from_slice(&body).unwrap_or_default();
+                let mut all = received.lock().expect("pushes");
+                for n in doc["notices"].as_array().into_iter().flatten() {
+                    all.push((
+                        n["event"].as_str().unwrap_or("").to_string(),
+                        n["alarm"]["key"].as_str().unwrap_or("").to_string(),
+                    ));
+                }
+                "ok"
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let operator = parkguard::web::random_token();
+    let technician = parkguard::web::random_token();
+    let text = format!(
+        r#"{header}
+[[devices]]
+id = "s1"
+location = "l"
+profile = "nb_smoke"
+[[devices]]
+id = "m1"
+location = "l"
+profile = "adw300_json"
+
+[[rule_overrides]]
+rule = "R1"
+on_delay_s = 0
+off_delay_s = 0
+
+[[mqtt]]
+name = "park"
+host = "127.0.0.1"
+port = {port}
+client_id = "pg-alarm-safety-{port}"
+[[mqtt.subscriptions]]
+topic = "park/{{park}}/smoke/{{device}}/up"
+profile = "nb_smoke"
+[[mqtt.subscriptions]]
+topic = "park/{{park}}/meter/{{device}}/up"
+profile = "adw300_json"
+
+[alerts]
+[[alerts.channels]]
+name = "hook"
+type = "webhook"
+url = "http://127.0.0.1:{hook_port}/hook"
+[[alerts.routes]]
+name = "operators"
+channels = ["hook"]
+
+[web]
+listen = "127.0.0.1:0"
+[[web.tokens]]
+name = "duty-desk"
+role = "operator"
+token_sha256 = "{op}"
+[[web.tokens]]
+name = "electrician"
+role = "technician"
+token_sha256 = "{tech}"
+"#,
+        header = site_header("l", ""),
+        port = mosquitto.port,
+        op = parkguard::web::token_sha256_hex(&operator),
+        tech = parkguard::web::token_sha256_hex(&technician),
+    );
+    let (dir, path) = site(&text);
+    let gateway = Gateway::start(Config::load(&path).expect("site"))
+        .await
+        .expect("start");
+    wait_subscribed(&gateway, "park", 2).await;
+    let url = web_url(&gateway);
+    Site {
+        port: mosquitto.port,
+        _mosquitto: mosquitto,
+        _dir: dir,
+        gateway,
+        url,
+        operator,
+        technician,
+        pushes,
+    }
+}
+
+impl Site {
+    fn smoke(&self, event: &str) {
+        let payload = format!(r#"{{"dev":"s1","ts":{},"event":"{event}"}}"#, now_s());
+        mosquitto_pub(self.port, "park/p/smoke/s1/up", &[payload.as_bytes()]);
+    }
+
+    async fn command(&self, token: &str, body: Value) -> (StatusCode, Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/api/commands", self.url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("command");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn alarm(&self, key: &str) -> Option<Value> {
+        let all: Value = reqwest::Client::new()
+            .get(format!("{}/api/alarms", self.url))
+            .bearer_auth(&self.operator)
+            .send()
+            .await
+            .expect("alarms")
+            .json()
+            .await
+            .expect("alarms JSON");
+        all.as_array()?.iter().find(|a| a["key"] == key).cloned()
+    }
+
+    async fn wait_alarm(&self, key: &str, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(a) = self.alarm(key).await {
+                if ready(&a) {
+                    return a;
+                }
+            }
+            if Instant::now() >= deadline {
+                let all: Value = reqwest::Client::new()
+                    .get(format!("{}/api/alarms", self.url))
+                    .bearer_auth(&self.operator)
+                    .send()
+                    .await
+                    .expect("alarms")
+                    .json()
+                    .await
+                    .expect("alarms JSON");
+                let rules_view: Vec<String> = self
+                    .gateway
+                    .rules
+                    .alarms()
+                    .await
+                    .iter()
+                    .map(|a| format!("{} {:?}", a.key, a.state))
+                    .collect();
+                eprintln!("rules' own view: {rules_view:?}");
+                let m = &self.gateway.metrics;
+                panic!(
+                    "{what}: {key} not so; every alarm: {all}; received {} decoded {} evaluated {} errors {:?}",
+                    m.messages_received.load(std::sync::atomic::Ordering::Relaxed),
+                    m.readings_decoded.load(std::sync::atomic::Ordering::Relaxed),
+                    m.readings_evaluated.load(std::sync::atomic::Ordering::Relaxed),
+                    parkguard::decode::payload::DecodeErrorKind::ALL
+                        .iter()
+                        .map(|k| (k.as_str(), m.decode_errors(*k)))
+                        .filter(|(_, n)| *n > 0)
+                        .collect::<Vec<_>>()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_push(&self, event: &str, key: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !self
+            .pushes
+            .lock()
+            .expect("pushes")
+            .iter()
+            .any(|(e, k)| e == event && k == key)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no `{event}` push for {key}: {:?}",
+                self.pushes.lock().expect("pushes")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+const SMOKE: &str = "R13/s1/event";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silenced_smoke_alarm_stays_active_and_is_neither_reset_nor_shelved() {
+    let site = start().await;
+    site.smoke("alarm");
+    site.wait_alarm(SMOKE, "the fire alarm", |a| a["state"] == "unacknowledged")
+        .await;
+    site.smoke("silenced");
+    site.smoke("heartbeat");
+    let alarm = site
+        .wait_alarm(SMOKE, "silenced on the board", |a| a["silenced"] == true)
+        .await;
+    assert_eq!(alarm["state"], "unacknowledged", "still a live alarm");
+
+    let (status, answer) = site
+        .command(&site.operator, json!({"id": SMOKE, "command": "reset"}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert!(
+        answer.to_string().contains("condition is still present"),
+        "{answer}"
+    );
+    let (status, answer) = site
+        .command(
+            &site.operator,
+            json!({"id": SMOKE, "command": "shelve", "minutes": 60, "reason": "noisy"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert!(answer.to_string().contains("cannot be shelved"), "{answer}");
+
+    site.smoke("alarm_clear");
+    site.wait_alarm(SMOKE, "condition gone, latched", |a| {
+        a["state"] == "unacknowledged" && a["latched"] == true
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, answer) = site
+            .command(&site.operator, json!({"id": SMOKE, "command": "reset"}))
+            .await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reset after alarm_clear: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    site.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_detector_is_acknowledged_on_its_downlink_once_its_alarm_is_journaled() {
+    let site = start().await;
+    let program = require_binary("mosquitto_sub", "mosquitto-clients");
+    let mut sub = Command::new(program)
+        .args(["-h", "127.0.0.1", "-p", &site.port.to_string()])
+        .args([
+            "-t",
+            "park/p/smoke/s1/down",
+            "-q",
+            "1",
+            "-C",
+            "2",
+            "-W",
+            "20",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub");
+    // Subscribed before the alarm: give the subscription a moment to reach the broker, then
+    // prove it with the first acknowledgement itself.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = Instant::now();
+    site.smoke("alarm");
+    let mut lines = BufReader::new(sub.stdout.take().expect("stdout")).lines();
+    let first = tokio::task::spawn_blocking(move || {
+        let first = lines.next();
+        (first, lines)
+    })
+    .await
+    .expect("read");
+    let (first, mut lines) = first;
+    let first = first.expect("an acknowledgement").expect("line");
+    let took = sent.elapsed();
+    let ack: Value = serde_json::from_str(&first).expect("JSON acknowledgement");
+    assert_eq!(ack["cmd"], "ack");
+    assert_eq!(ack["dev"], "s1");
+    assert_eq!(ack["event"], "alarm");
+    eprintln!("alarm to device acknowledgement: {took:?}");
+    // By then the journal holds the raise.
+    let journal: Value = reqwest::Client::new()
+        .get(format!("{}/api/journal?search=R13", site.url))
+        .bearer_auth(&site.operator)
+        .send()
+        .await
+        .expect("journal")
+        .json()
+        .await
+        .expect("journal JSON");
+    assert!(
+        journal.to_string().contains("raised"),
+        "the raise is journaled: {journal}"
+    );
+    // A retransmission (the detector did not hear the first) is acknowledged again.
+    site.smoke("alarm");
+    let second = tokio::task::spawn_blocking(move || lines.next())
+        .await
+        .expect("read")
+        .expect("a second acknowledgement")
+        .expect("line");
+    assert!(second.contains("\"ack\""), "{second}");
+    let _ = sub.wait();
+    site.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_active_alarms_are_shelved_and_device_commands_are_for_technicians() {
+    let site = start().await;
+    let topic = "park/p/meter/m1/up";
+    mosquitto_pub(site.port, topic, &[meter(350.0).as_bytes()]);
+    let key = site
+        .wait_alarm("R1/m1/leakage", "the leakage alarm", |a| {
+            a["state"] == "unacknowledged"
+        })
+        .await["key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    mosquitto_pub(site.port, topic, &[meter(20.0).as_bytes()]);
+    site.wait_alarm(&key, "returned", |a| {
+        a["state"] == "returned_unacknowledged"
+    })
+    .await;
+    let (status, answer) = site
+        .command(
+            &site.operator,
+            json!({"id": key, "command": "shelve", "minutes": 60, "reason": "muting ahead"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert!(
+        answer.to_string().contains("only an active alarm"),
+        "{answer}"
+    );
+
+    let device_ack = json!({"target": "device", "id": "m1", "command": "acknowledge"});
+    let (status, _) = site.command(&site.operator, device_ack.clone()).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a whole device is a technician's"
+    );
+    let (status, answer) = site.command(&site.technician, device_ack).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    site.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_still_active_when_shelving_or_out_of_service_ends_is_annunciated_again() {
+    let site = start().await;
+    mosquitto_pub(site.port, "park/p/meter/m1/up", &[meter(350.0).as_bytes()]);
+    let key = "R1/m1/leakage";
+    site.wait_alarm(key, "the leakage alarm", |a| a["state"] == "unacknowledged")
+        .await;
+    let (status, answer) = site
+        .command(&site.operator, json!({"id": key, "command": "acknowledge"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    // Shelved for three seconds: when it ends, the alarm (still at 350 mA) comes back.
+    let (status, answer) = site
+        .command(
+            &site.operator,
+            json!({"id": key, "command": "shelve", "minutes": 0.05, "reason": "electrician on the way"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    site.wait_push("reannunciated", key).await;
+    let alarm = site
+        .wait_alarm(key, "to be acknowledged anew", |a| {
+            a["state"] == "unacknowledged"
+        })
+        .await;
+    assert!(alarm["shelved_until_ms"].is_null());
+
+    // Out of service for three seconds (a technician's command): the same when it ends.
+    let (status, answer) = site
+        .command(
+            &site.technician,
+            json!({"id": key, "command": "remove_from_service", "minutes": 0.05}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let pushes_before = site
+        .pushes
+        .lock()
+        .expect("pushes")
+        .iter()
+        .filter(|(e, k)| e == "reannunciated" && k == key)
+        .count();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = site
+            .pushes
+            .lock()
+            .expect("pushes")
+            .iter()
+            .filter(|(e, k)| e == "reannunciated" && k == key)
+            .count();
+        if now > pushes_before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no re-annunciation after out of service"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    site.gateway.shutdown().await;
+}
