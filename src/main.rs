@@ -808,6 +808,11 @@ fn check(file: &std::path::Path, print_plan: bool) -> ExitCode {
             for warning in config.warnings() {
                 eprintln!("warning: {warning}");
             }
+            if let Some(alerts) = &config.site.alerts {
+                for line in alerts.escalation_summary() {
+                    println!("{line}");
+                }
+            }
             println!(
                 "{}: valid ({} devices, {} profiles, {} MQTT connections, {} InfluxDB sinks)",
                 file.display(),

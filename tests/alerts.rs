@@ -429,6 +429,46 @@ channels = ["fire-hook"]
     )
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_escalation_reaches_a_route_only_with_what_that_route_selects() {
+    let port = support::free_port();
+    let inbox = Inbox::default();
+    let _receiver = receiver(port, inbox.clone()).await;
+    let base = format!("http://127.0.0.1:{port}");
+    // The fire department's route selects smoke and gas at critical: an unacknowledged high
+    // gas alarm of the duty room is not escalated to it.
+    let (_dir, path) = park_site(&operators_and_fire_department(
+        &base,
+        "ack_deadline_s = 300\nescalate_to = \"fire-department\"\n",
+    ));
+    let clock = tokio_clock(START_MS);
+    let mut park = Park::open(&path, Arc::clone(&clock));
+    park.feed("gas-1", "lel", Value::Float(30.0));
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    park.tick();
+    until("raised at the operators", Duration::from_secs(5), || {
+        events_of(&inbox.at("/ops")).len() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(400)).await;
+    park.tick();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        inbox.at("/fire").is_empty(),
+        "a high gas alarm escalated to the fire department: {:?}",
+        events_of(&inbox.at("/fire"))
+    );
+    // A smoke alarm (critical, R13) is the fire department's at once.
+    smoke_alarm(&mut park, "smoke-1");
+    until(
+        "the smoke alarm at the fire department",
+        Duration::from_secs(5),
+        || !inbox.at("/fire").is_empty(),
+    )
+    .await;
+    park.stop().await;
+}
+
 fn smoke_alarm(park: &mut Park, device: &str) {
     park.feed(device, "event", Value::Text(Arc::from("alarm")));
 }
@@ -655,9 +695,12 @@ async fn escalation_at_the_deadline_not_after_acknowledgement_and_gas_level_2_at
     let inbox = Inbox::default();
     let _receiver = receiver(port, inbox.clone()).await;
     let base = format!("http://127.0.0.1:{port}");
+    // The duty room escalates to the park's manager, an escalation-only route that takes
+    // everything (its pushes land on the same receiver as the fire department's here).
     let (_dir, path) = park_site(&operators_and_fire_department(
         &base,
-        "ack_deadline_s = 300\nescalate_to = \"fire-department\"\nremind_every_s = 120\n",
+        "ack_deadline_s = 300\nescalate_to = \"manager\"\nremind_every_s = 120\n\
+         [[alerts.routes]]\nname = \"manager\"\nescalation_only = true\nchannels = [\"fire-hook\"]\n",
     ));
     let clock = tokio_clock(START_MS);
     let mut park = Park::open(&path, Arc::clone(&clock));
@@ -767,8 +810,9 @@ rate_limit = {{ max = 2, per_s = 60 }}
         inbox.all().len() == 1
     })
     .await;
+    // High, not critical: critical pushes are never digested (they go alone, at once).
     for device in ["gas-1", "gas-2", "gas-3"] {
-        park.feed(device, "lel", Value::Float(60.0));
+        park.feed(device, "lel", Value::Float(30.0));
     }
     tokio::time::sleep(Duration::from_millis(3100)).await;
     park.tick();

@@ -581,3 +581,95 @@ fn journal_verify_finds_an_edited_a_removed_and_a_truncated_entry() {
         "a removed last entry is found by the head"
     );
 }
+
+#[test]
+fn chatter_of_a_delayed_rule_is_flagged_and_cleared_after_a_calm_period() {
+    // R1 needs 10 s above 200 mA to raise and 30 s below to clear: a cycle takes 40 s, so
+    // four activations can never fit in one minute. The window fits the rule: 4 cycles.
+    let (mut engine, _dir) = engine("");
+    let mut events = Vec::new();
+    let mut t = 0;
+    for _ in 0..4 {
+        for _ in 0..11 {
+            events.extend(feed(&mut engine, leak(250.0), t));
+            t += 1_000;
+        }
+        for _ in 0..31 {
+            events.extend(feed(&mut engine, leak(20.0), t));
+            t += 1_000;
+        }
+    }
+    let raises = events
+        .iter()
+        .filter(|e| e.key.as_ref() == "R1/m1/leakage" && e.action == Action::Raised)
+        .count();
+    assert_eq!(raises, 4, "{:#?}", summary(&events));
+    assert!(
+        events.iter().any(|e| e.action == Action::ChatterFlagged),
+        "four activations in {} s of a 40 s-cycle rule are chatter",
+        t / 1000
+    );
+    assert!(engine.alarm("R1/m1/leakage").expect("alarm").chattering);
+    // Calm for two windows (2 x 160 s): no longer flagged, the deadband back to normal.
+    let mut out = Vec::new();
+    engine.tick(t + 2 * 160_000 + 1_000, &mut out);
+    assert!(
+        out.iter().any(|e| e.action == Action::ChatterCleared),
+        "{:#?}",
+        summary(&out)
+    );
+    assert!(!engine.alarm("R1/m1/leakage").expect("alarm").chattering);
+}
+
+#[test]
+fn a_latched_gas_alarm_keeps_level_2_when_the_gas_returns_only_to_a_pre_alarm() {
+    let (mut engine, _dir) = engine("");
+    let lel = |v: f64| reading("g1", "gas_detector_lel", "lel", Value::Float(v));
+    for t in (0..=4_000).step_by(1000) {
+        feed(&mut engine, lel(55.0), t);
+    }
+    let key = "R11/g1/lel";
+    assert_eq!(
+        engine.alarm(key).expect("alarm").severity,
+        Some(Severity::Critical)
+    );
+    // Gone (30 s off-delay), then back at 12 %LEL: still the level 2 alarm, not a pre-alarm.
+    for t in (5_000..=40_000).step_by(1000) {
+        feed(&mut engine, lel(0.0), t);
+    }
+    for t in (41_000..=50_000).step_by(1000) {
+        feed(&mut engine, lel(12.0), t);
+    }
+    let alarm = engine.alarm(key).expect("alarm");
+    assert_eq!(alarm.severity, Some(Severity::Critical), "{alarm:?}");
+    assert!(alarm.latched);
+}
+
+#[test]
+fn an_override_of_a_scaled_rule_is_in_the_rules_own_units() {
+    // R7 speaks multiples of the rated current (100 A here): an override `critical = 1.1`
+    // means 110 A, not 1.1 A.
+    let (mut engine, _dir) =
+        engine("[[rule_overrides]]\nrule = \"R7\"\ndevice = \"m1\"\nat = { critical = 1.1 }\n");
+    let ia = |v: f64| reading("m1", "adw300_json", "ia", Value::Float(v));
+    let mut events = Vec::new();
+    for t in (0..=12_000).step_by(1000) {
+        events.extend(feed(&mut engine, ia(105.0), t));
+    }
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.rule.as_ref() == "R7" && e.severity == Severity::Critical),
+        "105 A is below 1.1 In: {:#?}",
+        summary(&events)
+    );
+    for t in (13_000..=25_000).step_by(1000) {
+        events.extend(feed(&mut engine, ia(115.0), t));
+    }
+    let critical = events
+        .iter()
+        .find(|e| e.rule.as_ref() == "R7" && e.severity == Severity::Critical)
+        .expect("115 A is over 1.1 In");
+    let threshold = critical.threshold.expect("threshold");
+    assert!((threshold - 110.0).abs() < 1e-9, "{threshold}");
+}

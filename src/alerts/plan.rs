@@ -385,6 +385,12 @@ impl Router {
                 let Some(next) = route.escalate_to.as_deref().and_then(|n| self.route(n)) else {
                     return plan;
                 };
+                // A route takes by escalation only what it would select itself: the fire
+                // department's route (smoke and gas level 2) gets no overvoltage. An
+                // `escalation_only` route selects by its filters too (none: everything).
+                if !route_matches(next, info) {
+                    return plan;
+                }
                 let notice = Notice {
                     event: "unacknowledged".into(),
                     at_ms: now_ms,

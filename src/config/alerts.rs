@@ -213,7 +213,9 @@ pub struct RouteConfig {
     /// escalated to `escalate_to`.
     #[serde(default = "default_ack_deadline_s")]
     pub ack_deadline_s: u64,
-    /// Route (by name) told when `ack_deadline_s` passes without an acknowledgement.
+    /// Route (by name) told when `ack_deadline_s` passes without an acknowledgement, for the
+    /// alarms that route selects by its own filters (severities, rules, kinds, places);
+    /// others stop here. `parkguard check` prints what each chain can carry.
     #[serde(default)]
     pub escalate_to: Option<String>,
     /// Seconds between reminders of a standing unacknowledged alarm; 0: no reminders.
@@ -430,6 +432,61 @@ pub fn validate(
                 at("kinds"),
                 "events are never pushed (they need nobody's action)".into(),
             );
+        }
+    }
+}
+
+impl AlertsConfig {
+    /// One line per escalation step: which route escalates to which, after how long, and what
+    /// the target takes (its own selection), for `parkguard check`.
+    pub fn escalation_summary(&self) -> Vec<String> {
+        self.routes
+            .iter()
+            .filter_map(|r| {
+                let to = self
+                    .routes
+                    .iter()
+                    .find(|t| Some(&t.name) == r.escalate_to.as_ref())?;
+                Some(format!(
+                    "route {} escalates alarms unacknowledged for {} s to {}, which takes {}",
+                    r.name,
+                    r.ack_deadline_s,
+                    to.name,
+                    to.selection()
+                ))
+            })
+            .collect()
+    }
+}
+
+impl RouteConfig {
+    /// Its filters in words: "every alarm", or e.g. "severities critical; rules R13, R11".
+    pub fn selection(&self) -> String {
+        let mut parts = Vec::new();
+        let list = |name: &str, items: Vec<String>| {
+            (!items.is_empty()).then(|| format!("{name} {}", items.join(", ")))
+        };
+        parts.extend(list(
+            "severities",
+            self.severities
+                .iter()
+                .map(|s| s.as_str().to_string())
+                .collect(),
+        ));
+        parts.extend(list(
+            "kinds",
+            self.kinds.iter().map(|k| k.as_str().to_string()).collect(),
+        ));
+        parts.extend(list("device kinds", self.device_kinds.clone()));
+        parts.extend(list("rules", self.rules.clone()));
+        parts.extend(list("parks", self.parks.clone()));
+        parts.extend(list("enterprises", self.enterprises.clone()));
+        parts.extend(list("locations", self.locations.clone()));
+        parts.extend(list("devices", self.devices.clone()));
+        if parts.is_empty() {
+            "every alarm".to_string()
+        } else {
+            format!("only alarms of {}", parts.join("; "))
         }
     }
 }

@@ -309,7 +309,9 @@ pub struct RuleOverride {
     pub on_delay_s: Option<f64>,
     #[serde(default)]
     pub off_delay_s: Option<f64>,
-    /// New thresholds by severity, e.g. `at = { low = 150, high = 250 }`.
+    /// New thresholds by severity, e.g. `at = { low = 150, high = 250 }`, in the rule's own
+    /// units: for a rule scaled by a device parameter (`per`), multiples of it (R7:
+    /// `high = 1.1` is 1.1 times the rated current). `deadband` likewise.
     #[serde(default)]
     pub at: BTreeMap<Severity, f64>,
 }

@@ -53,6 +53,8 @@ pub enum Action {
     ReturnedToService,
     Reset,
     ChatterFlagged,
+    /// A chattering alarm has been calm for a while: no longer flagged.
+    ChatterCleared,
     /// Its rule no longer exists (configuration changed).
     Retired,
     /// The device silenced its sounder (消音): the alarm stays active.
@@ -79,6 +81,7 @@ impl Action {
             Action::ReturnedToService => "returned_to_service",
             Action::Reset => "reset",
             Action::ChatterFlagged => "chatter_flagged",
+            Action::ChatterCleared => "chatter_cleared",
             Action::Retired => "retired",
             Action::Silenced => "silenced",
             Action::Reannunciated => "reannunciated",

@@ -21,9 +21,20 @@ pub const FLOOD_START: usize = 10;
 /// ... and it ends when the window holds fewer than this.
 pub const FLOOD_END: usize = 5;
 pub const FLOOD_WINDOW_MS: Ms = 10 * 60 * 1000;
-/// Chatter: more than this many activations of one alarm in `CHATTER_WINDOW_MS`.
+/// Chatter: more than this many activations of one alarm within its chatter window, which is
+/// `CHATTER_WINDOW_MS`, or enough whole raise-and-clear cycles of a delayed rule to hold that
+/// many activations (R1 needs 40 s a cycle: its window is 4 x 40 s).
 pub const CHATTER_ACTIVATIONS: usize = 3;
 pub const CHATTER_WINDOW_MS: Ms = 60 * 1000;
+/// A chattering alarm that stays calm (no activation) for this many windows is no longer
+/// flagged, and its deadband returns to normal.
+pub const CHATTER_CALM_WINDOWS: Ms = 2;
+
+/// The chatter window of a rule bound with these delays.
+fn chatter_window(on_delays: &[Ms], off_delays: &[Ms]) -> Ms {
+    let cycle = on_delays.first().copied().unwrap_or(0) + off_delays.first().copied().unwrap_or(0);
+    CHATTER_WINDOW_MS.max(cycle.saturating_mul(CHATTER_ACTIVATIONS as Ms + 1))
+}
 
 /// The value that caused a transition, for the journal and the alarm point.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -189,6 +200,22 @@ struct Instance {
     activations: VecDeque<Ms>,
     deadband_factor: f64,
     scheduled: Option<Ms>,
+}
+
+impl Instance {
+    /// When a chattering alarm will have been calm long enough to be unflagged.
+    fn calm_at(&self) -> Option<Ms> {
+        if !self.alarm.chattering {
+            return None;
+        }
+        let window = chatter_window(&self.settings.on_delays, &self.settings.off_delays);
+        let last = self
+            .activations
+            .back()
+            .copied()
+            .unwrap_or(self.alarm.changed_at);
+        Some(last + CHATTER_CALM_WINDOWS * window)
+    }
 }
 
 struct Device {
@@ -763,6 +790,9 @@ impl RuleEngine {
     fn reschedule(&mut self, i: usize) {
         let inst = &self.instances[i];
         let mut next = inst.alarm.deadline();
+        if let Some(t) = inst.calm_at() {
+            next = Some(next.map_or(t, |n: Ms| n.min(t)));
+        }
         for (k, f) in inst.filters.iter().enumerate() {
             if let Some(t) = f.deadline(inst.settings.on_delays[k], inst.settings.off_delays[k]) {
                 next = Some(next.map_or(t, |n: Ms| n.min(t)));
@@ -833,6 +863,13 @@ impl RuleEngine {
         for action in inst.alarm.tick(now) {
             self.emit(i, action, now, Some(Operator::system()), out);
             self.reannunciate_after(i, action, now, out);
+        }
+        if self.instances[i].calm_at().is_some_and(|t| t <= now) {
+            let inst = &mut self.instances[i];
+            inst.alarm.chattering = false;
+            inst.deadband_factor = 1.0;
+            inst.activations.clear();
+            out.push(self.event(i, Action::ChatterCleared, now, None, false));
         }
         let inst = &mut self.instances[i];
         if let Evaluation::Silence { after } = inst.evaluation {
@@ -964,12 +1001,9 @@ impl RuleEngine {
                 extra.push(self.flood_event(&park, true, at));
             }
             let inst = &mut self.instances[i];
+            let window = chatter_window(&inst.settings.on_delays, &inst.settings.off_delays);
             inst.activations.push_back(at);
-            while inst
-                .activations
-                .front()
-                .is_some_and(|t| at - t > CHATTER_WINDOW_MS)
-            {
+            while inst.activations.front().is_some_and(|t| at - t > window) {
                 inst.activations.pop_front();
             }
             if !inst.alarm.chattering && inst.activations.len() > CHATTER_ACTIVATIONS {
@@ -1253,8 +1287,10 @@ fn bind(
         if let Some(e) = o.enabled {
             enabled = e;
         }
+        // Overrides speak the rule's own units: for a rule scaled by a device parameter
+        // (R7: multiples of the rated current), `at = 1.1` means 1.1 In, as in the rule.
         if let Some(d) = o.deadband {
-            deadband = d;
+            deadband = d * scale;
         }
         if let Some(d) = o.on_delay_s {
             on_delay = d;
@@ -1264,7 +1300,7 @@ fn bind(
         }
         for (k, level) in rule.levels.iter().enumerate() {
             if let (Some(at), Some(slot)) = (o.at.get(&level.severity), ats.get_mut(k)) {
-                *slot = *at;
+                *slot = *at * scale;
             }
         }
     }
