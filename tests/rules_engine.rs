@@ -673,3 +673,58 @@ fn an_override_of_a_scaled_rule_is_in_the_rules_own_units() {
     let threshold = critical.threshold.expect("threshold");
     assert!((threshold - 110.0).abs() < 1e-9, "{threshold}");
 }
+
+#[test]
+fn span_gas_during_calibration_is_suppressed_by_design_and_comes_back_if_still_there() {
+    let (mut engine, _dir) = engine("");
+    let g = |q: &str, v: Value| reading("g1", "gas_detector_lel", q, v);
+    let text = |s: &str| Value::Text(Arc::from(s));
+    let mut events = Vec::new();
+    // The calibration state arrives in the same message as the span gas, after it.
+    for t in (0..=4_000).step_by(1000) {
+        engine.tick(t, &mut events);
+        engine.on_readings(
+            &[
+                g("lel", Value::Float(55.0)),
+                g("status", text("calibration")),
+            ],
+            t,
+            &mut events,
+        );
+    }
+    let raised: Vec<_> = events
+        .iter()
+        .filter(|e| e.key.as_ref() == "R11/g1/lel" && e.action == Action::Raised)
+        .collect();
+    assert_eq!(raised.len(), 1, "{:#?}", summary(&events));
+    assert!(
+        !raised[0].annunciated,
+        "evaluated and journaled, not pushed"
+    );
+    assert_eq!(
+        engine
+            .alarm("R11/g1/lel")
+            .expect("alarm")
+            .maintenance
+            .as_deref(),
+        Some("calibration")
+    );
+    // Calibration ends with the gas still there: annunciated again, to be acknowledged.
+    let mut out = Vec::new();
+    engine.tick(5_000, &mut out);
+    engine.on_readings(
+        &[g("lel", Value::Float(55.0)), g("status", text("normal"))],
+        5_000,
+        &mut out,
+    );
+    assert!(
+        out.iter()
+            .any(|e| e.key.as_ref() == "R11/g1/lel" && e.action == Action::Reannunciated),
+        "{:#?}",
+        summary(&out)
+    );
+    assert_eq!(
+        engine.alarm("R11/g1/lel").expect("alarm").state,
+        AlarmState::Unacknowledged
+    );
+}

@@ -830,6 +830,22 @@ pub struct Profile {
     /// devices that retransmit an alarm until acknowledged.
     #[serde(default)]
     pub ack: Option<DeviceAckConfig>,
+    /// Device states in which its readings are not real (a gas detector warming up or being
+    /// calibrated with span gas, a self-test): while one holds, the device's alarms are
+    /// suppressed by design (evaluated, journaled and shown, not pushed), and they end by
+    /// themselves when the state does; an alarm still active then is annunciated again.
+    #[serde(default)]
+    pub maintenance: Vec<MaintenanceState>,
+}
+
+/// One quantity of `[[maintenance]]`: a text state among `states`, or a flag that is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceState {
+    pub quantity: String,
+    /// For text quantities: the states that mean maintenance. Empty: the quantity is a flag.
+    #[serde(default)]
+    pub states: Vec<String>,
 }
 
 /// `[ack]` of a profile: once a message whose `quantity` is one of `states` is durably

@@ -201,6 +201,10 @@ pub struct Alarm {
     /// The device silenced its sounder (消音) while the alarm is active.
     #[serde(default)]
     pub silenced: bool,
+    /// Suppressed by design: the device is in a maintenance state (calibration, warm-up,
+    /// self-test), named here. Ends with that state.
+    #[serde(default)]
+    pub maintenance: Option<String>,
 }
 
 /// Out of service without an end given lasts this long.
@@ -224,6 +228,7 @@ impl Default for Alarm {
             out_of_service_until: None,
             chattering: false,
             silenced: false,
+            maintenance: None,
         }
     }
 }
@@ -243,11 +248,31 @@ impl Alarm {
             && self.shelved_until.is_none()
             && self.suppressed_until.is_none()
             && !self.out_of_service
+            && self.maintenance.is_none()
     }
 
     /// Shown and pushed to people: not shelved, suppressed or out of service.
     pub fn annunciated(&self) -> bool {
-        self.shelved_until.is_none() && self.suppressed_until.is_none() && !self.out_of_service
+        self.shelved_until.is_none()
+            && self.suppressed_until.is_none()
+            && !self.out_of_service
+            && self.maintenance.is_none()
+    }
+
+    /// The device entered (`Some(state)`) or left (`None`) a maintenance state.
+    pub fn set_maintenance(&mut self, state: Option<&str>, now: Ms) -> Option<Action> {
+        let entering = state.is_some() && self.maintenance.is_none();
+        let leaving = state.is_none() && self.maintenance.is_some();
+        self.maintenance = state.map(str::to_string);
+        if !(entering || leaving) {
+            return None;
+        }
+        self.changed_at = now;
+        Some(if entering {
+            Action::Suppressed
+        } else {
+            Action::Unsuppressed
+        })
     }
 
     /// The condition's new level (`None`: the condition is gone), from the level filters.

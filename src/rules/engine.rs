@@ -126,6 +126,8 @@ pub struct AlarmView {
     pub suppressed_until_ms: Option<Ms>,
     pub out_of_service: bool,
     pub out_of_service_until_ms: Option<Ms>,
+    /// Suppressed by design: the device's maintenance state (calibration, warm-up, ...).
+    pub maintenance: Option<String>,
     pub chattering: bool,
     /// The device silenced its sounder (消音); the alarm is still active.
     pub silenced: bool,
@@ -221,6 +223,12 @@ impl Instance {
 struct Device {
     tags: Arc<Tags>,
     last_seen: Option<Ms>,
+    /// The profile's maintenance states: quantity -> states (empty: a flag).
+    maintenance_states: Vec<(Arc<str>, Vec<String>)>,
+    /// The maintenance state each of those quantities is in now.
+    in_maintenance: Vec<Option<String>>,
+    /// Its alarm instances.
+    instances: Vec<usize>,
     /// Instances fed by each quantity, with the input slot for derived ones.
     by_quantity: HashMap<Arc<str>, Arc<[(usize, u8)]>>,
     /// Instances fed by every reading of the device (comm loss, silence).
@@ -345,6 +353,18 @@ impl RuleEngine {
         self.devices.push(Device {
             tags: Arc::new(tags.clone()),
             last_seen: None,
+            maintenance_states: config
+                .profiles
+                .get(&device.profile)
+                .map(|p| {
+                    p.maintenance
+                        .iter()
+                        .map(|m| (Arc::from(m.quantity.as_str()), m.states.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            in_maintenance: Vec::new(),
+            instances: Vec::new(),
             by_quantity: HashMap::new(),
             every_reading: Vec::new(),
         });
@@ -443,6 +463,7 @@ impl RuleEngine {
                 Arc::from(format!("{}/{}/{}", rule.id, device.tags.device, source))
             };
             let i = self.instances.len();
+            self.devices[d].instances.push(i);
             self.instances.push(Instance {
                 key: Arc::clone(&key),
                 settings: bound.clone(),
@@ -542,6 +563,15 @@ impl RuleEngine {
 
     /// Evaluates readings received at `now`.
     pub fn on_readings(&mut self, readings: &[Reading], now: Ms, out: &mut Vec<AlarmEvent>) {
+        // Maintenance states first: span gas in the same message as `calibration` must not
+        // raise a real alarm.
+        for reading in readings {
+            if let Some(&d) = self.device_index.get(reading.tags.device.as_str()) {
+                if !self.devices[d].maintenance_states.is_empty() {
+                    self.on_maintenance_reading(d, reading, now, out);
+                }
+            }
+        }
         let mut last_device: Option<usize> = None;
         for reading in readings {
             let Some(&d) = self.device_index.get(reading.tags.device.as_str()) else {
@@ -562,6 +592,57 @@ impl RuleEngine {
             let fed = Arc::clone(fed);
             for &(i, slot) in fed.iter() {
                 self.on_value(i, slot, reading, now, out);
+            }
+        }
+    }
+
+    fn on_maintenance_reading(
+        &mut self,
+        d: usize,
+        reading: &Reading,
+        now: Ms,
+        out: &mut Vec<AlarmEvent>,
+    ) {
+        let device = &mut self.devices[d];
+        let Some(k) = device
+            .maintenance_states
+            .iter()
+            .position(|(q, _)| **q == *reading.quantity)
+        else {
+            return;
+        };
+        let states = &device.maintenance_states[k].1;
+        let state = match &reading.value {
+            Value::Text(t) if states.iter().any(|s| **s == **t) => Some(t.to_string()),
+            Value::Bool(true) if states.is_empty() => Some(reading.quantity.to_string()),
+            Value::Int(v) if *v != 0 && states.is_empty() => Some(reading.quantity.to_string()),
+            _ => None,
+        };
+        device
+            .in_maintenance
+            .resize(device.maintenance_states.len(), None);
+        device.in_maintenance[k] = state;
+        let now_in = device.in_maintenance.iter().flatten().next().cloned();
+        // Every time, not only on a change: after a restart the alarms remember a
+        // maintenance state the device may have left meanwhile.
+        for k in 0..self.devices[d].instances.len() {
+            let i = self.devices[d].instances[k];
+            if self.instances[i].alarm.maintenance == now_in {
+                continue;
+            }
+            if let Some(action) = self.instances[i]
+                .alarm
+                .set_maintenance(now_in.as_deref(), now)
+            {
+                let operator = Operator {
+                    name: "system".into(),
+                    comment: Some(match &now_in {
+                        Some(state) => format!("device in maintenance state `{state}`"),
+                        None => "device maintenance state ended".into(),
+                    }),
+                };
+                self.emit(i, action, now, Some(operator), out);
+                self.reannunciate_after(i, action, now, out);
             }
         }
     }
@@ -1172,6 +1253,7 @@ impl RuleEngine {
             suppressed_until_ms: a.suppressed_until,
             out_of_service: a.out_of_service,
             out_of_service_until_ms: a.out_of_service_until,
+            maintenance: a.maintenance.clone(),
             chattering: a.chattering,
             silenced: a.silenced,
             shelvable: rule.shelvable,

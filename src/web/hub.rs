@@ -55,8 +55,10 @@ pub fn device_status<'a>(alarms: impl Iterator<Item = &'a AlarmView>, seen: bool
         DeviceStatus::Offline => 4,
     };
     for a in alarms {
-        let hidden =
-            a.shelved_until_ms.is_some() || a.suppressed_until_ms.is_some() || a.out_of_service;
+        let hidden = a.shelved_until_ms.is_some()
+            || a.suppressed_until_ms.is_some()
+            || a.out_of_service
+            || a.maintenance.is_some();
         let active = matches!(
             a.state,
             AlarmState::Unacknowledged | AlarmState::Acknowledged
@@ -86,6 +88,7 @@ fn is_normal(a: &AlarmView) -> bool {
         && a.shelved_until_ms.is_none()
         && a.suppressed_until_ms.is_none()
         && !a.out_of_service
+        && a.maintenance.is_none()
 }
 
 /// One server-sent event, serialized once for every client.
@@ -253,6 +256,7 @@ mod tests {
             suppressed_until_ms: None,
             out_of_service: false,
             out_of_service_until_ms: None,
+            maintenance: None,
             chattering: false,
             silenced: false,
             shelvable: true,

@@ -20,7 +20,7 @@ const I18N = {
     ack_title: "确认报警", shelve_title: "搁置报警", reset_title: "复位报警", unshelve_title: "取消搁置",
     sev_critical: "紧急", sev_high: "高", sev_medium: "中", sev_low: "低",
     st_unacknowledged: "未确认", st_acknowledged: "已确认", st_returned_unacknowledged: "已恢复未确认", st_normal: "正常",
-    shelved: "已搁置", suppressed: "已屏蔽", out_of_service: "停用", latched: "锁存", silenced: "现场已消音",
+    shelved: "已搁置", suppressed: "已屏蔽", out_of_service: "停用", latched: "锁存", silenced: "现场已消音", maintenance: "设备维护中",
     status_ok: "正常", status_alarm: "报警", status_fault: "故障", status_offline: "离线",
     status_suppressed: "屏蔽", status_unknown: "无数据",
     summary_unack: "未确认", summary_active: "活动", summary_total: "全部",
@@ -51,7 +51,7 @@ const I18N = {
     ack_title: "Acknowledge alarm", shelve_title: "Shelve alarm", reset_title: "Reset alarm", unshelve_title: "Unshelve alarm",
     sev_critical: "Critical", sev_high: "High", sev_medium: "Medium", sev_low: "Low",
     st_unacknowledged: "Unacknowledged", st_acknowledged: "Acknowledged", st_returned_unacknowledged: "Returned, unacknowledged", st_normal: "Normal",
-    shelved: "shelved", suppressed: "suppressed", out_of_service: "out of service", latched: "latched", silenced: "silenced at the device",
+    shelved: "shelved", suppressed: "suppressed", out_of_service: "out of service", latched: "latched", silenced: "silenced at the device", maintenance: "device in maintenance",
     status_ok: "OK", status_alarm: "Alarm", status_fault: "Fault", status_offline: "Offline",
     status_suppressed: "Suppressed", status_unknown: "No data",
     summary_unack: "Unacknowledged", summary_active: "Active", summary_total: "All",
@@ -210,7 +210,7 @@ function connectEvents() {
 }
 
 function isNormal(a) {
-  return a.state === "normal" && !a.shelved_until_ms && !a.suppressed_until_ms && !a.out_of_service;
+  return a.state === "normal" && !a.shelved_until_ms && !a.suppressed_until_ms && !a.out_of_service && !a.maintenance;
 }
 
 function applyAlarm(alarm) {
@@ -227,7 +227,7 @@ async function loadAlarms() {
 }
 
 function isHidden(a) {
-  return !!(a.shelved_until_ms || a.suppressed_until_ms || a.out_of_service);
+  return !!(a.shelved_until_ms || a.suppressed_until_ms || a.out_of_service || a.maintenance);
 }
 
 function sortedAlarms() {
@@ -273,6 +273,7 @@ function alarmRow(a) {
   const flags = [];
   if (a.latched) flags.push(t("latched"));
   if (a.silenced) flags.push(t("silenced"));
+  if (a.maintenance) flags.push(`${t("maintenance")} (${a.maintenance})`);
   if (a.shelved_until_ms) flags.push(`${t("shelved")} ${t("until")} ${fmtTime(a.shelved_until_ms)}${a.shelve_reason ? " · " + a.shelve_reason : ""}`);
   if (a.suppressed_until_ms) flags.push(`${t("suppressed")} ${t("until")} ${fmtTime(a.suppressed_until_ms)}`);
   if (a.out_of_service) flags.push(t("out_of_service"));
