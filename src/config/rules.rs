@@ -15,7 +15,7 @@ pub struct RuleSetFile {
     pub rules: Vec<RuleConfig>,
 }
 
-/// How urgent an alarm is; decides routing (DOMAIN.md 7): critical goes to the fire
+/// How urgent an alarm is; decides routing (docs/domain.md): critical goes to the fire
 /// department, high to park operators, medium to maintenance, low to the dashboard.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,

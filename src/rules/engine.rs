@@ -1088,7 +1088,7 @@ impl RuleEngine {
                 inst.activations.pop_front();
             }
             if !inst.alarm.chattering && inst.activations.len() > CHATTER_ACTIVATIONS {
-                // Flagged as a bad actor; its deadband doubles (DOMAIN.md 7).
+                // Flagged as a bad actor; its deadband doubles (docs/domain.md, section 3).
                 inst.alarm.chattering = true;
                 inst.deadband_factor = 2.0;
                 extra.push(self.event(i, Action::ChatterFlagged, at, None, false));
