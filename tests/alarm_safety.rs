@@ -450,3 +450,53 @@ async fn an_alarm_still_active_when_shelving_or_out_of_service_ends_is_annunciat
     }
     site.gateway.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detectors_own_alarm_reaches_the_board_even_below_the_gateways_threshold() {
+    use parkguard::decode::registers::Area;
+    use parkguard::sim::modbus::SimulatedBus;
+    let bus = SimulatedBus::new([1, 2]);
+    let detector = bus.unit(1).expect("unit 1");
+    // 210 mA: under the gateway's 300 mA, over the detector's own 200 mA set-point; its
+    // status says leak alarm (bit 0).
+    detector.set_words(Area::Holding, 0, &[210]);
+    detector.set_words(Area::Holding, 8, &[0x0001]);
+    let gas = bus.unit(2).expect("unit 2");
+    // 8 %LEL as the float the detector also reports (CDAB), but its own status is level 2.
+    gas.set_words(Area::Holding, 3, &[2]);
+    gas.set_words(Area::Holding, 8, &[0x0000, 0x4100]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(bus.serve_tcp(listener));
+    let text = format!(
+        "{header}[[devices]]\nid = \"d1\"\nlocation = \"l\"\nprofile = \"arcm_combo_detector\"\n\
+         [[devices]]\nid = \"g1\"\nlocation = \"l\"\nprofile = \"gas_detector_lel\"\n\
+         [[modbus]]\nname = \"rs485-1\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:{port}\"\ntimeout_ms = 500\n\
+         [[modbus.units]]\ndevice = \"d1\"\nunit_id = 1\n[[modbus.units]]\ndevice = \"g1\"\nunit_id = 2\n",
+        header = site_header("l", ""),
+    );
+    let (_dir, path) = site(&text);
+    let gateway = Gateway::start(Config::load(&path).unwrap_or_else(|p| panic!("{p:#?}")))
+        .await
+        .expect("start");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let alarms = gateway.rules.alarms().await;
+        let leak = alarms.iter().find(|a| a.key == "R1/d1/leak");
+        let lel = alarms.iter().find(|a| a.key == "R11/g1/lel");
+        if let (Some(leak), Some(lel)) = (leak, lel) {
+            assert_eq!(leak.severity, Some(parkguard::config::Severity::High));
+            assert_eq!(lel.severity, Some(parkguard::config::Severity::Critical));
+            assert!(lel.latched);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the detectors' own alarms on the board: {alarms:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gateway.shutdown().await;
+}

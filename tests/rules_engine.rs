@@ -728,3 +728,99 @@ fn span_gas_during_calibration_is_suppressed_by_design_and_comes_back_if_still_t
         AlarmState::Unacknowledged
     );
 }
+
+#[test]
+fn the_detectors_own_alarm_raises_the_rule_alarm_and_the_earlier_of_the_two_wins() {
+    let (mut engine, _dir) = engine("");
+    let d = |q: &str, v: Value| reading("d1", "arcm_combo_detector", q, v);
+    // 210 mA: under the gateway's 300 mA, but the detector's own set-point (200 mA) says alarm
+    // and its red lamp is on.
+    let mut events = Vec::new();
+    engine.tick(0, &mut events);
+    engine.on_readings(
+        &[
+            d("leak", Value::Float(210.0)),
+            d("leak_alarm", Value::Bool(true)),
+        ],
+        0,
+        &mut events,
+    );
+    let raised = events
+        .iter()
+        .find(|e| e.key.as_ref() == "R1/d1/leak" && e.action == Action::Raised)
+        .expect("raised at once by the device's decision");
+    assert_eq!(raised.severity, Severity::High);
+    // The gateway's threshold passes the critical level later: it escalates.
+    let mut events = Vec::new();
+    for t in (1_000..=12_000).step_by(1000) {
+        engine.tick(t, &mut events);
+        engine.on_readings(
+            &[
+                d("leak", Value::Float(520.0)),
+                d("leak_alarm", Value::Bool(true)),
+            ],
+            t,
+            &mut events,
+        );
+    }
+    assert!(events
+        .iter()
+        .any(|e| e.key.as_ref() == "R1/d1/leak" && e.severity == Severity::Critical));
+    // The value falls; the lamp stays on: still an alarm (high). The lamp goes off: clears.
+    let mut events = Vec::new();
+    for t in (13_000..=50_000).step_by(1000) {
+        engine.tick(t, &mut events);
+        engine.on_readings(
+            &[
+                d("leak", Value::Float(20.0)),
+                d("leak_alarm", Value::Bool(true)),
+            ],
+            t,
+            &mut events,
+        );
+    }
+    let alarm = engine.alarm("R1/d1/leak").expect("alarm");
+    assert_eq!(
+        alarm.severity,
+        Some(Severity::High),
+        "{:#?}",
+        summary(&events)
+    );
+    assert_ne!(alarm.state, AlarmState::ReturnedUnacknowledged);
+    let mut events = Vec::new();
+    engine.tick(51_000, &mut events);
+    engine.on_readings(
+        &[
+            d("leak", Value::Float(20.0)),
+            d("leak_alarm", Value::Bool(false)),
+        ],
+        51_000,
+        &mut events,
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.key.as_ref() == "R1/d1/leak" && e.action == Action::Cleared),
+        "{:#?}",
+        summary(&events)
+    );
+}
+
+#[test]
+fn the_gas_detectors_own_level_2_raises_the_latched_critical_gas_alarm() {
+    let (mut engine, _dir) = engine("");
+    let g = |q: &str, v: Value| reading("g1", "gas_detector_lel", q, v);
+    let mut events = Vec::new();
+    engine.tick(0, &mut events);
+    engine.on_readings(
+        &[
+            g("lel", Value::Float(8.0)),
+            g("status", Value::Text(Arc::from("high_alarm"))),
+        ],
+        0,
+        &mut events,
+    );
+    let alarm = engine.alarm("R11/g1/lel").expect("alarm");
+    assert_eq!(alarm.severity, Some(Severity::Critical));
+    assert!(alarm.latched, "level 2 latches, whoever decided it");
+}

@@ -836,6 +836,30 @@ pub struct Profile {
     /// themselves when the state does; an alarm still active then is annunciated again.
     #[serde(default)]
     pub maintenance: Vec<MaintenanceState>,
+    /// The device's own alarm decisions (a red lamp at its own set-point): each raises the
+    /// named level of a gateway rule's alarm on this device, like the rule's threshold does.
+    /// Whichever comes first raises the alarm; it clears when both have cleared.
+    #[serde(default)]
+    pub device_alarms: Vec<DeviceAlarm>,
+}
+
+/// One `[[device_alarms]]` entry of a profile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceAlarm {
+    /// The device's flag (a status bit), or its text state when `states` is given.
+    pub quantity: String,
+    /// For text quantities: the states that mean this alarm. Empty: the quantity is a flag.
+    #[serde(default)]
+    pub states: Vec<String>,
+    /// The gateway rule whose alarm the device's decision raises, e.g. `R1`.
+    pub rule: String,
+    /// Which of the rule's levels, by its severity.
+    pub severity: Severity,
+    /// For rules with one alarm per quantity: the quantity whose alarm it is (`leakage`).
+    /// Absent: every alarm of the rule on the device.
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 /// One quantity of `[[maintenance]]`: a text state among `states`, or a flag that is set.
@@ -886,7 +910,24 @@ pub struct Config {
 impl Config {
     /// What is valid but likely wrong: `parkguard check` prints it and the daemon logs it.
     pub fn warnings(&self) -> Vec<String> {
-        self.rules.iter().filter_map(|r| r.risky_clear()).collect()
+        let mut out: Vec<String> = self.rules.iter().filter_map(|r| r.risky_clear()).collect();
+        for (id, profile) in &self.profiles {
+            for a in &profile.device_alarms {
+                let bound = self
+                    .rules
+                    .iter()
+                    .any(|r| r.id == a.rule && r.levels.iter().any(|l| l.severity == a.severity));
+                if !bound {
+                    out.push(format!(
+                        "profile {id}: device alarm `{}` names rule {} at {}, which the rule set does not have; the device's decision is ignored",
+                        a.quantity,
+                        a.rule,
+                        a.severity.as_str()
+                    ));
+                }
+            }
+        }
+        out
     }
 
     /// Loads and validates a site file and the profiles it uses. Every problem found is

@@ -202,6 +202,9 @@ struct Instance {
     activations: VecDeque<Ms>,
     deadband_factor: f64,
     scheduled: Option<Ms>,
+    /// The device's own decisions bound to this alarm: (level index, set now; `None` until
+    /// the first reading, so that an alarm restored after a restart is re-evaluated).
+    device_reports: Vec<(u8, Option<bool>)>,
 }
 
 impl Instance {
@@ -220,6 +223,10 @@ impl Instance {
     }
 }
 
+/// Where a device's own alarm decision goes: (instance, report slot, the states that mean it;
+/// none for a flag).
+type DeviceInput = (usize, usize, Arc<[String]>);
+
 struct Device {
     tags: Arc<Tags>,
     last_seen: Option<Ms>,
@@ -229,6 +236,8 @@ struct Device {
     in_maintenance: Vec<Option<String>>,
     /// Its alarm instances.
     instances: Vec<usize>,
+    /// The device's own alarm decisions by quantity.
+    device_inputs: HashMap<Arc<str>, Vec<DeviceInput>>,
     /// Instances fed by each quantity, with the input slot for derived ones.
     by_quantity: HashMap<Arc<str>, Arc<[(usize, u8)]>>,
     /// Instances fed by every reading of the device (comm loss, silence).
@@ -365,6 +374,7 @@ impl RuleEngine {
                 .unwrap_or_default(),
             in_maintenance: Vec::new(),
             instances: Vec::new(),
+            device_inputs: HashMap::new(),
             by_quantity: HashMap::new(),
             every_reading: Vec::new(),
         });
@@ -381,6 +391,47 @@ impl RuleEngine {
                 continue;
             };
             self.bind_instances(d, &bound, rule, quantities, interval);
+        }
+        if let Some(profile) = config.profiles.get(&device.profile) {
+            self.bind_device_alarms(d, config, &profile.device_alarms);
+        }
+    }
+
+    /// Binds the device's own alarm decisions to the alarms of the rules they name.
+    fn bind_device_alarms(
+        &mut self,
+        d: usize,
+        config: &Config,
+        entries: &[crate::config::DeviceAlarm],
+    ) {
+        for entry in entries {
+            let Some(r) = config.rules.iter().position(|r| r.id == entry.rule) else {
+                continue;
+            };
+            let Some(level) = config.rules[r]
+                .levels
+                .iter()
+                .position(|l| l.severity == entry.severity)
+            else {
+                continue;
+            };
+            let states: Arc<[String]> = Arc::from(entry.states.clone());
+            for k in 0..self.devices[d].instances.len() {
+                let i = self.devices[d].instances[k];
+                let inst = &self.instances[i];
+                let same_rule = inst.settings.rule == r;
+                let same_source = entry.source.as_deref().is_none_or(|s| *inst.source == *s);
+                if !(same_rule && same_source) {
+                    continue;
+                }
+                let slot = self.instances[i].device_reports.len();
+                self.instances[i].device_reports.push((level as u8, None));
+                self.devices[d]
+                    .device_inputs
+                    .entry(Arc::from(entry.quantity.as_str()))
+                    .or_default()
+                    .push((i, slot, Arc::clone(&states)));
+            }
         }
     }
 
@@ -479,6 +530,7 @@ impl RuleEngine {
                 activations: VecDeque::new(),
                 deadband_factor: 1.0,
                 scheduled: None,
+                device_reports: Vec::new(),
             });
             self.by_key.insert(key, i);
             let device = &mut self.devices[d];
@@ -577,6 +629,10 @@ impl RuleEngine {
             let Some(&d) = self.device_index.get(reading.tags.device.as_str()) else {
                 continue;
             };
+            if let Some(bound) = self.devices[d].device_inputs.get(&reading.quantity) {
+                let bound = bound.clone();
+                self.on_device_decision(&bound, reading, now, out);
+            }
             if last_device != Some(d) {
                 last_device = Some(d);
                 self.devices[d].last_seen = Some(now);
@@ -593,6 +649,42 @@ impl RuleEngine {
             for &(i, slot) in fed.iter() {
                 self.on_value(i, slot, reading, now, out);
             }
+        }
+    }
+
+    /// The device's own alarm decision changed: the alarm's level is the higher of the
+    /// threshold's and the device's, so whichever comes first raises it.
+    fn on_device_decision(
+        &mut self,
+        bound: &[DeviceInput],
+        reading: &Reading,
+        now: Ms,
+        out: &mut Vec<AlarmEvent>,
+    ) {
+        if reading.quality != Quality::Good {
+            return;
+        }
+        for (i, slot, states) in bound {
+            let on = match &reading.value {
+                Value::Bool(b) => *b && states.is_empty(),
+                Value::Int(v) => *v != 0 && states.is_empty(),
+                Value::Text(t) => states.iter().any(|s| **s == **t),
+                Value::Float(_) => false,
+            };
+            let report = &mut self.instances[*i].device_reports[*slot];
+            if report.1 == Some(on) {
+                continue;
+            }
+            report.1 = Some(on);
+            if on {
+                self.instances[*i].value =
+                    Some(Observed::Text(format!("device: {}", reading.quantity)));
+            }
+            let level = self.current_level(*i);
+            if let Some(action) = self.instances[*i].alarm.on_condition(level, now) {
+                self.emit(*i, action, now, None, out);
+            }
+            self.reschedule(*i);
         }
     }
 
@@ -858,7 +950,14 @@ impl RuleEngine {
     fn current_level(&self, i: usize) -> Option<Level> {
         let inst = &self.instances[i];
         let rule = &self.rules[inst.settings.rule];
-        let k = inst.filters.iter().rposition(|f| f.active)?;
+        let by_threshold = inst.filters.iter().rposition(|f| f.active);
+        let by_device = inst
+            .device_reports
+            .iter()
+            .filter(|(_, on)| *on == Some(true))
+            .map(|(level, _)| usize::from(*level))
+            .max();
+        let k = by_threshold.max(by_device)?;
         let level = rule.levels.get(k)?;
         Some(Level {
             index: k as u8,
