@@ -26,6 +26,8 @@ pub struct Metrics {
     pub outbox_points_committed: AtomicU64,
     /// Readings deleted from a full outbox before every sink had them.
     pub outbox_points_evicted: AtomicU64,
+    /// Of those, readings of a new batch that did not fit even after eviction.
+    pub outbox_points_dropped: AtomicU64,
     /// Times the outbox was full and evicted telemetry.
     pub outbox_evictions: AtomicU64,
     /// Bytes (compressed) in the outbox now.

@@ -342,6 +342,11 @@ impl Writer {
                 .readings_unencodable
                 .fetch_add(unencodable, Ordering::Relaxed);
         }
+        if outcome.dropped_points > 0 {
+            metrics
+                .outbox_points_dropped
+                .fetch_add(outcome.dropped_points, Ordering::Relaxed);
+        }
         if outcome.evicted.rows > 0 || outcome.dropped_points > 0 {
             self.outbox.freed(outcome.evicted.bytes);
             self.outbox.evicted(
