@@ -361,6 +361,11 @@ impl Router {
                     plan.snapshot = Some(info);
                 }
             }
+            // Shelving, suppression or out-of-service ended on an alarm that cleared
+            // meanwhile: nothing to tell, but its holders and snapshot go.
+            Action::Unshelved | Action::Unsuppressed | Action::ReturnedToService => {
+                plan.release = e.alarm.is_normal();
+            }
             _ => {}
         }
         plan

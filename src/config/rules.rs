@@ -119,8 +119,8 @@ pub struct RuleConfig {
     #[serde(default)]
     pub fire: bool,
     /// Operators may shelve its alarms (never while an alarm is at a critical level; a
-    /// shelved alarm that escalates to critical comes back at once). Default: yes, except
-    /// for `fire` rules.
+    /// shelved alarm that escalates to critical comes back at once). Default: yes. `fire`
+    /// rules are never shelvable, whatever this says.
     #[serde(default)]
     pub shelvable: Option<bool>,
     /// `[[rules.levels]]`, lowest first.

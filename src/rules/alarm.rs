@@ -305,6 +305,7 @@ impl Alarm {
                     None => {
                         self.level = Some(new);
                         self.acknowledged = new.kind == AlarmKind::Event;
+                        self.silenced = false;
                         Some(Action::Escalated)
                     }
                 }

@@ -695,6 +695,10 @@ impl RuleEngine {
         now: Ms,
         out: &mut Vec<AlarmEvent>,
     ) {
+        // A failed poll's placeholder values say nothing about the device's state.
+        if reading.quality != Quality::Good {
+            return;
+        }
         let device = &mut self.devices[d];
         let Some(k) = device
             .maintenance_states
@@ -1040,9 +1044,13 @@ impl RuleEngine {
 
     fn tick_instance(&mut self, i: usize, now: Ms, out: &mut Vec<AlarmEvent>) {
         let inst = &mut self.instances[i];
-        for action in inst.alarm.tick(now) {
+        let ended = inst.alarm.tick(now);
+        for &action in &ended {
             self.emit(i, action, now, Some(Operator::system()), out);
-            self.reannunciate_after(i, action, now, out);
+        }
+        // Once, however many of shelving, suppression and out-of-service ended together.
+        if let Some(&last) = ended.last() {
+            self.reannunciate_after(i, last, now, out);
         }
         if self.instances[i].calm_at().is_some_and(|t| t <= now) {
             let inst = &mut self.instances[i];
@@ -1424,7 +1432,7 @@ fn compile(rule: &RuleConfig) -> CompiledRule {
         clear_states,
         silence_states,
         flood_suppressible: rule.flood_suppressible,
-        shelvable: rule.shelvable.unwrap_or(!rule.fire),
+        shelvable: !rule.fire && rule.shelvable.unwrap_or(true),
     }
 }
 

@@ -342,10 +342,17 @@ fn store_writer(
 ) {
     let outbox = outbox.filter(|o| o.has_sinks());
     let mut text = String::new();
+    // Whether the last transitions were stored: a device is acknowledged only then (its
+    // retransmission, unanswered, brings the alarm again).
+    let mut last_stored = true;
     for job in input {
         let events = match job {
             StoreJob::Transitions(events) => events,
             StoreJob::DeviceAck(ack) => {
+                if !last_stored {
+                    warn!(topic = %ack.topic, "Device not acknowledged: its alarm was not stored.");
+                    continue;
+                }
                 if let Some(downlinks) = &downlinks {
                     if let Err(err) = downlinks.send(&ack) {
                         // The device retransmits; its next message is acknowledged then.
@@ -385,6 +392,7 @@ fn store_writer(
             let router = alerts.as_ref().map(|a| &*a.router);
             match store.record_and_route(&events, alarm_batch, router) {
                 Ok(queued) => {
+                    last_stored = true;
                     metrics
                         .journal_store_failing
                         .store(false, Ordering::Relaxed);
@@ -403,6 +411,7 @@ fn store_writer(
                     std::thread::sleep(Duration::from_millis(100 * u64::from(attempt)));
                 }
                 Err(err) => {
+                    last_stored = false;
                     metrics.store_errors.fetch_add(1, Ordering::Relaxed);
                     error!(error = %err, transitions = events.len(), "Alarm transitions could not be stored.");
                     break;

@@ -343,6 +343,8 @@ impl Store {
         let mut stmt = self.conn.prepare(
             "SELECT route, MIN(created_ms) FROM alert_delivery
              WHERE status = 'pending' AND json_extract(notice, '$.alarm.severity') = 'critical'
+               AND json_extract(notice, '$.event') IN
+                   ('raised', 'escalated', 'reannunciated', 'unacknowledged', 'reminder')
              GROUP BY route",
         )?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
