@@ -824,3 +824,46 @@ fn the_gas_detectors_own_level_2_raises_the_latched_critical_gas_alarm() {
     assert_eq!(alarm.severity, Some(Severity::Critical));
     assert!(alarm.latched, "level 2 latches, whoever decided it");
 }
+
+#[test]
+fn span_gas_that_latched_during_calibration_is_not_annunciated_when_calibration_ends() {
+    let (mut engine, _dir) = engine("");
+    let g = |q: &str, v: Value| reading("g1", "gas_detector_lel", q, v);
+    let text = |s: &str| Value::Text(Arc::from(s));
+    let mut events = Vec::new();
+    for t in (0..=4_000).step_by(1000) {
+        engine.tick(t, &mut events);
+        engine.on_readings(
+            &[
+                g("status", text("calibration")),
+                g("lel", Value::Float(55.0)),
+            ],
+            t,
+            &mut events,
+        );
+    }
+    // The span gas is removed (30 s off-delay), then calibration ends.
+    for t in (5_000..=40_000).step_by(1000) {
+        engine.tick(t, &mut events);
+        engine.on_readings(
+            &[
+                g("status", text("calibration")),
+                g("lel", Value::Float(0.0)),
+            ],
+            t,
+            &mut events,
+        );
+    }
+    let mut out = Vec::new();
+    engine.tick(41_000, &mut out);
+    engine.on_readings(
+        &[g("status", text("normal")), g("lel", Value::Float(0.0))],
+        41_000,
+        &mut out,
+    );
+    assert!(
+        !out.iter().any(|e| e.action == Action::Reannunciated),
+        "no fire-department push for the span gas: {:#?}",
+        summary(&out)
+    );
+}

@@ -324,6 +324,10 @@ impl Router {
                     if !holders.contains(&route.name) {
                         plan.hold.push(route.name.clone());
                         self.start_timers(route, &info.key, e.at_ms, &mut plan);
+                    } else if e.action != Action::Raised {
+                        // A new annunciation to be acknowledged anew: its deadline counts from
+                        // now (shelving or acknowledgement had cancelled the timers).
+                        self.start_timers(route, &info.key, e.at_ms, &mut plan);
                     }
                 }
                 // A severity change is news to every route already told, matching or not.

@@ -575,9 +575,16 @@ impl RuleEngine {
                     }
                     inst.alarm = p.alarm;
                     inst.deadband_factor = if inst.alarm.chattering { 2.0 } else { 1.0 };
-                    if let Some(deadline) = inst.alarm.deadline() {
-                        self.schedule(i, deadline);
+                    // Stored before out-of-service expired: it does now, a day from the start.
+                    if inst.alarm.out_of_service && inst.alarm.out_of_service_until.is_none() {
+                        inst.alarm.out_of_service_until =
+                            Some(now + crate::rules::alarm::DEFAULT_OUT_OF_SERVICE_MS);
                     }
+                    // A maintenance state the profile no longer has cannot end by itself.
+                    if self.devices[inst.device].maintenance_states.is_empty() {
+                        inst.alarm.maintenance = None;
+                    }
+                    self.reschedule(i);
                 }
                 None => {
                     let mut alarm = p.alarm;
@@ -680,10 +687,7 @@ impl RuleEngine {
                 self.instances[*i].value =
                     Some(Observed::Text(format!("device: {}", reading.quantity)));
             }
-            let level = self.current_level(*i);
-            if let Some(action) = self.instances[*i].alarm.on_condition(level, now) {
-                self.emit(*i, action, now, None, out);
-            }
+            self.apply_level(*i, now, out);
             self.reschedule(*i);
         }
     }
@@ -738,7 +742,11 @@ impl RuleEngine {
                     }),
                 };
                 self.emit(i, action, now, Some(operator), out);
-                self.reannunciate_after(i, action, now, out);
+                // What latched during maintenance came from readings that were not real:
+                // only a condition still present is annunciated again.
+                if self.instances[i].alarm.condition {
+                    self.reannunciate_after(i, action, now, out);
+                }
             }
         }
     }
@@ -929,26 +937,32 @@ impl RuleEngine {
                 })
                 .max()
                 .unwrap_or(now);
-            let level = self.current_level(i);
-            let inst = &mut self.instances[i];
-            let before = inst.alarm.level.filter(|_| inst.alarm.active);
-            if let Some(action) = inst.alarm.on_condition(level, at) {
-                // A shelved alarm that turns critical is never left hidden: it comes back
-                // before its escalation is annunciated.
-                let turned_critical = inst
-                    .alarm
-                    .level
-                    .is_some_and(|l| l.severity == Severity::Critical)
-                    && before.is_none_or(|b| b.severity != Severity::Critical);
-                if turned_critical && inst.alarm.shelved_until.is_some() {
-                    inst.alarm.shelved_until = None;
-                    inst.alarm.shelve_reason = None;
-                    self.emit(i, Action::Unshelved, at, Some(Operator::system()), out);
-                }
-                self.emit(i, action, at, None, out);
-            }
+            self.apply_level(i, at, out);
         }
         self.reschedule(i);
+    }
+
+    /// Runs the state machine on the alarm's current level (thresholds and the device's own
+    /// decisions) at `at`, and emits what it did.
+    fn apply_level(&mut self, i: usize, at: Ms, out: &mut Vec<AlarmEvent>) {
+        let level = self.current_level(i);
+        let inst = &mut self.instances[i];
+        let before = inst.alarm.level.filter(|_| inst.alarm.active);
+        if let Some(action) = inst.alarm.on_condition(level, at) {
+            // A shelved alarm that turns critical is never left hidden: it comes back before
+            // its escalation is annunciated.
+            let turned_critical = inst
+                .alarm
+                .level
+                .is_some_and(|l| l.severity == Severity::Critical)
+                && before.is_none_or(|b| b.severity != Severity::Critical);
+            if turned_critical && inst.alarm.shelved_until.is_some() {
+                inst.alarm.shelved_until = None;
+                inst.alarm.shelve_reason = None;
+                self.emit(i, Action::Unshelved, at, Some(Operator::system()), out);
+            }
+            self.emit(i, action, at, None, out);
+        }
     }
 
     fn current_level(&self, i: usize) -> Option<Level> {

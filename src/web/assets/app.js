@@ -198,7 +198,8 @@ function connectEvents() {
     const before = app.alarms.get(transition.alarm.key);
     applyAlarm(transition.alarm);
     if (transition.alarm.key === app.pushesKey) setTimeout(loadPushes, 500);
-    if (transition.action === "raised" && transition.alarm.severity === "critical" && transition.annunciated && !before) beep();
+    const anew = (transition.action === "raised" && !before) || transition.action === "escalated" || transition.action === "reannunciated";
+    if (anew && transition.alarm.severity === "critical" && transition.annunciated) beep();
     renderBoard();
   });
   source.addEventListener("device", (e) => {
