@@ -27,18 +27,7 @@ const FIRE_SPACING: Duration = Duration::from_millis(100);
 const TARGET_P99: Duration = Duration::from_secs(1);
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        return;
-    }
-    let ok = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(run());
-    if !ok {
-        std::process::exit(1);
-    }
+    support::run_checked(run);
 }
 
 fn site(dir: &Path, mqtt_port: u16, hook_port: u16) -> std::path::PathBuf {

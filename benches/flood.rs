@@ -24,18 +24,7 @@ const TARGET_RSS_MB: f64 = 100.0;
 const TARGET_STORE_MB: f64 = 10.0;
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        return;
-    }
-    let ok = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(run());
-    if !ok {
-        std::process::exit(1);
-    }
+    support::run_checked(run);
 }
 
 fn site(dir: &Path, mqtt_port: u16, hook_port: u16) -> std::path::PathBuf {

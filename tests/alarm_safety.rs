@@ -208,15 +208,19 @@ impl Site {
         }
     }
 
-    async fn wait_push(&self, event: &str, key: &str) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !self
-            .pushes
+    fn pushes_of(&self, event: &str, key: &str) -> usize {
+        self.pushes
             .lock()
             .expect("pushes")
             .iter()
-            .any(|(e, k)| e == event && k == key)
-        {
+            .filter(|(e, k)| e == event && k == key)
+            .count()
+    }
+
+    /// Waits until at least `count` `event` pushes of `key` have arrived.
+    async fn wait_push(&self, event: &str, key: &str, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.pushes_of(event, key) < count {
             assert!(
                 Instant::now() < deadline,
                 "no `{event}` push for {key}: {:?}",
@@ -407,7 +411,7 @@ async fn an_alarm_still_active_when_shelving_or_out_of_service_ends_is_annunciat
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    site.wait_push("reannunciated", key).await;
+    site.wait_push("reannunciated", key, 1).await;
     let alarm = site
         .wait_alarm(key, "to be acknowledged anew", |a| {
             a["state"] == "unacknowledged"
@@ -423,31 +427,9 @@ async fn an_alarm_still_active_when_shelving_or_out_of_service_ends_is_annunciat
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    let pushes_before = site
-        .pushes
-        .lock()
-        .expect("pushes")
-        .iter()
-        .filter(|(e, k)| e == "reannunciated" && k == key)
-        .count();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let now = site
-            .pushes
-            .lock()
-            .expect("pushes")
-            .iter()
-            .filter(|(e, k)| e == "reannunciated" && k == key)
-            .count();
-        if now > pushes_before {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no re-annunciation after out of service"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let pushes_before = site.pushes_of("reannunciated", key);
+    site.wait_push("reannunciated", key, pushes_before + 1)
+        .await;
     site.gateway.shutdown().await;
 }
 

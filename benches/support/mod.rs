@@ -117,3 +117,21 @@ impl MeterLoad {
         self.task.await.expect("load task")
     }
 }
+
+/// Runs a benchmark that checks its targets, on two worker threads, under `cargo bench`
+/// only (a no-op under `cargo test`); exits non-zero when `run` reports a missed target.
+#[allow(dead_code)] // used by the benches with targets, not by every bench binary
+pub fn run_checked<F: std::future::Future<Output = bool>>(run: impl FnOnce() -> F) {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let ok = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(run());
+    if !ok {
+        std::process::exit(1);
+    }
+}
