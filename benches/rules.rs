@@ -85,7 +85,8 @@ fn main() {
                 quantity: Arc::clone(q),
                 value: Value::Float(v),
                 unit: None,
-                timestamp_ns: 0,
+                // Stamped as received: each device reports once a second.
+                timestamp_ns: (m / DEVICES) as i64 * 1_000_000_000,
                 quality: Quality::Good,
             })
             .collect()

@@ -7,7 +7,10 @@
 //!   for each retransmission;
 //! - only active alarms are shelved; device-wide commands are for technicians;
 //! - an alarm still active when shelving or out-of-service ends is annunciated again: pushed,
-//!   journaled and to be acknowledged anew.
+//!   journaled and to be acknowledged anew;
+//! - messages the broker replays after the gateway was down are judged by the device's time:
+//!   what held for its on-delay meanwhile is raised late with when it began, what came and went
+//!   is journaled, what was shorter than the on-delay is nothing.
 
 mod support;
 
@@ -480,5 +483,153 @@ async fn a_detectors_own_alarm_reaches_the_board_even_below_the_gateways_thresho
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    gateway.shutdown().await;
+}
+
+/// Residual current readings of an `adw300_json` meter at `ts_ms` (its own clock).
+fn meter_at(leakage: f64, ts_ms: i64) -> Vec<u8> {
+    format!(
+        r#"{{"ts":{ts_ms},"ua":230.1,"ub":229.8,"uc":231.0,"ia":12.5,"ib":11.0,"ic":13.25,"leakage":{leakage},"t":[35.5,36.0,34.25,41.0]}}"#
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_replayed_after_an_outage_are_judged_by_the_devices_time() {
+    let mosquitto = mosquitto();
+    let operator = parkguard::web::random_token();
+    // The shipped R1: alarm at 300 mA held 10 s, cleared 30 s below 270 mA.
+    let text = format!(
+        r#"{header}
+[[devices]]
+id = "held"
+location = "l"
+profile = "adw300_json"
+[[devices]]
+id = "came-and-went"
+location = "l"
+profile = "adw300_json"
+[[devices]]
+id = "blip"
+location = "l"
+profile = "adw300_json"
+
+[[mqtt]]
+name = "park"
+host = "127.0.0.1"
+port = {port}
+client_id = "pg-replay-{port}"
+[[mqtt.subscriptions]]
+topic = "park/{{park}}/meter/{{device}}/up"
+profile = "adw300_json"
+
+[web]
+listen = "127.0.0.1:0"
+[[web.tokens]]
+name = "duty-desk"
+role = "operator"
+token_sha256 = "{op}"
+"#,
+        header = site_header("l", ""),
+        port = mosquitto.port,
+        op = parkguard::web::token_sha256_hex(&operator),
+    );
+    let (_dir, path) = site(&text);
+    let gateway = Gateway::start(Config::load(&path).expect("site"))
+        .await
+        .expect("start");
+    wait_subscribed(&gateway, "park", 1).await;
+    gateway.shutdown().await;
+
+    // While the gateway is away, the meters report (QoS 1: the broker keeps them for its
+    // session), each message stamped by the meter's clock.
+    let t0 = now_s() * 1000 - 130_000;
+    let mut queued = Vec::new();
+    for k in 0..12 {
+        let ts = t0 + k * 10_000;
+        queued.push(("held", meter_at(350.0, ts)));
+        let came_and_went = if k < 6 { 350.0 } else { 50.0 };
+        queued.push(("came-and-went", meter_at(came_and_went, ts)));
+    }
+    queued.push(("blip", meter_at(350.0, t0)));
+    queued.push(("blip", meter_at(350.0, t0 + 5_000)));
+    for k in 1..12 {
+        queued.push(("blip", meter_at(50.0, t0 + k * 10_000)));
+    }
+    for (device, payload) in &queued {
+        mosquitto_pub(
+            mosquitto.port,
+            &format!("park/p/meter/{device}/up"),
+            &[payload],
+        );
+    }
+
+    let back = Instant::now();
+    let gateway = Gateway::start(Config::load(&path).expect("site"))
+        .await
+        .expect("restart");
+    let url = web_url(&gateway);
+    let client = reqwest::Client::new();
+    let journal = |search: &'static str| {
+        let client = client.clone();
+        let url = url.clone();
+        let operator = operator.clone();
+        async move {
+            let page: Value = client
+                .get(format!("{url}/api/journal?search={search}"))
+                .bearer_auth(&operator)
+                .send()
+                .await
+                .expect("journal")
+                .json()
+                .await
+                .expect("journal JSON");
+            page.as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|e| e["rule"] == "R1")
+                .collect::<Vec<Value>>()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (held, came_and_went) = loop {
+        let held = journal("held").await;
+        let came_and_went = journal("came-and-went").await;
+        if (!held.is_empty() && came_and_went.len() >= 2) || Instant::now() >= deadline {
+            break (held, came_and_went);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let learned_after = back.elapsed();
+
+    // Held 110 s at 350 mA meanwhile: raised as soon as the replay shows it, not an on-delay
+    // of the gateway's clock later, marked late with when it began.
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["action"], "raised");
+    assert_eq!(held[0]["began_ms"].as_i64(), Some(t0), "{held:?}");
+    assert!(
+        held[0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("reported late"),
+        "{held:?}"
+    );
+    assert!(
+        learned_after < Duration::from_secs(10),
+        "took {learned_after:?}"
+    );
+    // 350 mA for 50 s, then 50 mA for 60 s: raised and returned, both journaled (newest first).
+    let actions: Vec<(&str, Option<i64>)> = came_and_went
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap_or(""), e["began_ms"].as_i64()))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![("cleared", Some(t0 + 60_000)), ("raised", Some(t0)),],
+        "{came_and_went:?}"
+    );
+    // 5 s over the threshold is shorter than the on-delay: nothing, replayed or not.
+    assert!(journal("blip").await.is_empty());
     gateway.shutdown().await;
 }

@@ -297,6 +297,7 @@ impl Park {
             .iter()
             .find(|d| d.id == device)
             .expect("device");
+        let now = (self.clock)();
         let reading = Reading {
             tags: Arc::new(Tags {
                 park: "p".into(),
@@ -311,11 +312,10 @@ impl Park {
             quantity: Arc::from(quantity),
             value,
             unit: None,
-            timestamp_ns: 0,
+            timestamp_ns: now * 1_000_000,
             quality: Quality::Good,
         };
         let mut events = Vec::new();
-        let now = (self.clock)();
         self.engine.on_readings(&[reading], now, &mut events);
         self.engine.tick(now, &mut events);
         self.record(events);

@@ -66,8 +66,32 @@ fn leak(value: f64) -> Reading {
 fn feed(engine: &mut RuleEngine, r: Reading, at_ms: i64) -> Vec<AlarmEvent> {
     let mut out = Vec::new();
     engine.tick(at_ms, &mut out);
-    engine.on_readings(&[r], at_ms, &mut out);
+    evaluate(engine, &[r], at_ms, &mut out);
     out
+}
+
+/// Readings as the decoder makes them: stamped with the time they were received (or sent,
+/// by a device that says), here `at_ms`.
+fn evaluate(engine: &mut RuleEngine, readings: &[Reading], at_ms: i64, out: &mut Vec<AlarmEvent>) {
+    evaluate_sent(engine, readings, at_ms, at_ms, out);
+}
+
+/// Readings the device stamped `sent_ms`, received at `at_ms`.
+fn evaluate_sent(
+    engine: &mut RuleEngine,
+    readings: &[Reading],
+    sent_ms: i64,
+    at_ms: i64,
+    out: &mut Vec<AlarmEvent>,
+) {
+    let stamped: Vec<Reading> = readings
+        .iter()
+        .map(|r| Reading {
+            timestamp_ns: sent_ms * 1_000_000,
+            ..r.clone()
+        })
+        .collect();
+    engine.on_readings(&stamped, at_ms, out);
 }
 
 fn summary(events: &[AlarmEvent]) -> Vec<(i64, &'static str, Severity)> {
@@ -349,7 +373,7 @@ fn hottest_probe_and_phase_loss_are_derived_per_device() {
             m("uc", 231.0),
         ];
         engine.tick(t, &mut events);
-        engine.on_readings(&batch, t, &mut events);
+        evaluate(&mut engine, &batch, t, &mut events);
     }
     let temp = events
         .iter()
@@ -683,7 +707,8 @@ fn span_gas_during_calibration_is_suppressed_by_design_and_comes_back_if_still_t
     // The calibration state arrives in the same message as the span gas, after it.
     for t in (0..=4_000).step_by(1000) {
         engine.tick(t, &mut events);
-        engine.on_readings(
+        evaluate(
+            &mut engine,
             &[
                 g("lel", Value::Float(55.0)),
                 g("status", text("calibration")),
@@ -712,7 +737,8 @@ fn span_gas_during_calibration_is_suppressed_by_design_and_comes_back_if_still_t
     // Calibration ends with the gas still there: annunciated again, to be acknowledged.
     let mut out = Vec::new();
     engine.tick(5_000, &mut out);
-    engine.on_readings(
+    evaluate(
+        &mut engine,
         &[g("lel", Value::Float(55.0)), g("status", text("normal"))],
         5_000,
         &mut out,
@@ -737,7 +763,8 @@ fn the_detectors_own_alarm_raises_the_rule_alarm_and_the_earlier_of_the_two_wins
     // and its red lamp is on.
     let mut events = Vec::new();
     engine.tick(0, &mut events);
-    engine.on_readings(
+    evaluate(
+        &mut engine,
         &[
             d("leak", Value::Float(210.0)),
             d("leak_alarm", Value::Bool(true)),
@@ -754,7 +781,8 @@ fn the_detectors_own_alarm_raises_the_rule_alarm_and_the_earlier_of_the_two_wins
     let mut events = Vec::new();
     for t in (1_000..=12_000).step_by(1000) {
         engine.tick(t, &mut events);
-        engine.on_readings(
+        evaluate(
+            &mut engine,
             &[
                 d("leak", Value::Float(520.0)),
                 d("leak_alarm", Value::Bool(true)),
@@ -770,7 +798,8 @@ fn the_detectors_own_alarm_raises_the_rule_alarm_and_the_earlier_of_the_two_wins
     let mut events = Vec::new();
     for t in (13_000..=50_000).step_by(1000) {
         engine.tick(t, &mut events);
-        engine.on_readings(
+        evaluate(
+            &mut engine,
             &[
                 d("leak", Value::Float(20.0)),
                 d("leak_alarm", Value::Bool(true)),
@@ -789,7 +818,8 @@ fn the_detectors_own_alarm_raises_the_rule_alarm_and_the_earlier_of_the_two_wins
     assert_ne!(alarm.state, AlarmState::ReturnedUnacknowledged);
     let mut events = Vec::new();
     engine.tick(51_000, &mut events);
-    engine.on_readings(
+    evaluate(
+        &mut engine,
         &[
             d("leak", Value::Float(20.0)),
             d("leak_alarm", Value::Bool(false)),
@@ -812,7 +842,8 @@ fn the_gas_detectors_own_level_2_raises_the_latched_critical_gas_alarm() {
     let g = |q: &str, v: Value| reading("g1", "gas_detector_lel", q, v);
     let mut events = Vec::new();
     engine.tick(0, &mut events);
-    engine.on_readings(
+    evaluate(
+        &mut engine,
         &[
             g("lel", Value::Float(8.0)),
             g("status", Value::Text(Arc::from("high_alarm"))),
@@ -833,7 +864,8 @@ fn span_gas_that_latched_during_calibration_is_not_annunciated_when_calibration_
     let mut events = Vec::new();
     for t in (0..=4_000).step_by(1000) {
         engine.tick(t, &mut events);
-        engine.on_readings(
+        evaluate(
+            &mut engine,
             &[
                 g("status", text("calibration")),
                 g("lel", Value::Float(55.0)),
@@ -845,7 +877,8 @@ fn span_gas_that_latched_during_calibration_is_not_annunciated_when_calibration_
     // The span gas is removed (30 s off-delay), then calibration ends.
     for t in (5_000..=40_000).step_by(1000) {
         engine.tick(t, &mut events);
-        engine.on_readings(
+        evaluate(
+            &mut engine,
             &[
                 g("status", text("calibration")),
                 g("lel", Value::Float(0.0)),
@@ -856,7 +889,8 @@ fn span_gas_that_latched_during_calibration_is_not_annunciated_when_calibration_
     }
     let mut out = Vec::new();
     engine.tick(41_000, &mut out);
-    engine.on_readings(
+    evaluate(
+        &mut engine,
         &[g("status", text("normal")), g("lel", Value::Float(0.0))],
         41_000,
         &mut out,
@@ -866,4 +900,148 @@ fn span_gas_that_latched_during_calibration_is_not_annunciated_when_calibration_
         "no fire-department push for the span gas: {:#?}",
         summary(&out)
     );
+}
+
+/// Residual current on m1, stamped by the device at `sent_ms` and received at `received_ms`.
+fn replayed(
+    engine: &mut RuleEngine,
+    ma: f64,
+    sent_ms: i64,
+    received_ms: i64,
+    out: &mut Vec<AlarmEvent>,
+) {
+    engine.tick(received_ms, out);
+    evaluate_sent(engine, &[leak(ma)], sent_ms, received_ms, out);
+}
+
+#[test]
+fn a_condition_that_held_during_an_outage_is_raised_late_with_when_it_began() {
+    let (mut engine, _dir) = engine("");
+    let mut out = Vec::new();
+    replayed(&mut engine, 50.0, 0, 0, &mut out);
+    // The gateway was away from 60 s to 600 s; the broker replays what m1 sent meanwhile, 10 ms
+    // apart: 350 mA from 100 s on (R1: alarm at 300 mA after 10 s).
+    let back = 600_000;
+    for (n, sent) in (100_000..=200_000).step_by(10_000).enumerate() {
+        let received = back + n as i64 * 10;
+        replayed(&mut engine, 350.0, sent, received, &mut out);
+    }
+    let raised: Vec<&AlarmEvent> = out.iter().filter(|e| e.action == Action::Raised).collect();
+    assert_eq!(raised.len(), 1, "{:?}", summary(&out));
+    let raised = raised[0];
+    assert_eq!(raised.severity, Severity::High);
+    assert_eq!(
+        raised.late_began_ms,
+        Some(100_000),
+        "when the condition began"
+    );
+    assert!(
+        (back..back + 200).contains(&raised.at_ms),
+        "raised during the replay, not an on-delay after it: {}",
+        raised.at_ms
+    );
+    assert!(
+        raised.message.contains("reported late"),
+        "{}",
+        raised.message
+    );
+    // Live again: the next message is on time and nothing is late any more.
+    out.clear();
+    replayed(&mut engine, 600.0, back + 5_000, back + 5_000, &mut out);
+    replayed(&mut engine, 600.0, back + 15_000, back + 15_000, &mut out);
+    let escalated: Vec<&AlarmEvent> = out
+        .iter()
+        .filter(|e| e.action == Action::Escalated)
+        .collect();
+    assert_eq!(escalated.len(), 1, "{:?}", summary(&out));
+    assert_eq!(escalated[0].at_ms, back + 15_000);
+    assert_eq!(escalated[0].late_began_ms, None);
+}
+
+#[test]
+fn a_condition_that_came_and_went_during_an_outage_is_journaled_raised_and_cleared() {
+    let (mut engine, _dir) = engine("");
+    let mut out = Vec::new();
+    replayed(&mut engine, 50.0, 0, 0, &mut out);
+    let back = 900_000;
+    // 350 mA from 100 s to 150 s, then 50 mA until 300 s (R1 clears after 30 s below 270 mA).
+    let sent: Vec<(i64, f64)> = (100_000..=300_000)
+        .step_by(10_000)
+        .map(|t| (t, if t <= 150_000 { 350.0 } else { 50.0 }))
+        .collect();
+    for (n, (t, ma)) in sent.iter().enumerate() {
+        replayed(&mut engine, *ma, *t, back + n as i64 * 10, &mut out);
+    }
+    // (m1's silence meanwhile was an offline alarm, R17, raised and cleared on the gateway's
+    // clock.)
+    out.retain(|e| e.rule.as_ref() == "R1");
+    let actions: Vec<(&str, Option<i64>)> = out
+        .iter()
+        .map(|e| (e.action.as_str(), e.late_began_ms))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![("raised", Some(100_000)), ("cleared", Some(160_000))],
+        "{:?}",
+        summary(&out)
+    );
+    assert!(out
+        .iter()
+        .all(|e| e.at_ms >= back && e.at_ms < back + 1_000));
+}
+
+#[test]
+fn the_gateways_clock_running_on_between_replayed_messages_does_not_end_a_delay() {
+    let (mut engine, _dir) = engine("");
+    let mut out = Vec::new();
+    replayed(&mut engine, 50.0, 0, 0, &mut out);
+    let back = 600_000;
+    // 350 mA for 5 s only: shorter than R1's on-delay, though its deadline (110 s, device
+    // time) is long past on the gateway's clock.
+    replayed(&mut engine, 350.0, 100_000, back, &mut out);
+    engine.tick(back + 1, &mut out);
+    assert!(out.is_empty(), "{:?}", summary(&out));
+    replayed(&mut engine, 50.0, 105_000, back + 2, &mut out);
+    engine.tick(back + 120_000, &mut out);
+    assert!(out.is_empty(), "{:?}", summary(&out));
+    // The same 5 s received live is nothing either; 350 mA held live is raised on time.
+    replayed(&mut engine, 350.0, back + 200_000, back + 200_000, &mut out);
+    engine.tick(back + 209_999, &mut out);
+    assert!(out.is_empty(), "{:?}", summary(&out));
+    engine.tick(back + 210_000, &mut out);
+    assert_eq!(
+        summary(&out),
+        vec![(back + 210_000, "raised", Severity::High)]
+    );
+    assert_eq!(out[0].late_began_ms, None);
+}
+
+#[test]
+fn the_last_replayed_condition_runs_on_at_the_gateways_pace_and_timestamps_too_old_are_not_believed(
+) {
+    let (mut behind, _behind_dir) = engine("");
+    let (mut engine, _dir) = engine("");
+    let mut out = Vec::new();
+    replayed(&mut engine, 50.0, 0, 0, &mut out);
+    let back = 600_000;
+    // The replay ends 4 s into a 350 mA condition: the device's clock runs on from there.
+    replayed(&mut engine, 350.0, 100_000, back, &mut out);
+    replayed(&mut engine, 350.0, 104_000, back + 1, &mut out);
+    engine.tick(back + 5_999, &mut out);
+    assert!(out.is_empty(), "{:?}", summary(&out));
+    engine.tick(back + 6_001, &mut out);
+    assert_eq!(out.len(), 1, "{:?}", summary(&out));
+    assert_eq!(out[0].action, Action::Raised);
+    assert_eq!(out[0].late_began_ms, Some(100_000));
+    // A device clock two days behind is not believed: judged on arrival, not late.
+    let mut out = Vec::new();
+    let now = 3 * 86_400_000;
+    replayed(&mut behind, 350.0, 1_000, now, &mut out);
+    replayed(&mut behind, 350.0, 2_000, now + 10_000, &mut out);
+    out.retain(|e| e.rule.as_ref() == "R1");
+    assert_eq!(
+        summary(&out),
+        vec![(now + 10_000, "raised", Severity::High)]
+    );
+    assert_eq!(out[0].late_began_ms, None);
 }

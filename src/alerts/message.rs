@@ -252,6 +252,15 @@ pub fn render(notice: &Notice, utc_offset_minutes: i32) -> Message {
         lines.push((labels[6], with_unit(number(t))));
     }
     lines.push((labels[7], local_time(notice.at_ms, utc_offset_minutes)));
+    // Learned late (replayed after an outage): when it really began, by the device's clock.
+    if let Some(began) = notice.late_began_ms {
+        let label = if zh {
+            "迟报·开始于"
+        } else {
+            "Reported late, began"
+        };
+        lines.push((label, local_time(began, utc_offset_minutes)));
+    }
     lines.push((labels[8], severity_label(a.severity, lang).to_string()));
     lines.push((labels[9], state_label(&a.state, lang)));
     if let Some(op) = &notice.operator {

@@ -81,6 +81,10 @@ pub struct Notice {
     /// The journal entry of the transition (absent for timer pushes).
     #[serde(default)]
     pub journal_seq: Option<i64>,
+    /// Reported late (messages replayed after an outage): when, by the device's clock, the
+    /// transition's condition began. `at_ms` is when the gateway learned of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_began_ms: Option<i64>,
 }
 
 impl Notice {
@@ -310,6 +314,7 @@ impl Router {
                 recipients: Vec::new(),
                 link: None,
                 journal_seq: Some(seq),
+                late_began_ms: e.late_began_ms,
             };
             self.queue(route, notice, &format!("j{seq}"), plan);
         };
@@ -413,6 +418,7 @@ impl Router {
                     recipients: Vec::new(),
                     link: None,
                     journal_seq: None,
+                    late_began_ms: None,
                 };
                 self.queue(next, notice, &id, &mut plan);
                 plan.hold.push(next.name.clone());
@@ -432,6 +438,7 @@ impl Router {
                     recipients: Vec::new(),
                     link: None,
                     journal_seq: None,
+                    late_began_ms: None,
                 };
                 self.queue(route, notice, &id, &mut plan);
                 plan.timers.push(Timer {

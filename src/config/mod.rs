@@ -365,6 +365,13 @@ pub struct GatewayConfig {
     /// gateway fault G9.
     #[serde(default = "default_clock_jump_s")]
     pub clock_jump_s: u64,
+    /// Rules time their delays by the device's own timestamp where its profile maps one, so
+    /// that messages the broker replays after an outage are judged as they happened: a
+    /// condition that held for its on-delay meanwhile is raised (marked late, with when it
+    /// began) and one that came and went is journaled. Timestamps older than this many seconds
+    /// are not believed and the message is judged at its arrival.
+    #[serde(default = "default_replay_window_s")]
+    pub replay_window_s: u64,
     /// Retained topic on every MQTT connection's broker where the gateway says `online`, with
     /// its last will saying `offline`, so that a central platform sees a dead gateway.
     /// `{gateway}` is replaced by `name`; an empty string turns it off.
@@ -384,6 +391,9 @@ fn default_max_clock_ahead_s() -> u64 {
 }
 fn default_clock_jump_s() -> u64 {
     60
+}
+fn default_replay_window_s() -> u64 {
+    24 * 3600
 }
 fn default_status_topic() -> String {
     "parkguard/{gateway}/status".to_string()
@@ -412,6 +422,7 @@ impl Default for GatewayConfig {
             max_unknown_devices: default_max_unknown_devices(),
             max_clock_ahead_s: default_max_clock_ahead_s(),
             clock_jump_s: default_clock_jump_s(),
+            replay_window_s: default_replay_window_s(),
             status_topic: default_status_topic(),
             shutdown_deadline_s: default_shutdown_deadline_s(),
         }

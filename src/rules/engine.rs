@@ -30,6 +30,11 @@ pub const CHATTER_WINDOW_MS: Ms = 60 * 1000;
 /// flagged, and its deadband returns to normal.
 pub const CHATTER_CALM_WINDOWS: Ms = 2;
 
+/// A transition whose condition the device's own clock places more than this far behind the
+/// gateway's (beyond the device's usual offset) is reported late: it happened while messages
+/// could not reach the gateway, and the journal says when its condition began.
+pub const LATE_AFTER_MS: Ms = 30 * 1000;
+
 /// The chatter window of a rule bound with these delays.
 fn chatter_window(on_delays: &[Ms], off_delays: &[Ms]) -> Ms {
     let cycle = on_delays.first().copied().unwrap_or(0) + off_delays.first().copied().unwrap_or(0);
@@ -80,6 +85,19 @@ pub struct AlarmEvent {
     pub alarm: Alarm,
     /// Level filter states after the transition, to persist with the alarm.
     pub filters: Vec<bool>,
+    /// Reported late: the transition comes from messages that reached the gateway well after
+    /// they were sent (replayed after an outage), and its condition began at this device time.
+    pub late_began_ms: Option<Ms>,
+}
+
+impl AlarmEvent {
+    fn mark_late(&mut self, began: Ms, at: Ms) {
+        self.late_began_ms = Some(began);
+        let ago = (at - began).max(0) / 1000;
+        self.message.push_str(&format!(
+            " [reported late: its condition began {ago} s before the gateway received it]"
+        ));
+    }
 }
 
 /// What survives a restart for one alarm.
@@ -227,9 +245,81 @@ impl Instance {
 /// none for a flag).
 type DeviceInput = (usize, usize, Arc<[String]>);
 
+/// A device's own time, for devices whose messages carry a timestamp (the receive time
+/// otherwise, which makes it the gateway's clock). Delays of the rules on its measurements run
+/// on it, so that messages the broker replays after an outage are evaluated as they happened:
+/// a condition that held for its on-delay during the outage is raised, one that came and went
+/// is journaled, and a delay is not cut short by the gateway's clock running on between two
+/// replayed messages.
+#[derive(Debug, Clone, Copy)]
+struct DeviceClock {
+    /// Device time of the latest message evaluated, never going back.
+    device_ms: Ms,
+    /// The gateway's time when it was evaluated.
+    wall_ms: Ms,
+    /// How far behind the gateway's clock this device's messages usually are (its clock's
+    /// offset plus transport): the least seen, relaxing upwards by a tenth of the time passed
+    /// so that a corrected clock is learned, but not within a burst of replayed messages.
+    usual_lag_ms: Ms,
+}
+
+impl DeviceClock {
+    /// The device's time now: its latest message's, plus the time passed since.
+    fn now(&self, wall: Ms) -> Ms {
+        self.device_ms + (wall - self.wall_ms).max(0)
+    }
+
+    /// A device time as the gateway's time it is learned at (never later than `wall`).
+    fn to_wall(self, device: Ms, wall: Ms) -> Ms {
+        (device + self.wall_ms - self.device_ms).min(wall)
+    }
+
+    /// The latest message arrived much later than the device's messages usually do.
+    fn is_late(&self) -> bool {
+        self.wall_ms - self.device_ms - self.usual_lag_ms > LATE_AFTER_MS
+    }
+
+    /// Takes a message stamped `stamped` (device time) in at `wall`; returns the time it is
+    /// evaluated at.
+    fn observe(clock: &mut Option<DeviceClock>, stamped: Ms, wall: Ms) -> Ms {
+        let Some(c) = clock else {
+            *clock = Some(DeviceClock {
+                device_ms: stamped,
+                wall_ms: wall,
+                usual_lag_ms: (wall - stamped).min(0),
+            });
+            return stamped;
+        };
+        // Never before the previous message; the gateway's clock running on meanwhile says
+        // nothing of when the device sent this one (the broker may be replaying).
+        let at = stamped.max(c.device_ms);
+        let relaxed = c.usual_lag_ms + (wall - c.wall_ms).max(0) / 10;
+        c.usual_lag_ms = relaxed.min(wall - at);
+        c.device_ms = at;
+        c.wall_ms = wall;
+        at
+    }
+}
+
+/// When a sample is evaluated: `wall` on the gateway's clock, `at` on the instance's (its
+/// device's clock for measurements).
+#[derive(Debug, Clone, Copy)]
+struct When {
+    wall: Ms,
+    at: Ms,
+}
+
+impl When {
+    fn wall(now: Ms) -> When {
+        When { wall: now, at: now }
+    }
+}
+
 struct Device {
     tags: Arc<Tags>,
     last_seen: Option<Ms>,
+    /// `None` until its first message.
+    clock: Option<DeviceClock>,
     /// The profile's maintenance states: quantity -> states (empty: a flag).
     maintenance_states: Vec<(Arc<str>, Vec<String>)>,
     /// The maintenance state each of those quantities is in now.
@@ -260,6 +350,9 @@ pub struct RuleEngine {
     timers: BinaryHeap<Reverse<(Ms, usize)>>,
     started: Ms,
     flood_rule: Arc<str>,
+    /// Device timestamps older than this (behind the gateway's clock) are not believed: such
+    /// a message is evaluated at its arrival.
+    replay_window: Ms,
 }
 
 fn ms(seconds: f64) -> Ms {
@@ -304,6 +397,7 @@ impl RuleEngine {
             timers: BinaryHeap::new(),
             started: now,
             flood_rule: Arc::from("flood"),
+            replay_window: ms(config.site.gateway.replay_window_s as f64),
         };
         let polled: HashMap<&str, Ms> = config
             .site
@@ -362,6 +456,7 @@ impl RuleEngine {
         self.devices.push(Device {
             tags: Arc::new(tags.clone()),
             last_seen: None,
+            clock: None,
             maintenance_states: config
                 .profiles
                 .get(&device.profile)
@@ -613,6 +708,7 @@ impl RuleEngine {
                         annunciated: false,
                         alarm,
                         filters: Vec::new(),
+                        late_began_ms: None,
                     });
                 }
             }
@@ -620,7 +716,8 @@ impl RuleEngine {
         retired
     }
 
-    /// Evaluates readings received at `now`.
+    /// Evaluates readings received at `now`. Measurements are evaluated at their device's time
+    /// (`DeviceClock`); comm loss and silence at `now`.
     pub fn on_readings(&mut self, readings: &[Reading], now: Ms, out: &mut Vec<AlarmEvent>) {
         // Maintenance states first: span gas in the same message as `calibration` must not
         // raise a real alarm.
@@ -636,9 +733,17 @@ impl RuleEngine {
             let Some(&d) = self.device_index.get(reading.tags.device.as_str()) else {
                 continue;
             };
+            let stamped = reading.timestamp_ns / 1_000_000;
+            let stamped = if stamped < now - self.replay_window {
+                now
+            } else {
+                stamped
+            };
+            let at = DeviceClock::observe(&mut self.devices[d].clock, stamped, now);
+            let when = When { wall: now, at };
             if let Some(bound) = self.devices[d].device_inputs.get(&reading.quantity) {
                 let bound = bound.clone();
-                self.on_device_decision(&bound, reading, now, out);
+                self.on_device_decision(&bound, reading, when, out);
             }
             if last_device != Some(d) {
                 last_device = Some(d);
@@ -654,7 +759,7 @@ impl RuleEngine {
             // A reference count, not a copy: evaluation needs `&mut self`.
             let fed = Arc::clone(fed);
             for &(i, slot) in fed.iter() {
-                self.on_value(i, slot, reading, now, out);
+                self.on_value(i, slot, reading, when, out);
             }
         }
     }
@@ -665,7 +770,7 @@ impl RuleEngine {
         &mut self,
         bound: &[DeviceInput],
         reading: &Reading,
-        now: Ms,
+        when: When,
         out: &mut Vec<AlarmEvent>,
     ) {
         if reading.quality != Quality::Good {
@@ -687,7 +792,8 @@ impl RuleEngine {
                 self.instances[*i].value =
                     Some(Observed::Text(format!("device: {}", reading.quantity)));
             }
-            self.apply_level(*i, now, out);
+            let late = self.late_since(*i, when.at);
+            self.apply_level(*i, when.wall, late, out);
             self.reschedule(*i);
         }
     }
@@ -763,11 +869,11 @@ impl RuleEngine {
             Evaluation::CommLoss => {
                 let lost = reading.quality == Quality::CommError;
                 inst.value = Some(Observed::Text(reading.quality.as_str().to_string()));
-                self.apply_sample(i, lost, !lost, now, out);
+                self.apply_sample(i, lost, !lost, When::wall(now), out);
             }
             Evaluation::Silence { .. } if inst.alarm.condition => {
                 inst.value = Some(Observed::Text("seen".into()));
-                self.apply_sample(i, false, true, now, out);
+                self.apply_sample(i, false, true, When::wall(now), out);
             }
             _ => {}
         }
@@ -778,9 +884,10 @@ impl RuleEngine {
         i: usize,
         slot: u8,
         reading: &Reading,
-        now: Ms,
+        when: When,
         out: &mut Vec<AlarmEvent>,
     ) {
+        let now = when.at;
         let inst = &mut self.instances[i];
         if inst.unit.is_none() {
             inst.unit = reading.unit.clone();
@@ -790,7 +897,7 @@ impl RuleEngine {
                 let invalid = reading.quality == Quality::Invalid;
                 let good = reading.quality == Quality::Good;
                 inst.value = Some(Observed::Text(reading.quality.as_str().to_string()));
-                return self.apply_sample(i, invalid, good, now, out);
+                return self.apply_sample(i, invalid, good, when, out);
             }
             _ if reading.quality != Quality::Good => return, // hold state on missing data
             Evaluation::Flag => {
@@ -801,14 +908,14 @@ impl RuleEngine {
                     Value::Text(_) => return,
                 };
                 inst.value = Some(Observed::Number(f64::from(u8::from(set))));
-                return self.apply_sample(i, set, !set, now, out);
+                return self.apply_sample(i, set, !set, when, out);
             }
             Evaluation::State => {
                 let Value::Text(text) = &reading.value else {
                     return;
                 };
                 inst.value = Some(Observed::Text(text.to_string()));
-                return self.apply_state(i, text, now, out);
+                return self.apply_state(i, text, when, out);
             }
             _ => {}
         }
@@ -859,19 +966,20 @@ impl RuleEngine {
                 inst.settings.on_delays[k],
                 inst.settings.off_delays[k],
             ) {
-                edges.push(edge);
+                edges.push((k, edge));
             }
         }
-        self.after_filters(i, edges, now, out);
+        self.after_filters(i, edges, when, out);
     }
 
-    fn apply_state(&mut self, i: usize, text: &str, now: Ms, out: &mut Vec<AlarmEvent>) {
+    fn apply_state(&mut self, i: usize, text: &str, when: When, out: &mut Vec<AlarmEvent>) {
+        let now = when.at;
         let inst = &mut self.instances[i];
         let rule = &self.rules[inst.settings.rule];
         if rule.silence_states.iter().any(|s| s == text) {
             // The sounder is muted; the fire is not out. Shown, never a clear.
-            if let Some(action) = inst.alarm.silence(now) {
-                self.emit(i, action, now, None, out);
+            if let Some(action) = inst.alarm.silence(when.wall) {
+                self.emit(i, action, when.wall, None, out);
             }
             return;
         }
@@ -894,10 +1002,10 @@ impl RuleEngine {
                 inst.settings.on_delays[k],
                 inst.settings.off_delays[k],
             ) {
-                edges.push(edge);
+                edges.push((k, edge));
             }
         }
-        self.after_filters(i, edges, now, out);
+        self.after_filters(i, edges, when, out);
     }
 
     /// One-level conditions (flag, invalid, comm loss, silence).
@@ -906,7 +1014,7 @@ impl RuleEngine {
         i: usize,
         raise: bool,
         clear: bool,
-        now: Ms,
+        when: When,
         out: &mut Vec<AlarmEvent>,
     ) {
         let inst = &mut self.instances[i];
@@ -915,36 +1023,96 @@ impl RuleEngine {
             if let Some(edge) = filter.sample(
                 raise,
                 clear,
-                now,
+                when.at,
                 inst.settings.on_delays[k],
                 inst.settings.off_delays[k],
             ) {
-                edges.push(edge);
+                edges.push((k, edge));
             }
         }
-        self.after_filters(i, edges, now, out);
+        self.after_filters(i, edges, when, out);
     }
 
-    /// Turns level edges into the alarm's new level, runs the state machine, schedules the
-    /// next deadline.
-    fn after_filters(&mut self, i: usize, edges: Vec<Edge>, now: Ms, out: &mut Vec<AlarmEvent>) {
+    /// Turns level edges (level index, edge at the instance's time) into the alarm's new level,
+    /// runs the state machine, schedules the next deadline.
+    fn after_filters(
+        &mut self,
+        i: usize,
+        edges: Vec<(usize, Edge)>,
+        when: When,
+        out: &mut Vec<AlarmEvent>,
+    ) {
         if !edges.is_empty() {
-            // Transitions are stamped with the millisecond the delay ran out.
-            let at = edges
+            let settings = &self.instances[i].settings;
+            // Transitions are stamped with the millisecond the delay ran out ...
+            let ran_out = edges
                 .iter()
-                .map(|e| match e {
+                .map(|(_, e)| match e {
                     Edge::Raised(t) | Edge::Cleared(t) => *t,
                 })
                 .max()
-                .unwrap_or(now);
-            self.apply_level(i, at, out);
+                .unwrap_or(when.at);
+            // ... and the condition behind them began one delay earlier.
+            let began = edges
+                .iter()
+                .map(|&(k, e)| match e {
+                    Edge::Raised(t) => t - settings.on_delays[k],
+                    Edge::Cleared(t) => t - settings.off_delays[k],
+                })
+                .min()
+                .unwrap_or(when.at);
+            let late = self.late_since(i, began);
+            let at = self.wall_time(i, ran_out, when.wall);
+            self.apply_level(i, at, late, out);
         }
         self.reschedule(i);
     }
 
+    /// Whether the instance runs on its device's clock (measurements) or on the gateway's
+    /// (whether the device is heard at all).
+    fn on_device_time(&self, i: usize) -> bool {
+        !matches!(
+            self.instances[i].evaluation,
+            Evaluation::CommLoss | Evaluation::Silence { .. }
+        )
+    }
+
+    /// The instance's time now: its device's for measurements.
+    fn instance_now(&self, i: usize, wall: Ms) -> Ms {
+        match self.devices[self.instances[i].device].clock {
+            Some(clock) if self.on_device_time(i) => clock.now(wall),
+            _ => wall,
+        }
+    }
+
+    /// An instance time as the gateway's.
+    fn wall_time(&self, i: usize, t: Ms, wall: Ms) -> Ms {
+        match self.devices[self.instances[i].device].clock {
+            Some(clock) if self.on_device_time(i) => clock.to_wall(t, wall),
+            _ => t.min(wall),
+        }
+    }
+
+    /// `Some(began)` (device time) when a transition whose condition began then is late news:
+    /// its device's latest message arrived well behind its usual lag.
+    fn late_since(&self, i: usize, began: Ms) -> Option<Ms> {
+        let clock = self.devices[self.instances[i].device].clock?;
+        (self.on_device_time(i) && clock.is_late()).then_some(began)
+    }
+
     /// Runs the state machine on the alarm's current level (thresholds and the device's own
-    /// decisions) at `at`, and emits what it did.
-    fn apply_level(&mut self, i: usize, at: Ms, out: &mut Vec<AlarmEvent>) {
+    /// decisions) at `at`, and emits what it did; `late` marks those events as reported late.
+    fn apply_level(&mut self, i: usize, at: Ms, late: Option<Ms>, out: &mut Vec<AlarmEvent>) {
+        let first = out.len();
+        self.apply_level_now(i, at, out);
+        if let Some(began) = late {
+            for event in &mut out[first..] {
+                event.mark_late(began, at);
+            }
+        }
+    }
+
+    fn apply_level_now(&mut self, i: usize, at: Ms, out: &mut Vec<AlarmEvent>) {
         let level = self.current_level(i);
         let inst = &mut self.instances[i];
         let before = inst.alarm.level.filter(|_| inst.alarm.active);
@@ -991,8 +1159,13 @@ impl RuleEngine {
         if let Some(t) = inst.calm_at() {
             next = Some(next.map_or(t, |n: Ms| n.min(t)));
         }
+        let device_clock = self.devices[inst.device]
+            .clock
+            .filter(|_| self.on_device_time(i));
         for (k, f) in inst.filters.iter().enumerate() {
             if let Some(t) = f.deadline(inst.settings.on_delays[k], inst.settings.off_delays[k]) {
+                // On the device's clock: due when the gateway's has passed as much time.
+                let t = device_clock.map_or(t, |c| t + c.wall_ms - c.device_ms);
                 next = Some(next.map_or(t, |n: Ms| n.min(t)));
             }
         }
@@ -1082,18 +1255,23 @@ impl RuleEngine {
                     None => "never_seen".into(),
                 }));
                 // Stamped at the deadline, not at the tick that noticed it.
-                return self.apply_sample(i, true, false, seen + after, out);
+                let when = When {
+                    wall: now,
+                    at: seen + after,
+                };
+                return self.apply_sample(i, true, false, when, out);
             }
         }
+        let at = self.instance_now(i, now);
         let inst = &mut self.instances[i];
         let mut edges = Vec::new();
         for (k, f) in inst.filters.iter_mut().enumerate() {
-            if let Some(edge) = f.tick(now, inst.settings.on_delays[k], inst.settings.off_delays[k])
+            if let Some(edge) = f.tick(at, inst.settings.on_delays[k], inst.settings.off_delays[k])
             {
-                edges.push(edge);
+                edges.push((k, edge));
             }
         }
-        self.after_filters(i, edges, now, out);
+        self.after_filters(i, edges, When { wall: now, at }, out);
     }
 
     /// An operator's command on one alarm or every alarm of a device or location.
@@ -1271,6 +1449,7 @@ impl RuleEngine {
             annunciated,
             alarm: inst.alarm.clone(),
             filters: inst.filters.iter().map(|f| f.active).collect(),
+            late_began_ms: None,
         }
     }
 
@@ -1310,6 +1489,7 @@ impl RuleEngine {
             annunciated: true,
             alarm: Alarm::default(),
             filters: Vec::new(),
+            late_began_ms: None,
         }
     }
 

@@ -107,8 +107,9 @@ pub(super) fn apply_plan(
         queued += tx
             .prepare_cached(
                 "INSERT OR IGNORE INTO alert_delivery
-                 (dedupe, alarm_key, route, channel, recipient, event, created_ms, notice, status, next_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?7)",
+                 (dedupe, alarm_key, route, channel, recipient, event, created_ms, notice, status, next_ms,
+                  urgent)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?7, ?9)",
             )?
             .execute(params![
                 d.dedupe,
@@ -118,7 +119,8 @@ pub(super) fn apply_plan(
                 d.recipient,
                 d.notice.event,
                 d.notice.at_ms,
-                notice
+                notice,
+                d.notice.urgent()
             ])? as u64;
     }
     if plan.release {
@@ -257,17 +259,14 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The first `limit` pending deliveries of a lane: urgent ones (a critical alarm raised,
-    /// escalated, annunciated again, or unacknowledged) first, then the rest, each in queue
-    /// order. An alarm's own pushes stay in order: its raise is urgent, its clear is not.
+    /// The first `limit` pending deliveries of a lane: urgent ones (`Notice::urgent`: a critical
+    /// alarm raised, escalated, annunciated again, or unacknowledged) first, then the rest, each
+    /// in queue order, read along an index however long the queue.
     pub fn alert_lane_head(&self, lane: &Lane, limit: usize) -> Result<Vec<Queued>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, created_ms, next_ms, attempts, notice FROM alert_delivery
              WHERE status = 'pending' AND route = ?1 AND channel = ?2 AND recipient = ?3
-             ORDER BY (json_extract(notice, '$.alarm.severity') = 'critical'
-                       AND json_extract(notice, '$.event') IN
-                           ('raised', 'escalated', 'reannunciated', 'unacknowledged', 'reminder')) DESC,
-                      id
+             ORDER BY urgent DESC, id
              LIMIT ?4",
         )?;
         let rows = stmt.query_map(
@@ -342,9 +341,7 @@ impl Store {
     ) -> Result<std::collections::BTreeMap<String, i64>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT route, MIN(created_ms) FROM alert_delivery
-             WHERE status = 'pending' AND json_extract(notice, '$.alarm.severity') = 'critical'
-               AND json_extract(notice, '$.event') IN
-                   ('raised', 'escalated', 'reannunciated', 'unacknowledged', 'reminder')
+             WHERE status = 'pending' AND urgent = 1
              GROUP BY route",
         )?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;

@@ -177,6 +177,16 @@ const MIGRATIONS: &[&str] = &[
      );",
     // 4: the queue of alarm pushes and the routing state behind escalation.
     alerts::MIGRATION,
+    // 5: transitions reported late (replayed after an outage) say when their condition began;
+    // pushes say whether they go ahead of the others, so the lane head is read by index.
+    "ALTER TABLE journal ADD COLUMN began_ms INTEGER;
+     ALTER TABLE alert_delivery ADD COLUMN urgent INTEGER NOT NULL DEFAULT 0;
+     UPDATE alert_delivery SET urgent = 1
+      WHERE status = 'pending' AND json_extract(notice, '$.alarm.severity') = 'critical'
+        AND json_extract(notice, '$.event') IN
+            ('raised', 'escalated', 'reannunciated', 'unacknowledged', 'reminder');
+     CREATE INDEX alert_delivery_urgent
+         ON alert_delivery (status, route, channel, recipient, urgent DESC, id);",
 ];
 
 /// A technician's record that a device was commissioned: who, when, which firmware, notes.
@@ -237,6 +247,8 @@ pub struct JournalEntry {
     pub operator: Option<String>,
     pub comment: Option<String>,
     pub message: String,
+    /// Reported late: the device time the transition's condition began.
+    pub began_ms: Option<i64>,
     pub prev_hash: String,
     pub hash: String,
 }
@@ -270,6 +282,11 @@ impl JournalEntry {
             h.update([0xff]);
         }
         h.update(self.message.as_bytes());
+        // Appended only when present, so that entries written before it existed still verify.
+        if let Some(began) = self.began_ms {
+            h.update([0xff]);
+            h.update(began.to_string().as_bytes());
+        }
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 }
@@ -472,19 +489,21 @@ impl Store {
                 operator: event.operator.as_ref().map(|o| o.name.clone()),
                 comment: event.operator.as_ref().and_then(|o| o.comment.clone()),
                 message: event.message.clone(),
+                began_ms: event.late_began_ms,
                 prev_hash: prev_hash.clone(),
                 hash: String::new(),
             };
             entry.hash = entry.compute_hash();
             tx.execute(
                 "INSERT INTO journal (seq, at_ms, key, rule, park, enterprise, location, device, action,
-                   state, severity, kind, value, threshold, operator, comment, message, prev_hash, hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                   state, severity, kind, value, threshold, operator, comment, message, prev_hash, hash,
+                   began_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
                 params![
                     entry.seq, entry.at_ms, entry.key, entry.rule, entry.park, entry.enterprise,
                     entry.location, entry.device, entry.action, entry.state, entry.severity,
                     entry.kind, entry.value, entry.threshold, entry.operator, entry.comment,
-                    entry.message, entry.prev_hash, entry.hash
+                    entry.message, entry.prev_hash, entry.hash, entry.began_ms
                 ],
             )?;
             prev_hash = entry.hash;
@@ -595,7 +614,7 @@ impl Store {
         let pattern = search.map(|s| format!("%{}%", s.replace('%', "\\%").replace('_', "\\_")));
         let mut stmt = self.conn.prepare(
             "SELECT seq, at_ms, key, rule, park, enterprise, location, device, action, state, severity,
-                    kind, value, threshold, operator, comment, message, prev_hash, hash
+                    kind, value, threshold, operator, comment, message, prev_hash, hash, began_ms
              FROM journal
              WHERE ?1 IS NULL OR key LIKE ?1 ESCAPE '\\' OR device LIKE ?1 ESCAPE '\\'
                    OR rule LIKE ?1 ESCAPE '\\' OR message LIKE ?1 ESCAPE '\\'
@@ -610,7 +629,7 @@ impl Store {
     pub fn verify_journal(&self) -> Result<Verification, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT seq, at_ms, key, rule, park, enterprise, location, device, action, state, severity,
-                    kind, value, threshold, operator, comment, message, prev_hash, hash
+                    kind, value, threshold, operator, comment, message, prev_hash, hash, began_ms
              FROM journal ORDER BY seq",
         )?;
         let mut rows = stmt.query([])?;
@@ -696,5 +715,6 @@ fn row_to_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<JournalEntry> {
         message: r.get(16)?,
         prev_hash: r.get(17)?,
         hash: r.get(18)?,
+        began_ms: r.get(19)?,
     })
 }
