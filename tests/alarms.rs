@@ -1,6 +1,7 @@
 //! Alarms end to end with real mosquitto, influxd and the Modbus simulator: transitions land in
 //! InfluxDB's `alarm` measurement at the times the rule set implies; a detector's CT-open bit is
-//! a fault; a silent device goes offline; a latched gas alarm is acknowledged and reset through
+//! a fault; a 12-loop monitor's loop states are a fault (CT open) and its own alarm (overload,
+//! below the gateway's threshold); a silent device goes offline; a latched gas alarm is acknowledged and reset through
 //! the library API; alarm state survives a restart without a second raise.
 
 mod support;
@@ -36,6 +37,10 @@ profile = "arcm_combo_detector"
 id = "g1"
 location = "l"
 profile = "gas_detector_lel"
+[[devices]]
+id = "r1"
+location = "l"
+profile = "acrel_aim_r100"
 
 [[rule_overrides]]
 rule = "R1"
@@ -45,6 +50,9 @@ off_delay_s = 3
 rule = "R11"
 on_delay_s = 1
 off_delay_s = 1
+[[rule_overrides]]
+rule = "R14c"
+on_delay_s = 1
 
 [[mqtt]]
 name = "park"
@@ -69,6 +77,9 @@ unit_id = 1
 [[modbus.units]]
 device = "g1"
 unit_id = 2
+[[modbus.units]]
+device = "r1"
+unit_id = 3
 
 [[influx]]
 name = "i"
@@ -139,7 +150,7 @@ async fn alarms_reach_influxdb_at_the_times_the_rules_imply_and_survive_a_restar
     let broker = mosquitto();
     let influx = influxd();
     create_database(&influx, "pg").await;
-    let bus = SimulatedBus::new([1, 2]);
+    let bus = SimulatedBus::new([1, 2, 3]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -214,6 +225,11 @@ async fn alarms_reach_influxdb_at_the_times_the_rules_imply_and_survive_a_restar
     bus.unit(2)
         .expect("unit 2")
         .set_words(Area::Holding, 8, &[0x0000, 0x4270]);
+    // 3b. The 12-loop monitor: loop 1's CT open (state 10) and loop 3 over the monitor's own
+    //     set-point (state 11) while its current reads 0 mA.
+    bus.unit(3)
+        .expect("unit 3")
+        .set_words(Area::Holding, 0x000B, &[0b11_00_10]);
     // 4. The fast meter reports once and goes silent: offline after 2 x 1 s.
     mosquitto_pub(broker.port, "park/p/fast/m2/up", &[meter(10.0).as_bytes()]);
     eventually(
@@ -231,6 +247,38 @@ async fn alarms_reach_influxdb_at_the_times_the_rules_imply_and_survive_a_restar
     let ct = alarm_rows(&influx, "rule = 'R14'").await;
     assert_eq!(ct[0]["kind"], "fault");
     assert_eq!(ct[0]["source"], "ct_open");
+    eventually(
+        "the monitor's loop fault and its own alarm",
+        Duration::from_secs(20),
+        || async {
+            let rows = alarm_rows(&influx, "device = 'r1'").await;
+            rows.iter().any(|r| r["rule"] == "R14c") && rows.iter().any(|r| r["rule"] == "R1")
+        },
+    )
+    .await;
+    let loops = alarm_rows(&influx, "device = 'r1'").await;
+    let summary: Vec<(String, String, String, String)> = loops
+        .iter()
+        .map(|r| {
+            let text = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+            (text("rule"), text("source"), text("kind"), text("severity"))
+        })
+        .collect();
+    let row = |rule: &str, source: &str, kind: &str, severity: &str| {
+        (rule.into(), source.into(), kind.into(), severity.into())
+    };
+    assert!(
+        summary.contains(&row("R14c", "loop1_state", "fault", "medium")),
+        "{summary:?}"
+    );
+    assert!(
+        summary.contains(&row("R1", "leak_3", "alarm", "high")),
+        "{summary:?}"
+    );
+    assert!(
+        !summary.iter().any(|r| r.0 == "R14c" && r.1 == "loop3_state"),
+        "overload is an alarm, not a fault: {summary:?}"
+    );
     // Never seen since start: offline 2 s after start; it reports, the fault clears; then it
     // falls silent and is offline again 2 s after its last message.
     let offline: Vec<(String, String)> = alarm_rows(&influx, "rule = 'T17'")
@@ -326,7 +374,7 @@ async fn alarms_reach_influxdb_at_the_times_the_rules_imply_and_survive_a_restar
     // 5. Restart with an active, unacknowledged alarm.
     hold(broker.port, 350.0, 4).await;
     eventually("R1 raised again", Duration::from_secs(10), || async {
-        alarm_rows(&influx, "rule = 'R1' AND action = 'raised'")
+        alarm_rows(&influx, "rule = 'R1' AND device = 'm1' AND action = 'raised'")
             .await
             .len()
             == 2
@@ -352,7 +400,7 @@ async fn alarms_reach_influxdb_at_the_times_the_rules_imply_and_survive_a_restar
     );
     hold(broker.port, 350.0, 4).await;
     assert_eq!(
-        alarm_rows(&influx, "rule = 'R1' AND action = 'raised'")
+        alarm_rows(&influx, "rule = 'R1' AND device = 'm1' AND action = 'raised'")
             .await
             .len(),
         2,
@@ -363,7 +411,7 @@ async fn alarms_reach_influxdb_at_the_times_the_rules_imply_and_survive_a_restar
         "cleared once after the restart",
         Duration::from_secs(10),
         || async {
-            alarm_rows(&influx, "rule = 'R1' AND action = 'cleared'")
+            alarm_rows(&influx, "rule = 'R1' AND device = 'm1' AND action = 'cleared'")
                 .await
                 .len()
                 == 2

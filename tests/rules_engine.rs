@@ -1045,3 +1045,58 @@ fn the_last_replayed_condition_runs_on_at_the_gateways_pace_and_timestamps_too_o
     );
     assert_eq!(out[0].late_began_ms, None);
 }
+
+#[test]
+fn residual_current_monitor_loop_states_are_faults_or_the_monitors_own_alarm() {
+    let (mut engine, _dir) = engine(
+        "[[devices]]\nid = \"r1\"\nlocation = \"l\"\nprofile = \"acrel_aim_r100\"\n",
+    );
+    let state = |n: u32, s: &str| {
+        reading(
+            "r1",
+            "acrel_aim_r100",
+            &format!("loop{n}_state"),
+            Value::Text(Arc::from(s)),
+        )
+    };
+    let loops = |states: &[(u32, &str)]| -> Vec<Reading> {
+        let mut all: Vec<Reading> = (1..=12).map(|n| state(n, "normal")).collect();
+        for (n, s) in states {
+            all[*n as usize - 1] = state(*n, s);
+        }
+        all.push(reading("r1", "acrel_aim_r100", "leak_3", Value::Float(40.0)));
+        all
+    };
+    let mut out = Vec::new();
+    // Loop 1's CT comes open (state 10): a fault after 5 s, not a leakage alarm.
+    for t in (0..=6_000).step_by(1000) {
+        engine.tick(t, &mut out);
+        evaluate(&mut engine, &loops(&[(1, "open")]), t, &mut out);
+    }
+    assert_eq!(summary(&out), vec![(5_000, "raised", Severity::Medium)]);
+    assert_eq!(out[0].key.as_ref(), "R14c/r1/loop1_state");
+    assert_eq!(out[0].kind, AlarmKind::Fault);
+    out.clear();
+    // Loop 3 over the monitor's own set-point (state 11) while its current reads 40 mA, far
+    // below the gateway's 300 mA: the monitor's decision raises R1 on loop 3 at once.
+    evaluate(&mut engine, &loops(&[(1, "open"), (3, "overload")]), 7_000, &mut out);
+    let r1: Vec<&AlarmEvent> = out.iter().filter(|e| e.rule.as_ref() == "R1").collect();
+    assert_eq!(r1.len(), 1, "{:?}", summary(&out));
+    assert_eq!(r1[0].key.as_ref(), "R1/r1/leak_3");
+    assert_eq!(
+        (r1[0].action, r1[0].severity, r1[0].at_ms),
+        (Action::Raised, Severity::High, 7_000)
+    );
+    // Both back to normal: the fault clears, the alarm's condition ends.
+    out.clear();
+    for t in (8_000..=40_000).step_by(1000) {
+        engine.tick(t, &mut out);
+        evaluate(&mut engine, &loops(&[]), t, &mut out);
+    }
+    let ended: Vec<(&str, &str)> = out
+        .iter()
+        .map(|e| (e.key.as_ref(), e.action.as_str()))
+        .collect();
+    assert!(ended.contains(&("R14c/r1/loop1_state", "cleared")), "{ended:?}");
+    assert!(ended.contains(&("R1/r1/leak_3", "cleared")), "{ended:?}");
+}

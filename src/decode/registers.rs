@@ -172,9 +172,40 @@ pub struct RegisterMapping {
     /// Raw value -> state name; the quantity becomes text (unknown values read `unknown_<n>`).
     #[serde(default, rename = "enum")]
     pub states: BTreeMap<String, String>,
+    /// Groups of adjacent bits that hold one value each (a loop's two state bits); each becomes
+    /// its own quantity.
+    #[serde(default)]
+    pub fields: Vec<BitField>,
     /// Lowest and highest plausible engineering value, for commissioning checks.
     #[serde(default)]
     pub range: Option<(f64, f64)>,
+}
+
+/// `fields = [{ quantity = "loop1_state", lsb = 0, width = 2, enum = { 0 = "normal", ... } }]`:
+/// `width` bits from bit `lsb` (0 = least significant) read as an unsigned number, the lowest
+/// bit least significant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BitField {
+    pub quantity: String,
+    pub lsb: u32,
+    pub width: u32,
+    /// Number -> state name; the quantity becomes text (unknown values read `unknown_<n>`).
+    /// Absent: the number itself.
+    #[serde(default, rename = "enum")]
+    pub states: BTreeMap<String, String>,
+}
+
+impl BitField {
+    /// The field's number in a raw word.
+    pub fn extract(&self, word: u64) -> u64 {
+        let mask = if self.width >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.width) - 1
+        };
+        word.checked_shr(self.lsb).unwrap_or(0) & mask
+    }
 }
 
 fn default_scale() -> f64 {
@@ -258,6 +289,29 @@ impl ModbusProfile {
                     problems.push((at("enum"), format!("`{raw}` is not an integer")));
                 }
             }
+            let width_bits = 16 * u32::from(r.data_type.width(r.length));
+            for f in &r.fields {
+                if f.width == 0 || f.lsb.saturating_add(f.width) > width_bits.min(64) {
+                    problems.push((
+                        at("fields"),
+                        format!(
+                            "`{}`: bits {} to {} are not within the register's 0 to {}",
+                            f.quantity,
+                            f.lsb,
+                            (f.lsb + f.width).saturating_sub(1),
+                            width_bits - 1
+                        ),
+                    ));
+                }
+                for raw in f.states.keys() {
+                    if raw.parse::<u64>().is_err() {
+                        problems.push((
+                            at("fields"),
+                            format!("`{}`: `{raw}` is not a number", f.quantity),
+                        ));
+                    }
+                }
+            }
         }
         problems
     }
@@ -324,6 +378,7 @@ pub struct RegisterDecoder {
     unit: Option<Arc<str>>,
     bit_names: Vec<(u32, Arc<str>)>,
     states: BTreeMap<i64, Arc<str>>,
+    fields: Vec<(BitField, Arc<str>, BTreeMap<u64, Arc<str>>)>,
 }
 
 impl RegisterDecoder {
@@ -341,6 +396,20 @@ impl RegisterDecoder {
                 .states
                 .iter()
                 .filter_map(|(raw, name)| Some((raw.parse().ok()?, Arc::from(name.as_str()))))
+                .collect(),
+            fields: mapping
+                .fields
+                .iter()
+                .map(|f| {
+                    let states = f
+                        .states
+                        .iter()
+                        .filter_map(|(raw, name)| {
+                            Some((raw.parse().ok()?, Arc::from(name.as_str())))
+                        })
+                        .collect();
+                    (f.clone(), Arc::from(f.quantity.as_str()), states)
+                })
                 .collect(),
             mapping: mapping.clone(),
         }
@@ -362,7 +431,7 @@ impl RegisterDecoder {
         &self.mapping.poll
     }
 
-    /// Turns the words of this register into readings (one, plus one per named bit).
+    /// Turns the words of this register into readings (one, plus one per named bit and field).
     pub fn readings(
         &self,
         words: &[u16],
@@ -405,6 +474,17 @@ impl RegisterDecoder {
                     None,
                     Quality::Good,
                 ));
+            }
+        }
+        if let (Some(Raw::Int(word)), false) = (&raw, self.fields.is_empty()) {
+            for (field, name, states) in &self.fields {
+                let n = field.extract(*word as u64);
+                let value = match states.get(&n) {
+                    Some(state) => Value::Text(Arc::clone(state)),
+                    None if !states.is_empty() => Value::Text(Arc::from(format!("unknown_{n}"))),
+                    None => Value::Int(n as i64),
+                };
+                out.push(reading(Arc::clone(name), value, None, Quality::Good));
             }
         }
     }
@@ -494,6 +574,7 @@ mod tests {
             poll: "fast".into(),
             invalid: vec![],
             bits: BTreeMap::new(),
+            fields: Vec::new(),
             states: BTreeMap::new(),
             range: None,
         }
@@ -606,6 +687,48 @@ mod tests {
         assert_eq!(
             (r[2].quantity.as_ref(), &r[2].value),
             ("ct_open", &Value::Bool(true))
+        );
+    }
+
+    #[test]
+    fn multi_bit_fields_read_as_numbers_or_named_states() {
+        let mut m = mapping(DataType::U16, WordOrder::ABCD);
+        let states = BTreeMap::from([
+            ("0".into(), "normal".into()),
+            ("1".into(), "short".into()),
+            ("2".into(), "open".into()),
+            ("3".into(), "overload".into()),
+        ]);
+        m.fields = vec![
+            BitField {
+                quantity: "loop1_state".into(),
+                lsb: 0,
+                width: 2,
+                states: states.clone(),
+            },
+            BitField {
+                quantity: "loop2_state".into(),
+                lsb: 2,
+                width: 2,
+                states,
+            },
+            BitField {
+                quantity: "counter".into(),
+                lsb: 12,
+                width: 4,
+                states: BTreeMap::new(),
+            },
+        ];
+        // Loop 1 = 0b10 (open), loop 2 = 0b11 (overload), bits 12-15 = 9.
+        let r = decode(&m, &[0x900E]);
+        let got: Vec<(&str, &Value)> = r.iter().map(|r| (r.quantity.as_ref(), &r.value)).collect();
+        assert_eq!(
+            got[1..],
+            [
+                ("loop1_state", &Value::Text("open".into())),
+                ("loop2_state", &Value::Text("overload".into())),
+                ("counter", &Value::Int(9)),
+            ]
         );
     }
 

@@ -376,6 +376,7 @@ fn profile_quantities(profile: &crate::config::Profile) -> Vec<String> {
         for r in &modbus.registers {
             out.push(r.quantity.clone());
             out.extend(r.bits.values().cloned());
+            out.extend(r.fields.iter().map(|f| f.quantity.clone()));
         }
     }
     out

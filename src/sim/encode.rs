@@ -95,15 +95,34 @@ pub fn register_words(mapping: &RegisterMapping, value: &SimValue) -> Option<Vec
     Some(words_from_be_bytes(&bytes, mapping.order))
 }
 
-/// The status word of a mapping with named bits, from the flags that are set.
-pub fn status_word(mapping: &RegisterMapping, flags: &BTreeMap<String, bool>) -> u16 {
-    mapping
+/// The status word of a mapping with named bits and bit fields, from the flags that are set
+/// and the fields' values (a state name of the field's `enum`, or a number).
+pub fn status_word(mapping: &RegisterMapping, values: &BTreeMap<String, SimValue>) -> u16 {
+    let flags = mapping
         .bits
         .iter()
-        .filter(|(_, name)| flags.get(*name).copied().unwrap_or(false))
+        .filter(|(_, name)| matches!(values.get(*name), Some(SimValue::Bool(true))))
         .filter_map(|(bit, _)| bit.parse::<u32>().ok())
         .filter(|bit| *bit < 16)
-        .fold(0u16, |word, bit| word | (1 << bit))
+        .fold(0u16, |word, bit| word | (1 << bit));
+    mapping.fields.iter().fold(flags, |word, field| {
+        let n = match values.get(&field.quantity) {
+            Some(SimValue::Text(state)) => field
+                .states
+                .iter()
+                .find(|(_, name)| *name == state)
+                .and_then(|(raw, _)| raw.parse::<u16>().ok()),
+            Some(SimValue::Number(n)) => Some(*n as u16),
+            _ => None,
+        };
+        match n {
+            Some(n) if field.lsb + field.width <= 16 => {
+                let mask = ((1u32 << field.width) - 1) as u16;
+                (word & !(mask << field.lsb)) | ((n & mask) << field.lsb)
+            }
+            _ => word,
+        }
+    })
 }
 
 /// Sets `value` at an RFC 6901 pointer, creating objects and arrays on the way.
@@ -242,8 +261,22 @@ mod tests {
         let m = mapping(
             "quantity = \"status\"\narea = \"holding\"\naddress = 8\ntype = \"u16\"\nbits = { 0 = \"leak_alarm\", 8 = \"ct_open\" }\n",
         );
-        let flags = BTreeMap::from([("ct_open".to_string(), true), ("leak_alarm".into(), false)]);
+        let flags = BTreeMap::from([
+            ("ct_open".to_string(), SimValue::Bool(true)),
+            ("leak_alarm".into(), SimValue::Bool(false)),
+        ]);
         assert_eq!(status_word(&m, &flags), 1 << 8);
+        // AIM-R100 loop states: two bits per loop, `open` is 0b10.
+        let m = mapping(
+            "quantity = \"loops\"\narea = \"holding\"\naddress = 11\ntype = \"u16\"\n\
+             fields = [{ quantity = \"loop1_state\", lsb = 0, width = 2, enum = { 0 = \"normal\", 1 = \"short\", 2 = \"open\", 3 = \"overload\" } }, \
+                       { quantity = \"loop2_state\", lsb = 2, width = 2, enum = { 0 = \"normal\", 1 = \"short\", 2 = \"open\", 3 = \"overload\" } }]\n",
+        );
+        let values = BTreeMap::from([
+            ("loop1_state".to_string(), SimValue::Text("open".into())),
+            ("loop2_state".into(), SimValue::Text("overload".into())),
+        ]);
+        assert_eq!(status_word(&m, &values), 0b1110);
     }
 
     #[test]

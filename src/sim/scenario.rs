@@ -366,17 +366,11 @@ fn update_unit(
         _ => Behaviour::Normal,
     });
     let values = device.current(t);
-    let flags: BTreeMap<String, bool> = values
-        .iter()
-        .filter_map(|(k, v)| match v {
-            SimValue::Bool(b) => Some((k.clone(), *b)),
-            _ => None,
-        })
-        .collect();
     for mapping in &modbus.registers {
         let address = mapping.address.saturating_sub(modbus.address_base);
-        let words = if !mapping.bits.is_empty() && !values.contains_key(&mapping.quantity) {
-            Some(vec![status_word(mapping, &flags)])
+        let packed = !mapping.bits.is_empty() || !mapping.fields.is_empty();
+        let words = if packed && !values.contains_key(&mapping.quantity) {
+            Some(vec![status_word(mapping, &values)])
         } else {
             values
                 .get(&mapping.quantity)
