@@ -276,7 +276,9 @@ async fn alarms_reach_influxdb_at_the_times_the_rules_imply_and_survive_a_restar
         "{summary:?}"
     );
     assert!(
-        !summary.iter().any(|r| r.0 == "R14c" && r.1 == "loop3_state"),
+        !summary
+            .iter()
+            .any(|r| r.0 == "R14c" && r.1 == "loop3_state"),
         "overload is an alarm, not a fault: {summary:?}"
     );
     // Never seen since start: offline 2 s after start; it reports, the fault clears; then it
@@ -374,9 +376,12 @@ async fn alarms_reach_influxdb_at_the_times_the_rules_imply_and_survive_a_restar
     // 5. Restart with an active, unacknowledged alarm.
     hold(broker.port, 350.0, 4).await;
     eventually("R1 raised again", Duration::from_secs(10), || async {
-        alarm_rows(&influx, "rule = 'R1' AND device = 'm1' AND action = 'raised'")
-            .await
-            .len()
+        alarm_rows(
+            &influx,
+            "rule = 'R1' AND device = 'm1' AND action = 'raised'",
+        )
+        .await
+        .len()
             == 2
     })
     .await;
@@ -400,9 +405,12 @@ async fn alarms_reach_influxdb_at_the_times_the_rules_imply_and_survive_a_restar
     );
     hold(broker.port, 350.0, 4).await;
     assert_eq!(
-        alarm_rows(&influx, "rule = 'R1' AND device = 'm1' AND action = 'raised'")
-            .await
-            .len(),
+        alarm_rows(
+            &influx,
+            "rule = 'R1' AND device = 'm1' AND action = 'raised'"
+        )
+        .await
+        .len(),
         2,
         "not raised a second time"
     );
@@ -411,9 +419,12 @@ async fn alarms_reach_influxdb_at_the_times_the_rules_imply_and_survive_a_restar
         "cleared once after the restart",
         Duration::from_secs(10),
         || async {
-            alarm_rows(&influx, "rule = 'R1' AND device = 'm1' AND action = 'cleared'")
-                .await
-                .len()
+            alarm_rows(
+                &influx,
+                "rule = 'R1' AND device = 'm1' AND action = 'cleared'",
+            )
+            .await
+            .len()
                 == 2
         },
     )

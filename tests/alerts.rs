@@ -360,6 +360,13 @@ impl Park {
             .key
     }
 
+    /// Stops delivering for the rest of the test: pushes stay queued.
+    async fn hold_deliveries(&mut self) {
+        if let Some(service) = self.service.take() {
+            service.shutdown().await;
+        }
+    }
+
     /// Stops the delivery service (pending pushes stay queued).
     async fn stop(mut self) {
         if let Some(service) = self.service.take() {
@@ -1182,4 +1189,73 @@ channels = ["hook"]
         "{metrics}"
     );
     gateway.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lanes_queue_gives_critical_pushes_first_read_along_an_index() {
+    let (_dir, path) = park_site(
+        r#"
+[alerts]
+[[alerts.channels]]
+name = "hook"
+type = "webhook"
+url = "http://127.0.0.1:9/hook"
+[[alerts.routes]]
+name = "everything"
+channels = ["hook"]
+"#,
+    );
+    let clock = tokio_clock(START_MS);
+    let mut park = Park::open(&path, Arc::clone(&clock));
+    park.hold_deliveries().await;
+    // Three gas level 1 alarms (high) queue first, then a smoke alarm (critical), then the
+    // smoke detector's clear (not urgent: it keeps its place behind the raise).
+    for device in ["gas-1", "gas-2", "gas-3"] {
+        park.feed(device, "lel", Value::Float(30.0));
+    }
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    park.tick();
+    smoke_alarm(&mut park, "smoke-1");
+    park.feed("smoke-1", "event", Value::Text(Arc::from("alarm_clear")));
+    let lanes = park.store.alert_lanes().expect("lanes");
+    assert_eq!(lanes.len(), 1);
+    let head = park.store.alert_lane_head(&lanes[0], 10).expect("head");
+    let order: Vec<(String, String)> = head
+        .iter()
+        .map(|q| (q.notice.event.clone(), q.notice.alarm.rule.clone()))
+        .collect();
+    let pair = |e: &str, r: &str| (e.to_string(), r.to_string());
+    assert_eq!(
+        order,
+        vec![
+            pair("raised", "R13"),
+            pair("raised", "R11"),
+            pair("raised", "R11"),
+            pair("raised", "R11"),
+            pair("condition_cleared", "R13"),
+        ]
+    );
+    // However long the queue, the head is read along an index, not sorted.
+    let plan: Vec<String> = {
+        let mut stmt = park
+            .store
+            .connection()
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN {}",
+                parkguard::store::alerts::LANE_HEAD_QUERY
+            ))
+            .expect("plan");
+        stmt.query_map(rusqlite::params!["r", "c", "", 10], |r| {
+            r.get::<_, String>(3)
+        })
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("plan rows")
+    };
+    assert!(
+        plan.iter().any(|p| p.contains("alert_delivery_urgent")),
+        "{plan:?}"
+    );
+    assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{plan:?}");
+    park.stop().await;
 }

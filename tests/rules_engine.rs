@@ -1048,9 +1048,8 @@ fn the_last_replayed_condition_runs_on_at_the_gateways_pace_and_timestamps_too_o
 
 #[test]
 fn residual_current_monitor_loop_states_are_faults_or_the_monitors_own_alarm() {
-    let (mut engine, _dir) = engine(
-        "[[devices]]\nid = \"r1\"\nlocation = \"l\"\nprofile = \"acrel_aim_r100\"\n",
-    );
+    let (mut engine, _dir) =
+        engine("[[devices]]\nid = \"r1\"\nlocation = \"l\"\nprofile = \"acrel_aim_r100\"\n");
     let state = |n: u32, s: &str| {
         reading(
             "r1",
@@ -1064,7 +1063,12 @@ fn residual_current_monitor_loop_states_are_faults_or_the_monitors_own_alarm() {
         for (n, s) in states {
             all[*n as usize - 1] = state(*n, s);
         }
-        all.push(reading("r1", "acrel_aim_r100", "leak_3", Value::Float(40.0)));
+        all.push(reading(
+            "r1",
+            "acrel_aim_r100",
+            "leak_3",
+            Value::Float(40.0),
+        ));
         all
     };
     let mut out = Vec::new();
@@ -1079,7 +1083,12 @@ fn residual_current_monitor_loop_states_are_faults_or_the_monitors_own_alarm() {
     out.clear();
     // Loop 3 over the monitor's own set-point (state 11) while its current reads 40 mA, far
     // below the gateway's 300 mA: the monitor's decision raises R1 on loop 3 at once.
-    evaluate(&mut engine, &loops(&[(1, "open"), (3, "overload")]), 7_000, &mut out);
+    evaluate(
+        &mut engine,
+        &loops(&[(1, "open"), (3, "overload")]),
+        7_000,
+        &mut out,
+    );
     let r1: Vec<&AlarmEvent> = out.iter().filter(|e| e.rule.as_ref() == "R1").collect();
     assert_eq!(r1.len(), 1, "{:?}", summary(&out));
     assert_eq!(r1[0].key.as_ref(), "R1/r1/leak_3");
@@ -1097,6 +1106,52 @@ fn residual_current_monitor_loop_states_are_faults_or_the_monitors_own_alarm() {
         .iter()
         .map(|e| (e.key.as_ref(), e.action.as_str()))
         .collect();
-    assert!(ended.contains(&("R14c/r1/loop1_state", "cleared")), "{ended:?}");
+    assert!(
+        ended.contains(&("R14c/r1/loop1_state", "cleared")),
+        "{ended:?}"
+    );
     assert!(ended.contains(&("R1/r1/leak_3", "cleared")), "{ended:?}");
+}
+
+#[test]
+fn a_shelved_alarm_that_turns_critical_comes_back_before_its_escalation() {
+    let (mut engine, _dir) = engine("");
+    let operator = Operator {
+        name: "wang".into(),
+        comment: None,
+    };
+    let mut out = Vec::new();
+    for t in (0..=11_000).step_by(1000) {
+        out.extend(feed(&mut engine, leak(350.0), t));
+    }
+    assert_eq!(summary(&out), vec![(10_000, "raised", Severity::High)]);
+    let target = Target::Alarm("R1/m1/leakage".into());
+    let shelve = Command::Shelve {
+        until_ms: 3_600_000,
+        reason: "insulation work, electrician on site".into(),
+    };
+    out.clear();
+    engine
+        .command(&target, &shelve, &operator, 12_000, &mut out)
+        .expect("a high residual-current alarm may be shelved");
+    // 600 mA for R1's on-delay: critical, which no shelving hides.
+    out.clear();
+    for t in (13_000..=24_000).step_by(1000) {
+        out.extend(feed(&mut engine, leak(600.0), t));
+    }
+    let actions: Vec<&str> = out.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        vec!["unshelved", "escalated"],
+        "{:?}",
+        summary(&out)
+    );
+    let escalated = &out[1];
+    assert_eq!(escalated.severity, Severity::Critical);
+    assert!(escalated.annunciated, "pushed and shown");
+    assert_eq!(
+        engine.command(&target, &shelve, &operator, 25_000, &mut out),
+        Err(CommandError::NotShelvable),
+        "and it cannot be shelved again while critical"
+    );
 }

@@ -327,7 +327,8 @@ struct Device {
     /// Its alarm instances.
     instances: Vec<usize>,
     /// The device's own alarm decisions by quantity.
-    device_inputs: HashMap<Arc<str>, Vec<DeviceInput>>,
+    /// Shared, so that evaluating one needs no copy (`&mut self` is needed meanwhile).
+    device_inputs: HashMap<Arc<str>, Arc<Vec<DeviceInput>>>,
     /// Instances fed by each quantity, with the input slot for derived ones.
     by_quantity: HashMap<Arc<str>, Arc<[(usize, u8)]>>,
     /// Instances fed by every reading of the device (comm loss, silence).
@@ -522,11 +523,11 @@ impl RuleEngine {
                 }
                 let slot = self.instances[i].device_reports.len();
                 self.instances[i].device_reports.push((level as u8, None));
-                self.devices[d]
+                let inputs = self.devices[d]
                     .device_inputs
                     .entry(Arc::from(entry.quantity.as_str()))
-                    .or_default()
-                    .push((i, slot, Arc::clone(&states)));
+                    .or_default();
+                Arc::make_mut(inputs).push((i, slot, Arc::clone(&states)));
             }
         }
     }
@@ -743,7 +744,7 @@ impl RuleEngine {
             let at = DeviceClock::observe(&mut self.devices[d].clock, stamped, now);
             let when = When { wall: now, at };
             if let Some(bound) = self.devices[d].device_inputs.get(&reading.quantity) {
-                let bound = bound.clone();
+                let bound = Arc::clone(bound);
                 self.on_device_decision(&bound, reading, when, out);
             }
             if last_device != Some(d) {

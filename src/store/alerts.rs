@@ -51,6 +51,14 @@ pub(super) const MIGRATION: &str = "CREATE TABLE alert_delivery (
         info TEXT NOT NULL
      );";
 
+/// The head of a lane's queue (route, channel, recipient, how many): urgent first, then in
+/// queue order, along the index `alert_delivery_urgent`.
+pub const LANE_HEAD_QUERY: &str =
+    "SELECT id, created_ms, next_ms, attempts, notice FROM alert_delivery
+     WHERE status = 'pending' AND route = ?1 AND channel = ?2 AND recipient = ?3
+     ORDER BY urgent DESC, id
+     LIMIT ?4";
+
 /// A lane: deliveries of one route to one channel (and e-mail recipient), sent in order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Lane {
@@ -263,12 +271,7 @@ impl Store {
     /// alarm raised, escalated, annunciated again, or unacknowledged) first, then the rest, each
     /// in queue order, read along an index however long the queue.
     pub fn alert_lane_head(&self, lane: &Lane, limit: usize) -> Result<Vec<Queued>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, created_ms, next_ms, attempts, notice FROM alert_delivery
-             WHERE status = 'pending' AND route = ?1 AND channel = ?2 AND recipient = ?3
-             ORDER BY urgent DESC, id
-             LIMIT ?4",
-        )?;
+        let mut stmt = self.conn.prepare_cached(LANE_HEAD_QUERY)?;
         let rows = stmt.query_map(
             params![lane.route, lane.channel, lane.recipient, limit as i64],
             |r| {
