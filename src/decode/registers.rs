@@ -378,7 +378,15 @@ pub struct RegisterDecoder {
     unit: Option<Arc<str>>,
     bit_names: Vec<(u32, Arc<str>)>,
     states: BTreeMap<i64, Arc<str>>,
-    fields: Vec<(BitField, Arc<str>, BTreeMap<u64, Arc<str>>)>,
+    fields: Vec<FieldDecoder>,
+}
+
+/// A bit field with its quantity and state names ready to share.
+#[derive(Debug, Clone)]
+struct FieldDecoder {
+    field: BitField,
+    quantity: Arc<str>,
+    states: BTreeMap<u64, Arc<str>>,
 }
 
 impl RegisterDecoder {
@@ -408,7 +416,11 @@ impl RegisterDecoder {
                             Some((raw.parse().ok()?, Arc::from(name.as_str())))
                         })
                         .collect();
-                    (f.clone(), Arc::from(f.quantity.as_str()), states)
+                    FieldDecoder {
+                        field: f.clone(),
+                        quantity: Arc::from(f.quantity.as_str()),
+                        states,
+                    }
                 })
                 .collect(),
             mapping: mapping.clone(),
@@ -477,7 +489,12 @@ impl RegisterDecoder {
             }
         }
         if let (Some(Raw::Int(word)), false) = (&raw, self.fields.is_empty()) {
-            for (field, name, states) in &self.fields {
+            for FieldDecoder {
+                field,
+                quantity: name,
+                states,
+            } in &self.fields
+            {
                 let n = field.extract(*word as u64);
                 let value = match states.get(&n) {
                     Some(state) => Value::Text(Arc::clone(state)),
