@@ -10,7 +10,10 @@
 //!   journaled and to be acknowledged anew;
 //! - messages the broker replays after the gateway was down are judged by the device's time:
 //!   what held for its on-delay meanwhile is raised late with when it began, what came and went
-//!   is journaled, what was shorter than the on-delay is nothing.
+//!   is journaled, what was shorter than the on-delay is nothing;
+//! - span gas during a gas detector's calibration is shown, not pushed, and annunciated when
+//!   calibration ends with the gas still there;
+//! - an alarm that comes and goes more than three times in its window is flagged as chattering.
 
 mod support;
 
@@ -38,6 +41,11 @@ struct Site {
 }
 
 async fn start() -> Site {
+    start_with("").await
+}
+
+/// The site of `start` with `extra` (devices, a Modbus bus) appended.
+async fn start_with(extra: &str) -> Site {
     let mosquitto = mosquitto();
     let pushes = Arc::new(Mutex::new(Vec::new()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -112,6 +120,7 @@ token_sha256 = "{op}"
 name = "electrician"
 role = "technician"
 token_sha256 = "{tech}"
+{extra}
 "#,
         header = site_header("l", ""),
         port = mosquitto.port,
@@ -632,4 +641,94 @@ token_sha256 = "{op}"
     // 5 s over the threshold is shorter than the on-delay: nothing, replayed or not.
     assert!(journal("blip").await.is_empty());
     gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn span_gas_during_calibration_is_shown_not_pushed_and_annunciated_if_still_there_after() {
+    use parkguard::decode::registers::Area;
+    use parkguard::sim::modbus::SimulatedBus;
+    let bus = SimulatedBus::new([1]);
+    let detector = bus.unit(1).expect("unit 1");
+    // Calibration (status 5) with 60 %LEL of span gas (CDAB float at 8).
+    detector.set_words(Area::Holding, 3, &[5]);
+    detector.set_words(Area::Holding, 8, &[0x0000, 0x4270]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(bus.serve_tcp(listener));
+    let site = start_with(&format!(
+        "[[devices]]\nid = \"g1\"\nlocation = \"l\"\nprofile = \"gas_detector_lel\"\n\
+         [[modbus]]\nname = \"rs485-1\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n\
+         timeout_ms = 500\n[[modbus.units]]\ndevice = \"g1\"\nunit_id = 1\n"
+    ))
+    .await;
+    let key = "R11/g1/lel";
+    site.wait_alarm(key, "span gas shown in calibration", |a| {
+        a["maintenance"] == "calibration" && a["severity"] == "critical"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        site.pushes
+            .lock()
+            .expect("pushes")
+            .iter()
+            .all(|(_, k)| k != key),
+        "nothing pushed during calibration: {:?}",
+        site.pushes.lock().expect("pushes")
+    );
+    // Calibration ends, the gas is still there: a real alarm now, pushed.
+    detector.set_words(Area::Holding, 3, &[0]);
+    site.wait_push("reannunciated", key, 1).await;
+    let alarm = site
+        .wait_alarm(key, "out of calibration", |a| a["maintenance"].is_null())
+        .await;
+    assert_eq!(alarm["state"], "unacknowledged");
+    site.gateway.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_that_comes_and_goes_four_times_in_its_window_is_flagged_chattering() {
+    let site = start().await;
+    // R1 without delays here: each 350 mA message raises, each 100 mA one clears.
+    let topic = "park/p/meter/m1/up";
+    for _ in 0..4 {
+        mosquitto_pub(site.port, topic, &[meter(350.0).as_bytes()]);
+        mosquitto_pub(site.port, topic, &[meter(100.0).as_bytes()]);
+    }
+    let alarm = site
+        .wait_alarm("R1/m1/leakage", "flagged as chattering", |a| {
+            a["chattering"] == true
+        })
+        .await;
+    assert_eq!(alarm["rule"], "R1");
+    // The board is live; the journal follows once the store writer committed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let journal: Value = reqwest::Client::new()
+            .get(format!("{}/api/journal?search=m1", site.url))
+            .bearer_auth(&site.operator)
+            .send()
+            .await
+            .expect("journal")
+            .json()
+            .await
+            .expect("journal JSON");
+        let of = |action: &str| {
+            journal
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["action"] == action)
+                .count()
+        };
+        if of("raised") == 4 {
+            assert_eq!(of("chatter_flagged"), 1, "{journal}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{journal}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    site.gateway.shutdown().await;
 }
