@@ -61,7 +61,7 @@ fn site(dir: &Path, mqtt_port: u16, web_port: u16, token_hash: &str) -> std::pat
         "[[rule_overrides]]\nrule = \"R1\"\non_delay_s = 0\noff_delay_s = 0\n\
          [[mqtt]]\nname = \"park\"\nhost = \"127.0.0.1\"\nport = {mqtt_port}\n\
          [[mqtt.subscriptions]]\ntopic = \"park/{{park}}/meter/{{device}}/up\"\nprofile = \"adw300_json\"\n\
-         [web]\nlisten = \"127.0.0.1:{web_port}\"\n\
+         [web]\nlisten = \"127.0.0.1:{web_port}\"\nmax_connections_per_address = 200\n\
          [[web.tokens]]\nname = \"bench\"\nrole = \"viewer\"\ntoken_sha256 = \"{token_hash}\"\n"
     ));
     let path = dir.join("site.toml");

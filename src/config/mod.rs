@@ -95,6 +95,21 @@ pub struct WebConfig {
     /// `parkguard token new NAME --role ROLE` prints a token and its entry.
     #[serde(default)]
     pub tokens: Vec<WebTokenConfig>,
+    /// Open web connections at most (browsers, API clients, event streams). Further ones are
+    /// closed at once. It is lowered to fit the open-files limit less 512 descriptors kept for
+    /// MQTT, Modbus, InfluxDB and the store, so that web clients never starve those.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Open web connections at most from one client address.
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: usize,
+}
+
+fn default_max_connections() -> usize {
+    256
+}
+fn default_max_connections_per_address() -> usize {
+    32
 }
 
 fn default_web_listen() -> String {

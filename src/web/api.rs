@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use super::auth::{same_secret, Caller, LoginError, CSRF_HEADER};
+use super::auth::{same_secret, Caller, LoginError, CHECK_SLOT_WAIT, CSRF_HEADER};
 use super::{session_cookie, session_id, Shared, OPENAPI};
 use crate::config::{AlarmKind, Role, Severity};
 use crate::live::DeviceLatest;
@@ -250,12 +250,27 @@ pub async fn login(
     if request.name.len() > 200 || request.password.len() > 1000 {
         return error(StatusCode::BAD_REQUEST, "name or password too long");
     }
-    let checker = Arc::clone(&state);
-    let name = request.name.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        checker.auth.login(peer.ip(), &name, &request.password)
-    })
-    .await;
+    let known = state.auth.is_user(&request.name);
+    let result = match state.auth.begin_login(peer.ip(), &request.name) {
+        Err(limited) => Ok(Err(limited)),
+        Ok(attempt) => {
+            // A name under attack: wait before checking, holding nothing.
+            tokio::time::sleep(attempt.delay).await;
+            match tokio::time::timeout(CHECK_SLOT_WAIT, state.auth.check_slots.acquire()).await {
+                Ok(Ok(slot)) => {
+                    let checker = Arc::clone(&state);
+                    let password = request.password;
+                    let result = tokio::task::spawn_blocking(move || {
+                        checker.auth.check_password(attempt, &password)
+                    })
+                    .await;
+                    drop(slot);
+                    result
+                }
+                _ => Ok(Err(LoginError::Busy)),
+            }
+        }
+    };
     match result {
         Ok(Ok((session, caller))) => {
             tracing::info!(user = %caller.name, role = caller.role.as_str(), %peer, "Web login.");
@@ -267,7 +282,12 @@ pub async fn login(
             response
         }
         Ok(Err(LoginError::Refused)) => {
-            tracing::warn!(user = %request.name, %peer, "Web login refused.");
+            // A submitted name that is no user is often a password typed in the wrong field.
+            if known {
+                tracing::warn!(user = %request.name, %peer, "Web login refused: wrong password.");
+            } else {
+                tracing::warn!(%peer, "Web login refused: unknown user name.");
+            }
             error(StatusCode::UNAUTHORIZED, "wrong name or password")
         }
         Ok(Err(LoginError::Limited(wait))) => {
@@ -281,6 +301,16 @@ pub async fn login(
             if let Ok(value) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
+            response
+        }
+        Ok(Err(LoginError::Busy)) => {
+            let mut response = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many logins at once; try again in a moment",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             response
         }
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "login check failed"),

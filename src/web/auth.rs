@@ -22,9 +22,22 @@ pub const SESSION_COOKIE: &str = "parkguard_session";
 /// Header a browser session must send with every state-changing request.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-/// Failed logins allowed from one client address, or for one user name, per window.
+/// Failed logins allowed for one user name from one client address per window; then that
+/// pair waits for the window. Keyed on the pair, so that nobody can lock a name out for
+/// everyone by failing it on purpose.
 const LOGIN_FAILURES_ALLOWED: usize = 5;
+/// Failed logins allowed from one address over all names per window (name spraying).
+const ADDRESS_FAILURES_ALLOWED: usize = 20;
 const LOGIN_WINDOW: Duration = Duration::from_secs(300);
+/// A name that failed this often in the window, from anywhere, is under attack: each check
+/// for it is delayed first, 0.5 s doubling per further failure up to `NAME_DELAY_MAX`. It is
+/// never refused, so its owner still gets in from a clean address.
+const NAME_UNDER_ATTACK: usize = 10;
+const NAME_DELAY_MAX: Duration = Duration::from_secs(8);
+/// Password checks running at once (argon2 takes 19 MiB and tens of milliseconds each); more
+/// wait for a slot up to `CHECK_SLOT_WAIT`, then are answered "busy".
+pub const CONCURRENT_CHECKS: usize = 2;
+pub const CHECK_SLOT_WAIT: Duration = Duration::from_secs(3);
 
 /// Who a request comes from.
 #[derive(Debug, Clone, Serialize)]
@@ -69,6 +82,18 @@ pub enum LoginError {
     Refused,
     /// Too many failures lately; try again after this long.
     Limited(Duration),
+    /// Every password-check slot is taken; try again shortly.
+    Busy,
+}
+
+/// A login attempt admitted by the rate limits: its failure is already counted (and taken
+/// back on success), so attempts sent at once cannot pass the limit together.
+#[derive(Debug)]
+pub struct LoginAttempt {
+    address: IpAddr,
+    name: String,
+    /// Wait this long before checking (a name under attack).
+    pub delay: Duration,
 }
 
 pub struct Auth {
@@ -78,66 +103,101 @@ pub struct Auth {
     sessions: Mutex<HashMap<String, Session>>,
     idle: Duration,
     failures: Mutex<Failures>,
+    /// Slots for password checks (`CONCURRENT_CHECKS`).
+    pub check_slots: tokio::sync::Semaphore,
     /// Verified when the user name is unknown, so that a wrong name takes as long as a
     /// wrong password and names cannot be probed by timing.
     decoy_hash: String,
 }
 
+/// Recent failures (and attempts under way, counted as failures until they succeed).
 #[derive(Default)]
 struct Failures {
+    by_pair: HashMap<(IpAddr, String), VecDeque<Instant>>,
     by_address: HashMap<IpAddr, VecDeque<Instant>>,
     by_name: HashMap<String, VecDeque<Instant>>,
 }
 
+/// Drops what left the window; how long until the window has room for one more under `limit`.
+fn window_wait(window: &mut VecDeque<Instant>, limit: usize, now: Instant) -> Option<Duration> {
+    while window
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > LOGIN_WINDOW)
+    {
+        window.pop_front();
+    }
+    let oldest = window.front().filter(|_| window.len() >= limit)?;
+    Some(
+        LOGIN_WINDOW
+            .saturating_sub(now.duration_since(*oldest))
+            .max(Duration::from_secs(1)),
+    )
+}
+
 impl Failures {
-    /// How long until another attempt is allowed, if the limit is reached.
-    fn wait(&mut self, address: IpAddr, name: &str, now: Instant) -> Option<Duration> {
-        let mut longest = None;
-        for window in [
-            self.by_address.get_mut(&address),
-            self.by_name.get_mut(name),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            while window
-                .front()
-                .is_some_and(|t| now.duration_since(*t) > LOGIN_WINDOW)
-            {
-                window.pop_front();
-            }
-            if window.len() >= LOGIN_FAILURES_ALLOWED {
-                if let Some(oldest) = window.front() {
-                    let wait = LOGIN_WINDOW.saturating_sub(now.duration_since(*oldest));
-                    longest = longest.max(Some(wait.max(Duration::from_secs(1))));
-                }
-            }
+    /// Admits an attempt (counting it as a failure at once) or says how long to wait.
+    fn admit(&mut self, address: IpAddr, name: &str, now: Instant) -> Result<Duration, Duration> {
+        let pair = (address, name.to_string());
+        let waits = [
+            self.by_pair
+                .get_mut(&pair)
+                .and_then(|w| window_wait(w, LOGIN_FAILURES_ALLOWED, now)),
+            self.by_address
+                .get_mut(&address)
+                .and_then(|w| window_wait(w, ADDRESS_FAILURES_ALLOWED, now)),
+        ];
+        if let Some(wait) = waits.into_iter().flatten().max() {
+            return Err(wait);
         }
-        longest
+        let name_failures = self.by_name.get_mut(name).map_or(0, |w| {
+            window_wait(w, usize::MAX, now);
+            w.len()
+        });
+        let delay = match name_failures.checked_sub(NAME_UNDER_ATTACK) {
+            Some(beyond) => Duration::from_millis(500)
+                .saturating_mul(1u32.checked_shl(beyond as u32).unwrap_or(u32::MAX))
+                .min(NAME_DELAY_MAX),
+            None => Duration::ZERO,
+        };
+        self.by_pair.entry(pair).or_default().push_back(now);
+        self.by_address.entry(address).or_default().push_back(now);
+        self.prune(now);
+        Ok(delay)
     }
 
-    fn record(&mut self, address: IpAddr, name: &str, now: Instant) {
-        self.by_address.entry(address).or_default().push_back(now);
+    /// The attempt failed: it counts against the name as well.
+    fn failed(&mut self, name: &str, now: Instant) {
         // Unknown names are recorded too; the table is bounded by pruning old windows.
         self.by_name
             .entry(name.to_string())
             .or_default()
             .push_back(now);
-        if self.by_name.len() > 10_000 || self.by_address.len() > 10_000 {
-            self.by_name.retain(|_, w| {
-                w.back()
-                    .is_some_and(|t| now.duration_since(*t) < LOGIN_WINDOW)
-            });
-            self.by_address.retain(|_, w| {
-                w.back()
-                    .is_some_and(|t| now.duration_since(*t) < LOGIN_WINDOW)
-            });
+        self.prune(now);
+    }
+
+    /// The attempt succeeded: the pair's failures are forgotten, and the address's one
+    /// reserved for this attempt is taken back.
+    fn succeeded(&mut self, address: IpAddr, name: &str) {
+        self.by_pair.remove(&(address, name.to_string()));
+        if let Some(window) = self.by_address.get_mut(&address) {
+            window.pop_back();
         }
     }
 
-    fn clear(&mut self, address: IpAddr, name: &str) {
-        self.by_address.remove(&address);
-        self.by_name.remove(name);
+    fn prune(&mut self, now: Instant) {
+        let recent = |w: &VecDeque<Instant>| {
+            w.back()
+                .is_some_and(|t| now.duration_since(*t) < LOGIN_WINDOW)
+        };
+        if self.by_pair.len() > 10_000 {
+            self.by_pair.retain(|_, w| recent(w));
+        }
+        if self.by_name.len() > 10_000 {
+            self.by_name.retain(|_, w| recent(w));
+        }
+        if self.by_address.len() > 10_000 {
+            self.by_address.retain(|_, w| recent(w));
+        }
     }
 }
 
@@ -211,6 +271,7 @@ impl Auth {
             sessions: Mutex::new(HashMap::new()),
             idle: Duration::from_secs_f64(config.session_idle_hours * 3600.0),
             failures: Mutex::new(Failures::default()),
+            check_slots: tokio::sync::Semaphore::new(CONCURRENT_CHECKS),
             decoy_hash: hash_password("decoy").unwrap_or_default(),
         }
     }
@@ -219,18 +280,47 @@ impl Auth {
         self.idle
     }
 
-    /// Checks a name and password (slow on purpose: argon2; call it off the async threads).
-    /// Returns the new session's id and its caller.
+    /// Checks a name and password at once (slow on purpose: argon2; call it off the async
+    /// threads), ignoring a delay the name is under. Returns the new session's id and caller.
     pub fn login(
         &self,
         address: IpAddr,
         name: &str,
         password: &str,
     ) -> Result<(String, Caller), LoginError> {
+        let attempt = self.begin_login(address, name)?;
+        self.check_password(attempt, password)
+    }
+
+    /// The rate limits' word on an attempt: admitted (with a delay to wait first) or limited.
+    pub fn begin_login(&self, address: IpAddr, name: &str) -> Result<LoginAttempt, LoginError> {
+        let delay = self
+            .failures()
+            .admit(address, name, Instant::now())
+            .map_err(LoginError::Limited)?;
+        Ok(LoginAttempt {
+            address,
+            name: name.to_string(),
+            delay,
+        })
+    }
+
+    /// Whether `name` is a configured user (for logs: a submitted name that is not may be a
+    /// mistyped password and is never logged).
+    pub fn is_user(&self, name: &str) -> bool {
+        self.users.contains_key(name)
+    }
+
+    /// Checks an admitted attempt's password (argon2: call it off the async threads, holding
+    /// a check slot).
+    pub fn check_password(
+        &self,
+        attempt: LoginAttempt,
+        password: &str,
+    ) -> Result<(String, Caller), LoginError> {
+        let LoginAttempt { address, name, .. } = attempt;
+        let name = name.as_str();
         let now = Instant::now();
-        if let Some(wait) = self.failures().wait(address, name, now) {
-            return Err(LoginError::Limited(wait));
-        }
         let user = self.users.get(name);
         let hash = user.map_or(self.decoy_hash.as_str(), |u| u.password_hash.as_str());
         let verified = PasswordHash::new(hash).is_ok_and(|parsed| {
@@ -240,7 +330,7 @@ impl Auth {
         });
         match user {
             Some(user) if verified => {
-                self.failures().clear(address, name);
+                self.failures().succeeded(address, name);
                 let caller = Caller {
                     name: name.to_string(),
                     role: user.role,
@@ -259,7 +349,7 @@ impl Auth {
                 Ok((id, caller))
             }
             _ => {
-                self.failures().record(address, name, now);
+                self.failures().failed(name, now);
                 Err(LoginError::Refused)
             }
         }
@@ -324,6 +414,8 @@ mod tests {
                 password_hash: hash_password("secret").unwrap_or_default(),
             }],
             tokens: Vec::new(),
+            max_connections: 256,
+            max_connections_per_address: 32,
         };
         Auth::new(&config)
     }
@@ -354,6 +446,38 @@ mod tests {
             auth.login(HOME, "op", "secret"),
             Err(LoginError::Limited(_))
         ));
+    }
+
+    #[test]
+    fn attempts_sent_at_once_cannot_pass_the_limit_together() {
+        let auth = auth();
+        // Admitted but not yet checked: each already counts.
+        let admitted: Vec<LoginAttempt> = (0..LOGIN_FAILURES_ALLOWED)
+            .map(|_| auth.begin_login(HOME, "op").expect("admitted"))
+            .collect();
+        assert!(matches!(
+            auth.begin_login(HOME, "op"),
+            Err(LoginError::Limited(_))
+        ));
+        drop(admitted);
+    }
+
+    #[test]
+    fn a_name_failed_from_many_addresses_is_delayed_not_locked() {
+        let auth = auth();
+        for last in 1..=(NAME_UNDER_ATTACK as u8 + 2) {
+            let attacker = IpAddr::V4(Ipv4Addr::new(10, 0, 0, last));
+            let attempt = auth.begin_login(attacker, "op").expect("admitted");
+            assert_eq!(
+                auth.check_password(attempt, "guess").err(),
+                Some(LoginError::Refused)
+            );
+        }
+        let clean = IpAddr::V4(Ipv4Addr::new(192, 168, 1, 20));
+        let attempt = auth.begin_login(clean, "op").expect("not locked out");
+        assert_eq!(attempt.delay, Duration::from_secs(2), "0.5 s doubled twice");
+        auth.check_password(attempt, "secret")
+            .expect("the owner gets in");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 mod api;
 pub mod auth;
+pub mod conn;
 pub mod hub;
 
 use std::net::SocketAddr;
@@ -212,8 +213,10 @@ pub async fn start(
     });
     let app = router(state);
     let scheme = if tls.is_some() { "https" } else { "http" };
-    info!(url = %format!("{scheme}://{address}/"), "Web UI listening.");
-    let task = tokio::spawn(serve(listener, tls, app, cancel));
+    let cap = conn::connection_cap(web.max_connections, conn::raise_fd_limit());
+    let gate = conn::ConnectionGate::new(cap, web.max_connections_per_address.max(1));
+    info!(url = %format!("{scheme}://{address}/"), max_connections = cap, "Web UI listening.");
+    let task = tokio::spawn(serve(listener, tls, app, gate, cancel));
     Ok(WebServer {
         address,
         task,
@@ -225,6 +228,7 @@ async fn serve(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     app: Router,
+    gate: Arc<conn::ConnectionGate>,
     cancel: CancellationToken,
 ) {
     let mut connections = tokio::task::JoinSet::new();
@@ -242,15 +246,30 @@ async fn serve(
                 continue;
             }
         };
+        // Over a cap: closed at once, before TLS or HTTP cost anything.
+        let Some(admitted) = gate.admit(peer.ip()) else {
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let tls = tls.clone();
         let cancel = cancel.clone();
         connections.spawn(async move {
+            let _admitted = admitted;
+            let activity = conn::Activity::new();
+            let stream = conn::Watched::new(stream, std::sync::Arc::clone(&activity));
+            let requests = std::sync::Arc::clone(&activity);
             let service =
                 hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
                     request.extensions_mut().insert(ConnectInfo(peer));
-                    app.clone().oneshot(request.map(Body::new))
+                    let answering = requests.request();
+                    let app = app.clone();
+                    async move {
+                        let response = app.oneshot(request.map(Body::new)).await;
+                        drop(answering);
+                        response
+                    }
                 });
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
@@ -262,6 +281,7 @@ async fn serve(
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
                     tokio::select! {
                         result = connection => result,
+                        _ = activity.silent_too_long() => Ok(()),
                         _ = cancel.cancelled() => Ok(()),
                     }
                 }
@@ -280,6 +300,7 @@ async fn serve(
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
                     tokio::select! {
                         result = connection => result,
+                        _ = activity.silent_too_long() => Ok(()),
                         _ = cancel.cancelled() => Ok(()),
                     }
                 }
