@@ -541,6 +541,9 @@ fn the_stacks_site_file_validates() {
     std::fs::write(&site, read(&deploy().join("parkguard/site.toml"))).expect("site");
     std::fs::create_dir_all(dir.path().join("certs")).expect("certs");
     std::fs::write(dir.path().join("certs/ca.crt"), "test").expect("ca");
+    for file in ["web.crt", "web.key"] {
+        std::fs::write(dir.path().join("certs").join(file), "test").expect("web cert");
+    }
     let out = Command::new(env!("CARGO_BIN_EXE_parkguard"))
         .args(["check"])
         .arg(&site)
@@ -553,4 +556,13 @@ fn the_stacks_site_file_validates() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The stack serves the UI over TLS with /metrics closed: `check` has nothing to warn of
+    // about the web side.
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!said.contains("plain HTTP"), "{said}");
+    assert!(!said.contains("/metrics"), "{said}");
 }

@@ -103,6 +103,11 @@ pub struct WebConfig {
     /// Open web connections at most from one client address.
     #[serde(default = "default_max_connections_per_address")]
     pub max_connections_per_address: usize,
+    /// SHA-256 (hex) of a bearer token that `/metrics` then requires (Prometheus'
+    /// `authorization: { credentials: ... }`); an API token or a login works too. Absent:
+    /// `/metrics` is open to whoever reaches the port. `parkguard token new` prints one.
+    #[serde(default)]
+    pub metrics_token_sha256: Option<String>,
 }
 
 fn default_max_connections() -> usize {
@@ -953,6 +958,24 @@ impl Config {
                 }
             }
         }
+        if let Some(web) = &self.site.web {
+            let beyond_loopback = web
+                .listen
+                .parse::<SocketAddr>()
+                .map_or(true, |a| !a.ip().is_loopback());
+            if beyond_loopback && web.tls_cert.is_none() {
+                out.push(format!(
+                    "web.listen = \"{}\" serves plain HTTP beyond this machine: passwords and session cookies cross the park network readable; set web.tls_cert and web.tls_key",
+                    web.listen
+                ));
+            }
+            if beyond_loopback && web.metrics_token_sha256.is_none() {
+                out.push(format!(
+                    "web.listen = \"{}\": /metrics (alarm and session counts) is open to anyone on the network; set web.metrics_token_sha256",
+                    web.listen
+                ));
+            }
+        }
         out
     }
 
@@ -1564,6 +1587,15 @@ fn validate_web(web: &WebConfig, base_dir: &Path, report: &mut dyn FnMut(String,
             report(
                 format!("web.tokens[{i}].token_sha256"),
                 "must be 64 hex digits; make one with `parkguard token new`".into(),
+            );
+        }
+    }
+    if let Some(hash) = &web.metrics_token_sha256 {
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            report(
+                "web.metrics_token_sha256".into(),
+                "must be 64 hex digits; make one with `parkguard token new prometheus --role viewer`"
+                    .into(),
             );
         }
     }

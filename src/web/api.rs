@@ -13,7 +13,6 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{async_trait, Json};
-use futures_util::stream::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::broadcast;
@@ -130,11 +129,22 @@ pub async fn readyz(State(state): State<Shared>) -> Response {
     if rules_answer.is_err() {
         problems.push("the rules engine does not answer".to_string());
     }
-    for m in &state.config.site.mqtt {
-        let metrics = state.metrics.mqtt(&m.name);
-        if !metrics.connected.load(std::sync::atomic::Ordering::Relaxed) {
-            problems.push(format!("MQTT connection `{}` is down", m.name));
-        }
+    // Counted, not named: this answer is for anyone who reaches the port.
+    let down = state
+        .config
+        .site
+        .mqtt
+        .iter()
+        .filter(|m| {
+            !state
+                .metrics
+                .mqtt(&m.name)
+                .connected
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .count();
+    if down > 0 {
+        problems.push(format!("{down} MQTT connection(s) down"));
     }
     if problems.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
@@ -147,7 +157,23 @@ pub async fn readyz(State(state): State<Shared>) -> Response {
     }
 }
 
-pub async fn metrics(State(state): State<Shared>) -> Response {
+pub async fn metrics(State(state): State<Shared>, mut parts: Parts) -> Response {
+    if state.auth.metrics_locked() {
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or("");
+        if !state.auth.is_metrics_token(bearer)
+            && Caller::from_request_parts(&mut parts, &state)
+                .await
+                .is_err()
+        {
+            return error(StatusCode::UNAUTHORIZED, "metrics need the metrics token");
+        }
+    }
     let mut text = PrometheusText::new();
     state.metrics.render(&mut text);
     let alarms = state.hub.alarms();
@@ -496,22 +522,58 @@ pub async fn command(
 
 /// The live stream: `alarm` (a transition and the alarm after it), `device` (a device's
 /// status changed) and `resync` (this client fell behind; re-read the lists).
-pub async fn events(
-    State(state): State<Shared>,
-    _caller: Caller,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+/// Event streams at most, in all and per login session.
+pub const MAX_STREAMS: usize = 200;
+pub const MAX_STREAMS_PER_SESSION: usize = 4;
+/// How often a stream checks that its session is still live.
+const SESSION_CHECK: Duration = Duration::from_secs(2);
+
+pub async fn events(State(state): State<Shared>, caller: Caller, headers: HeaderMap) -> Response {
+    let session = session_id(&headers)
+        .filter(|_| caller.csrf.is_some())
+        .map(str::to_string);
+    let Some(slot) = state.streams.open(session.as_deref()) else {
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many event streams open; close another tab",
+        );
+    };
     let receiver = state.hub.subscribe();
-    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        let event = match receiver.recv().await {
-            Ok(event) => Event::default().event(event.name).data(&event.data),
-            Err(broadcast::error::RecvError::Lagged(_)) => {
-                Event::default().event("resync").data("{}")
+    let mut check = tokio::time::interval(SESSION_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let live = Arc::clone(&state);
+    let stream = futures_util::stream::unfold(
+        (receiver, check, slot),
+        move |(mut receiver, mut check, slot)| {
+            let live = Arc::clone(&live);
+            let session = session.clone();
+            async move {
+                loop {
+                    tokio::select! {
+                        received = receiver.recv() => {
+                            let event = match received {
+                                Ok(event) => Event::default().event(event.name).data(&event.data),
+                                Err(broadcast::error::RecvError::Lagged(_)) => {
+                                    Event::default().event("resync").data("{}")
+                                }
+                                Err(broadcast::error::RecvError::Closed) => return None,
+                            };
+                            return Some((Ok::<_, Infallible>(event), (receiver, check, slot)));
+                        }
+                        _ = check.tick() => {
+                            // Logged out or expired: the stream ends with the session.
+                            if session.as_deref().is_some_and(|id| !live.auth.session_alive(id)) {
+                                return None;
+                            }
+                        }
+                    }
+                }
             }
-            Err(broadcast::error::RecvError::Closed) => return None,
-        };
-        Some((Ok(event), receiver))
-    });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        },
+    );
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
 }
 
 #[derive(Deserialize)]

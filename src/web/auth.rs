@@ -103,6 +103,8 @@ pub struct Auth {
     sessions: Mutex<HashMap<String, Session>>,
     idle: Duration,
     failures: Mutex<Failures>,
+    /// SHA-256 of the token `/metrics` requires, if one is configured.
+    metrics_token: Option<[u8; 32]>,
     /// Slots for password checks (`CONCURRENT_CHECKS`).
     pub check_slots: tokio::sync::Semaphore,
     /// Verified when the user name is unknown, so that a wrong name takes as long as a
@@ -271,6 +273,7 @@ impl Auth {
             sessions: Mutex::new(HashMap::new()),
             idle: Duration::from_secs_f64(config.session_idle_hours * 3600.0),
             failures: Mutex::new(Failures::default()),
+            metrics_token: config.metrics_token_sha256.as_deref().and_then(parse_hex32),
             check_slots: tokio::sync::Semaphore::new(CONCURRENT_CHECKS),
             decoy_hash: hash_password("decoy").unwrap_or_default(),
         }
@@ -359,6 +362,14 @@ impl Auth {
         self.sessions().remove(session_id);
     }
 
+    /// Whether a session is still live (logged in, not expired), without keeping it alive:
+    /// an event stream ends with its session.
+    pub fn session_alive(&self, session_id: &str) -> bool {
+        self.sessions()
+            .get(session_id)
+            .is_some_and(|s| s.last_used.elapsed() < self.idle)
+    }
+
     /// The caller of a live session, which this use keeps alive.
     pub fn session(&self, session_id: &str) -> Option<Caller> {
         let now = Instant::now();
@@ -370,6 +381,17 @@ impl Auth {
         }
         session.last_used = now;
         Some(session.caller.clone())
+    }
+
+    /// Whether `/metrics` needs a token (or a login).
+    pub fn metrics_locked(&self) -> bool {
+        self.metrics_token.is_some()
+    }
+
+    /// Whether `token` is the metrics token.
+    pub fn is_metrics_token(&self, token: &str) -> bool {
+        self.metrics_token
+            .is_some_and(|expected| same_secret_bytes(&token_digest(token), &expected))
     }
 
     /// The holder of an API token.
@@ -392,7 +414,10 @@ impl Auth {
 
 /// Compares secrets in time independent of where they differ.
 pub fn same_secret(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
+    same_secret_bytes(a.as_bytes(), b.as_bytes())
+}
+
+fn same_secret_bytes(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -416,6 +441,7 @@ mod tests {
             tokens: Vec::new(),
             max_connections: 256,
             max_connections_per_address: 32,
+            metrics_token_sha256: None,
         };
         Auth::new(&config)
     }

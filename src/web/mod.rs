@@ -63,6 +63,65 @@ pub struct WebState {
     pub store: Mutex<Store>,
     /// Set on HTTPS: session cookies are then `Secure`.
     pub tls: bool,
+    /// Open event streams.
+    pub streams: Arc<StreamCounts>,
+}
+
+/// Open event streams, in all and per login session (`api::MAX_STREAMS...`).
+#[derive(Default)]
+pub struct StreamCounts {
+    open: Mutex<(usize, std::collections::HashMap<String, usize>)>,
+}
+
+/// One open event stream; counted until dropped.
+pub struct StreamSlot {
+    counts: Arc<StreamCounts>,
+    session: Option<String>,
+}
+
+impl StreamCounts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, std::collections::HashMap<String, usize>)> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A slot for a stream of `session` (none for API tokens), unless a cap is reached.
+    pub fn open(self: &Arc<Self>, session: Option<&str>) -> Option<StreamSlot> {
+        let mut open = self.lock();
+        if open.0 >= api::MAX_STREAMS {
+            return None;
+        }
+        if let Some(id) = session {
+            let mine = open.1.entry(id.to_string()).or_default();
+            if *mine >= api::MAX_STREAMS_PER_SESSION {
+                return None;
+            }
+            *mine += 1;
+        }
+        open.0 += 1;
+        Some(StreamSlot {
+            counts: Arc::clone(self),
+            session: session.map(str::to_string),
+        })
+    }
+
+    pub fn total(&self) -> usize {
+        self.lock().0
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.counts.lock();
+        open.0 = open.0.saturating_sub(1);
+        if let Some(id) = &self.session {
+            if let Some(n) = open.1.get_mut(id) {
+                *n -= 1;
+                if *n == 0 {
+                    open.1.remove(id);
+                }
+            }
+        }
+    }
 }
 
 type Shared = Arc<WebState>;
@@ -109,7 +168,7 @@ pub fn router(state: Shared) -> Router {
     router
         .fallback(api::not_found)
         .layer(middleware::from_fn(refuse_cross_site))
-        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(state.tls, security_headers))
         .with_state(state)
 }
 
@@ -152,9 +211,20 @@ fn cross_site(headers: &HeaderMap) -> Option<&'static str> {
     None
 }
 
-async fn security_headers(request: Request, next: Next) -> Response {
+async fn security_headers(
+    axum::extract::State(tls): axum::extract::State<bool>,
+    request: Request,
+    next: Next,
+) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
+    if tls {
+        // Browsers that saw HTTPS here once never fall back to plain HTTP for a year.
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     for (name, value) in [
         // Everything the page needs is served from here; inline scripts are not allowed,
         // which is a second line of defence behind escaping device-supplied text.
@@ -210,6 +280,7 @@ pub async fn start(
         latest,
         store: Mutex::new(store),
         tls: tls.is_some(),
+        streams: Arc::new(StreamCounts::default()),
     });
     let app = router(state);
     let scheme = if tls.is_some() { "https" } else { "http" };
