@@ -17,6 +17,7 @@
 //! - [`health`]: supervision of long-lived tasks, loop liveness and the systemd watchdog.
 //! - [`live`]: the latest value of every device's quantities, for the web UI.
 //! - [`metrics`]: self-metrics counters and their Prometheus text form.
+//! - [`secure`]: constant-time secret comparison and TLS servers from PEM files.
 //! - [`pipeline`]: builds the stages back to front and shuts them down front to back.
 
 pub mod alerts;
@@ -30,6 +31,7 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod rules;
+pub mod secure;
 pub mod sim;
 pub mod sinks;
 pub mod store;

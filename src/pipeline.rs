@@ -102,6 +102,22 @@ impl Gateway {
 
     async fn start_with(config: Config, reload: bool) -> anyhow::Result<Gateway> {
         init_tls();
+        // First: the daemon's own connections (ingest, MQTT alert channels) need its login.
+        if let Some(embedded) = &config.site.broker.embedded {
+            // The client ids of the daemon's own connections to it: no other login may use them.
+            let own_ids = config
+                .site
+                .mqtt
+                .iter()
+                .filter(|m| m.targets(embedded.listen))
+                .flat_map(|m| {
+                    let mut ids = vec![crate::ingest::mqtt::client_id(&config, m)];
+                    ids.extend(crate::alerts::channels::mqtt_client_ids(&config, &m.name));
+                    ids
+                })
+                .collect();
+            broker::start(embedded, &config.base_dir, own_ids, reload).await?;
+        }
         let metrics = Metrics::new();
         let cancel = CancellationToken::new();
         let supervisor = Supervisor::new();
@@ -249,10 +265,6 @@ impl Gateway {
             }
             None => None,
         };
-
-        if let Some(embedded) = &config.site.broker.embedded {
-            broker::start(embedded, reload)?;
-        }
 
         let devices = Arc::new(DeviceDirectory::from_config(&config));
         let mut ingest = Vec::new();

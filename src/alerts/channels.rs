@@ -375,11 +375,19 @@ fn causes(e: reqwest::Error) -> String {
     text
 }
 
-/// Robot URLs carry their access key in the query: never log it.
-fn redact(url: &str) -> String {
-    match url.find('?') {
-        Some(at) => format!("{}?…", &url[..at]),
-        None => url.to_string(),
+/// Where a channel sends, for errors, logs, the store and the API: scheme, host and port only.
+/// Robots and webhooks carry their keys in the query (DingTalk, WeCom) or in the path
+/// (Feishu, most webhooks), so neither ever leaves.
+pub fn redact(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) => {
+            let host = parsed.host_str().unwrap_or("?");
+            match parsed.port() {
+                Some(port) => format!("{}://{host}:{port}/…", parsed.scheme()),
+                None => format!("{}://{host}/…", parsed.scheme()),
+            }
+        }
+        Err(_) => "(unparsable URL)".to_string(),
     }
 }
 
@@ -414,6 +422,30 @@ pub fn alarm_state_payload(notice: &Notice, utc_offset_minutes: i32) -> Vec<u8> 
 }
 
 /// MQTT channel: one session of its own; a publish counts once the broker's PUBACK arrived.
+/// The client id of MQTT alert channel `channel` on connection `mqtt`.
+fn alert_client_id(config: &Config, mqtt: &crate::config::MqttConfig, channel: &str) -> String {
+    let base_id = mqtt
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("parkguard-{}", config.site.gateway.name));
+    format!("{base_id}-alerts-{channel}")
+}
+
+/// The client ids of the MQTT alert channels on connection `connection`.
+pub fn mqtt_client_ids(config: &Config, connection: &str) -> Vec<String> {
+    let Some(mqtt) = config.site.mqtt.iter().find(|m| m.name == connection) else {
+        return Vec::new();
+    };
+    config
+        .site
+        .alerts
+        .iter()
+        .flat_map(|a| a.channels.iter())
+        .filter(|c| c.mqtt.as_deref() == Some(connection))
+        .map(|c| alert_client_id(config, mqtt, &c.name))
+        .collect()
+}
+
 pub struct MqttNotifier {
     prefix: String,
     client: rumqttc::AsyncClient,
@@ -432,25 +464,32 @@ impl MqttNotifier {
             .enumerate()
             .find(|(_, m)| m.name == name)
             .ok_or_else(|| anyhow::anyhow!("no [[mqtt]] connection `{name}`"))?;
-        let base_id = mqtt
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("parkguard-{}", config.site.gateway.name));
-        let mut options = rumqttc::MqttOptions::new(
-            format!("{base_id}-alerts-{}", channel.name),
-            &mqtt.host,
-            mqtt.port(),
-        );
+        // Towards the embedded broker: its internal address and the daemon's own login.
+        let embedded = config
+            .site
+            .broker
+            .embedded
+            .as_ref()
+            .filter(|b| mqtt.targets(b.listen))
+            .and_then(|b| crate::ingest::broker::daemon_link(b.listen));
+        let (host, port) = match &embedded {
+            Some(link) => (link.address.ip().to_string(), link.address.port()),
+            None => (mqtt.host.clone(), mqtt.port()),
+        };
+        let mut options =
+            rumqttc::MqttOptions::new(alert_client_id(config, mqtt, &channel.name), host, port);
         options
             .set_keep_alive(Duration::from_secs(mqtt.keepalive_s))
             .set_clean_session(true);
-        if let Some(user) = &mqtt.username {
+        if let Some((user, password)) = embedded.as_ref().and_then(|l| l.login.clone()) {
+            options.set_credentials(user, password);
+        } else if let Some(user) = &mqtt.username {
             let password = config
                 .secret(&format!("mqtt[{index}].password"))
                 .unwrap_or_default();
             options.set_credentials(user, password);
         }
-        if let Some(tls) = &mqtt.tls {
+        if let (Some(tls), None) = (&mqtt.tls, &embedded) {
             let tls = crate::ingest::mqtt::load_tls(config, tls)?;
             options.set_transport(rumqttc::Transport::Tls(tls));
         }

@@ -14,7 +14,7 @@ pub use rules::{
     AlarmKind, ConditionConfig, LevelConfig, RuleConfig, RuleOverride, RuleSetFile, Severity,
 };
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -556,6 +556,20 @@ pub struct EmbeddedBrokerConfig {
     /// Most clients connected at once.
     #[serde(default = "default_broker_max_connections")]
     pub max_connections: usize,
+    /// Who may connect: a file (relative to this file's folder) with one `name:sha256` line per
+    /// device or shared login, the SHA-256 in hex of a random password (`openssl rand -hex 16`,
+    /// then `printf %s PASSWORD | sha256sum`); `#` starts a comment. Required when `listen` is
+    /// beyond this machine: an anonymous broker on the park's network lets anyone raise or
+    /// hide alarms. The daemon's own connection uses a login made at start that no client can
+    /// take, and the client ids of the daemon's connections are refused to everyone else.
+    #[serde(default)]
+    pub users_file: Option<PathBuf>,
+    /// PEM certificate chain and key (relative to this file's folder): clients then speak
+    /// MQTT over TLS on `listen` (port 8883 by convention).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 fn default_broker_listen() -> SocketAddr {
@@ -665,11 +679,7 @@ impl MqttConfig {
         if let Some(protocol) = self.protocol {
             return protocol;
         }
-        let local = matches!(self.host.as_str(), "localhost" | "127.0.0.1" | "::1");
-        let to_embedded = embedded.is_some_and(|listen| {
-            listen.port() == self.port() && (local || self.host == listen.ip().to_string())
-        });
-        if to_embedded {
+        if embedded.is_some_and(|listen| self.targets(listen)) {
             MqttProtocol::V311
         } else {
             MqttProtocol::V5
@@ -679,6 +689,13 @@ impl MqttConfig {
     pub fn port(&self) -> u16 {
         self.port
             .unwrap_or(if self.tls.is_some() { 8883 } else { 1883 })
+    }
+
+    /// Whether this connection goes to a broker listening on `listen` on this machine (the
+    /// embedded one).
+    pub fn targets(&self, listen: std::net::SocketAddr) -> bool {
+        let local = matches!(self.host.as_str(), "localhost" | "127.0.0.1" | "::1");
+        listen.port() == self.port() && (local || self.host == listen.ip().to_string())
     }
 }
 
@@ -1287,6 +1304,9 @@ impl Config {
         if let Some(web) = &site.web {
             validate_web(web, &self.base_dir, &mut report);
         }
+        if let Some(broker) = &site.broker.embedded {
+            validate_embedded_broker(broker, &self.base_dir, &mut report);
+        }
         if let Some(alerts) = &site.alerts {
             let mqtt_names = site.mqtt.iter().map(|m| m.name.as_str()).collect();
             alerts::validate(alerts, &mqtt_names, &self.base_dir, &mut report);
@@ -1533,6 +1553,82 @@ fn load_profiles(
         }
     }
     profiles
+}
+
+fn validate_embedded_broker(
+    broker: &EmbeddedBrokerConfig,
+    base_dir: &Path,
+    report: &mut dyn FnMut(String, String),
+) {
+    if !broker.listen.ip().is_loopback() && broker.users_file.is_none() {
+        report(
+            "broker.embedded.listen".into(),
+            format!(
+                "{} accepts clients beyond this machine without a login: anyone on the park's network could raise or hide alarms; give users_file (and tls_cert/tls_key)",
+                broker.listen
+            ),
+        );
+    }
+    if broker.tls_cert.is_some() != broker.tls_key.is_some() {
+        report(
+            "broker.embedded".into(),
+            "`tls_cert` and `tls_key` go together".into(),
+        );
+    }
+    for (key, path) in [
+        ("users_file", &broker.users_file),
+        ("tls_cert", &broker.tls_cert),
+        ("tls_key", &broker.tls_key),
+    ] {
+        if let Some(path) = path {
+            let full = base_dir.join(path);
+            if !full.is_file() {
+                report(
+                    format!("broker.embedded.{key}"),
+                    format!("no such file: {}", full.display()),
+                );
+            }
+        }
+    }
+    if let Some(path) = &broker.users_file {
+        if let Ok(text) = std::fs::read_to_string(base_dir.join(path)) {
+            if let Err(problem) = parse_broker_users(&text) {
+                report("broker.embedded.users_file".into(), problem);
+            }
+        }
+    }
+}
+
+/// The embedded broker's users file: `name:sha256-hex` per line, `#` comments.
+pub fn parse_broker_users(text: &str) -> Result<HashMap<String, [u8; 32]>, String> {
+    let mut users = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let Some((name, hash)) = line.split_once(':') else {
+            return Err(format!("line {}: expected `name:sha256`", n + 1));
+        };
+        let hash = hash.trim();
+        let mut digest = [0u8; 32];
+        let valid = hash.len() == 64
+            && hash.bytes().all(|b| b.is_ascii_hexdigit())
+            && (0..32).all(|i| {
+                u8::from_str_radix(&hash[2 * i..2 * i + 2], 16)
+                    .map(|b| digest[i] = b)
+                    .is_ok()
+            });
+        if !valid {
+            return Err(format!(
+                "line {}: `{}`'s hash is not 64 hex digits",
+                n + 1,
+                name.trim()
+            ));
+        }
+        users.insert(name.trim().to_string(), digest);
+    }
+    Ok(users)
 }
 
 fn validate_web(web: &WebConfig, base_dir: &Path, report: &mut dyn FnMut(String, String)) {

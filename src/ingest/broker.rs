@@ -4,15 +4,77 @@
 //! rumqttd's `Broker::start` blocks on its server threads and logs (rather than returns) a bind
 //! failure, so the port is probed here first: a port in use is a startup error, not a silent
 //! broker that never accepts anyone.
+//!
+//! With a users file every client logs in (name and password, checked against SHA-256 hashes).
+//! The daemon's own connections log in with a name and a random password made at start, which
+//! no client can use, and their client ids are refused to every other login, so nobody on the
+//! network can take over ingest's session. With TLS, rumqttd listens on an internal loopback
+//! port and a TLS front (rustls) on `listen` relays to it; the daemon connects to the internal
+//! port directly.
 
-use std::collections::HashMap;
-use std::net::TcpListener;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttd::{ConnectionSettings, RouterConfig, ServerSettings};
-use tracing::{error, info};
+use rumqttd::{AuthHandler, ConnectionSettings, RouterConfig, ServerSettings};
+use sha2::{Digest, Sha256};
+use tracing::{debug, error, info};
 
 use crate::config::EmbeddedBrokerConfig;
+
+/// The login name of the daemon's own connections to the embedded broker.
+pub const DAEMON_USER: &str = "parkguard-daemon";
+
+/// How the daemon itself reaches an embedded broker: its plain internal address and the login
+/// made for it at start (none when the broker takes anonymous local clients).
+#[derive(Debug, Clone)]
+pub struct DaemonLink {
+    pub address: SocketAddr,
+    pub login: Option<(String, String)>,
+}
+
+/// The daemon's links to the embedded brokers started in this process, by `listen` address.
+static LINKS: std::sync::Mutex<BTreeMap<SocketAddr, DaemonLink>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// How the daemon reaches the embedded broker listening on `listen`, if one runs.
+pub fn daemon_link(listen: SocketAddr) -> Option<DaemonLink> {
+    LINKS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&listen)
+        .cloned()
+}
+
+/// Who may log in: the users file's names and hashes, the daemon's own login, and the client
+/// ids only the daemon may use.
+fn auth_handler(
+    users: HashMap<String, [u8; 32]>,
+    daemon_password: String,
+    daemon_client_ids: BTreeSet<String>,
+) -> AuthHandler {
+    let users = Arc::new(users);
+    let daemon_password = Arc::new(daemon_password);
+    let daemon_client_ids = Arc::new(daemon_client_ids);
+    Arc::new(move |client_id: String, user: String, password: String| {
+        let allowed = if user == DAEMON_USER {
+            crate::secure::same_secret(&password, &daemon_password)
+        } else if daemon_client_ids.contains(&client_id) {
+            false
+        } else {
+            let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
+            users
+                .get(&user)
+                .is_some_and(|hash| crate::secure::same_secret_bytes(&digest, hash))
+        };
+        if !allowed {
+            debug!(client_id = %client_id, "Embedded MQTT broker refused a login.");
+        }
+        Box::pin(async move { allowed })
+    })
+}
 
 /// Addresses an embedded broker was started on in this process.
 static RUNNING: std::sync::Mutex<std::collections::BTreeSet<std::net::SocketAddr>> =
@@ -23,7 +85,15 @@ static RUNNING: std::sync::Mutex<std::collections::BTreeSet<std::net::SocketAddr
 /// With `reuse_running` (a reload), a broker this process already started on the same address
 /// is kept: rumqttd cannot be stopped, so changes to its settings apply at the next restart of
 /// the daemon. Without it, an address in use is an error like any other.
-pub fn start(config: &EmbeddedBrokerConfig, reuse_running: bool) -> anyhow::Result<()> {
+///
+/// `base_dir` resolves the users file and certificates; `daemon_client_ids` are the client ids
+/// of the daemon's own connections to it.
+pub async fn start(
+    config: &EmbeddedBrokerConfig,
+    base_dir: &Path,
+    daemon_client_ids: BTreeSet<String>,
+    reuse_running: bool,
+) -> anyhow::Result<()> {
     {
         let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
         if reuse_running && running.contains(&config.listen) {
@@ -32,15 +102,62 @@ pub fn start(config: &EmbeddedBrokerConfig, reuse_running: bool) -> anyhow::Resu
         }
         running.insert(config.listen);
     }
-    TcpListener::bind(config.listen).map_err(|err| {
+    let public = std::net::TcpListener::bind(config.listen).map_err(|err| {
         anyhow::anyhow!(
             "embedded MQTT broker cannot listen on {}: {err}",
             config.listen
         )
     })?;
+    let front = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some((
+            crate::secure::tls_acceptor(
+                "broker.embedded",
+                &base_dir.join(cert),
+                &base_dir.join(key),
+                &[],
+            )?,
+            public,
+        )),
+        _ => {
+            drop(public);
+            None
+        }
+    };
+    // Behind a TLS front rumqttd listens on loopback only, on a port of its own.
+    let internal = if front.is_some() {
+        let probe = TcpListener::bind(("127.0.0.1", 0))?;
+        let address = probe.local_addr()?;
+        drop(probe);
+        address
+    } else {
+        config.listen
+    };
+    let (login, external_auth) = match &config.users_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(base_dir.join(path))
+                .map_err(|e| anyhow::anyhow!("broker.embedded.users_file: {e}"))?;
+            let users = crate::config::parse_broker_users(&text)
+                .map_err(|e| anyhow::anyhow!("broker.embedded.users_file: {e}"))?;
+            let password = {
+                use base64::Engine;
+                let bytes: [u8; 32] = rand::random();
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+            };
+            let handler = auth_handler(users, password.clone(), daemon_client_ids);
+            (Some((DAEMON_USER.to_string(), password)), Some(handler))
+        }
+        None => (None, None),
+    };
+    LINKS.lock().unwrap_or_else(|e| e.into_inner()).insert(
+        config.listen,
+        DaemonLink {
+            address: probe_address(internal),
+            login,
+        },
+    );
     let server = ServerSettings {
         name: "embedded-v4".into(),
-        listen: config.listen,
+        listen: internal,
         tls: None,
         next_connection_delay_ms: 1,
         connections: ConnectionSettings {
@@ -48,7 +165,7 @@ pub fn start(config: &EmbeddedBrokerConfig, reuse_running: bool) -> anyhow::Resu
             max_payload_size: config.max_payload_bytes,
             max_inflight_count: 500,
             auth: None,
-            external_auth: None,
+            external_auth,
             dynamic_filters: true,
         },
     };
@@ -70,7 +187,7 @@ pub fn start(config: &EmbeddedBrokerConfig, reuse_running: bool) -> anyhow::Resu
         prometheus: None,
         metrics: None,
     };
-    let listen = config.listen;
+    let listen = internal;
     std::thread::Builder::new()
         .name("embedded-broker".into())
         .spawn(move || {
@@ -90,8 +207,55 @@ pub fn start(config: &EmbeddedBrokerConfig, reuse_running: bool) -> anyhow::Resu
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    info!(listen = %listen, "Embedded MQTT broker started.");
+    if let Some((acceptor, public)) = front {
+        public.set_nonblocking(true)?;
+        let public = tokio::net::TcpListener::from_std(public)?;
+        tokio::spawn(tls_front(public, acceptor, probe_address(internal)));
+        info!(listen = %config.listen, "Embedded MQTT broker started (MQTT over TLS).");
+    } else {
+        info!(listen = %listen, "Embedded MQTT broker started.");
+    }
     Ok(())
+}
+
+/// How long a client may take for its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Terminates TLS on the public address and relays each client to rumqttd's internal port.
+/// Runs as long as the process: rumqttd cannot be stopped either.
+async fn tls_front(
+    public: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    internal: SocketAddr,
+) {
+    loop {
+        let (stream, peer) = match public.accept().await {
+            Ok(pair) => pair,
+            Err(err) => {
+                debug!(error = %err, "Embedded MQTT broker: accept failed.");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let Ok(Ok(mut tls)) =
+                tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+            else {
+                debug!(%peer, "Embedded MQTT broker: TLS handshake failed.");
+                return;
+            };
+            let Ok(Ok(mut inner)) = tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::net::TcpStream::connect(internal),
+            )
+            .await
+            else {
+                return;
+            };
+            let _ = tokio::io::copy_bidirectional(&mut tls, &mut inner).await;
+        });
+    }
 }
 
 const BROKER_READY_TIMEOUT: Duration = Duration::from_secs(5);

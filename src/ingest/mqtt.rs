@@ -226,6 +226,31 @@ impl MqttIngest {
             connect_timeout: Duration::from_millis(mqtt.connect_timeout_s.max(1) * 2000 / 3),
         };
         let protocol = mqtt.protocol(config.site.broker.embedded.as_ref().map(|b| b.listen));
+        // Towards the embedded broker: its internal address and the daemon's own login.
+        let embedded = config
+            .site
+            .broker
+            .embedded
+            .as_ref()
+            .filter(|b| mqtt.targets(b.listen))
+            .and_then(|b| super::broker::daemon_link(b.listen));
+        let (upstream, mqtt, password) = match embedded {
+            Some(link) => {
+                let mut mqtt = mqtt;
+                let password = link.login.as_ref().map(|(_, p)| p.clone()).or(password);
+                if let Some((user, _)) = &link.login {
+                    mqtt.username = Some(user.clone());
+                }
+                let upstream = Upstream {
+                    host: link.address.ip().to_string(),
+                    port: link.address.port(),
+                    tls: None,
+                    ..upstream
+                };
+                (upstream, mqtt, password)
+            }
+            None => (upstream, mqtt, password),
+        };
         let max_ahead_ns = i64::try_from(config.site.gateway.max_clock_ahead_s)
             .unwrap_or(i64::MAX / 2)
             * 1_000_000_000;
@@ -251,10 +276,7 @@ impl MqttIngest {
                 tags_by_topic: HashMap::new(),
             });
         }
-        let client_id = mqtt
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("{}-{}", config.site.gateway.name, mqtt.name));
+        let client_id = client_id(config, &mqtt);
         let conn_metrics = metrics.mqtt(&mqtt.name);
         let status = StatusTopic::new(config, &mqtt.name);
         Ok(MqttIngest {
@@ -981,6 +1003,13 @@ const CLIENT_REQUEST_HEADROOM: usize = 256;
 const BAD_PAYLOAD_KEPT: usize = 1024;
 // MQTT 5 session expiry for a persistent session: a week covers a long outage of the gateway.
 const SESSION_EXPIRY_S: u32 = 7 * 24 * 3600;
+
+/// The client id of connection `mqtt`: as configured, else `<gateway>-<connection>`.
+pub fn client_id(config: &Config, mqtt: &MqttConfig) -> String {
+    mqtt.client_id
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", config.site.gateway.name, mqtt.name))
+}
 
 mod v311 {
     use super::*;

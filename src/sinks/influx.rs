@@ -141,7 +141,8 @@ impl InfluxWriter {
         let response = request
             .send()
             .await
-            .map_err(|e| WriteError::Transport(error_chain(&e)))?;
+            // Without the URL: one with credentials in it (user:pass@, ?p=) must not be logged.
+            .map_err(|e| WriteError::Transport(error_chain(&e.without_url())))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());

@@ -412,14 +412,7 @@ impl Auth {
     }
 }
 
-/// Compares secrets in time independent of where they differ.
-pub fn same_secret(a: &str, b: &str) -> bool {
-    same_secret_bytes(a.as_bytes(), b.as_bytes())
-}
-
-fn same_secret_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub use crate::secure::{same_secret, same_secret_bytes};
 
 #[cfg(test)]
 mod tests {

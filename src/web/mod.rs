@@ -13,7 +13,6 @@ pub mod conn;
 pub mod hub;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -260,9 +259,11 @@ pub async fn start(
     cancel: CancellationToken,
 ) -> anyhow::Result<WebServer> {
     let tls = match (&web.tls_cert, &web.tls_key) {
-        (Some(cert), Some(key)) => Some(tls_acceptor(
+        (Some(cert), Some(key)) => Some(crate::secure::tls_acceptor(
+            "web",
             &config.resolve_path(cert),
             &config.resolve_path(key),
+            &[b"http/1.1"],
         )?),
         _ => None,
     };
@@ -385,22 +386,6 @@ async fn serve(
     }
     connections.shutdown().await;
     info!("Web UI stopped.");
-}
-
-fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .with_context(|| format!("web.tls_cert: cannot read {}", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("web.tls_key: cannot read {}", key.display()))?;
-    let mut server = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("web: the TLS certificate and key do not fit together")?;
-    server.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
 }
 
 /// Builds a `Set-Cookie` value for the session cookie.
