@@ -324,10 +324,14 @@ struct StoreArgs {
 #[derive(Subcommand)]
 enum JournalCommand {
     /// Check the hash chain: exit 0 when every entry is intact, 1 when an entry was edited or
-    /// removed (the first one is named).
+    /// removed (the first one is named). With `--anchor`, also check the journal against the
+    /// heads written outside it, which finds a chain rewritten as a whole.
     Verify {
         #[command(flatten)]
         store: StoreArgs,
+        /// An anchor file (`gateway.journal_anchor_file`, or a copy shipped elsewhere).
+        #[arg(long)]
+        anchor: Option<PathBuf>,
     },
     /// Print the newest entries, optionally only those mentioning TEXT (alarm key, device,
     /// rule or message).
@@ -663,13 +667,13 @@ fn open_store(args: StoreArgs) -> Result<(PathBuf, parkguard::store::Store), Exi
 }
 
 fn journal(command: JournalCommand) -> ExitCode {
-    let (args, search, limit) = match command {
-        JournalCommand::Verify { store } => (store, None, None),
+    let (args, search, limit, anchor) = match command {
+        JournalCommand::Verify { store, anchor } => (store, None, None, anchor),
         JournalCommand::Show {
             store,
             search,
             limit,
-        } => (store, search, Some(limit)),
+        } => (store, search, Some(limit), None),
     };
     let (path, store) = match open_store(args) {
         Ok(opened) => opened,
@@ -703,7 +707,30 @@ fn journal(command: JournalCommand) -> ExitCode {
         Ok(v) => match v.problem {
             None => {
                 println!("{}: journal intact, {} entries", path.display(), v.entries);
-                ExitCode::SUCCESS
+                let Some(anchor) = anchor else {
+                    return ExitCode::SUCCESS;
+                };
+                let anchors = match std::fs::read_to_string(&anchor) {
+                    Ok(text) => parkguard::store::JournalAnchor::parse_lines(&text),
+                    Err(err) => {
+                        eprintln!("{}: {err}", anchor.display());
+                        return ExitCode::FAILURE;
+                    }
+                };
+                match store.verify_anchors(&anchors) {
+                    Ok((checked, None)) => {
+                        println!("{}: {checked} anchors match", anchor.display());
+                        ExitCode::SUCCESS
+                    }
+                    Ok((_, Some((seq, what)))) => {
+                        println!("{}: journal entry {seq} {what}", path.display());
+                        ExitCode::FAILURE
+                    }
+                    Err(err) => {
+                        eprintln!("{err}");
+                        ExitCode::FAILURE
+                    }
+                }
             }
             Some((seq, what)) => {
                 println!("{}: journal entry {seq}: {what}", path.display());

@@ -88,6 +88,17 @@ pub fn init_tls() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Journal anchoring as configured (off with an interval of 0).
+fn anchoring(config: &Config) -> Option<runtime::Anchoring> {
+    let gateway = &config.site.gateway;
+    (gateway.journal_anchor_interval_s > 0).then(|| runtime::Anchoring {
+        interval: Duration::from_secs(gateway.journal_anchor_interval_s),
+        file: config.resolve_path(&gateway.journal_anchor_file()),
+        topic: format!("parkguard/{}/journal", gateway.name),
+        gateway: gateway.name.clone(),
+    })
+}
+
 impl Gateway {
     /// Starts every stage. Errors here are startup errors (port in use, unreadable files).
     pub async fn start(config: Config) -> anyhow::Result<Gateway> {
@@ -208,6 +219,7 @@ impl Gateway {
                 writer_guard: supervisor.guard("alarm store writer"),
             },
             Some(Arc::clone(&downlinks)),
+            anchoring(&config),
         )?;
         let rules_task = supervisor.watch("rules", rules_task);
         let alerts = alerts.map(|(service, _)| service);

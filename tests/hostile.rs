@@ -513,3 +513,99 @@ token_sha256 = "{token_hash}"
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_rewritten_as_a_whole_is_found_out_by_its_anchors() {
+    use parkguard::config::Config;
+    use parkguard::pipeline::Gateway;
+    let mosquitto = mosquitto();
+    let (dir, path) = site(&format!(
+        "{header}[[devices]]\nid = \"s1\"\nlocation = \"l\"\nprofile = \"nb_smoke\"\n\
+         [[mqtt]]\nname = \"park\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+         [[mqtt.subscriptions]]\ntopic = \"park/{{park}}/smoke/{{device}}/up\"\nprofile = \"nb_smoke\"\n",
+        header = site_header("l", "journal_anchor_interval_s = 1"),
+        port = mosquitto.port,
+    ));
+    // A platform that records the anchors published over MQTT.
+    let recorder = Command::new(require_binary("mosquitto_sub", "mosquitto-clients"))
+        .args(["-h", "127.0.0.1", "-p", &mosquitto.port.to_string()])
+        .args(["-t", "parkguard/parkguard/journal", "-C", "1", "-W", "20"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("recorder");
+    let gateway = Gateway::start(Config::load(&path).expect("site"))
+        .await
+        .expect("start");
+    wait_subscribed(&gateway, "park", 1).await;
+    for event in ["alarm", "alarm_clear"] {
+        let payload = format!(r#"{{"dev":"s1","ts":{},"event":"{event}"}}"#, now_s());
+        mosquitto_pub(mosquitto.port, "park/p/smoke/s1/up", &[payload.as_bytes()]);
+    }
+    let anchors = dir.path().join("parkguard.db.anchors");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !std::fs::read_to_string(&anchors).is_ok_and(|t| t.contains("\"seq\":2")) {
+        assert!(Instant::now() < deadline, "no anchor of both entries");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gateway.shutdown().await;
+    let published = recorder.wait_with_output().expect("recorder");
+    let published = String::from_utf8_lossy(&published.stdout);
+    assert!(
+        published.contains("\"hash\""),
+        "anchor on MQTT: {published}"
+    );
+
+    let store = dir.path().join("parkguard.db");
+    let verify = |with_anchor: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_parkguard"));
+        command.args(["journal", "verify", "--store"]).arg(&store);
+        if with_anchor {
+            command.arg("--anchor").arg(&anchors);
+        }
+        let out = command.output().expect("verify");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    assert_eq!(verify(true).0, Some(0), "{}", verify(true).1);
+
+    // Someone who can write the database replaces the whole chain with a valid one of their
+    // own: two entries saying the detector was only tested.
+    {
+        let config = Config::load(&path).expect("site");
+        let mut engine = parkguard::rules::engine::RuleEngine::new(&config, 1_000);
+        let tags = std::sync::Arc::new(parkguard::model::Tags {
+            park: "p".into(),
+            enterprise: "e".into(),
+            location: "l".into(),
+            device: "s1".into(),
+            kind: String::new(),
+            profile: "nb_smoke".into(),
+            extra: Vec::new(),
+        });
+        let mut events = Vec::new();
+        for (t, event) in [(2_000, "test"), (3_000, "alarm")] {
+            let reading = parkguard::model::Reading {
+                tags: std::sync::Arc::clone(&tags),
+                measurement: std::sync::Arc::from("smoke"),
+                quantity: std::sync::Arc::from("event"),
+                value: parkguard::model::Value::Text(std::sync::Arc::from(event)),
+                unit: None,
+                timestamp_ns: t * 1_000_000,
+                quality: parkguard::model::Quality::Good,
+            };
+            engine.on_readings(&[reading], t, &mut events);
+        }
+        let mut db = parkguard::store::Store::open(&store).expect("store");
+        db.connection()
+            .execute_batch("DELETE FROM journal; DELETE FROM journal_head;")
+            .expect("wipe");
+        db.record(&events[..2], None).expect("forged chain");
+    }
+    let (code, said) = verify(false);
+    assert_eq!(code, Some(0), "the forged chain is valid in itself: {said}");
+    let (code, said) = verify(true);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("rewritten"), "{said}");
+}

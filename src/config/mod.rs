@@ -392,6 +392,18 @@ pub struct GatewayConfig {
     /// are not believed and the message is judged at its arrival.
     #[serde(default = "default_replay_window_s")]
     pub replay_window_s: u64,
+    /// The journal's head (newest sequence number and hash) is written outside the database
+    /// at most this often when it moved: appended to `journal_anchor_file`, published on every
+    /// MQTT connection to `parkguard/<gateway name>/journal` and written to InfluxDB as a
+    /// `journal_anchor` point. `parkguard journal verify --anchor FILE` then finds a journal
+    /// rewritten as a whole, which its hash chain alone cannot. 0 turns anchoring off.
+    #[serde(default = "default_journal_anchor_interval_s")]
+    pub journal_anchor_interval_s: u64,
+    /// Where anchors are appended (one JSON line each), relative to this file's folder; ship
+    /// it off the gateway (log collector, rsync) so that it is out of an intruder's reach.
+    /// Default: the store's path with `.anchors` added.
+    #[serde(default)]
+    pub journal_anchor_file: Option<PathBuf>,
     /// Retained topic on every MQTT connection's broker where the gateway says `online`, with
     /// its last will saying `offline`, so that a central platform sees a dead gateway.
     /// `{gateway}` is replaced by `name`; an empty string turns it off.
@@ -410,6 +422,9 @@ fn default_max_clock_ahead_s() -> u64 {
     300
 }
 fn default_clock_jump_s() -> u64 {
+    60
+}
+fn default_journal_anchor_interval_s() -> u64 {
     60
 }
 fn default_replay_window_s() -> u64 {
@@ -443,6 +458,8 @@ impl Default for GatewayConfig {
             max_clock_ahead_s: default_max_clock_ahead_s(),
             clock_jump_s: default_clock_jump_s(),
             replay_window_s: default_replay_window_s(),
+            journal_anchor_interval_s: default_journal_anchor_interval_s(),
+            journal_anchor_file: None,
             status_topic: default_status_topic(),
             shutdown_deadline_s: default_shutdown_deadline_s(),
         }
@@ -450,6 +467,16 @@ impl Default for GatewayConfig {
 }
 
 impl GatewayConfig {
+    /// The anchor file, relative to the site file's folder: as configured, else beside the
+    /// store.
+    pub fn journal_anchor_file(&self) -> PathBuf {
+        self.journal_anchor_file.clone().unwrap_or_else(|| {
+            let mut name = self.store.clone().into_os_string();
+            name.push(".anchors");
+            PathBuf::from(name)
+        })
+    }
+
     pub fn rule_files(&self) -> Vec<PathBuf> {
         self.rule_files.clone().unwrap_or_else(|| {
             let beside_profiles = self.profiles_dir.parent().unwrap_or(Path::new(""));

@@ -1,5 +1,5 @@
 //! The MQTT connections' publishers, by connection name, for what the gateway sends to
-//! devices (their alarm acknowledgements). A connection registers its client when it starts a
+//! devices (their alarm acknowledgements) and to the platform (journal anchors). A connection registers its client when it starts a
 //! session; the store writer publishes through it after a commit, so that a device is told
 //! only what is durably recorded.
 //!
@@ -35,6 +35,21 @@ impl Downlinks {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(connection.to_string(), publisher);
+    }
+
+    /// Queues `payload` on `topic` on every connection; how many took it.
+    pub fn publish_everywhere(&self, topic: &str, payload: &[u8]) -> usize {
+        let publishers: Vec<Publisher> = self
+            .publishers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        publishers
+            .iter()
+            .filter(|publish| publish(topic, payload.to_vec()).is_ok())
+            .count()
     }
 
     pub fn send(&self, ack: &DeviceAck) -> Result<(), String> {

@@ -138,6 +138,7 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     liveness: RulesLiveness,
     downlinks: Option<Arc<Downlinks>>,
+    anchoring: Option<Anchoring>,
 ) -> std::io::Result<(RulesHandle, JoinHandle<()>)> {
     let RulesLiveness {
         heartbeat,
@@ -153,7 +154,15 @@ pub fn spawn(
         .name("parkguard-store".into())
         .spawn(move || {
             let _guard = writer_guard;
-            store_writer(store, store_rx, outbox, alerts, writer_metrics, downlinks)
+            store_writer(
+                store,
+                store_rx,
+                outbox,
+                alerts,
+                writer_metrics,
+                downlinks,
+                anchoring,
+            )
         })?;
     let task = tokio::spawn(async move {
         let mut events = Vec::new();
@@ -332,6 +341,93 @@ fn publish(events: Vec<AlarmEvent>, store: &std::sync::mpsc::Sender<StoreJob>, m
 /// Attempts at storing one group of transitions before it is given up (and counted).
 const STORE_ATTEMPTS: u32 = 10;
 
+/// Where and how often the journal's head is written outside the database.
+pub struct Anchoring {
+    pub interval: Duration,
+    /// The anchor file (absolute).
+    pub file: std::path::PathBuf,
+    /// The MQTT topic anchors are published to on every connection.
+    pub topic: String,
+    /// The `gateway` tag of the `journal_anchor` point.
+    pub gateway: String,
+}
+
+impl Anchoring {
+    /// Writes the head out if it moved since `last` and `interval` has passed; returns the
+    /// sequence number anchored.
+    fn maybe_anchor(
+        &self,
+        store: &mut Store,
+        last: &mut Option<(std::time::Instant, i64)>,
+        outbox: Option<&Arc<Outbox>>,
+        downlinks: Option<&Arc<Downlinks>>,
+        force: bool,
+    ) {
+        if !force && last.is_some_and(|(at, _)| at.elapsed() < self.interval) {
+            return;
+        }
+        let head = match store.journal_head() {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(err) => {
+                warn!(error = %err, "Journal head not read for its anchor.");
+                return;
+            }
+        };
+        if last.is_some_and(|(_, seq)| seq == head.0) {
+            return;
+        }
+        let anchor = crate::store::JournalAnchor {
+            at_ms: now_ms(),
+            seq: head.0,
+            hash: head.1,
+        };
+        let line = serde_json::to_string(&anchor).unwrap_or_default();
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.file)
+            .and_then(|mut f| {
+                use std::io::Write;
+                writeln!(f, "{line}")?;
+                f.sync_data()
+            });
+        if let Err(err) = written {
+            warn!(file = %self.file.display(), error = %err, "Journal anchor not written to its file.");
+        }
+        if let Some(downlinks) = downlinks {
+            downlinks.publish_everywhere(&self.topic, line.as_bytes());
+        }
+        if let Some(outbox) = outbox {
+            let tags = Arc::new(Tags {
+                extra: vec![("gateway".to_string(), self.gateway.clone())],
+                ..Tags::default()
+            });
+            let point = |name: &str, value: Value| Reading {
+                tags: Arc::clone(&tags),
+                measurement: Arc::from("journal_anchor"),
+                quantity: Arc::from(name),
+                value,
+                unit: None,
+                timestamp_ns: anchor.at_ms.saturating_mul(1_000_000),
+                quality: Quality::Good,
+            };
+            let points = [
+                point("seq", Value::Int(anchor.seq)),
+                point("hash", Value::Text(Arc::from(anchor.hash.as_str()))),
+            ];
+            let mut text = String::new();
+            line_protocol::encode(&points, &mut text);
+            let gz = influx::gzip(text.as_bytes());
+            match store.queue_alarm_points(anchor.at_ms, &gz, 2) {
+                Ok(_) => outbox.added(gz.len() as i64),
+                Err(err) => warn!(error = %err, "Journal anchor not queued for InfluxDB."),
+            }
+        }
+        *last = Some((std::time::Instant::now(), anchor.seq));
+    }
+}
+
 fn store_writer(
     mut store: Store,
     input: std::sync::mpsc::Receiver<StoreJob>,
@@ -339,13 +435,37 @@ fn store_writer(
     alerts: Option<QueueLink>,
     metrics: Arc<Metrics>,
     downlinks: Option<Arc<Downlinks>>,
+    anchoring: Option<Anchoring>,
 ) {
     let outbox = outbox.filter(|o| o.has_sinks());
     let mut text = String::new();
     // Whether the last transitions were stored: a device is acknowledged only then (its
     // retransmission, unanswered, brings the alarm again).
     let mut last_stored = true;
-    for job in input {
+    let mut last_anchor = None;
+    let wake = anchoring.as_ref().map_or(Duration::from_secs(3600), |a| {
+        a.interval.min(Duration::from_secs(5))
+    });
+    loop {
+        let job = match input.recv_timeout(wake) {
+            Ok(job) => Some(job),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        if let Some(anchoring) = &anchoring {
+            if job.is_none() {
+                anchoring.maybe_anchor(
+                    &mut store,
+                    &mut last_anchor,
+                    outbox.as_ref(),
+                    downlinks.as_ref(),
+                    false,
+                );
+            }
+        }
+        let Some(job) = job else {
+            continue;
+        };
         let events = match job {
             StoreJob::Transitions(events) => events,
             StoreJob::DeviceAck(ack) => {
@@ -418,6 +538,25 @@ fn store_writer(
                 }
             }
         }
+        if let Some(anchoring) = &anchoring {
+            anchoring.maybe_anchor(
+                &mut store,
+                &mut last_anchor,
+                outbox.as_ref(),
+                downlinks.as_ref(),
+                false,
+            );
+        }
+    }
+    // The last head, on the way out.
+    if let Some(anchoring) = &anchoring {
+        anchoring.maybe_anchor(
+            &mut store,
+            &mut last_anchor,
+            outbox.as_ref(),
+            downlinks.as_ref(),
+            true,
+        );
     }
 }
 

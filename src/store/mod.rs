@@ -291,6 +291,24 @@ impl JournalEntry {
     }
 }
 
+/// The journal's head as written outside the database (a file, MQTT, InfluxDB), so that a
+/// chain rewritten as a whole by someone who can write the database is still found out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct JournalAnchor {
+    pub at_ms: i64,
+    pub seq: i64,
+    pub hash: String,
+}
+
+impl JournalAnchor {
+    /// Anchors from an anchor file: one JSON object per line; other lines are skipped.
+    pub fn parse_lines(text: &str) -> Vec<JournalAnchor> {
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l.trim()).ok())
+            .collect()
+    }
+}
+
 /// What `verify_journal` found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verification {
@@ -425,6 +443,19 @@ impl Store {
         alarm_batch: Option<(&[u8], u64)>,
     ) -> Result<(), StoreError> {
         self.record_and_route(events, alarm_batch, None).map(|_| ())
+    }
+
+    /// Queues a batch of alarm-class points (not transitions: a journal anchor) for the sinks.
+    pub fn queue_alarm_points(
+        &mut self,
+        at_ms: i64,
+        body: &[u8],
+        points: u64,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        outbox::insert(&tx, outbox::Class::Alarm, at_ms, points, body)?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// `record`, and with `router`, the transitions' pushes queued in the same transaction, so
@@ -686,6 +717,59 @@ impl Store {
                 problem: None,
             }),
         }
+    }
+
+    /// The journal's newest entry: (sequence number, hash), if any.
+    pub fn journal_head(&self) -> Result<Option<(i64, String)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT seq, hash FROM journal_head WHERE id = 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?)
+    }
+
+    /// Checks the journal against anchors written outside it (`JournalAnchor` lines): each
+    /// anchored entry must still exist with the anchored hash. A chain rewritten from the start
+    /// (valid in itself) fails here. Returns the anchors checked and the first problem.
+    pub fn verify_anchors(
+        &self,
+        anchors: &[JournalAnchor],
+    ) -> Result<(usize, Option<(i64, String)>), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT hash FROM journal WHERE seq = ?1")?;
+        for (n, anchor) in anchors.iter().enumerate() {
+            let hash: Option<String> = stmt.query_row([anchor.seq], |r| r.get(0)).optional()?;
+            match hash {
+                Some(hash) if hash == anchor.hash => {}
+                Some(_) => {
+                    return Ok((
+                        n + 1,
+                        Some((
+                            anchor.seq,
+                            format!(
+                                "differs from its anchor of {} (the journal was rewritten)",
+                                anchor.at_ms
+                            ),
+                        )),
+                    ))
+                }
+                None => {
+                    return Ok((
+                        n + 1,
+                        Some((
+                            anchor.seq,
+                            format!(
+                                "was anchored at {} but is missing (the journal was cut short or replaced)",
+                                anchor.at_ms
+                            ),
+                        )),
+                    ))
+                }
+            }
+        }
+        Ok((anchors.len(), None))
     }
 
     /// Direct access for tests that tamper with the journal.
