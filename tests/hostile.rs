@@ -252,7 +252,7 @@ async fn five_thousand_idle_connections_are_closed_within_15_s_and_modbus_misses
     assert!(!daemon.log().contains("Too many open files"));
 }
 
-/// A broker users file with `dev1`'s password and its hash.
+/// A broker users file with `s1`'s password and its hash.
 const DEVICE_PASSWORD: &str = "d3v1ce-pa55word-0123456789abcdef";
 
 fn sha256_hex(text: &str) -> String {
@@ -302,6 +302,7 @@ profile = "nb_smoke"
 [broker.embedded]
 listen = "0.0.0.0:{broker_port}"
 users_file = "broker-users.txt"
+acl = {{ publish = ["park/+/smoke/{{user}}/up"], subscribe = ["park/+/smoke/{{user}}/down"] }}
 
 [[mqtt]]
 name = "park"
@@ -340,16 +341,20 @@ token_sha256 = "{token_hash}"
     std::fs::write(dir.path().join("dingtalk.secret"), secrets[2]).expect("secret");
     std::fs::write(
         dir.path().join("broker-users.txt"),
-        format!("# devices\ndev1:{}\n", sha256_hex(DEVICE_PASSWORD)),
+        format!(
+            "# devices\ns1:{}\ns2:{}\n",
+            sha256_hex(DEVICE_PASSWORD),
+            sha256_hex("another-device-password")
+        ),
     )
     .expect("users");
     let daemon = Daemon::start(&path);
     daemon.wait_log("MQTT subscriptions confirmed");
-    let pub_as = |extra: &[&str], payload: &[u8]| -> bool {
+    let pub_to = |topic: &str, extra: &[&str], payload: &[u8]| -> bool {
         let program = require_binary("mosquitto_pub", "mosquitto-clients");
         Command::new(program)
             .args(["-h", "127.0.0.1", "-p", &broker_port.to_string(), "-q", "1"])
-            .args(["-t", "park/p/smoke/s1/up", "-s"])
+            .args(["-t", topic, "-s"])
             .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -362,6 +367,7 @@ token_sha256 = "{token_hash}"
             })
             .is_ok_and(|s| s.success())
     };
+    let pub_as = |extra: &[&str], payload: &[u8]| pub_to("park/p/smoke/s1/up", extra, payload);
     let heartbeat = |n: u32| {
         format!(
             r#"{{"dev":"s1","ts":{},"event":"heartbeat","seq":{n}}}"#,
@@ -373,7 +379,7 @@ token_sha256 = "{token_hash}"
         "an anonymous client is refused"
     );
     assert!(
-        !pub_as(&["-u", "dev1", "-P", "wrong"], heartbeat(0).as_bytes()),
+        !pub_as(&["-u", "s1", "-P", "wrong"], heartbeat(0).as_bytes()),
         "a wrong password is refused"
     );
 
@@ -388,8 +394,8 @@ token_sha256 = "{token_hash}"
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let _ = Command::new(&program)
                     .args(["-h", "127.0.0.1", "-p", &broker_port.to_string()])
-                    .args(["-i", &daemon_id, "-u", "dev1", "-P", DEVICE_PASSWORD])
-                    .args(["-t", "park/#", "-W", "1", "-C", "1"])
+                    .args(["-i", &daemon_id, "-u", "s1", "-P", DEVICE_PASSWORD])
+                    .args(["-t", "park/p/smoke/s1/down", "-W", "1", "-C", "1"])
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .status();
@@ -413,11 +419,46 @@ token_sha256 = "{token_hash}"
             .await
             .expect("metrics text")
     };
+    // A device's login may publish only its own uplink and read only its own downlink.
+    let received_at_start = metric(&metrics().await, "parkguard_mqtt_messages_received_total");
+    let forged = r#"{"dev":"s2","event":"alarm"}"#;
+    assert!(
+        !pub_to(
+            "park/p/smoke/s2/up",
+            &["-u", "s1", "-P", DEVICE_PASSWORD],
+            forged.as_bytes()
+        ),
+        "s1 cannot raise s2's alarm"
+    );
+    let eavesdrop = Command::new(require_binary("mosquitto_sub", "mosquitto-clients"))
+        .args(["-h", "127.0.0.1", "-p", &broker_port.to_string()])
+        .args([
+            "-u",
+            "s1",
+            "-P",
+            DEVICE_PASSWORD,
+            "-t",
+            "#",
+            "-W",
+            "3",
+            "-C",
+            "1",
+        ])
+        .output()
+        .expect("mosquitto_sub");
+    assert!(
+        !eavesdrop.status.success() && eavesdrop.stdout.is_empty(),
+        "s1 cannot read everything"
+    );
+    assert_eq!(
+        metric(&metrics().await, "parkguard_mqtt_messages_received_total"),
+        received_at_start
+    );
     let connects_before = metric(&metrics().await, "parkguard_mqtt_connects_total");
     let received_before = metric(&metrics().await, "parkguard_mqtt_messages_received_total");
     for n in 1..=25 {
         assert!(pub_as(
-            &["-u", "dev1", "-P", DEVICE_PASSWORD],
+            &["-u", "s1", "-P", DEVICE_PASSWORD],
             heartbeat(n).as_bytes()
         ));
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -425,7 +466,7 @@ token_sha256 = "{token_hash}"
     // A smoke alarm, whose pushes fail (nobody listens on port 1) and leave errors behind.
     let alarm = format!(r#"{{"dev":"s1","ts":{},"event":"alarm"}}"#, now_s());
     assert!(pub_as(
-        &["-u", "dev1", "-P", DEVICE_PASSWORD],
+        &["-u", "s1", "-P", DEVICE_PASSWORD],
         alarm.as_bytes()
     ));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -597,6 +597,22 @@ pub struct EmbeddedBrokerConfig {
     pub tls_cert: Option<PathBuf>,
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// What the logins of `users_file` may do, as MQTT topic filters where `{user}` is the
+    /// login's name (a device's id, say): `publish` what they may send (`park/+/smoke/{user}/up`),
+    /// `subscribe` what they may read (`park/+/smoke/{user}/down`). A client that publishes or
+    /// subscribes outside them is disconnected. Absent: any login may use any topic.
+    #[serde(default)]
+    pub acl: Option<BrokerAcl>,
+}
+
+/// `[broker.embedded.acl]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerAcl {
+    #[serde(default)]
+    pub publish: Vec<String>,
+    #[serde(default)]
+    pub subscribe: Vec<String>,
 }
 
 fn default_broker_listen() -> SocketAddr {
@@ -1600,6 +1616,12 @@ fn validate_embedded_broker(
         report(
             "broker.embedded".into(),
             "`tls_cert` and `tls_key` go together".into(),
+        );
+    }
+    if broker.acl.is_some() && broker.users_file.is_none() {
+        report(
+            "broker.embedded.acl".into(),
+            "an ACL needs logins: give users_file".into(),
         );
     }
     for (key, path) in [

@@ -8,9 +8,9 @@
 //! With a users file every client logs in (name and password, checked against SHA-256 hashes).
 //! The daemon's own connections log in with a name and a random password made at start, which
 //! no client can use, and their client ids are refused to every other login, so nobody on the
-//! network can take over ingest's session. With TLS, rumqttd listens on an internal loopback
-//! port and a TLS front (rustls) on `listen` relays to it; the daemon connects to the internal
-//! port directly.
+//! network can take over ingest's session. With logins or TLS, rumqttd listens on an internal
+//! loopback port and a front (`broker_front`: TLS, topic rules) on `listen` relays to it; the
+//! daemon connects to the internal port directly.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{SocketAddr, TcpListener};
@@ -108,22 +108,23 @@ pub async fn start(
             config.listen
         )
     })?;
-    let front = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some((
-            crate::secure::tls_acceptor(
-                "broker.embedded",
-                &base_dir.join(cert),
-                &base_dir.join(key),
-                &[],
-            )?,
-            public,
-        )),
-        _ => {
-            drop(public);
-            None
-        }
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::secure::tls_acceptor(
+            "broker.embedded",
+            &base_dir.join(cert),
+            &base_dir.join(key),
+            &[],
+        )?),
+        _ => None,
     };
-    // Behind a TLS front rumqttd listens on loopback only, on a port of its own.
+    // With TLS or logins, clients come through the front (TLS, topic rules) and rumqttd
+    // listens on loopback only, on a port of its own.
+    let front = if tls.is_some() || config.users_file.is_some() {
+        Some((tls, public))
+    } else {
+        drop(public);
+        None
+    };
     let internal = if front.is_some() {
         let probe = TcpListener::bind(("127.0.0.1", 0))?;
         let address = probe.local_addr()?;
@@ -207,55 +208,22 @@ pub async fn start(
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    if let Some((acceptor, public)) = front {
+    if let Some((tls, public)) = front {
         public.set_nonblocking(true)?;
         let public = tokio::net::TcpListener::from_std(public)?;
-        tokio::spawn(tls_front(public, acceptor, probe_address(internal)));
-        info!(listen = %config.listen, "Embedded MQTT broker started (MQTT over TLS).");
+        let over_tls = tls.is_some();
+        tokio::spawn(super::broker_front::serve(
+            public,
+            tls,
+            probe_address(internal),
+            config.acl.clone().map(Arc::new),
+            config.max_payload_bytes.saturating_add(64 * 1024),
+        ));
+        info!(listen = %config.listen, tls = over_tls, acl = config.acl.is_some(), "Embedded MQTT broker started.");
     } else {
         info!(listen = %listen, "Embedded MQTT broker started.");
     }
     Ok(())
-}
-
-/// How long a client may take for its TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Terminates TLS on the public address and relays each client to rumqttd's internal port.
-/// Runs as long as the process: rumqttd cannot be stopped either.
-async fn tls_front(
-    public: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    internal: SocketAddr,
-) {
-    loop {
-        let (stream, peer) = match public.accept().await {
-            Ok(pair) => pair,
-            Err(err) => {
-                debug!(error = %err, "Embedded MQTT broker: accept failed.");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            let Ok(Ok(mut tls)) =
-                tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-            else {
-                debug!(%peer, "Embedded MQTT broker: TLS handshake failed.");
-                return;
-            };
-            let Ok(Ok(mut inner)) = tokio::time::timeout(
-                Duration::from_secs(5),
-                tokio::net::TcpStream::connect(internal),
-            )
-            .await
-            else {
-                return;
-            };
-            let _ = tokio::io::copy_bidirectional(&mut tls, &mut inner).await;
-        });
-    }
 }
 
 const BROKER_READY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -10,6 +10,7 @@
 
 pub mod backoff;
 pub mod broker;
+pub mod broker_front;
 pub mod devices;
 pub mod downlink;
 pub mod modbus;

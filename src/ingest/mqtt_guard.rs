@@ -398,7 +398,7 @@ async fn read_varint<R: AsyncRead + Unpin>(input: &mut R) -> std::io::Result<usi
 }
 
 /// MQTT's variable byte integer: the value and how many bytes it took.
-async fn read_varint_counted<R: AsyncRead + Unpin>(
+pub(crate) async fn read_varint_counted<R: AsyncRead + Unpin>(
     input: &mut R,
 ) -> std::io::Result<(usize, usize)> {
     let mut value = 0usize;
@@ -415,7 +415,7 @@ async fn read_varint_counted<R: AsyncRead + Unpin>(
     ))
 }
 
-fn encode_varint(out: &mut Vec<u8>, mut value: usize) {
+pub(crate) fn encode_varint(out: &mut Vec<u8>, mut value: usize) {
     loop {
         let mut byte = (value % 128) as u8;
         value /= 128;
