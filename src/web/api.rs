@@ -885,6 +885,12 @@ pub async fn commissioning_read(
     let Some(wire) = request.address.checked_sub(request.base) else {
         return error(StatusCode::BAD_REQUEST, "address below the base");
     };
+    if u32::from(wire) + u32::from(request.count) > 65_536 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "address and count run past the last address (65535)",
+        );
+    }
     let Some((link, unit, _)) = modbus_device(&state, &request.device) else {
         return error(
             StatusCode::NOT_FOUND,

@@ -47,6 +47,8 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// How long a connection may take to send its request head (slow-loris bound).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request may take to be answered, its body included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a TLS handshake may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -338,7 +340,19 @@ async fn serve(
                     let answering = requests.request();
                     let app = app.clone();
                     async move {
-                        let response = app.oneshot(request.map(Body::new)).await;
+                        // Bounds a handler, its body upload included (a body trickled a byte a
+                        // minute); an event stream's response is ready at once and streams after.
+                        let response = tokio::time::timeout(
+                            REQUEST_TIMEOUT,
+                            app.oneshot(request.map(Body::new)),
+                        )
+                        .await
+                        .unwrap_or_else(|_| {
+                            Ok(api::error(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "the request took too long",
+                            ))
+                        });
                         drop(answering);
                         response
                     }
