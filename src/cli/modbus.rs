@@ -195,10 +195,6 @@ pub fn modbus_write(
         eprintln!("address {address} is below the base {base}");
         return ExitCode::from(EXIT_INVALID_CONFIG);
     };
-    if u32::from(wire) + u32::from(count) > 65_536 {
-        eprintln!("address {address} and count {count} run past the last address (65535)");
-        return ExitCode::from(EXIT_INVALID_CONFIG);
-    }
     let mut words = Vec::new();
     for value in values {
         let parsed = match value
