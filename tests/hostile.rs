@@ -11,7 +11,10 @@
 //!   an anonymous client cannot connect, and a client that reuses the daemon's client id (with a
 //!   valid device login) neither kicks ingest nor loses a message;
 //! - secrets (robot keys in a URL path or query, signing secrets, device passwords) appear in no
-//!   log line, no byte of the store and no API answer.
+//!   log line, no byte of the store and no API answer;
+//! - a journal rewritten as a whole passes its hash chain but not its anchors;
+//! - event streams end with their session (within 6 s of logout) and are capped per session;
+//!   `/metrics` needs its token when one is configured.
 
 mod support;
 
@@ -649,4 +652,91 @@ async fn a_journal_rewritten_as_a_whole_is_found_out_by_its_anchors() {
     let (code, said) = verify(true);
     assert_eq!(code, Some(1), "{said}");
     assert!(said.contains("rewritten"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_end_with_their_session_are_capped_and_metrics_need_the_token() {
+    use parkguard::config::Config;
+    use parkguard::pipeline::Gateway;
+    let metrics_token = parkguard::web::random_token();
+    let hash = parkguard::web::hash_password("the-right-password").expect("hash");
+    let (_dir, path) = site(&format!(
+        "{header}[web]\nlisten = \"127.0.0.1:0\"\nmetrics_token_sha256 = \"{}\"\n\
+         [[web.users]]\nname = \"olga\"\nrole = \"operator\"\npassword_hash = \"{hash}\"\n",
+        parkguard::web::token_sha256_hex(&metrics_token),
+        header = site_header("l", ""),
+    ));
+    let gateway = Gateway::start(Config::load(&path).expect("site"))
+        .await
+        .expect("start");
+    let url = web_url(&gateway);
+    let client = reqwest::Client::new();
+    // /metrics: refused without the token, served with it.
+    let anonymous = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(anonymous.status().as_u16(), 401);
+    let scraped = client
+        .get(format!("{url}/metrics"))
+        .bearer_auth(&metrics_token)
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(scraped.status().as_u16(), 200);
+
+    let login = client
+        .post(format!("{url}/api/login"))
+        .json(&json!({"name": "olga", "password": "the-right-password"}))
+        .send()
+        .await
+        .expect("login");
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("session cookie")
+        .to_string();
+    let login: Value = login.json().await.expect("login JSON");
+    let csrf = login["csrf"].as_str().expect("csrf").to_string();
+    // Four streams per session; the fifth is refused.
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let stream = client
+            .get(format!("{url}/api/events"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .expect("events");
+        assert_eq!(stream.status().as_u16(), 200);
+        streams.push(stream);
+    }
+    let fifth = client
+        .get(format!("{url}/api/events"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(fifth.status().as_u16(), 429);
+    // Logging out ends every stream of the session within a few seconds.
+    let out = client
+        .post(format!("{url}/api/logout"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(out.status().as_u16(), 204);
+    let logged_out = Instant::now();
+    for mut stream in streams {
+        let ended = tokio::time::timeout(Duration::from_secs(6), async {
+            while let Ok(Some(_)) = stream.chunk().await {}
+        })
+        .await;
+        assert!(ended.is_ok(), "a stream outlived its session");
+    }
+    assert!(logged_out.elapsed() < Duration::from_secs(6));
+    gateway.shutdown().await;
 }

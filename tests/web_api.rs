@@ -469,6 +469,14 @@ async fn https_serves_the_api_and_marks_the_session_cookie_secure() {
         .await
         .expect("https");
     assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(
+        health
+            .headers()
+            .get("strict-transport-security")
+            .and_then(|v| v.to_str().ok()),
+        Some("max-age=31536000"),
+        "HSTS over TLS"
+    );
     let login = http
         .post(format!("{base}/api/login"))
         .json(&json!({ "name": "olga", "password": "operator-pass" }))
