@@ -142,7 +142,10 @@ async fn run() {
         Store::open(&store_path).expect("store"),
         rx,
         Arc::clone(&outbox),
-        Some(Duration::from_secs(24 * 3600)),
+        Some(parkguard::sinks::outbox::HistorySettings {
+            keep: Duration::from_secs(24 * 3600),
+            write_every: Duration::from_secs(60),
+        }),
         parkguard::health::Supervisor::new().guard("outbox writer"),
     )
     .expect("writer");

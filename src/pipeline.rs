@@ -225,13 +225,16 @@ impl Gateway {
         let alerts = alerts.map(|(service, _)| service);
 
         let hours = config.site.gateway.history_hours;
-        let history_keep = (hours > 0.0).then(|| Duration::from_secs_f64(hours * 3600.0));
+        let history = (hours > 0.0).then(|| outbox::HistorySettings {
+            keep: Duration::from_secs_f64(hours * 3600.0),
+            write_every: Duration::from_secs(config.site.gateway.history_write_s.max(1)),
+        });
         let (outbox_tx, outbox_rx) = mpsc::channel::<Ingested>(INGEST_CAPACITY);
         let outbox_writer = outbox::spawn_writer(
             open_store()?,
             outbox_rx,
             Arc::clone(&outbox),
-            history_keep,
+            history,
             supervisor.guard("outbox writer"),
         )?;
 

@@ -18,7 +18,7 @@ fn site_text(mqtt_port: u16) -> String {
         "{header}[[devices]]\nid = \"m1\"\nlocation = \"l\"\nprofile = \"adw300_json\"\n\
          [[mqtt]]\nname = \"m\"\nhost = \"127.0.0.1\"\nport = {mqtt_port}\nclient_id = \"pg-history\"\n\
          [[mqtt.subscriptions]]\ntopic = \"t/{{device}}\"\nprofile = \"adw300_json\"\n",
-        header = site_header("l", "store = \"pg.db\"\nshutdown_grace_s = 2"),
+        header = site_header("l", "store = \"pg.db\"\nshutdown_grace_s = 2\nhistory_write_s = 1"),
     )
 }
 

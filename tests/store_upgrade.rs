@@ -22,6 +22,7 @@ const RELEASED: &[&str] = &[
     "ab0104ef001b0d543487dd2a8e0878c6c168bc671309daa6d518ae28d94b8562",
     "fafbc60105da288f9de524a135f09d123db1d285503d16ac3d398e9534718e73",
     "3b13a10ac9f3a12777e2d8db6c0264bc2ca690634b4a75eda892d0f926daafad",
+    "5cffc3a1f042cefc858ab1d475226b3e62aea4ec7244d14ce0374e52897f1cb5",
 ];
 
 #[test]
@@ -135,6 +136,18 @@ fn a_store_of_every_earlier_version_upgrades_and_keeps_its_data() {
             .expect("attach");
             for tables in &TABLES_BY_VERSION[..version.min(TABLES_BY_VERSION.len())] {
                 for table in *tables {
+                    // A table a later version replaced (the per-series history) has nothing
+                    // to carry over from the donor.
+                    let in_donor: bool = conn
+                        .query_row(
+                            "SELECT COUNT(*) > 0 FROM donor.sqlite_master WHERE name = ?1",
+                            [table],
+                            |r| r.get(0),
+                        )
+                        .expect("donor tables");
+                    if !in_donor {
+                        continue;
+                    }
                     // The columns the table had at that version (later ones added some).
                     let columns: Vec<String> = conn
                         .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))

@@ -371,6 +371,12 @@ pub struct GatewayConfig {
     /// for the last hour, 1-minute buckets before that); 0 keeps none.
     #[serde(default = "default_history_hours")]
     pub history_hours: f64,
+    /// Seconds between writes of the local history. Each write touches the store's pages
+    /// once, so fewer, larger writes spare a gateway's flash; charts lag by up to this much
+    /// and a crash loses at most this much of them (never telemetry nor alarms, which are
+    /// committed before they are acknowledged).
+    #[serde(default = "default_history_write_s")]
+    pub history_write_s: u64,
     /// Devices not declared in `[[devices]]` whose messages are still accepted (subscriptions
     /// with `unknown_devices = "accept"`), across all connections. Beyond this many, messages
     /// of further unknown ids are counted as `unknown_over_cap` and dropped, so that a flood of
@@ -440,6 +446,9 @@ fn default_shutdown_deadline_s() -> u64 {
 fn default_outbox_max_mb() -> f64 {
     1024.0
 }
+fn default_history_write_s() -> u64 {
+    60
+}
 fn default_history_hours() -> f64 {
     24.0
 }
@@ -454,6 +463,7 @@ impl Default for GatewayConfig {
             store: default_store(),
             outbox_max_mb: default_outbox_max_mb(),
             history_hours: default_history_hours(),
+            history_write_s: default_history_write_s(),
             max_unknown_devices: default_max_unknown_devices(),
             max_clock_ahead_s: default_max_clock_ahead_s(),
             clock_jump_s: default_clock_jump_s(),

@@ -34,7 +34,13 @@ const MAX_COMMIT_READINGS: usize = 20_000;
 /// Attempts at the last commit before shutdown gives up on a failing store.
 const LAST_COMMIT_ATTEMPTS: u32 = 10;
 /// How often history buckets are closed and compacted.
+/// How often the writer wakes up with nothing to do, to close history buckets on time.
 const HISTORY_FLUSH: Duration = Duration::from_secs(1);
+/// Longest a group of telemetry is gathered before its commit.
+const COMMIT_WINDOW: Duration = Duration::from_millis(1000);
+/// A group with messages awaiting their acknowledgement is committed once the input has been
+/// quiet this long.
+const ACK_PAUSE: Duration = Duration::from_millis(5);
 const HISTORY_COMPACT: Duration = Duration::from_secs(300);
 
 /// One sink as the outbox knows it.
@@ -146,11 +152,18 @@ impl Outbox {
 
 /// Starts the writer thread. It ends when `input` closes, after committing and acknowledging
 /// everything it received.
+/// The local history: how long it is kept, and how often closed buckets are written.
+#[derive(Debug, Clone, Copy)]
+pub struct HistorySettings {
+    pub keep: Duration,
+    pub write_every: Duration,
+}
+
 pub fn spawn_writer(
     store: Store,
     input: mpsc::Receiver<Ingested>,
     outbox: Arc<Outbox>,
-    history_keep: Option<Duration>,
+    history: Option<HistorySettings>,
     guard: crate::health::TaskGuard,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let runtime = tokio::runtime::Handle::current();
@@ -158,7 +171,7 @@ pub fn spawn_writer(
         .name("parkguard-outbox".into())
         .spawn(move || {
             let _guard = guard;
-            Writer::new(store, outbox, history_keep, runtime).run(input)
+            Writer::new(store, outbox, history, runtime).run(input)
         })
 }
 
@@ -167,6 +180,7 @@ struct Writer {
     outbox: Arc<Outbox>,
     history: Option<Accumulator>,
     history_keep_ms: i64,
+    history_write_every: Duration,
     last_flush: Instant,
     last_compact: Instant,
     text: String,
@@ -179,15 +193,16 @@ impl Writer {
     fn new(
         store: Store,
         outbox: Arc<Outbox>,
-        history_keep: Option<Duration>,
+        history: Option<HistorySettings>,
         runtime: tokio::runtime::Handle,
     ) -> Self {
         Writer {
             runtime,
             store,
             outbox,
-            history: history_keep.map(|_| Accumulator::default()),
-            history_keep_ms: history_keep.map_or(0, |d| d.as_millis() as i64),
+            history: history.map(|_| Accumulator::default()),
+            history_keep_ms: history.map_or(0, |h| h.keep.as_millis() as i64),
+            history_write_every: history.map_or(Duration::from_secs(60), |h| h.write_every),
             last_flush: Instant::now(),
             last_compact: Instant::now(),
             text: String::new(),
@@ -216,18 +231,56 @@ impl Writer {
                 input.blocking_recv()
             };
             let Some(first) = first else { break };
+            let opened = Instant::now();
             let mut readings = first.readings.as_ref().map_or(0, |r| r.len());
+            let mut waiting_acks = first.ack.is_some();
             group.push(first);
-            while readings < MAX_COMMIT_READINGS {
-                match input.try_recv() {
-                    Ok(item) => {
-                        readings += item.readings.as_ref().map_or(0, |r| r.len());
-                        group.push(item);
+            // Group commit: every commit costs a few pages of WAL and checkpoint however small
+            // it is, so telemetry is gathered for up to `COMMIT_WINDOW` (flash wears by the
+            // page). A group holding messages whose senders wait for their acknowledgement is
+            // committed as soon as the input pauses: the broker may be holding the next ones
+            // back until then.
+            let mut open = true;
+            while open && readings < MAX_COMMIT_READINGS {
+                let item = match input.try_recv() {
+                    Ok(item) => Some(item),
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        open = false;
+                        None
                     }
-                    Err(_) => break,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        let left = COMMIT_WINDOW.saturating_sub(opened.elapsed());
+                        let wait = if waiting_acks {
+                            left.min(ACK_PAUSE)
+                        } else {
+                            left
+                        };
+                        if wait.is_zero() {
+                            break;
+                        }
+                        match self
+                            .runtime
+                            .block_on(async { tokio::time::timeout(wait, input.recv()).await })
+                        {
+                            Ok(Some(item)) => Some(item),
+                            Ok(None) => {
+                                open = false;
+                                None
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                };
+                if let Some(item) = item {
+                    readings += item.readings.as_ref().map_or(0, |r| r.len());
+                    waiting_acks |= item.ack.is_some();
+                    group.push(item);
                 }
             }
             self.commit(&mut group, false);
+            if !open {
+                break;
+            }
         }
         self.commit(&mut group, true);
         info!("Outbox writer stopped.");
@@ -256,7 +309,7 @@ impl Writer {
                 bad.push(rejected);
             }
         }
-        let flush_history = last || now.duration_since(self.last_flush) >= HISTORY_FLUSH;
+        let flush_history = last || now.duration_since(self.last_flush) >= self.history_write_every;
         if let Some(history) = &mut self.history {
             if flush_history {
                 history.close(now_ms, last);

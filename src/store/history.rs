@@ -2,13 +2,18 @@
 //! readings aggregated per series into 10-second buckets (count, min, max, sum), compacted into
 //! 1-minute buckets beyond the last hour, and deleted beyond the configured retention.
 //!
-//! Owns: the `history` table and the in-memory buckets still open. Knows nothing of where the
+//! Shaped for flash: buckets are gathered in memory and written about once a minute, one row
+//! per (period, device) holding all the device's quantities, keyed time first, so that new rows
+//! are appended at the end of the table and old ones deleted from its front, and a write
+//! touches few pages instead of one per series.
+//!
+//! Owns: the `history_chunk` table and the in-memory buckets still open. Knows nothing of where the
 //! readings came from.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use super::{Store, StoreError};
@@ -106,27 +111,18 @@ impl Accumulator {
         !self.closed.is_empty()
     }
 
-    /// Writes the closed buckets, merging with any already stored for the same period.
-    /// Called inside the caller's transaction; the list is emptied only by `committed`.
+    /// Writes the closed buckets, one row per (period, device) holding all its quantities,
+    /// merged with a row already stored for the same period. Called inside the caller's
+    /// transaction; the list is emptied only by `committed`.
     pub fn write(&self, conn: &Connection) -> rusqlite::Result<()> {
-        let mut stmt = conn.prepare_cached(
-            "INSERT INTO history (device, quantity, span_ms, bucket_ms, n, min, max, sum)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT (device, quantity, span_ms, bucket_ms) DO UPDATE SET
-               n = n + excluded.n, min = min(min, excluded.min), max = max(max, excluded.max),
-               sum = sum + excluded.sum",
-        )?;
+        let mut rows: BTreeMap<(i64, &str), Vec<(&str, Bucket)>> = BTreeMap::new();
         for (device, quantity, start, b) in &self.closed {
-            stmt.execute(params![
-                &**device,
-                &**quantity,
-                FINE_MS,
-                start,
-                b.n as i64,
-                b.min,
-                b.max,
-                b.sum
-            ])?;
+            rows.entry((*start, &**device))
+                .or_default()
+                .push((&**quantity, *b));
+        }
+        for ((start, device), quantities) in rows {
+            merge_row(conn, FINE_MS, start, device, quantities)?;
         }
         Ok(())
     }
@@ -134,6 +130,99 @@ impl Accumulator {
     pub fn committed(&mut self) {
         self.closed.clear();
     }
+}
+
+/// A row's buckets: per quantity, `[name length u8][name][n u32][min f64][max f64][sum f64]`,
+/// little-endian.
+fn encode(quantities: &[(&str, Bucket)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(quantities.len() * 40);
+    for (name, b) in quantities {
+        let name = &name.as_bytes()[..name.len().min(255)];
+        out.push(name.len() as u8);
+        out.extend_from_slice(name);
+        out.extend_from_slice(&(b.n.min(u64::from(u32::MAX)) as u32).to_le_bytes());
+        out.extend_from_slice(&b.min.to_le_bytes());
+        out.extend_from_slice(&b.max.to_le_bytes());
+        out.extend_from_slice(&b.sum.to_le_bytes());
+    }
+    out
+}
+
+/// The buckets of a row; a damaged tail is ignored.
+fn decode(data: &[u8]) -> Vec<(String, Bucket)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(&len) = data.get(at) {
+        let name_end = at + 1 + usize::from(len);
+        let Some(fields) = data.get(name_end..name_end + 28) else {
+            break;
+        };
+        let name = String::from_utf8_lossy(&data[at + 1..name_end]).into_owned();
+        let f64_at = |i: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&fields[4 + 8 * i..12 + 8 * i]);
+            f64::from_le_bytes(bytes)
+        };
+        let mut n = [0u8; 4];
+        n.copy_from_slice(&fields[..4]);
+        out.push((
+            name,
+            Bucket {
+                n: u64::from(u32::from_le_bytes(n)),
+                min: f64_at(0),
+                max: f64_at(1),
+                sum: f64_at(2),
+            },
+        ));
+        at = name_end + 28;
+    }
+    out
+}
+
+fn merge_into(into: &mut Vec<(String, Bucket)>, name: &str, b: Bucket) {
+    match into.iter_mut().find(|(q, _)| q == name) {
+        Some((_, existing)) => {
+            existing.n += b.n;
+            existing.min = existing.min.min(b.min);
+            existing.max = existing.max.max(b.max);
+            existing.sum += b.sum;
+        }
+        None => into.push((name.to_string(), b)),
+    }
+}
+
+/// Stores a (span, period, device) row, merged with the one already there.
+fn merge_row(
+    conn: &Connection,
+    span_ms: i64,
+    start: i64,
+    device: &str,
+    quantities: Vec<(&str, Bucket)>,
+) -> rusqlite::Result<()> {
+    let existing: Option<Vec<u8>> = conn
+        .prepare_cached(
+            "SELECT data FROM history_chunk WHERE span_ms = ?1 AND bucket_ms = ?2 AND device = ?3",
+        )?
+        .query_row(params![span_ms, start, device], |r| r.get(0))
+        .optional()?;
+    let data = match existing {
+        None => encode(&quantities),
+        Some(data) => {
+            let mut merged = decode(&data);
+            for (name, b) in quantities {
+                merge_into(&mut merged, name, b);
+            }
+            let borrowed: Vec<(&str, Bucket)> =
+                merged.iter().map(|(q, b)| (q.as_str(), *b)).collect();
+            encode(&borrowed)
+        }
+    };
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO history_chunk (span_ms, bucket_ms, device, data)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![span_ms, start, device, data])?;
+    Ok(())
 }
 
 /// One point of a chart: a bucket's start, span, count, minimum, mean and maximum.
@@ -148,27 +237,42 @@ pub struct HistoryPoint {
 }
 
 /// Compacts fine buckets older than an hour into minute buckets and deletes everything older
-/// than `keep_ms`. Called inside the caller's transaction.
+/// than `keep_ms`. Called inside the caller's transaction. Rows are keyed time first, so the
+/// deletes take whole runs of pages from the front and new rows go to the end.
 pub fn compact(conn: &Connection, now_ms: i64, keep_ms: i64) -> rusqlite::Result<()> {
     let cutoff = (now_ms - FINE_FOR_MS).div_euclid(COARSE_MS) * COARSE_MS;
+    let mut minutes: BTreeMap<(i64, String), Vec<(String, Bucket)>> = BTreeMap::new();
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT bucket_ms, device, data FROM history_chunk WHERE span_ms = ?1 AND bucket_ms < ?2",
+        )?;
+        let mut rows = stmt.query(params![FINE_MS, cutoff])?;
+        while let Some(row) = rows.next()? {
+            let bucket: i64 = row.get(0)?;
+            let device: String = row.get(1)?;
+            let data: Vec<u8> = row.get(2)?;
+            let minute = bucket.div_euclid(COARSE_MS) * COARSE_MS;
+            let into = minutes.entry((minute, device)).or_default();
+            for (name, b) in decode(&data) {
+                merge_into(into, &name, b);
+            }
+        }
+    }
+    for ((minute, device), quantities) in minutes {
+        let borrowed: Vec<(&str, Bucket)> =
+            quantities.iter().map(|(q, b)| (q.as_str(), *b)).collect();
+        merge_row(conn, COARSE_MS, minute, &device, borrowed)?;
+    }
     conn.execute(
-        "INSERT INTO history (device, quantity, span_ms, bucket_ms, n, min, max, sum)
-         SELECT device, quantity, ?1, (bucket_ms / ?1) * ?1, SUM(n), MIN(min), MAX(max), SUM(sum)
-         FROM history WHERE span_ms = ?2 AND bucket_ms < ?3
-         GROUP BY device, quantity, (bucket_ms / ?1) * ?1
-         ON CONFLICT (device, quantity, span_ms, bucket_ms) DO UPDATE SET
-           n = n + excluded.n, min = min(min, excluded.min), max = max(max, excluded.max),
-           sum = sum + excluded.sum",
-        params![COARSE_MS, FINE_MS, cutoff],
-    )?;
-    conn.execute(
-        "DELETE FROM history WHERE span_ms = ?1 AND bucket_ms < ?2",
+        "DELETE FROM history_chunk WHERE span_ms = ?1 AND bucket_ms < ?2",
         params![FINE_MS, cutoff],
     )?;
-    conn.execute(
-        "DELETE FROM history WHERE bucket_ms < ?1",
-        params![now_ms - keep_ms],
-    )?;
+    for span in [FINE_MS, COARSE_MS] {
+        conn.execute(
+            "DELETE FROM history_chunk WHERE span_ms = ?1 AND bucket_ms < ?2",
+            params![span, now_ms - keep_ms],
+        )?;
+    }
     Ok(())
 }
 
@@ -180,25 +284,49 @@ impl Store {
         quantity: &str,
         since_ms: i64,
     ) -> Result<Vec<HistoryPoint>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT bucket_ms, span_ms, n, min, max, sum FROM history
-             WHERE device = ?1 AND quantity = ?2 AND bucket_ms >= ?3 ORDER BY bucket_ms, span_ms",
+        let mut out = Vec::new();
+        let mut newest = self
+            .conn
+            .prepare_cached("SELECT MAX(bucket_ms) FROM history_chunk WHERE span_ms = ?1")?;
+        let mut row = self.conn.prepare_cached(
+            "SELECT data FROM history_chunk WHERE span_ms = ?1 AND bucket_ms = ?2 AND device = ?3",
         )?;
-        let rows = stmt.query_map(params![device, quantity, since_ms], |r| {
-            let n: i64 = r.get(2)?;
-            let sum: f64 = r.get(5)?;
-            Ok(HistoryPoint {
-                at_ms: r.get(0)?,
-                span_ms: r.get(1)?,
-                n: n as u64,
-                min: r.get(3)?,
-                max: r.get(4)?,
-                mean: if n > 0 { sum / n as f64 } else { 0.0 },
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        for span in [COARSE_MS, FINE_MS] {
+            let Some(last): Option<i64> = newest.query_row([span], |r| r.get(0))? else {
+                continue;
+            };
+            // One lookup along the key per period: rows are keyed time first.
+            let mut bucket = since_ms.div_euclid(span) * span;
+            if bucket < since_ms {
+                bucket += span;
+            }
+            bucket = bucket.max(last - MAX_HISTORY_SPAN_MS / span * span);
+            while bucket <= last {
+                let data: Option<Vec<u8>> = row
+                    .query_row(params![span, bucket, device], |r| r.get(0))
+                    .optional()?;
+                if let Some(data) = data {
+                    if let Some((_, b)) = decode(&data).into_iter().find(|(q, _)| q == quantity) {
+                        out.push(HistoryPoint {
+                            at_ms: bucket,
+                            span_ms: span,
+                            n: b.n,
+                            min: b.min,
+                            max: b.max,
+                            mean: if b.n > 0 { b.sum / b.n as f64 } else { 0.0 },
+                        });
+                    }
+                }
+                bucket += span;
+            }
+        }
+        out.sort_by_key(|p| (p.at_ms, p.span_ms));
+        Ok(out)
     }
 }
+
+/// The longest stretch a chart reads: a week.
+const MAX_HISTORY_SPAN_MS: i64 = 7 * 24 * 3_600_000;
 
 #[cfg(test)]
 mod tests {

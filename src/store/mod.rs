@@ -187,6 +187,16 @@ const MIGRATIONS: &[&str] = &[
             ('raised', 'escalated', 'reannunciated', 'unacknowledged', 'reminder');
      CREATE INDEX alert_delivery_urgent
          ON alert_delivery (status, route, channel, recipient, urgent DESC, id);",
+    // 6: the local history keyed time first, one row per (period, device) (flash wear); the
+    // per-series rows of charts before it are not carried over.
+    "CREATE TABLE history_chunk (
+        span_ms INTEGER NOT NULL,
+        bucket_ms INTEGER NOT NULL,
+        device TEXT NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (span_ms, bucket_ms, device)
+     ) WITHOUT ROWID;
+     DROP TABLE history;",
 ];
 
 /// A technician's record that a device was commissioned: who, when, which firmware, notes.
