@@ -36,6 +36,8 @@ const LAST_COMMIT_ATTEMPTS: u32 = 10;
 /// How often history buckets are closed and compacted.
 /// How often the writer wakes up with nothing to do, to close history buckets on time.
 const HISTORY_FLUSH: Duration = Duration::from_secs(1);
+/// Closed history buckets held for the next write at most (about 72 bytes each).
+const HISTORY_CLOSED_MAX: usize = 150_000;
 /// Longest a group of telemetry is gathered before its commit.
 const COMMIT_WINDOW: Duration = Duration::from_millis(1000);
 /// A group with messages awaiting their acknowledgement is committed once the input has been
@@ -309,7 +311,15 @@ impl Writer {
                 bad.push(rejected);
             }
         }
-        let flush_history = last || now.duration_since(self.last_flush) >= self.history_write_every;
+        // Written on time, or sooner when so many buckets wait that memory would suffer
+        // (10,000 meters close 120,000 buckets every 10 s).
+        let history_full = self
+            .history
+            .as_ref()
+            .is_some_and(|h| h.closed_len() >= HISTORY_CLOSED_MAX);
+        let flush_history = last
+            || history_full
+            || now.duration_since(self.last_flush) >= self.history_write_every;
         if let Some(history) = &mut self.history {
             if flush_history {
                 history.close(now_ms, last);

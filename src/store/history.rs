@@ -111,6 +111,11 @@ impl Accumulator {
         !self.closed.is_empty()
     }
 
+    /// Closed buckets waiting for the next write.
+    pub fn closed_len(&self) -> usize {
+        self.closed.len()
+    }
+
     /// Writes the closed buckets, one row per (period, device) holding all its quantities,
     /// merged with a row already stored for the same period. Called inside the caller's
     /// transaction; the list is emptied only by `committed`.
