@@ -317,9 +317,8 @@ impl Writer {
             .history
             .as_ref()
             .is_some_and(|h| h.closed_len() >= HISTORY_CLOSED_MAX);
-        let flush_history = last
-            || history_full
-            || now.duration_since(self.last_flush) >= self.history_write_every;
+        let flush_history =
+            last || history_full || now.duration_since(self.last_flush) >= self.history_write_every;
         if let Some(history) = &mut self.history {
             if flush_history {
                 history.close(now_ms, last);
