@@ -83,6 +83,24 @@ impl Drop for Daemon {
     }
 }
 
+/// The sum of a metric's samples (all labels) in a `/metrics` answer.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The daemon's `/metrics` answer on `port`.
+async fn metrics_of(port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
 fn client_from(address: IpAddr) -> reqwest::Client {
     reqwest::Client::builder()
         .local_address(address)
@@ -184,20 +202,7 @@ async fn five_thousand_idle_connections_are_closed_within_15_s_and_modbus_misses
     );
     let daemon = Daemon::start(&path);
     daemon.wait_log("Web UI listening.");
-    let metric = |text: &str, name: &str| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
-    let metrics = || async {
-        reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text")
-    };
+    let metrics = || metrics_of(port);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = metrics().await;
     let measured_from = Instant::now();
@@ -408,20 +413,7 @@ token_sha256 = "{token_hash}"
             tries
         })
     };
-    let metric = |text: &str, name: &str| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
-    let metrics = || async {
-        reqwest::get(format!("http://127.0.0.1:{web_port}/metrics"))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text")
-    };
+    let metrics = || metrics_of(web_port);
     // A device's login may publish only its own uplink and read only its own downlink.
     let received_at_start = metric(&metrics().await, "parkguard_mqtt_messages_received_total");
     let forged = r#"{"dev":"s2","event":"alarm"}"#;

@@ -464,14 +464,7 @@ impl MqttNotifier {
             .enumerate()
             .find(|(_, m)| m.name == name)
             .ok_or_else(|| anyhow::anyhow!("no [[mqtt]] connection `{name}`"))?;
-        // Towards the embedded broker: its internal address and the daemon's own login.
-        let embedded = config
-            .site
-            .broker
-            .embedded
-            .as_ref()
-            .filter(|b| mqtt.targets(b.listen))
-            .and_then(|b| crate::ingest::broker::daemon_link(b.listen));
+        let embedded = crate::ingest::broker::daemon_link_for(config, mqtt);
         let (host, port) = match &embedded {
             Some(link) => (link.address.ip().to_string(), link.address.port()),
             None => (mqtt.host.clone(), mqtt.port()),

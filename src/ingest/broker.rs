@@ -39,6 +39,21 @@ pub struct DaemonLink {
 static LINKS: std::sync::Mutex<BTreeMap<SocketAddr, DaemonLink>> =
     std::sync::Mutex::new(BTreeMap::new());
 
+/// How the daemon reaches the broker of connection `mqtt`, when that is the embedded broker
+/// running in this process: its internal address and the daemon's own login.
+pub fn daemon_link_for(
+    config: &crate::config::Config,
+    mqtt: &crate::config::MqttConfig,
+) -> Option<DaemonLink> {
+    config
+        .site
+        .broker
+        .embedded
+        .as_ref()
+        .filter(|b| mqtt.targets(b.listen))
+        .and_then(|b| daemon_link(b.listen))
+}
+
 /// How the daemon reaches the embedded broker listening on `listen`, if one runs.
 pub fn daemon_link(listen: SocketAddr) -> Option<DaemonLink> {
     LINKS

@@ -226,14 +226,7 @@ impl MqttIngest {
             connect_timeout: Duration::from_millis(mqtt.connect_timeout_s.max(1) * 2000 / 3),
         };
         let protocol = mqtt.protocol(config.site.broker.embedded.as_ref().map(|b| b.listen));
-        // Towards the embedded broker: its internal address and the daemon's own login.
-        let embedded = config
-            .site
-            .broker
-            .embedded
-            .as_ref()
-            .filter(|b| mqtt.targets(b.listen))
-            .and_then(|b| super::broker::daemon_link(b.listen));
+        let embedded = super::broker::daemon_link_for(config, &mqtt);
         let (upstream, mqtt, password) = match embedded {
             Some(link) => {
                 let mut mqtt = mqtt;
