@@ -363,7 +363,10 @@ impl Writer {
                         .metrics
                         .outbox_commit_failures
                         .fetch_add(1, Ordering::Relaxed);
-                    if self.failing_since.is_none() || attempt.is_power_of_two() {
+                    if is_busy(&err) && attempt < 5 {
+                        // Another writer of the store (the journal) held it: retried at once.
+                        warn!(error = %err, attempt, "Outbox commit waited for the store; retried.");
+                    } else if self.failing_since.is_none() || attempt.is_power_of_two() {
                         error!(error = %err, attempt, "Outbox commit failed; the messages stay unacknowledged and the commit is retried.");
                     }
                     self.failing_since.get_or_insert(now);
@@ -428,6 +431,14 @@ impl Writer {
             }
         }
     }
+}
+
+fn is_busy(err: &StoreError) -> bool {
+    matches!(
+        err,
+        StoreError::Sql(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::DatabaseBusy
+    )
 }
 
 fn is_disk_full(err: &StoreError) -> bool {
