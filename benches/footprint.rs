@@ -131,8 +131,18 @@ async fn one_size(devices: usize, seconds: u64) -> bool {
     let log_path = dir.path().join("daemon.log");
     let log = std::fs::File::create(&log_path).expect("log");
     let started = Instant::now();
+    // `PARKGUARD_FOOTPRINT_WRAP="heaptrack -o /tmp/heap"` runs the daemon under a profiler.
+    let wrap = std::env::var("PARKGUARD_FOOTPRINT_WRAP").unwrap_or_default();
+    let mut command = match wrap.split_whitespace().collect::<Vec<_>>().split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(env!("CARGO_BIN_EXE_parkguard"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_parkguard")),
+    };
     let daemon = Killed(
-        Command::new(env!("CARGO_BIN_EXE_parkguard"))
+        command
             .args(["run", "-c"])
             .arg(&path)
             .env("RUST_LOG", "info")

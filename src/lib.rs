@@ -24,6 +24,7 @@ pub mod alerts;
 pub mod config;
 pub mod control;
 pub mod decode;
+pub mod footprint;
 pub mod health;
 pub mod ingest;
 pub mod live;

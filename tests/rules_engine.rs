@@ -1155,3 +1155,43 @@ fn a_shelved_alarm_that_turns_critical_comes_back_before_its_escalation() {
         "and it cannot be shelved again while critical"
     );
 }
+
+/// R3 measures the rise per minute over its 60 s window from a few kept samples, not from
+/// every reading: a terminal heating at 6 °C/min (0.1 °C per 1 Hz reading) raises the
+/// 5 °C/min pre-alarm, 12 °C/min the 10 °C/min alarm, and 3 °C/min nothing; and nothing is
+/// judged before half a window of samples.
+#[test]
+fn temperature_rise_rate_is_measured_over_the_window() {
+    fn run(per_second: f64) -> Vec<(i64, Action, Severity)> {
+        let (mut engine, _dir) = engine("");
+        let mut seen = Vec::new();
+        for s in 0..=180 {
+            let t = reading(
+                "m1",
+                "adw300_json",
+                "t1",
+                Value::Float(30.0 + per_second * s as f64),
+            );
+            for e in feed(&mut engine, t, s * 1000) {
+                if &*e.rule == "R3" {
+                    seen.push((s, e.action, e.severity));
+                }
+            }
+        }
+        seen
+    }
+    assert!(run(0.05).is_empty(), "3 °C/min is no alarm");
+    let slow = run(0.1);
+    assert_eq!(slow.len(), 1, "{slow:?}");
+    let (at, action, severity) = slow[0];
+    assert_eq!((action, severity), (Action::Raised, Severity::Low));
+    // Half a window of samples (30 s), then R3's on-delay, if any; never before.
+    assert!((30..=60).contains(&at), "raised at {at} s");
+    let fast = run(0.2);
+    assert!(
+        fast.iter().any(
+            |(_, a, s)| *s == Severity::High && matches!(a, Action::Raised | Action::Escalated)
+        ),
+        "{fast:?}"
+    );
+}

@@ -69,6 +69,7 @@ async fn reload(file: &Path, gateway: &mut Option<Gateway>, reloads: &mut u64) -
     match Gateway::restart(config).await {
         Ok(started) => {
             *gateway = Some(started);
+            parkguard::footprint::release_freed_memory();
             *reloads += 1;
             tracing::info!(%summary, "Reloaded.");
             json!({"ok": true, "reloads": *reloads, "loaded": summary})
@@ -103,6 +104,7 @@ pub fn run(file: &Path) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
+    parkguard::footprint::limit_allocator_arenas();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {
@@ -114,7 +116,10 @@ pub fn run(file: &Path) -> ExitCode {
         use tokio::signal::unix::{signal, SignalKind};
         let socket = control::socket_path(&config.resolve_path(&config.site.gateway.store));
         let mut gateway = match Gateway::start(config).await {
-            Ok(gateway) => Some(gateway),
+            Ok(gateway) => {
+                parkguard::footprint::release_freed_memory();
+                Some(gateway)
+            }
             Err(err) => {
                 tracing::error!(error = %format!("{err:#}"), "Startup failed.");
                 return ExitCode::FAILURE;

@@ -135,7 +135,9 @@ pub enum ConditionConfig {
     High { quantities: Vec<String> },
     /// Value at or below a level's `at`.
     Low { quantities: Vec<String> },
-    /// Rise per minute over `window_s`, at or above a level's `at`.
+    /// Rise per minute over `window_s`, at or above a level's `at`. The rise is measured
+    /// from the oldest of the samples kept within the window (one per eighth of it), so over
+    /// between 7/8 of the window and all of it; none before half a window of samples.
     Rate {
         quantities: Vec<String>,
         #[serde(default = "default_rate_window")]

@@ -992,6 +992,8 @@ const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
 // Requests queued towards the event loop beyond one acknowledgement per unacknowledged
 // message (subscriptions, disconnect): neither acknowledging nor subscribing ever waits on it.
 const CLIENT_REQUEST_HEADROOM: usize = 256;
+// QoS 1 publications the MQTT 5 ingest client may have unacknowledged: its status messages.
+const OUTGOING_INFLIGHT: u16 = 32;
 // Bytes of an undecodable payload kept in the store for inspection.
 const BAD_PAYLOAD_KEPT: usize = 1024;
 // MQTT 5 session expiry for a persistent session: a week covers a long outage of the gateway.
@@ -1129,6 +1131,9 @@ mod v5 {
                 .set_clean_start(!c.persistent_session)
                 .set_manual_acks(true)
                 .set_receive_maximum(Some(c.max_unacked))
+                // The client keeps a slot per packet id it may have in flight, 65,535 by
+                // default (14 MB); this session publishes only the gateway's status.
+                .set_outgoing_inflight_upper_limit(OUTGOING_INFLIGHT)
                 .set_max_packet_size(Some(mqtt_guard::MQTT_MAX_PACKET as u32))
                 .set_connection_timeout(c.connect_timeout_s);
             if c.persistent_session {

@@ -4,8 +4,9 @@
 //! chatter detection live here because they look across alarms.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::ops::Range;
+use std::sync::{Arc, LazyLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +35,10 @@ pub const CHATTER_CALM_WINDOWS: Ms = 2;
 /// gateway's (beyond the device's usual offset) is reported late: it happened while messages
 /// could not reach the gateway, and the journal says when its condition began.
 pub const LATE_AFTER_MS: Ms = 30 * 1000;
+
+/// Samples a rate condition keeps per window: the rise is measured from the oldest one within
+/// the window, so over at least 7/8 of it.
+const RATE_SAMPLES_PER_WINDOW: Ms = 8;
 
 /// The chatter window of a rule bound with these delays.
 fn chatter_window(on_delays: &[Ms], off_delays: &[Ms]) -> Ms {
@@ -170,7 +175,7 @@ enum Evaluation {
 }
 
 /// A rule with its levels, as bound to one device (overrides applied).
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 struct Bound {
     rule: usize,
     ats: Vec<f64>,
@@ -204,25 +209,95 @@ struct CompiledRule {
     shelvable: bool,
 }
 
-struct Instance {
-    key: Arc<str>,
+/// What an alarm instance shares with every instance of the same rule, quantity and
+/// settings, which is usually every device of a profile: kept once, not once per device
+/// (10,000 meters bind some 200,000 instances).
+#[derive(PartialEq)]
+struct Binding {
     settings: Bound,
-    device: usize,
+    /// The quantity evaluated; empty for whole-device and derived conditions.
     source: Arc<str>,
     evaluation: Evaluation,
-    filters: Vec<LevelFilter>,
-    /// Latest value of each input, for derived conditions.
-    inputs: Vec<Option<f64>>,
-    history: VecDeque<(Ms, f64)>,
-    alarm: Alarm,
+}
+
+impl Eq for Binding {}
+
+impl std::hash::Hash for Binding {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let s = &self.settings;
+        s.rule.hash(state);
+        for at in &s.ats {
+            at.to_bits().hash(state);
+        }
+        s.deadband.to_bits().hash(state);
+        s.on_delays.hash(state);
+        s.off_delays.hash(state);
+        self.source.hash(state);
+        std::mem::discriminant(&self.evaluation).hash(state);
+    }
+}
+
+static NORMAL_ALARM: LazyLock<Alarm> = LazyLock::new(Alarm::default);
+
+/// An instance's alarm, stored only once it has left normal: most instances of a large site
+/// never do, and an `Alarm` inline in each would be most of the gateway's memory. Reads of a
+/// normal alarm see `NORMAL_ALARM`; the first change allocates it; `settle` frees it when it
+/// is back to exactly normal.
+#[derive(Default)]
+struct AlarmSlot(Option<Box<Alarm>>);
+
+impl AlarmSlot {
+    fn settle(&mut self) {
+        if self.0.as_deref().is_some_and(|a| *a == *NORMAL_ALARM) {
+            self.0 = None;
+        }
+    }
+}
+
+impl From<Alarm> for AlarmSlot {
+    fn from(alarm: Alarm) -> Self {
+        let mut slot = AlarmSlot(Some(Box::new(alarm)));
+        slot.settle();
+        slot
+    }
+}
+
+impl std::ops::Deref for AlarmSlot {
+    type Target = Alarm;
+    fn deref(&self) -> &Alarm {
+        self.0.as_deref().unwrap_or(&NORMAL_ALARM)
+    }
+}
+
+impl std::ops::DerefMut for AlarmSlot {
+    fn deref_mut(&mut self) -> &mut Alarm {
+        self.0.get_or_insert_with(|| Box::new(Alarm::default()))
+    }
+}
+
+/// One rule on one quantity (or on the whole device) of one device. Its key,
+/// `rule/device[/source]`, is composed when needed rather than stored.
+// Boxed deques: 8 bytes inline where a deque is 32, for state only rate conditions and
+// raised alarms ever use.
+#[allow(clippy::box_collection)]
+struct Instance {
+    binding: Arc<Binding>,
+    device: usize,
+    /// Where its level filters (one per level of its rule) start in `RuleEngine::filters`.
+    filters_at: u32,
+    /// Latest value of each input, for derived conditions (empty otherwise).
+    inputs: Box<[Option<f64>]>,
+    /// Recent samples, for rate conditions.
+    history: Option<Box<VecDeque<(Ms, f64)>>>,
+    alarm: AlarmSlot,
     value: Option<Observed>,
     unit: Option<Arc<str>>,
-    activations: VecDeque<Ms>,
-    deadband_factor: f64,
+    /// Recent activations, once it has been raised (chatter detection).
+    activations: Option<Box<VecDeque<Ms>>>,
     scheduled: Option<Ms>,
     /// The device's own decisions bound to this alarm: (level index, set now; `None` until
     /// the first reading, so that an alarm restored after a restart is re-evaluated).
-    device_reports: Vec<(u8, Option<bool>)>,
+    device_reports: Box<[(u8, Option<bool>)]>,
 }
 
 impl Instance {
@@ -231,18 +306,32 @@ impl Instance {
         if !self.alarm.chattering {
             return None;
         }
-        let window = chatter_window(&self.settings.on_delays, &self.settings.off_delays);
+        let settings = &self.binding.settings;
+        let window = chatter_window(&settings.on_delays, &settings.off_delays);
         let last = self
             .activations
-            .back()
+            .as_ref()
+            .and_then(|a| a.back())
             .copied()
             .unwrap_or(self.alarm.changed_at);
         Some(last + CHATTER_CALM_WINDOWS * window)
     }
+
+    /// Its level filters' place in `RuleEngine::filters`.
+    fn filters(&self) -> Range<usize> {
+        let at = self.filters_at as usize;
+        at..at + self.binding.settings.ats.len()
+    }
+
+    /// A chattering alarm's deadband is doubled (a bad actor).
+    fn deadband(&self) -> f64 {
+        let factor = if self.alarm.chattering { 2.0 } else { 1.0 };
+        self.binding.settings.deadband * factor
+    }
 }
 
-/// Where a device's own alarm decision goes: (instance, report slot, the states that mean it;
-/// none for a flag).
+/// Where a device's own alarm decision goes: (instance offset, report slot, the states that
+/// mean it; none for a flag).
 type DeviceInput = (usize, usize, Arc<[String]>);
 
 /// A device's own time, for devices whose messages carry a timestamp (the receive time
@@ -320,19 +409,65 @@ struct Device {
     last_seen: Option<Ms>,
     /// `None` until its first message.
     clock: Option<DeviceClock>,
+    /// The maintenance state each of its shape's maintenance quantities is in now.
+    in_maintenance: Vec<Option<String>>,
+    /// Its alarm instances are `first_instance..first_instance + shape.instances`.
+    first_instance: usize,
+    shape: Arc<Shape>,
+}
+
+/// How a device's readings reach its alarm instances, by offset from its first instance:
+/// the same for every device with the same profile and rules, so kept once for all of them.
+#[derive(Default, PartialEq)]
+struct Shape {
+    instances: usize,
     /// The profile's maintenance states: quantity -> states (empty: a flag).
     maintenance_states: Vec<(Arc<str>, Vec<String>)>,
-    /// The maintenance state each of those quantities is in now.
-    in_maintenance: Vec<Option<String>>,
-    /// Its alarm instances.
-    instances: Vec<usize>,
     /// The device's own alarm decisions by quantity.
-    /// Shared, so that evaluating one needs no copy (`&mut self` is needed meanwhile).
-    device_inputs: HashMap<Arc<str>, Arc<Vec<DeviceInput>>>,
+    device_inputs: HashMap<Arc<str>, Vec<DeviceInput>>,
     /// Instances fed by each quantity, with the input slot for derived ones.
-    by_quantity: HashMap<Arc<str>, Arc<[(usize, u8)]>>,
+    by_quantity: HashMap<Arc<str>, Vec<(usize, u8)>>,
     /// Instances fed by every reading of the device (comm loss, silence).
     every_reading: Vec<usize>,
+}
+
+/// Shares what repeats across devices while the engine is built.
+#[derive(Default)]
+struct Interner {
+    bindings: HashSet<Arc<Binding>>,
+    names: HashSet<Arc<str>>,
+    /// Shapes by profile, compared whole.
+    shapes: HashMap<String, Vec<Arc<Shape>>>,
+}
+
+impl Interner {
+    fn binding(&mut self, binding: Binding) -> Arc<Binding> {
+        if let Some(b) = self.bindings.get(&binding) {
+            return Arc::clone(b);
+        }
+        let b = Arc::new(binding);
+        self.bindings.insert(Arc::clone(&b));
+        b
+    }
+
+    fn name(&mut self, name: &str) -> Arc<str> {
+        if let Some(n) = self.names.get(name) {
+            return Arc::clone(n);
+        }
+        let n: Arc<str> = Arc::from(name);
+        self.names.insert(Arc::clone(&n));
+        n
+    }
+
+    fn shape(&mut self, profile: &str, shape: Shape) -> Arc<Shape> {
+        let same_profile = self.shapes.entry(profile.to_string()).or_default();
+        if let Some(s) = same_profile.iter().find(|s| ***s == shape) {
+            return Arc::clone(s);
+        }
+        let s = Arc::new(shape);
+        same_profile.push(Arc::clone(&s));
+        s
+    }
 }
 
 #[derive(Default)]
@@ -344,9 +479,10 @@ struct Flood {
 pub struct RuleEngine {
     rules: Vec<CompiledRule>,
     instances: Vec<Instance>,
+    /// Every instance's level filters, in one allocation (`Instance::filters`).
+    filters: Vec<LevelFilter>,
     devices: Vec<Device>,
     device_index: HashMap<String, usize>,
-    by_key: HashMap<Arc<str>, usize>,
     floods: BTreeMap<String, Flood>,
     timers: BinaryHeap<Reverse<(Ms, usize)>>,
     started: Ms,
@@ -389,12 +525,13 @@ impl RuleEngine {
     pub fn new(config: &Config, now: Ms) -> RuleEngine {
         let directory = DeviceDirectory::from_config(config);
         let rules: Vec<CompiledRule> = config.rules.iter().map(compile).collect();
+        let mut interner = Interner::default();
         let mut engine = RuleEngine {
             rules,
             instances: Vec::new(),
+            filters: Vec::new(),
             devices: Vec::new(),
             device_index: HashMap::new(),
-            by_key: HashMap::new(),
             floods: BTreeMap::new(),
             timers: BinaryHeap::new(),
             started: now,
@@ -423,7 +560,14 @@ impl RuleEngine {
                 .get(device.id.as_str())
                 .copied()
                 .or(profile.heartbeat_s.map(ms));
-            engine.add_device(config, device, tags, &profile_quantities(profile), interval);
+            engine.add_device(
+                &mut interner,
+                config,
+                device,
+                tags,
+                &profile_quantities(profile),
+                interval,
+            );
         }
         // The gateway watches itself through rules that name its kind explicitly.
         let gateway_tags = status::tags(config);
@@ -436,17 +580,22 @@ impl RuleEngine {
             params: Default::default(),
         };
         engine.add_device(
+            &mut interner,
             config,
             &gateway,
             &gateway_tags,
             &status::quantities(config),
             None,
         );
+        engine.instances.shrink_to_fit();
+        engine.filters.shrink_to_fit();
+        engine.devices.shrink_to_fit();
         engine
     }
 
     fn add_device(
         &mut self,
+        interner: &mut Interner,
         config: &Config,
         device: &crate::config::DeviceConfig,
         tags: &Tags,
@@ -454,27 +603,20 @@ impl RuleEngine {
         interval: Option<Ms>,
     ) {
         let d = self.devices.len();
-        self.device_index.insert(device.id.clone(), d);
-        self.devices.push(Device {
-            tags: Arc::new(tags.clone()),
-            last_seen: None,
-            clock: None,
+        let first = self.instances.len();
+        let mut shape = Shape {
             maintenance_states: config
                 .profiles
                 .get(&device.profile)
                 .map(|p| {
                     p.maintenance
                         .iter()
-                        .map(|m| (Arc::from(m.quantity.as_str()), m.states.clone()))
+                        .map(|m| (interner.name(&m.quantity), m.states.clone()))
                         .collect()
                 })
                 .unwrap_or_default(),
-            in_maintenance: Vec::new(),
-            instances: Vec::new(),
-            device_inputs: HashMap::new(),
-            by_quantity: HashMap::new(),
-            every_reading: Vec::new(),
-        });
+            ..Shape::default()
+        };
         let is_gateway = tags.kind == status::KIND;
         for (r, rule) in config.rules.iter().enumerate() {
             let kind_named = rule.kinds.contains(&tags.kind);
@@ -487,17 +629,67 @@ impl RuleEngine {
             let Some(bound) = bind(config, r, rule, device, tags) else {
                 continue;
             };
-            self.bind_instances(d, &bound, rule, quantities, interval);
+            self.bind_instances(
+                interner, &mut shape, d, first, bound, rule, quantities, interval,
+            );
         }
         if let Some(profile) = config.profiles.get(&device.profile) {
-            self.bind_device_alarms(d, config, &profile.device_alarms);
+            self.bind_device_alarms(interner, &mut shape, first, config, &profile.device_alarms);
         }
+        shape.instances = self.instances.len() - first;
+        self.device_index.insert(device.id.clone(), d);
+        self.devices.push(Device {
+            tags: Arc::new(tags.clone()),
+            last_seen: None,
+            clock: None,
+            in_maintenance: Vec::new(),
+            first_instance: first,
+            shape: interner.shape(&device.profile, shape),
+        });
+    }
+
+    /// An alarm's key: `rule/device`, or `rule/device/source` for one of its quantities.
+    fn key_of(&self, inst: &Instance) -> String {
+        let rule = &self.rules[inst.binding.settings.rule].id;
+        let device = &self.devices[inst.device].tags.device;
+        match &*inst.binding.source {
+            "" => format!("{rule}/{device}"),
+            source => format!("{rule}/{device}/{source}"),
+        }
+    }
+
+    /// The instance with this key. Rule and device ids may themselves hold `/`, so every
+    /// reading of the key is tried.
+    fn instance_of(&self, key: &str) -> Option<usize> {
+        self.rules.iter().enumerate().find_map(|(r, rule)| {
+            let rest = key.strip_prefix(&*rule.id)?.strip_prefix('/')?;
+            let splits = rest
+                .match_indices('/')
+                .map(|(at, _)| (&rest[..at], &rest[at + 1..]));
+            std::iter::once((rest, ""))
+                .chain(splits)
+                .find_map(|(device, source)| {
+                    let &d = self.device_index.get(device)?;
+                    self.device_instances(d).find(|&i| {
+                        let binding = &self.instances[i].binding;
+                        binding.settings.rule == r && *binding.source == *source
+                    })
+                })
+        })
+    }
+
+    /// The device's alarm instances.
+    fn device_instances(&self, d: usize) -> Range<usize> {
+        let device = &self.devices[d];
+        device.first_instance..device.first_instance + device.shape.instances
     }
 
     /// Binds the device's own alarm decisions to the alarms of the rules they name.
     fn bind_device_alarms(
         &mut self,
-        d: usize,
+        interner: &mut Interner,
+        shape: &mut Shape,
+        first: usize,
         config: &Config,
         entries: &[crate::config::DeviceAlarm],
     ) {
@@ -513,29 +705,38 @@ impl RuleEngine {
                 continue;
             };
             let states: Arc<[String]> = Arc::from(entry.states.clone());
-            for k in 0..self.devices[d].instances.len() {
-                let i = self.devices[d].instances[k];
-                let inst = &self.instances[i];
-                let same_rule = inst.settings.rule == r;
-                let same_source = entry.source.as_deref().is_none_or(|s| *inst.source == *s);
+            for i in first..self.instances.len() {
+                let binding = &self.instances[i].binding;
+                let same_rule = binding.settings.rule == r;
+                let same_source = entry
+                    .source
+                    .as_deref()
+                    .is_none_or(|s| *binding.source == *s);
                 if !(same_rule && same_source) {
                     continue;
                 }
-                let slot = self.instances[i].device_reports.len();
-                self.instances[i].device_reports.push((level as u8, None));
-                let inputs = self.devices[d]
+                let reports = &mut self.instances[i].device_reports;
+                let slot = reports.len();
+                let mut grown = std::mem::take(reports).into_vec();
+                grown.push((level as u8, None));
+                *reports = grown.into_boxed_slice();
+                shape
                     .device_inputs
-                    .entry(Arc::from(entry.quantity.as_str()))
-                    .or_default();
-                Arc::make_mut(inputs).push((i, slot, Arc::clone(&states)));
+                    .entry(interner.name(&entry.quantity))
+                    .or_default()
+                    .push((i - first, slot, Arc::clone(&states)));
             }
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn bind_instances(
         &mut self,
+        interner: &mut Interner,
+        shape: &mut Shape,
         d: usize,
-        bound: &Bound,
+        first: usize,
+        bound: Bound,
         rule: &RuleConfig,
         quantities: &[String],
         interval: Option<Ms>,
@@ -604,44 +805,48 @@ impl RuleEngine {
             _ => Vec::new(),
         };
         for (evaluation, inputs, source) in plan {
-            let device = &self.devices[d];
-            let key: Arc<str> = if source.is_empty() {
-                Arc::from(format!("{}/{}", rule.id, device.tags.device))
-            } else {
-                Arc::from(format!("{}/{}/{}", rule.id, device.tags.device, source))
-            };
-            let i = self.instances.len();
-            self.devices[d].instances.push(i);
-            self.instances.push(Instance {
-                key: Arc::clone(&key),
-                settings: bound.clone(),
-                device: d,
-                source: Arc::from(source),
+            let derived = matches!(
                 evaluation,
-                filters: vec![LevelFilter::default(); rule.levels.len()],
-                inputs: vec![None; inputs.len()],
-                history: VecDeque::new(),
-                alarm: Alarm::default(),
+                Evaluation::Max | Evaluation::Unbalance { .. } | Evaluation::PhaseLoss { .. }
+            );
+            let source = interner.name(&source);
+            let binding = interner.binding(Binding {
+                settings: bound.clone(),
+                source,
+                evaluation,
+            });
+            let i = self.instances.len();
+            let filters_at = self.filters.len() as u32;
+            self.filters
+                .extend(std::iter::repeat_n(LevelFilter::default(), bound.ats.len()));
+            self.instances.push(Instance {
+                binding,
+                device: d,
+                filters_at,
+                inputs: if derived {
+                    vec![None; inputs.len()].into_boxed_slice()
+                } else {
+                    Box::default()
+                },
+                history: None,
+                alarm: AlarmSlot::default(),
                 value: None,
                 unit: None,
-                activations: VecDeque::new(),
-                deadband_factor: 1.0,
+                activations: None,
                 scheduled: None,
-                device_reports: Vec::new(),
+                device_reports: Box::default(),
             });
-            self.by_key.insert(key, i);
-            let device = &mut self.devices[d];
             match evaluation {
-                Evaluation::CommLoss | Evaluation::Silence { .. } => device.every_reading.push(i),
+                Evaluation::CommLoss | Evaluation::Silence { .. } => {
+                    shape.every_reading.push(i - first)
+                }
                 _ => {
                     for (slot, q) in inputs.iter().enumerate() {
-                        let entry = device
+                        shape
                             .by_quantity
-                            .entry(Arc::from(q.as_str()))
-                            .or_insert_with(|| Arc::from([]));
-                        let mut fed = entry.to_vec();
-                        fed.push((i, slot as u8));
-                        *entry = Arc::from(fed);
+                            .entry(interner.name(q))
+                            .or_default()
+                            .push((i - first, slot as u8));
                     }
                 }
             }
@@ -664,21 +869,24 @@ impl RuleEngine {
     ) -> Vec<AlarmEvent> {
         let mut retired = Vec::new();
         for (key, p) in persisted {
-            match self.by_key.get(key.as_str()) {
-                Some(&i) => {
+            match self.instance_of(&key) {
+                Some(i) => {
                     let inst = &mut self.instances[i];
-                    for (f, active) in inst.filters.iter_mut().zip(&p.filters) {
+                    for (f, active) in self.filters[inst.filters()].iter_mut().zip(&p.filters) {
                         *f = LevelFilter::new(*active);
                     }
-                    inst.alarm = p.alarm;
-                    inst.deadband_factor = if inst.alarm.chattering { 2.0 } else { 1.0 };
+                    inst.alarm = p.alarm.into();
                     // Stored before out-of-service expired: it does now, a day from the start.
                     if inst.alarm.out_of_service && inst.alarm.out_of_service_until.is_none() {
                         inst.alarm.out_of_service_until =
                             Some(now + crate::rules::alarm::DEFAULT_OUT_OF_SERVICE_MS);
                     }
                     // A maintenance state the profile no longer has cannot end by itself.
-                    if self.devices[inst.device].maintenance_states.is_empty() {
+                    if self.devices[inst.device]
+                        .shape
+                        .maintenance_states
+                        .is_empty()
+                    {
                         inst.alarm.maintenance = None;
                     }
                     self.reschedule(i);
@@ -725,7 +933,7 @@ impl RuleEngine {
         // raise a real alarm.
         for reading in readings {
             if let Some(&d) = self.device_index.get(reading.tags.device.as_str()) {
-                if !self.devices[d].maintenance_states.is_empty() {
+                if !self.devices[d].shape.maintenance_states.is_empty() {
                     self.on_maintenance_reading(d, reading, now, out);
                 }
             }
@@ -743,25 +951,24 @@ impl RuleEngine {
             };
             let at = DeviceClock::observe(&mut self.devices[d].clock, stamped, now);
             let when = When { wall: now, at };
-            if let Some(bound) = self.devices[d].device_inputs.get(&reading.quantity) {
-                let bound = Arc::clone(bound);
-                self.on_device_decision(&bound, reading, when, out);
+            // A reference count, not a copy: evaluation needs `&mut self`.
+            let shape = Arc::clone(&self.devices[d].shape);
+            let first = self.devices[d].first_instance;
+            if let Some(bound) = shape.device_inputs.get(&reading.quantity) {
+                self.on_device_decision(first, bound, reading, when, out);
             }
             if last_device != Some(d) {
                 last_device = Some(d);
                 self.devices[d].last_seen = Some(now);
-                for k in 0..self.devices[d].every_reading.len() {
-                    let i = self.devices[d].every_reading[k];
-                    self.on_device_reading(i, reading, now, out);
+                for &offset in &shape.every_reading {
+                    self.on_device_reading(first + offset, reading, now, out);
                 }
             }
-            let Some(fed) = self.devices[d].by_quantity.get(&reading.quantity) else {
+            let Some(fed) = shape.by_quantity.get(&reading.quantity) else {
                 continue;
             };
-            // A reference count, not a copy: evaluation needs `&mut self`.
-            let fed = Arc::clone(fed);
-            for &(i, slot) in fed.iter() {
-                self.on_value(i, slot, reading, when, out);
+            for &(offset, slot) in fed {
+                self.on_value(first + offset, slot, reading, when, out);
             }
         }
     }
@@ -770,6 +977,7 @@ impl RuleEngine {
     /// threshold's and the device's, so whichever comes first raises it.
     fn on_device_decision(
         &mut self,
+        first: usize,
         bound: &[DeviceInput],
         reading: &Reading,
         when: When,
@@ -778,7 +986,8 @@ impl RuleEngine {
         if reading.quality != Quality::Good {
             return;
         }
-        for (i, slot, states) in bound {
+        for (offset, slot, states) in bound {
+            let i = &(first + offset);
             let on = match &reading.value {
                 Value::Bool(b) => *b && states.is_empty(),
                 Value::Int(v) => *v != 0 && states.is_empty(),
@@ -813,13 +1022,14 @@ impl RuleEngine {
         }
         let device = &mut self.devices[d];
         let Some(k) = device
+            .shape
             .maintenance_states
             .iter()
             .position(|(q, _)| **q == *reading.quantity)
         else {
             return;
         };
-        let states = &device.maintenance_states[k].1;
+        let states = &device.shape.maintenance_states[k].1;
         let state = match &reading.value {
             Value::Text(t) if states.iter().any(|s| **s == **t) => Some(t.to_string()),
             Value::Bool(true) if states.is_empty() => Some(reading.quantity.to_string()),
@@ -828,13 +1038,12 @@ impl RuleEngine {
         };
         device
             .in_maintenance
-            .resize(device.maintenance_states.len(), None);
+            .resize(device.shape.maintenance_states.len(), None);
         device.in_maintenance[k] = state;
         let now_in = device.in_maintenance.iter().flatten().next().cloned();
         // Every time, not only on a change: after a restart the alarms remember a
         // maintenance state the device may have left meanwhile.
-        for k in 0..self.devices[d].instances.len() {
-            let i = self.devices[d].instances[k];
+        for i in self.device_instances(d) {
             if self.instances[i].alarm.maintenance == now_in {
                 continue;
             }
@@ -867,7 +1076,7 @@ impl RuleEngine {
         out: &mut Vec<AlarmEvent>,
     ) {
         let inst = &mut self.instances[i];
-        match inst.evaluation {
+        match inst.binding.evaluation {
             Evaluation::CommLoss => {
                 let lost = reading.quality == Quality::CommError;
                 inst.value = Some(Observed::Text(reading.quality.as_str().to_string()));
@@ -894,7 +1103,7 @@ impl RuleEngine {
         if inst.unit.is_none() {
             inst.unit = reading.unit.clone();
         }
-        match inst.evaluation {
+        match inst.binding.evaluation {
             Evaluation::Invalid => {
                 let invalid = reading.quality == Quality::Invalid;
                 let good = reading.quality == Quality::Good;
@@ -924,25 +1133,38 @@ impl RuleEngine {
         let Some(value) = reading.value.as_f64().filter(|v| v.is_finite()) else {
             return;
         };
-        let derived = match inst.evaluation {
+        let derived = match inst.binding.evaluation {
             Evaluation::Numeric(_) => Some(value),
             Evaluation::Rate(_, window) => {
-                inst.history.push_back((now, value));
-                while inst.history.front().is_some_and(|(t, _)| now - t > window) {
-                    inst.history.pop_front();
+                let history = inst.history.get_or_insert_with(|| {
+                    Box::new(VecDeque::with_capacity(
+                        RATE_SAMPLES_PER_WINDOW as usize + 2,
+                    ))
+                });
+                while history.front().is_some_and(|(t, _)| now - t > window) {
+                    history.pop_front();
                 }
-                match inst.history.front() {
+                let rate = match history.front() {
                     Some(&(t0, v0)) if now - t0 >= window / 2 && now > t0 => {
                         Some((value - v0) / (now - t0) as f64 * 60_000.0)
                     }
                     _ => None,
+                };
+                // A few samples per window are enough to measure a rise over it; one per
+                // reading would be a minute of 1 Hz samples on each of 40,000 temperatures.
+                if history
+                    .back()
+                    .is_none_or(|(t, _)| now - t >= window / RATE_SAMPLES_PER_WINDOW)
+                {
+                    history.push_back((now, value));
                 }
+                rate
             }
             Evaluation::Max | Evaluation::Unbalance { .. } | Evaluation::PhaseLoss { .. } => {
                 if let Some(input) = inst.inputs.get_mut(usize::from(slot)) {
                     *input = Some(value);
                 }
-                derive(inst.evaluation, &inst.inputs)
+                derive(inst.binding.evaluation, &inst.inputs)
             }
             _ => None,
         };
@@ -950,14 +1172,14 @@ impl RuleEngine {
             return;
         };
         inst.value = Some(Observed::Number(v));
-        let direction = match inst.evaluation {
+        let direction = match inst.binding.evaluation {
             Evaluation::Numeric(d) | Evaluation::Rate(d, _) => d,
             _ => Direction::High,
         };
-        let deadband = inst.settings.deadband * inst.deadband_factor;
+        let deadband = inst.deadband();
         let mut edges = Vec::new();
-        for (k, filter) in inst.filters.iter_mut().enumerate() {
-            let Some(&at) = inst.settings.ats.get(k) else {
+        for (k, filter) in self.filters[inst.filters()].iter_mut().enumerate() {
+            let Some(&at) = inst.binding.settings.ats.get(k) else {
                 continue;
             };
             let (raise, clear) = direction.compare(v, at, deadband);
@@ -965,8 +1187,8 @@ impl RuleEngine {
                 raise,
                 clear,
                 now,
-                inst.settings.on_delays[k],
-                inst.settings.off_delays[k],
+                inst.binding.settings.on_delays[k],
+                inst.binding.settings.off_delays[k],
             ) {
                 edges.push((k, edge));
             }
@@ -977,7 +1199,7 @@ impl RuleEngine {
     fn apply_state(&mut self, i: usize, text: &str, when: When, out: &mut Vec<AlarmEvent>) {
         let now = when.at;
         let inst = &mut self.instances[i];
-        let rule = &self.rules[inst.settings.rule];
+        let rule = &self.rules[inst.binding.settings.rule];
         if rule.silence_states.iter().any(|s| s == text) {
             // The sounder is muted; the fire is not out. Shown, never a clear.
             if let Some(action) = inst.alarm.silence(when.wall) {
@@ -992,7 +1214,7 @@ impl RuleEngine {
         } else {
             rule.clear_states.iter().any(|s| s == text)
         };
-        for (k, filter) in inst.filters.iter_mut().enumerate() {
+        for (k, filter) in self.filters[inst.filters()].iter_mut().enumerate() {
             let raise = rule.levels.get(k).is_some_and(|l| l.raised_by(text));
             // A state outside this level but in another ends this level; with clear_states,
             // only those end the condition.
@@ -1001,8 +1223,8 @@ impl RuleEngine {
                 raise,
                 clear,
                 now,
-                inst.settings.on_delays[k],
-                inst.settings.off_delays[k],
+                inst.binding.settings.on_delays[k],
+                inst.binding.settings.off_delays[k],
             ) {
                 edges.push((k, edge));
             }
@@ -1021,13 +1243,13 @@ impl RuleEngine {
     ) {
         let inst = &mut self.instances[i];
         let mut edges = Vec::new();
-        for (k, filter) in inst.filters.iter_mut().enumerate() {
+        for (k, filter) in self.filters[inst.filters()].iter_mut().enumerate() {
             if let Some(edge) = filter.sample(
                 raise,
                 clear,
                 when.at,
-                inst.settings.on_delays[k],
-                inst.settings.off_delays[k],
+                inst.binding.settings.on_delays[k],
+                inst.binding.settings.off_delays[k],
             ) {
                 edges.push((k, edge));
             }
@@ -1045,7 +1267,7 @@ impl RuleEngine {
         out: &mut Vec<AlarmEvent>,
     ) {
         if !edges.is_empty() {
-            let settings = &self.instances[i].settings;
+            let settings = &self.instances[i].binding.settings;
             // Transitions are stamped with the millisecond the delay ran out ...
             let ran_out = edges
                 .iter()
@@ -1074,7 +1296,7 @@ impl RuleEngine {
     /// (whether the device is heard at all).
     fn on_device_time(&self, i: usize) -> bool {
         !matches!(
-            self.instances[i].evaluation,
+            self.instances[i].binding.evaluation,
             Evaluation::CommLoss | Evaluation::Silence { .. }
         )
     }
@@ -1137,8 +1359,8 @@ impl RuleEngine {
 
     fn current_level(&self, i: usize) -> Option<Level> {
         let inst = &self.instances[i];
-        let rule = &self.rules[inst.settings.rule];
-        let by_threshold = inst.filters.iter().rposition(|f| f.active);
+        let rule = &self.rules[inst.binding.settings.rule];
+        let by_threshold = self.filters[inst.filters()].iter().rposition(|f| f.active);
         let by_device = inst
             .device_reports
             .iter()
@@ -1156,6 +1378,7 @@ impl RuleEngine {
     }
 
     fn reschedule(&mut self, i: usize) {
+        self.instances[i].alarm.settle();
         let inst = &self.instances[i];
         let mut next = inst.alarm.deadline();
         if let Some(t) = inst.calm_at() {
@@ -1164,14 +1387,17 @@ impl RuleEngine {
         let device_clock = self.devices[inst.device]
             .clock
             .filter(|_| self.on_device_time(i));
-        for (k, f) in inst.filters.iter().enumerate() {
-            if let Some(t) = f.deadline(inst.settings.on_delays[k], inst.settings.off_delays[k]) {
+        for (k, f) in self.filters[inst.filters()].iter().enumerate() {
+            if let Some(t) = f.deadline(
+                inst.binding.settings.on_delays[k],
+                inst.binding.settings.off_delays[k],
+            ) {
                 // On the device's clock: due when the gateway's has passed as much time.
                 let t = device_clock.map_or(t, |c| t + c.wall_ms - c.device_ms);
                 next = Some(next.map_or(t, |n: Ms| n.min(t)));
             }
         }
-        if let Evaluation::Silence { after } = inst.evaluation {
+        if let Evaluation::Silence { after } = inst.binding.evaluation {
             if !inst.alarm.condition {
                 let seen = self.devices[inst.device].last_seen.unwrap_or(self.started);
                 let t = seen + after;
@@ -1244,12 +1470,11 @@ impl RuleEngine {
         if self.instances[i].calm_at().is_some_and(|t| t <= now) {
             let inst = &mut self.instances[i];
             inst.alarm.chattering = false;
-            inst.deadband_factor = 1.0;
-            inst.activations.clear();
+            inst.activations = None;
             out.push(self.event(i, Action::ChatterCleared, now, None, false));
         }
         let inst = &mut self.instances[i];
-        if let Evaluation::Silence { after } = inst.evaluation {
+        if let Evaluation::Silence { after } = inst.binding.evaluation {
             let seen = self.devices[inst.device].last_seen.unwrap_or(self.started);
             if !inst.alarm.condition && now >= seen + after {
                 inst.value = Some(Observed::Text(match self.devices[inst.device].last_seen {
@@ -1267,9 +1492,12 @@ impl RuleEngine {
         let at = self.instance_now(i, now);
         let inst = &mut self.instances[i];
         let mut edges = Vec::new();
-        for (k, f) in inst.filters.iter_mut().enumerate() {
-            if let Some(edge) = f.tick(at, inst.settings.on_delays[k], inst.settings.off_delays[k])
-            {
+        for (k, f) in self.filters[inst.filters()].iter_mut().enumerate() {
+            if let Some(edge) = f.tick(
+                at,
+                inst.binding.settings.on_delays[k],
+                inst.binding.settings.off_delays[k],
+            ) {
                 edges.push((k, edge));
             }
         }
@@ -1289,9 +1517,8 @@ impl RuleEngine {
             return Err(CommandError::OperatorRequired);
         }
         let targets: Vec<usize> = match target {
-            Target::Alarm(key) => vec![*self
-                .by_key
-                .get(key.as_str())
+            Target::Alarm(key) => vec![self
+                .instance_of(key)
                 .ok_or_else(|| CommandError::UnknownAlarm(key.clone()))?],
             Target::Device(id) => self
                 .instances
@@ -1313,7 +1540,7 @@ impl RuleEngine {
         }
         let single = targets.len() == 1;
         for i in targets {
-            let rule = &self.rules[self.instances[i].settings.rule];
+            let rule = &self.rules[self.instances[i].binding.settings.rule];
             let critical_now = self.instances[i]
                 .alarm
                 .level
@@ -1362,7 +1589,7 @@ impl RuleEngine {
     ) {
         let mut annunciated = self.instances[i].alarm.annunciated();
         let inst = &self.instances[i];
-        let rule = &self.rules[inst.settings.rule];
+        let rule = &self.rules[inst.binding.settings.rule];
         let level = inst.alarm.level;
         let severity = level.map(|l| l.severity).unwrap_or_default();
         let kind = level.map(|l| l.kind).unwrap_or_default();
@@ -1383,15 +1610,18 @@ impl RuleEngine {
                 extra.push(self.flood_event(&park, true, at));
             }
             let inst = &mut self.instances[i];
-            let window = chatter_window(&inst.settings.on_delays, &inst.settings.off_delays);
-            inst.activations.push_back(at);
-            while inst.activations.front().is_some_and(|t| at - t > window) {
-                inst.activations.pop_front();
+            let window = chatter_window(
+                &inst.binding.settings.on_delays,
+                &inst.binding.settings.off_delays,
+            );
+            let activations = inst.activations.get_or_insert_default();
+            activations.push_back(at);
+            while activations.front().is_some_and(|t| at - t > window) {
+                activations.pop_front();
             }
-            if !inst.alarm.chattering && inst.activations.len() > CHATTER_ACTIVATIONS {
+            if !inst.alarm.chattering && activations.len() > CHATTER_ACTIVATIONS {
                 // Flagged as a bad actor; its deadband doubles (docs/domain.md, section 3).
                 inst.alarm.chattering = true;
-                inst.deadband_factor = 2.0;
                 extra.push(self.event(i, Action::ChatterFlagged, at, None, false));
             }
         }
@@ -1415,14 +1645,15 @@ impl RuleEngine {
         annunciated: bool,
     ) -> AlarmEvent {
         let inst = &self.instances[i];
-        let rule = &self.rules[inst.settings.rule];
+        let rule = &self.rules[inst.binding.settings.rule];
         let level = inst.alarm.level;
-        let threshold = level.and_then(|l| inst.settings.ats.get(usize::from(l.index)).copied());
+        let threshold =
+            level.and_then(|l| inst.binding.settings.ats.get(usize::from(l.index)).copied());
         let value = inst.value.clone();
-        let subject = if inst.source.is_empty() {
+        let subject = if inst.binding.source.is_empty() {
             rule.name.to_string()
         } else {
-            format!("{} {}", rule.name, inst.source)
+            format!("{} {}", rule.name, inst.binding.source)
         };
         let unit = inst.unit.as_deref().unwrap_or("");
         let message = match (action, &value, threshold) {
@@ -1433,11 +1664,11 @@ impl RuleEngine {
             _ => format!("{subject}: {}", action.as_str().replace('_', " ")),
         };
         AlarmEvent {
-            key: Arc::clone(&inst.key),
+            key: Arc::from(self.key_of(inst)),
             rule: Arc::clone(&rule.id),
             rule_name: Arc::clone(&rule.name),
             tags: Arc::clone(&self.devices[inst.device].tags),
-            source: Arc::clone(&inst.source),
+            source: Arc::clone(&inst.binding.source),
             action,
             at_ms: at,
             state: inst.alarm.state(),
@@ -1450,7 +1681,10 @@ impl RuleEngine {
             operator,
             annunciated,
             alarm: inst.alarm.clone(),
-            filters: inst.filters.iter().map(|f| f.active).collect(),
+            filters: self.filters[inst.filters()]
+                .iter()
+                .map(|f| f.active)
+                .collect(),
             late_began_ms: None,
         }
     }
@@ -1522,15 +1756,15 @@ impl RuleEngine {
     }
 
     pub fn alarm(&self, key: &str) -> Option<AlarmView> {
-        self.by_key.get(key).map(|&i| self.view(&self.instances[i]))
+        self.instance_of(key).map(|i| self.view(&self.instances[i]))
     }
 
     fn view(&self, inst: &Instance) -> AlarmView {
         let tags = &self.devices[inst.device].tags;
-        let rule = &self.rules[inst.settings.rule];
+        let rule = &self.rules[inst.binding.settings.rule];
         let a = &inst.alarm;
         AlarmView {
-            key: inst.key.to_string(),
+            key: self.key_of(inst),
             rule: rule.id.to_string(),
             rule_name: rule.name.to_string(),
             rule_name_zh: rule.name_zh.as_deref().map(str::to_string),
@@ -1538,17 +1772,17 @@ impl RuleEngine {
             enterprise: tags.enterprise.clone(),
             location: tags.location.clone(),
             device: tags.device.clone(),
-            source: inst.source.to_string(),
+            source: inst.binding.source.to_string(),
             state: a.state(),
             severity: a.level.map(|l| l.severity),
             kind: a.level.map(|l| l.kind),
             value: inst.value.clone(),
             threshold: a
                 .level
-                .and_then(|l| inst.settings.ats.get(usize::from(l.index)).copied()),
+                .and_then(|l| inst.binding.settings.ats.get(usize::from(l.index)).copied()),
             latched: a.latched,
             comm_loss: matches!(
-                inst.evaluation,
+                inst.binding.evaluation,
                 Evaluation::CommLoss | Evaluation::Silence { .. }
             ),
             shelved_until_ms: a.shelved_until,

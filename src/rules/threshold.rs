@@ -17,20 +17,38 @@ pub enum Edge {
     Cleared(Ms),
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LevelFilter {
     pub active: bool,
-    /// Since when the raise (inactive) or clear (active) condition has held.
-    #[serde(skip)]
-    since: Option<Ms>,
+    /// Since when the raise (inactive) or clear (active) condition has held; `NOT_HELD` when
+    /// it does not (not an `Option`: 16 bytes instead of 24, on some 300,000 filters at a large
+    /// site).
+    #[serde(skip, default = "not_held")]
+    since: Ms,
+}
+
+const NOT_HELD: Ms = Ms::MIN;
+
+fn not_held() -> Ms {
+    NOT_HELD
+}
+
+impl Default for LevelFilter {
+    fn default() -> Self {
+        LevelFilter::new(false)
+    }
 }
 
 impl LevelFilter {
     pub fn new(active: bool) -> Self {
         LevelFilter {
             active,
-            since: None,
+            since: NOT_HELD,
         }
+    }
+
+    fn held_since(&self) -> Option<Ms> {
+        (self.since != NOT_HELD).then_some(self.since)
     }
 
     /// Feeds one sample: `raise` = the value is past the threshold, `clear` = the value is
@@ -46,22 +64,24 @@ impl LevelFilter {
     ) -> Option<Edge> {
         let toward = if self.active { clear } else { raise };
         if !toward {
-            self.since = None;
+            self.since = NOT_HELD;
             return None;
         }
-        let since = *self.since.get_or_insert(now);
-        self.poll(now, since, on_delay, off_delay)
+        if self.since == NOT_HELD {
+            self.since = now;
+        }
+        self.poll(now, self.since, on_delay, off_delay)
     }
 
     /// Lets time pass without a sample.
     pub fn tick(&mut self, now: Ms, on_delay: Ms, off_delay: Ms) -> Option<Edge> {
-        let since = self.since?;
+        let since = self.held_since()?;
         self.poll(now, since, on_delay, off_delay)
     }
 
     /// When a running delay runs out, if one runs.
     pub fn deadline(&self, on_delay: Ms, off_delay: Ms) -> Option<Ms> {
-        let since = self.since?;
+        let since = self.held_since()?;
         Some(since + if self.active { off_delay } else { on_delay })
     }
 
@@ -71,7 +91,7 @@ impl LevelFilter {
             return None;
         }
         let at = since + delay;
-        self.since = None;
+        self.since = NOT_HELD;
         self.active = !self.active;
         Some(if self.active {
             Edge::Raised(at)

@@ -34,11 +34,57 @@ struct Bucket {
     sum: f64,
 }
 
-/// Open buckets of the current 10-second period, per (device, quantity).
+impl Bucket {
+    fn of(v: f64) -> Bucket {
+        Bucket {
+            n: 1,
+            min: v,
+            max: v,
+            sum: v,
+        }
+    }
+
+    fn add(&mut self, v: f64) {
+        self.merge(&Bucket::of(v));
+    }
+
+    fn merge(&mut self, other: &Bucket) {
+        self.n += other.n;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.sum += other.sum;
+    }
+}
+
+/// One device's buckets of one 10-second period, by quantity. Quantity names are the
+/// decoder's, shared, not copies.
+struct Period {
+    start: i64,
+    buckets: Vec<(Arc<str>, Bucket)>,
+}
+
+impl Period {
+    fn add(&mut self, quantity: &Arc<str>, v: f64) {
+        match self
+            .buckets
+            .iter_mut()
+            .find(|(q, _)| Arc::ptr_eq(q, quantity) || **q == **quantity)
+        {
+            Some((_, b)) => b.add(v),
+            None => self.buckets.push((Arc::clone(quantity), Bucket::of(v))),
+        }
+    }
+}
+
+/// The open period of each device, and the periods closed since the last write: the same
+/// grouping as the rows they become, so that memory holds each device's name once per period
+/// rather than once per quantity.
 #[derive(Default)]
 pub struct Accumulator {
-    open: HashMap<(Arc<str>, Arc<str>), (i64, Bucket)>,
-    closed: Vec<(Arc<str>, Arc<str>, i64, Bucket)>,
+    open: HashMap<Arc<str>, Period>,
+    closed: Vec<(Arc<str>, Period)>,
+    /// Buckets in `closed`.
+    closed_buckets: usize,
 }
 
 impl Accumulator {
@@ -51,55 +97,61 @@ impl Accumulator {
                 continue;
             };
             let start = (r.timestamp_ns / 1_000_000).div_euclid(FINE_MS) * FINE_MS;
-            let device: Arc<str> = Arc::from(r.tags.device.as_str());
-            let key = (device, Arc::clone(&r.quantity));
-            match self.open.get_mut(&key) {
-                Some((open_start, b)) if *open_start == start => {
-                    b.n += 1;
-                    b.min = b.min.min(v);
-                    b.max = b.max.max(v);
-                    b.sum += v;
-                }
-                Some(slot) => {
-                    let (old_start, old) = std::mem::replace(
-                        slot,
-                        (
-                            start,
-                            Bucket {
-                                n: 1,
-                                min: v,
-                                max: v,
-                                sum: v,
-                            },
-                        ),
-                    );
-                    self.closed.push((key.0, key.1, old_start, old));
-                }
-                None => {
-                    self.open.insert(
-                        key,
-                        (
-                            start,
-                            Bucket {
-                                n: 1,
-                                min: v,
-                                max: v,
-                                sum: v,
-                            },
-                        ),
-                    );
-                }
+            let device = r.tags.device.as_str();
+            let Some(period) = self.open.get_mut(device) else {
+                let period = Period {
+                    start,
+                    buckets: vec![(Arc::clone(&r.quantity), Bucket::of(v))],
+                };
+                self.open.insert(Arc::from(device), period);
+                continue;
+            };
+            if start == period.start {
+                period.add(&r.quantity, v);
+            } else if start < period.start {
+                // Late: its own closed period, merged into the stored row when written.
+                self.closed_buckets += 1;
+                let late = Period {
+                    start,
+                    buckets: vec![(Arc::clone(&r.quantity), Bucket::of(v))],
+                };
+                let name = self.open.get_key_value(device).map(|(k, _)| Arc::clone(k));
+                self.closed
+                    .push((name.unwrap_or_else(|| Arc::from(device)), late));
+            } else {
+                let capacity = period.buckets.len();
+                let ended = std::mem::replace(
+                    period,
+                    Period {
+                        start,
+                        buckets: Vec::with_capacity(capacity),
+                    },
+                );
+                period.add(&r.quantity, v);
+                self.closed_buckets += ended.buckets.len();
+                let name = self.open.get_key_value(device).map(|(k, _)| Arc::clone(k));
+                self.closed
+                    .push((name.unwrap_or_else(|| Arc::from(device)), ended));
             }
         }
     }
 
-    /// Moves buckets whose period ended before `now_ms` (or all, at shutdown) to the closed
-    /// list; series silent for a whole period are forgotten.
+    /// Moves periods that ended before `now_ms` (or all, at shutdown) to the closed list;
+    /// devices silent for a whole period are forgotten until they speak again.
     pub fn close(&mut self, now_ms: i64, all: bool) {
         let closed = &mut self.closed;
-        self.open.retain(|key, (start, b)| {
-            if all || *start + FINE_MS <= now_ms {
-                closed.push((Arc::clone(&key.0), Arc::clone(&key.1), *start, *b));
+        let closed_buckets = &mut self.closed_buckets;
+        self.open.retain(|device, period| {
+            if all || period.start + FINE_MS <= now_ms {
+                *closed_buckets += period.buckets.len();
+                let ended = std::mem::replace(
+                    period,
+                    Period {
+                        start: 0,
+                        buckets: Vec::new(),
+                    },
+                );
+                closed.push((Arc::clone(device), ended));
                 false
             } else {
                 true
@@ -113,7 +165,7 @@ impl Accumulator {
 
     /// Closed buckets waiting for the next write.
     pub fn closed_len(&self) -> usize {
-        self.closed.len()
+        self.closed_buckets
     }
 
     /// Writes the closed buckets, one row per (period, device) holding all its quantities,
@@ -121,10 +173,15 @@ impl Accumulator {
     /// transaction; the list is emptied only by `committed`.
     pub fn write(&self, conn: &Connection) -> rusqlite::Result<()> {
         let mut rows: BTreeMap<(i64, &str), Vec<(&str, Bucket)>> = BTreeMap::new();
-        for (device, quantity, start, b) in &self.closed {
-            rows.entry((*start, &**device))
-                .or_default()
-                .push((&**quantity, *b));
+        for (device, period) in &self.closed {
+            let row = rows.entry((period.start, &**device)).or_default();
+            for (quantity, b) in &period.buckets {
+                // A late reading's period may repeat a quantity already in the row.
+                match row.iter_mut().find(|(q, _)| *q == &**quantity) {
+                    Some((_, into)) => into.merge(b),
+                    None => row.push((quantity, *b)),
+                }
+            }
         }
         for ((start, device), quantities) in rows {
             merge_row(conn, FINE_MS, start, device, quantities)?;
@@ -134,6 +191,7 @@ impl Accumulator {
 
     pub fn committed(&mut self) {
         self.closed.clear();
+        self.closed_buckets = 0;
     }
 }
 
@@ -186,12 +244,7 @@ fn decode(data: &[u8]) -> Vec<(String, Bucket)> {
 
 fn merge_into(into: &mut Vec<(String, Bucket)>, name: &str, b: Bucket) {
     match into.iter_mut().find(|(q, _)| q == name) {
-        Some((_, existing)) => {
-            existing.n += b.n;
-            existing.min = existing.min.min(b.min);
-            existing.max = existing.max.max(b.max);
-            existing.sum += b.sum;
-        }
+        Some((_, existing)) => existing.merge(&b),
         None => into.push((name.to_string(), b)),
     }
 }
@@ -351,6 +404,54 @@ mod tests {
             timestamp_ns: at_ms * 1_000_000,
             quality: Quality::Good,
         }
+    }
+
+    fn reading_of(device: &str, quantity: &str, at_ms: i64, v: f64) -> Reading {
+        Reading {
+            quantity: Arc::from(quantity),
+            ..reading(device, at_ms, v)
+        }
+    }
+
+    /// Periods are kept per device; a reading older than its device's open period (a replay)
+    /// is merged into that period's row, not lost and not duplicated.
+    #[test]
+    fn late_readings_merge_into_their_periods_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("h.db")).unwrap();
+        let mut acc = Accumulator::default();
+        let t0 = 1_700_000_000_000 / COARSE_MS * COARSE_MS;
+        acc.add(&[
+            reading_of("d", "ua", t0, 1.0),
+            reading_of("d", "ub", t0, 2.0),
+            reading_of("e", "ua", t0, 5.0),
+        ]);
+        // The next period opens; then two replayed readings of the first arrive.
+        acc.add(&[reading_of("d", "ua", t0 + FINE_MS, 3.0)]);
+        acc.add(&[reading_of("d", "ua", t0 + 500, 7.0)]);
+        acc.add(&[reading_of("d", "ub", t0 + 600, 4.0)]);
+        assert_eq!(
+            acc.closed_len(),
+            4,
+            "d's first period (2) and the two late ones"
+        );
+        flush(&mut store, &mut acc, t0 + 2 * FINE_MS, None);
+        assert_eq!(acc.closed_len(), 0);
+        let ua = store.history("d", "ua", t0).unwrap();
+        assert_eq!(
+            ua.iter()
+                .map(|p| (p.at_ms, p.n, p.min, p.max))
+                .collect::<Vec<_>>(),
+            vec![(t0, 2, 1.0, 7.0), (t0 + FINE_MS, 1, 3.0, 3.0)]
+        );
+        let ub = store.history("d", "ub", t0).unwrap();
+        assert_eq!((ub.len(), ub[0].n, ub[0].max), (1, 2, 4.0));
+        assert_eq!(store.history("e", "ua", t0).unwrap()[0].n, 1);
+        // A replay after the write merges with the stored row.
+        acc.add(&[reading_of("d", "ua", t0 + 900, 0.5)]);
+        flush(&mut store, &mut acc, t0 + 3 * FINE_MS, None);
+        let ua = store.history("d", "ua", t0).unwrap();
+        assert_eq!((ua[0].n, ua[0].min), (3, 0.5));
     }
 
     fn flush(store: &mut Store, acc: &mut Accumulator, now_ms: i64, compact: Option<i64>) {
