@@ -1,11 +1,11 @@
-//! What a device costs the gateway (issue 25): the release daemon with 1,000 and then 10,000
-//! declared ADW300 meters (default rules), fed through a real mosquitto at 1 message per device
+//! What a device costs the gateway (issue 25): the release daemon with 100, 1,000 and then
+//! 10,000 declared ADW300 meters (default rules), fed through a real mosquitto at 1 message per device
 //! per second (12 readings each), writing to a real VictoriaMetrics. Per size it prints, with
 //! its target and PASS/FAIL: bytes written to disk per reading (from `/proc/<pid>/io`,
 //! checkpoints included), resident memory idle and under load, CPU per 1,000 readings, the
 //! store's size after the run and the start-up time. Exits non-zero on a FAIL.
 //!
-//! `PARKGUARD_FOOTPRINT_DEVICES` (default `1000,10000`) and `PARKGUARD_FOOTPRINT_SECONDS`
+//! `PARKGUARD_FOOTPRINT_DEVICES` (default `100,1000,10000`) and `PARKGUARD_FOOTPRINT_SECONDS`
 //! (default 300, the load's length per size) change the run. Runs with
 //! `cargo bench --bench footprint` (needs Debian's mosquitto and victoria-metrics).
 
@@ -244,7 +244,7 @@ async fn one_size(devices: usize, seconds: u64) -> bool {
 
 async fn run() -> bool {
     let sizes: Vec<usize> = std::env::var("PARKGUARD_FOOTPRINT_DEVICES")
-        .unwrap_or_else(|_| "1000,10000".into())
+        .unwrap_or_else(|_| "100,1000,10000".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();

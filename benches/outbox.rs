@@ -144,7 +144,9 @@ async fn run() {
         Arc::clone(&outbox),
         Some(parkguard::sinks::outbox::HistorySettings {
             keep: Duration::from_secs(24 * 3600),
+            max_bytes: 256 << 20,
             write_every: Duration::from_secs(60),
+            fine: parkguard::store::history::FineQuantities::all(),
         }),
         parkguard::health::Supervisor::new().guard("outbox writer"),
     )

@@ -38,6 +38,7 @@ use crate::rules::engine::RuleEngine;
 use crate::rules::runtime::{self, now_ms, restore, RulesHandle, RulesInput};
 use crate::sinks::drain::{self, Closing, SinkReport};
 use crate::sinks::outbox::{self, Outbox};
+use crate::store::history::FineQuantities;
 use crate::store::Store;
 use crate::web::{self, WebServer};
 
@@ -227,7 +228,14 @@ impl Gateway {
         let hours = config.site.gateway.history_hours;
         let history = (hours > 0.0).then(|| outbox::HistorySettings {
             keep: Duration::from_secs_f64(hours * 3600.0),
+            max_bytes: (config.site.gateway.history_max_mb * 1_048_576.0) as i64,
             write_every: Duration::from_secs(config.site.gateway.history_write_s.max(1)),
+            fine: FineQuantities::matching(
+                config
+                    .rules
+                    .iter()
+                    .flat_map(|r| r.condition.quantities().iter().cloned()),
+            ),
         });
         let (outbox_tx, outbox_rx) = mpsc::channel::<Ingested>(INGEST_CAPACITY);
         let outbox_writer = outbox::spawn_writer(

@@ -371,6 +371,12 @@ pub struct GatewayConfig {
     /// for the last hour, 1-minute buckets before that); 0 keeps none.
     #[serde(default = "default_history_hours")]
     pub history_hours: f64,
+    /// Largest size of the local history in the store, in MiB (256 by default). Checked every
+    /// five minutes; when it is larger, the oldest history is deleted, whatever
+    /// `history_hours` says. A 10,000-device site fills 256 MiB in about an hour and a half;
+    /// a 100-device site keeps its full `history_hours`.
+    #[serde(default = "default_history_max_mb")]
+    pub history_max_mb: f64,
     /// Seconds between writes of the local history. Each write touches the store's pages
     /// once, so fewer, larger writes spare a gateway's flash; charts lag by up to this much
     /// and a crash loses at most this much of them (never telemetry nor alarms, which are
@@ -452,6 +458,9 @@ fn default_history_write_s() -> u64 {
 fn default_history_hours() -> f64 {
     24.0
 }
+fn default_history_max_mb() -> f64 {
+    256.0
+}
 
 impl Default for GatewayConfig {
     fn default() -> Self {
@@ -463,6 +472,7 @@ impl Default for GatewayConfig {
             store: default_store(),
             outbox_max_mb: default_outbox_max_mb(),
             history_hours: default_history_hours(),
+            history_max_mb: default_history_max_mb(),
             history_write_s: default_history_write_s(),
             max_unknown_devices: default_max_unknown_devices(),
             max_clock_ahead_s: default_max_clock_ahead_s(),
@@ -1162,6 +1172,12 @@ impl Config {
             report(
                 "gateway.history_hours".into(),
                 "must be a number of hours, 0 or more".into(),
+            );
+        }
+        if !(gateway.history_max_mb.is_finite() && gateway.history_max_mb > 0.0) {
+            report(
+                "gateway.history_max_mb".into(),
+                "must be a size in MiB above 0".into(),
             );
         }
         for (i, m) in site.mqtt.iter().enumerate() {

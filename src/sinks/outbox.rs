@@ -26,7 +26,7 @@ use crate::ingest::Ingested;
 use crate::metrics::{Metrics, SinkMetrics};
 use crate::model::{now_ns, BadMessage};
 use crate::sinks::{influx, line_protocol};
-use crate::store::history::Accumulator;
+use crate::store::history::{Accumulator, FineQuantities, Retention};
 use crate::store::{IngestCommit, Store, StoreError};
 
 /// Readings per commit at most: bounds the memory of one group and the latency of its acks.
@@ -154,11 +154,14 @@ impl Outbox {
 
 /// Starts the writer thread. It ends when `input` closes, after committing and acknowledging
 /// everything it received.
-/// The local history: how long it is kept, and how often closed buckets are written.
-#[derive(Debug, Clone, Copy)]
+/// The local history: how long and how large it is kept, how often closed buckets are
+/// written, and which quantities get 10-second buckets.
+#[derive(Debug, Clone)]
 pub struct HistorySettings {
     pub keep: Duration,
+    pub max_bytes: i64,
     pub write_every: Duration,
+    pub fine: FineQuantities,
 }
 
 pub fn spawn_writer(
@@ -182,6 +185,7 @@ struct Writer {
     outbox: Arc<Outbox>,
     history: Option<Accumulator>,
     history_keep_ms: i64,
+    history_max_bytes: i64,
     history_write_every: Duration,
     last_flush: Instant,
     last_compact: Instant,
@@ -202,9 +206,12 @@ impl Writer {
             runtime,
             store,
             outbox,
-            history: history.map(|_| Accumulator::default()),
-            history_keep_ms: history.map_or(0, |h| h.keep.as_millis() as i64),
-            history_write_every: history.map_or(Duration::from_secs(60), |h| h.write_every),
+            history_keep_ms: history.as_ref().map_or(0, |h| h.keep.as_millis() as i64),
+            history_max_bytes: history.as_ref().map_or(0, |h| h.max_bytes),
+            history_write_every: history
+                .as_ref()
+                .map_or(Duration::from_secs(60), |h| h.write_every),
+            history: history.map(|h| Accumulator::new(h.fine)),
             last_flush: Instant::now(),
             last_compact: Instant::now(),
             text: String::new(),
@@ -289,6 +296,27 @@ impl Writer {
     }
 
     /// Commits the group (retrying until it is stored), then acknowledges its messages.
+    /// The history's retention now: its hours, and its size cap. The size is read here,
+    /// outside the commit's transaction, so that the journal's writer never waits on it.
+    fn history_retention(&self) -> Retention {
+        let bytes = match self.store.history_bytes() {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                warn!(error = %err, "Could not measure the local history; its size cap is not applied this time.");
+                0
+            }
+        };
+        let retention = Retention::over_cap(self.history_keep_ms, bytes, self.history_max_bytes);
+        if retention.drop_fraction > 0.0 {
+            info!(
+                history_mb = bytes / (1 << 20),
+                max_mb = self.history_max_bytes / (1 << 20),
+                "The local history is over its size cap; its oldest part is deleted."
+            );
+        }
+        retention
+    }
+
     fn commit(&mut self, group: &mut Vec<Ingested>, last: bool) {
         let now = Instant::now();
         let now_ms = now_ns() / 1_000_000;
@@ -325,9 +353,9 @@ impl Writer {
                 self.last_flush = now;
             }
         }
-        let compact = (now.duration_since(self.last_compact) >= HISTORY_COMPACT)
-            .then_some(self.history_keep_ms)
-            .filter(|_| self.history.is_some());
+        let compact = (now.duration_since(self.last_compact) >= HISTORY_COMPACT
+            && self.history.is_some())
+        .then(|| self.history_retention());
         let history_due = self.history.as_ref().is_some_and(|h| h.has_closed());
         if group.is_empty() && bad.is_empty() && !history_due && compact.is_none() {
             return;

@@ -1,11 +1,13 @@
 //! Local history of readings for the web UI's charts and for sites with no InfluxDB: numeric
-//! readings aggregated per series into 10-second buckets (count, min, max, sum), compacted into
-//! 1-minute buckets beyond the last hour, and deleted beyond the configured retention.
+//! readings aggregated per series into 10-second buckets (count, min, max, sum) for the
+//! quantities rules watch and 1-minute buckets for the others, the 10-second ones compacted
+//! into 1-minute buckets beyond the last hour, and deleted beyond the configured retention or
+//! size, oldest first.
 //!
 //! Shaped for flash: buckets are gathered in memory and written about once a minute, one row
-//! per (period, device) holding all the device's quantities, keyed time first, so that new rows
-//! are appended at the end of the table and old ones deleted from its front, and a write
-//! touches few pages instead of one per series.
+//! per (span, period, device) holding all the device's quantities, keyed time first, so that
+//! new rows are appended at the end of the table and old ones deleted from its front, and a
+//! write touches few pages instead of one per series.
 //!
 //! Owns: the `history_chunk` table and the in-memory buckets still open. Knows nothing of where the
 //! readings came from.
@@ -56,14 +58,23 @@ impl Bucket {
     }
 }
 
-/// One device's buckets of one 10-second period, by quantity. Quantity names are the
-/// decoder's, shared, not copies.
+/// One device's buckets of one period (10 seconds or a minute), by quantity. Quantity names
+/// are the decoder's, shared, not copies.
 struct Period {
+    span: i64,
     start: i64,
     buckets: Vec<(Arc<str>, Bucket)>,
 }
 
 impl Period {
+    fn of(span: i64, start: i64, quantity: &Arc<str>, v: f64) -> Period {
+        Period {
+            span,
+            start,
+            buckets: vec![(Arc::clone(quantity), Bucket::of(v))],
+        }
+    }
+
     fn add(&mut self, quantity: &Arc<str>, v: f64) {
         match self
             .buckets
@@ -76,18 +87,71 @@ impl Period {
     }
 }
 
-/// The open period of each device, and the periods closed since the last write: the same
-/// grouping as the rows they become, so that memory holds each device's name once per period
-/// rather than once per quantity.
+/// Which quantities are charted at 10 seconds: those a rule watches (what an operator looks
+/// at when an alarm comes). The others (energy counters, power factor, ...) go straight into
+/// 1-minute buckets, a sixth of the rows.
+#[derive(Debug, Clone, Default)]
+pub struct FineQuantities {
+    /// Names, or prefixes ending in `*`, as rules write them; `None`: every quantity.
+    patterns: Option<Vec<String>>,
+}
+
+impl FineQuantities {
+    pub fn all() -> Self {
+        FineQuantities { patterns: None }
+    }
+
+    pub fn matching(patterns: impl IntoIterator<Item = String>) -> Self {
+        FineQuantities {
+            patterns: Some(patterns.into_iter().collect()),
+        }
+    }
+
+    fn includes(&self, quantity: &str) -> bool {
+        self.patterns.as_ref().is_none_or(|patterns| {
+            patterns.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => quantity.starts_with(prefix),
+                None => p == quantity,
+            })
+        })
+    }
+}
+
+/// The open periods of each device (a 10-second one and a 1-minute one), and the periods
+/// closed since the last write: grouped as the rows they become, so that memory holds each
+/// device's name once per period rather than once per quantity.
 #[derive(Default)]
 pub struct Accumulator {
-    open: HashMap<Arc<str>, Period>,
+    /// By span: `[FINE_MS, COARSE_MS]`.
+    open: [HashMap<Arc<str>, Period>; 2],
     closed: Vec<(Arc<str>, Period)>,
     /// Buckets in `closed`.
     closed_buckets: usize,
+    fine: FineQuantities,
+    /// `fine.includes`, remembered per quantity name.
+    is_fine: HashMap<Arc<str>, bool>,
 }
 
 impl Accumulator {
+    pub fn new(fine: FineQuantities) -> Self {
+        Accumulator {
+            fine,
+            ..Accumulator::default()
+        }
+    }
+
+    fn span_of(&mut self, quantity: &Arc<str>) -> usize {
+        let fine = match self.is_fine.get(quantity) {
+            Some(&fine) => fine,
+            None => {
+                let fine = self.fine.includes(quantity);
+                self.is_fine.insert(Arc::clone(quantity), fine);
+                fine
+            }
+        };
+        usize::from(!fine)
+    }
+
     pub fn add(&mut self, readings: &[Reading]) {
         for r in readings {
             if r.quality != Quality::Good {
@@ -96,42 +160,33 @@ impl Accumulator {
             let Some(v) = r.value.as_f64().filter(|v| v.is_finite()) else {
                 continue;
             };
-            let start = (r.timestamp_ns / 1_000_000).div_euclid(FINE_MS) * FINE_MS;
+            let which = self.span_of(&r.quantity);
+            let span = [FINE_MS, COARSE_MS][which];
+            let start = (r.timestamp_ns / 1_000_000).div_euclid(span) * span;
             let device = r.tags.device.as_str();
-            let Some(period) = self.open.get_mut(device) else {
-                let period = Period {
-                    start,
-                    buckets: vec![(Arc::clone(&r.quantity), Bucket::of(v))],
-                };
-                self.open.insert(Arc::from(device), period);
+            let open = &mut self.open[which];
+            let Some((name, period)) = open.get_key_value(device) else {
+                open.insert(Arc::from(device), Period::of(span, start, &r.quantity, v));
                 continue;
             };
             if start == period.start {
-                period.add(&r.quantity, v);
-            } else if start < period.start {
+                if let Some(period) = open.get_mut(device) {
+                    period.add(&r.quantity, v);
+                }
+                continue;
+            }
+            let name = Arc::clone(name);
+            if start < period.start {
                 // Late: its own closed period, merged into the stored row when written.
                 self.closed_buckets += 1;
-                let late = Period {
-                    start,
-                    buckets: vec![(Arc::clone(&r.quantity), Bucket::of(v))],
-                };
-                let name = self.open.get_key_value(device).map(|(k, _)| Arc::clone(k));
                 self.closed
-                    .push((name.unwrap_or_else(|| Arc::from(device)), late));
-            } else {
-                let capacity = period.buckets.len();
-                let ended = std::mem::replace(
-                    period,
-                    Period {
-                        start,
-                        buckets: Vec::with_capacity(capacity),
-                    },
-                );
-                period.add(&r.quantity, v);
+                    .push((name, Period::of(span, start, &r.quantity, v)));
+            } else if let Some(period) = open.get_mut(device) {
+                let mut next = Period::of(span, start, &r.quantity, v);
+                next.buckets.reserve(period.buckets.len());
+                let ended = std::mem::replace(period, next);
                 self.closed_buckets += ended.buckets.len();
-                let name = self.open.get_key_value(device).map(|(k, _)| Arc::clone(k));
-                self.closed
-                    .push((name.unwrap_or_else(|| Arc::from(device)), ended));
+                self.closed.push((name, ended));
             }
         }
     }
@@ -141,22 +196,18 @@ impl Accumulator {
     pub fn close(&mut self, now_ms: i64, all: bool) {
         let closed = &mut self.closed;
         let closed_buckets = &mut self.closed_buckets;
-        self.open.retain(|device, period| {
-            if all || period.start + FINE_MS <= now_ms {
-                *closed_buckets += period.buckets.len();
-                let ended = std::mem::replace(
-                    period,
-                    Period {
-                        start: 0,
-                        buckets: Vec::new(),
-                    },
-                );
-                closed.push((Arc::clone(device), ended));
-                false
-            } else {
-                true
-            }
-        });
+        for open in &mut self.open {
+            open.retain(|device, period| {
+                if all || period.start + period.span <= now_ms {
+                    *closed_buckets += period.buckets.len();
+                    let ended = std::mem::replace(period, Period::of(0, 0, device, 0.0));
+                    closed.push((Arc::clone(device), ended));
+                    false
+                } else {
+                    true
+                }
+            });
+        }
     }
 
     pub fn has_closed(&self) -> bool {
@@ -168,13 +219,17 @@ impl Accumulator {
         self.closed_buckets
     }
 
-    /// Writes the closed buckets, one row per (period, device) holding all its quantities,
-    /// merged with a row already stored for the same period. Called inside the caller's
-    /// transaction; the list is emptied only by `committed`.
+    /// Writes the closed buckets, one row per (span, period, device) holding all its
+    /// quantities, merged with a row already stored for the same period. Called inside the
+    /// caller's transaction; the list is emptied only by `committed`.
     pub fn write(&self, conn: &Connection) -> rusqlite::Result<()> {
-        let mut rows: BTreeMap<(i64, &str), Vec<(&str, Bucket)>> = BTreeMap::new();
+        // (span, period start, device) -> the row's buckets.
+        type RowKey<'a> = (i64, i64, &'a str);
+        let mut rows: BTreeMap<RowKey, Vec<(&str, Bucket)>> = BTreeMap::new();
         for (device, period) in &self.closed {
-            let row = rows.entry((period.start, &**device)).or_default();
+            let row = rows
+                .entry((period.span, period.start, &**device))
+                .or_default();
             for (quantity, b) in &period.buckets {
                 // A late reading's period may repeat a quantity already in the row.
                 match row.iter_mut().find(|(q, _)| *q == &**quantity) {
@@ -183,8 +238,8 @@ impl Accumulator {
                 }
             }
         }
-        for ((start, device), quantities) in rows {
-            merge_row(conn, FINE_MS, start, device, quantities)?;
+        for ((span, start, device), quantities) in rows {
+            merge_row(conn, span, start, device, quantities)?;
         }
         Ok(())
     }
@@ -297,7 +352,8 @@ pub struct HistoryPoint {
 /// Compacts fine buckets older than an hour into minute buckets and deletes everything older
 /// than `keep_ms`. Called inside the caller's transaction. Rows are keyed time first, so the
 /// deletes take whole runs of pages from the front and new rows go to the end.
-pub fn compact(conn: &Connection, now_ms: i64, keep_ms: i64) -> rusqlite::Result<()> {
+pub fn compact(conn: &Connection, now_ms: i64, retention: Retention) -> rusqlite::Result<()> {
+    let keep_ms = retention.keep_ms;
     let cutoff = (now_ms - FINE_FOR_MS).div_euclid(COARSE_MS) * COARSE_MS;
     let mut minutes: BTreeMap<(i64, String), Vec<(String, Bucket)>> = BTreeMap::new();
     {
@@ -325,16 +381,68 @@ pub fn compact(conn: &Connection, now_ms: i64, keep_ms: i64) -> rusqlite::Result
         "DELETE FROM history_chunk WHERE span_ms = ?1 AND bucket_ms < ?2",
         params![FINE_MS, cutoff],
     )?;
+    let mut keep_from = now_ms - keep_ms;
+    if retention.drop_fraction > 0.0 {
+        // Rows are spread over time about evenly (denser in the last hour): dropping this
+        // fraction of the time kept drops at least that much of the size; the next check
+        // trims again if not.
+        let oldest: Option<i64> = conn.query_row(
+            "SELECT MIN(bucket_ms) FROM history_chunk WHERE span_ms IN (?1, ?2)",
+            params![FINE_MS, COARSE_MS],
+            |r| r.get(0),
+        )?;
+        if let Some(oldest) = oldest.filter(|o| *o < now_ms) {
+            let oldest = oldest.max(keep_from);
+            let cut = oldest + ((now_ms - oldest) as f64 * retention.drop_fraction.min(1.0)) as i64;
+            keep_from = keep_from.max(cut);
+        }
+    }
     for span in [FINE_MS, COARSE_MS] {
         conn.execute(
             "DELETE FROM history_chunk WHERE span_ms = ?1 AND bucket_ms < ?2",
-            params![span, now_ms - keep_ms],
+            params![span, keep_from],
         )?;
     }
     Ok(())
 }
 
+/// How much history compaction keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Everything older than this is deleted.
+    pub keep_ms: i64,
+    /// The share of the oldest history (by time) to delete besides, to bring it under its size
+    /// cap; 0 when it is under.
+    pub drop_fraction: f64,
+}
+
+impl Retention {
+    /// The share to drop for a history of `bytes` capped at `max_bytes`: down to 90 % of the
+    /// cap, so that it is not trimmed again at every check.
+    pub fn over_cap(keep_ms: i64, bytes: i64, max_bytes: i64) -> Retention {
+        let drop_fraction = if bytes > max_bytes && bytes > 0 {
+            (bytes - max_bytes * 9 / 10) as f64 / bytes as f64
+        } else {
+            0.0
+        };
+        Retention {
+            keep_ms,
+            drop_fraction,
+        }
+    }
+}
+
 impl Store {
+    /// Bytes the history's pages take in the store. Reads every page of the table: called
+    /// every few minutes, outside any write transaction so that no writer waits on it.
+    pub fn history_bytes(&self) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT COALESCE(SUM(pgsize), 0) FROM dbstat WHERE name = 'history_chunk'",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
     /// A series' history since `since_ms`, oldest first.
     pub fn history(
         &self,
@@ -454,12 +562,62 @@ mod tests {
         assert_eq!((ua[0].n, ua[0].min), (3, 0.5));
     }
 
+    /// Quantities no rule watches go straight into minute buckets; the size cap drops the
+    /// oldest history whatever its hours say, measured by the store's pages.
+    #[test]
+    fn unwatched_quantities_are_kept_per_minute_and_the_size_cap_drops_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("h.db")).unwrap();
+        let mut acc = Accumulator::new(FineQuantities::matching(["u*".to_string()]));
+        let t0 = 1_700_000_000_000 / COARSE_MS * COARSE_MS;
+        let hours = 6;
+        for s in (0..hours * 3600).step_by(10) {
+            let at = t0 + s * 1000;
+            acc.add(&[
+                reading_of("d", "ua", at, 1.0),
+                reading_of("d", "ep", at, s as f64),
+            ]);
+            if s % 600 == 0 {
+                flush(&mut store, &mut acc, at, None);
+            }
+        }
+        let end = t0 + hours * 3_600_000;
+        flush(&mut store, &mut acc, end, None);
+        let ep = store.history("d", "ep", t0).unwrap();
+        assert!(ep.iter().all(|p| p.span_ms == COARSE_MS), "{:?}", &ep[..2]);
+        assert_eq!((ep.len(), ep[0].n), (hours as usize * 60, 6));
+        let ua = store.history("d", "ua", end - 600_000).unwrap();
+        assert!(ua.iter().all(|p| p.span_ms == FINE_MS));
+
+        let bytes = store.history_bytes().unwrap();
+        assert!(bytes > 100_000, "{bytes} bytes of history pages");
+        assert_eq!(Retention::over_cap(0, bytes, bytes).drop_fraction, 0.0);
+        // Capped at half its size: down to 90 % of the cap, the oldest first.
+        let retention = Retention::over_cap(30 * FINE_FOR_MS, bytes, bytes / 2);
+        assert!((retention.drop_fraction - 0.55).abs() < 0.01);
+        let tx = store.conn.transaction().unwrap();
+        super::compact(&tx, end, retention).unwrap();
+        tx.commit().unwrap();
+        let ep = store.history("d", "ep", t0).unwrap();
+        let kept_from = ep.first().map(|p| p.at_ms).unwrap();
+        let dropped = (kept_from - t0) as f64 / (end - t0) as f64;
+        assert!(
+            (0.54..0.57).contains(&dropped),
+            "dropped {dropped} of the time"
+        );
+        assert_eq!(ep.last().map(|p| p.at_ms), Some(end - COARSE_MS));
+    }
+
     fn flush(store: &mut Store, acc: &mut Accumulator, now_ms: i64, compact: Option<i64>) {
         acc.close(now_ms, false);
         let tx = store.conn.transaction().unwrap();
         acc.write(&tx).unwrap();
         if let Some(keep) = compact {
-            super::compact(&tx, now_ms, keep).unwrap();
+            let retention = Retention {
+                keep_ms: keep,
+                drop_fraction: 0.0,
+            };
+            super::compact(&tx, now_ms, retention).unwrap();
         }
         tx.commit().unwrap();
         acc.committed();

@@ -223,8 +223,8 @@ pub struct IngestCommit<'a> {
     pub room: (i64, i64),
     pub bad_messages: &'a [BadMessage],
     pub history: Option<&'a mut history::Accumulator>,
-    /// Compact and trim history, keeping this many milliseconds.
-    pub compact_history: Option<i64>,
+    /// Compact and trim history.
+    pub compact_history: Option<history::Retention>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -607,8 +607,8 @@ impl Store {
         if let Some(history) = commit.history.as_deref() {
             history.write(&tx)?;
         }
-        if let Some(keep_ms) = commit.compact_history {
-            history::compact(&tx, commit.now_ms, keep_ms)?;
+        if let Some(retention) = commit.compact_history {
+            history::compact(&tx, commit.now_ms, retention)?;
         }
         tx.commit()?;
         if let Some(history) = commit.history.as_deref_mut() {
