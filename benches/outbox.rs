@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parkguard::config::Config;
-use parkguard::ingest::status::StatusReporter;
 use parkguard::ingest::Ingested;
 use parkguard::metrics::Metrics;
 use parkguard::model::{now_ns, Quality, Reading, ReadingBatch, Tags, Value};
 use parkguard::sinks::drain::{self, Closing};
 use parkguard::sinks::outbox::{spawn_writer, Outbox};
+use parkguard::status::StatusReporter;
 use parkguard::store::Store;
 
 const BACKLOG: u64 = 1_000_000;

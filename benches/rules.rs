@@ -37,7 +37,7 @@ fn main() {
     let path = dir.path().join("site.toml");
     std::fs::write(&path, site).expect("site");
     let config = Config::load(&path).unwrap_or_else(|p| panic!("{p:#?}"));
-    let mut engine = RuleEngine::new(&config, 0);
+    let mut engine = RuleEngine::new(&config, &parkguard::status::device(&config), 0);
     println!("rule instances: {}", engine.instance_count());
 
     let quantities = [

@@ -21,6 +21,7 @@
 //! - [`pipeline`]: builds the stages back to front and shuts them down front to back.
 
 pub mod alerts;
+pub mod backoff;
 pub mod config;
 pub mod control;
 pub mod decode;
@@ -32,8 +33,10 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod rules;
+pub mod rules_task;
 pub mod secure;
 pub mod sim;
 pub mod sinks;
+pub mod status;
 pub mod store;
 pub mod web;

@@ -156,6 +156,12 @@ pub fn now_ns() -> TimestampNs {
         .unwrap_or(0)
 }
 
+/// Wall-clock milliseconds since the Unix epoch: the rule engine's and the journal's clock in
+/// the daemon.
+pub fn now_ms() -> i64 {
+    now_ns() / 1_000_000
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

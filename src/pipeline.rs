@@ -23,21 +23,21 @@ use tracing::{error, info, trace, warn};
 use crate::alerts::channels;
 use crate::alerts::dispatch::{wall_clock, AlertService};
 use crate::alerts::Router;
+use crate::config::devices::DeviceDirectory;
 use crate::config::Config;
 use crate::health::{Liveness, Supervisor, TaskFailure};
 use crate::ingest::broker;
-use crate::ingest::devices::DeviceDirectory;
 use crate::ingest::downlink::Downlinks;
 use crate::ingest::modbus::ModbusPoller;
 use crate::ingest::mqtt::MqttIngest;
-use crate::ingest::status::{self, StatusReporter};
 use crate::ingest::Ingested;
 use crate::live::LatestValues;
 use crate::metrics::Metrics;
 use crate::rules::engine::RuleEngine;
-use crate::rules::runtime::{self, now_ms, restore, RulesHandle, RulesInput};
+use crate::rules_task::{self, now_ms, restore, RulesHandle, RulesInput};
 use crate::sinks::drain::{self, Closing, SinkReport};
 use crate::sinks::outbox::{self, Outbox};
+use crate::status::{self, StatusReporter};
 use crate::store::history::FineQuantities;
 use crate::store::Store;
 use crate::web::{self, WebServer};
@@ -90,9 +90,9 @@ pub fn init_tls() {
 }
 
 /// Journal anchoring as configured (off with an interval of 0).
-fn anchoring(config: &Config) -> Option<runtime::Anchoring> {
+fn anchoring(config: &Config) -> Option<rules_task::Anchoring> {
     let gateway = &config.site.gateway;
-    (gateway.journal_anchor_interval_s > 0).then(|| runtime::Anchoring {
+    (gateway.journal_anchor_interval_s > 0).then(|| rules_task::Anchoring {
         interval: Duration::from_secs(gateway.journal_anchor_interval_s),
         file: config.resolve_path(&gateway.journal_anchor_file()),
         topic: format!("parkguard/{}/journal", gateway.name),
@@ -137,7 +137,9 @@ impl Gateway {
         let store_path = config.resolve_path(&config.site.gateway.store);
         let open_store = || Store::open(&store_path);
 
+        // The rules' store: alarm states and the journal.
         let mut store = open_store()?;
+        store.sync_every_commit()?;
         let sink_names: Vec<String> = config.site.influx.iter().map(|s| s.name.clone()).collect();
         let dropped = store.outbox_set_sinks(&sink_names)?;
         if dropped.rows > 0 {
@@ -151,10 +153,12 @@ impl Gateway {
         let alerts = match Router::from_config(&config) {
             Some(router) => {
                 let router = Arc::new(router);
+                let push_queue = open_store()?;
+                push_queue.sync_every_commit()?;
                 let mut service = AlertService::spawn(
                     Arc::clone(&router),
                     channels::build(&config)?,
-                    open_store()?,
+                    push_queue,
                     wall_clock(),
                     Some(status.clone()),
                     Arc::clone(&metrics),
@@ -190,7 +194,7 @@ impl Gateway {
         for warning in config.warnings() {
             warn!(%warning, "Check the rule set.");
         }
-        let mut engine = RuleEngine::new(&config, now_ms());
+        let mut engine = RuleEngine::new(&config, &crate::status::device(&config), now_ms());
         let router = alerts.as_ref().map(|(_, link)| Arc::clone(&link.router));
         let restored = restore(&mut engine, &mut store, router.as_deref())?;
         if let Some((service, _)) = &alerts {
@@ -207,7 +211,7 @@ impl Gateway {
         );
         let (rules_tx, rules_rx) = mpsc::channel::<RulesInput>(INGEST_CAPACITY);
         let downlinks = Downlinks::new();
-        let (rules, rules_task) = runtime::spawn(
+        let (rules, rules_task) = rules_task::spawn(
             engine,
             store,
             rules_rx,
@@ -215,7 +219,7 @@ impl Gateway {
             Some(Arc::clone(&outbox)),
             alerts.as_ref().map(|(_, link)| link.clone()),
             Arc::clone(&metrics),
-            runtime::RulesLiveness {
+            rules_task::RulesLiveness {
                 heartbeat: liveness.register("rules loop", Duration::from_secs(30)),
                 writer_guard: supervisor.guard("alarm store writer"),
             },
@@ -392,7 +396,7 @@ impl Gateway {
                 })
             })
             .collect();
-        let now = runtime::now_ms();
+        let now = rules_task::now_ms();
         let sinks: Vec<_> = config
             .site
             .influx

@@ -26,10 +26,10 @@ use parkguard::alerts::channels;
 use parkguard::alerts::dispatch::{tokio_clock, AlertService, Clock};
 use parkguard::alerts::Router;
 use parkguard::config::Config;
-use parkguard::ingest::status::StatusReporter;
 use parkguard::model::{Quality, Reading, ReadingBatch, Tags, Value};
 use parkguard::rules::alarm::{Command, Operator};
 use parkguard::rules::engine::{RuleEngine, Target};
+use parkguard::status::StatusReporter;
 use parkguard::store::Store;
 use serde_json::{json, Value as Json};
 use sha2::Sha256;
@@ -249,7 +249,7 @@ impl Park {
         let config = Config::load(path).expect("valid site");
         let store_path = config.resolve_path(&config.site.gateway.store);
         let store = Store::open(&store_path).expect("store");
-        let mut engine = RuleEngine::new(&config, clock());
+        let mut engine = RuleEngine::new(&config, &parkguard::status::device(&config), clock());
         let persisted = store.load_alarms().expect("alarms");
         let retired = engine.restore(persisted, clock());
         assert!(retired.is_empty());
@@ -280,7 +280,7 @@ impl Park {
         }
         let queued = self
             .store
-            .record_and_route(&events, None, Some(&self.router))
+            .record_and_route(&events, None, Some(&*self.router))
             .expect("record");
         if queued > 0 {
             if let Some(service) = &self.service {

@@ -277,7 +277,7 @@ fn register_decoding() {
 
 #[test]
 fn topic_templates() {
-    use parkguard::ingest::topic::TopicTemplate;
+    use parkguard::config::topic::TopicTemplate;
     let runs = fuzz("topics", Duration::from_millis(200), |input| {
         let text = String::from_utf8_lossy(input);
         let (template, topic) = text.split_once('\n').unwrap_or((&text, "a/b/c"));

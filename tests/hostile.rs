@@ -610,7 +610,11 @@ async fn a_journal_rewritten_as_a_whole_is_found_out_by_its_anchors() {
     // own: two entries saying the detector was only tested.
     {
         let config = Config::load(&path).expect("site");
-        let mut engine = parkguard::rules::engine::RuleEngine::new(&config, 1_000);
+        let mut engine = parkguard::rules::engine::RuleEngine::new(
+            &config,
+            &parkguard::status::device(&config),
+            1_000,
+        );
         let tags = std::sync::Arc::new(parkguard::model::Tags {
             park: "p".into(),
             enterprise: "e".into(),

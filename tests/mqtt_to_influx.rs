@@ -8,9 +8,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use parkguard::config::devices::DeviceDirectory;
 use parkguard::config::Config;
 use parkguard::decode::payload::DecodeErrorKind;
-use parkguard::ingest::devices::DeviceDirectory;
 use parkguard::ingest::mqtt::MqttIngest;
 use parkguard::metrics::Metrics;
 use parkguard::pipeline::Gateway;

@@ -35,7 +35,10 @@ fn engine(extra: &str) -> (RuleEngine, tempfile::TempDir) {
         support::site_header("l", "")
     ));
     let config = Config::load(&path).unwrap_or_else(|p| panic!("{p:#?}"));
-    (RuleEngine::new(&config, 0), dir)
+    (
+        RuleEngine::new(&config, &parkguard::status::device(&config), 0),
+        dir,
+    )
 }
 
 fn reading(device: &str, profile: &str, quantity: &str, value: Value) -> Reading {
@@ -461,7 +464,7 @@ fn a_restored_active_alarm_is_not_raised_again_and_clears_when_the_value_returns
     };
     // A new engine, as after a restart.
     let config = Config::load(&dir.path().join("site.toml")).expect("config");
-    let mut engine = RuleEngine::new(&config, 100_000);
+    let mut engine = RuleEngine::new(&config, &parkguard::status::device(&config), 100_000);
     let retired = engine.restore(
         vec![
             ("R1/m1/leakage".to_string(), persisted.clone()),

@@ -70,7 +70,7 @@ fn donor(dir: &std::path::Path) -> std::path::PathBuf {
         support::site_header("l", "")
     ));
     let config = Config::load(&path).expect("site");
-    let mut engine = RuleEngine::new(&config, 1_000);
+    let mut engine = RuleEngine::new(&config, &parkguard::status::device(&config), 1_000);
     let reading = Reading {
         tags: Arc::new(Tags {
             park: "p".into(),

@@ -16,9 +16,9 @@ use sha2::Sha256;
 use tokio::sync::{mpsc, Mutex};
 use tracing::{debug, warn};
 
+use crate::backoff::Backoff;
 use crate::config::alerts::{ChannelConfig, ChannelType, SmtpSecurity};
 use crate::config::Config;
-use crate::ingest::backoff::Backoff;
 
 use super::message::{render, Message};
 use super::plan::{Notice, SCHEMA};

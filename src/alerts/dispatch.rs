@@ -17,11 +17,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::channels::{Batch, Notifier};
+use super::queue::{Lane, Queued};
 use super::Router;
-use crate::ingest::backoff::Backoff;
-use crate::ingest::status::StatusReporter;
+use crate::backoff::Backoff;
 use crate::metrics::Metrics;
-use crate::store::alerts::{Lane, Queued};
+use crate::status::{given_up_quantity, StatusReporter};
 use crate::store::{Store, StoreError};
 
 /// Milliseconds since the Unix epoch, as the alert tasks see it.
@@ -29,7 +29,7 @@ pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// The wall clock, as the rule engine stamps transitions.
 pub fn wall_clock() -> Clock {
-    Arc::new(crate::rules::runtime::now_ms)
+    Arc::new(crate::model::now_ms)
 }
 
 /// `start_ms` plus the time elapsed on Tokio's clock, which `tokio::time::pause` controls.
@@ -46,11 +46,6 @@ const URGENT_RETRY_MAX: Duration = Duration::from_secs(5);
 const SEND_LIMIT: Duration = Duration::from_secs(120);
 /// Finished deliveries are kept this long for the web UI, then deleted.
 const KEEP_FINISHED_MS: i64 = 30 * 24 * 3600 * 1000;
-
-/// The gateway quantity raised while pushes of `route` have been given up.
-pub fn given_up_quantity(route: &str) -> String {
-    format!("alert_given_up_{route}")
-}
 
 struct Shared {
     router: Arc<Router>,

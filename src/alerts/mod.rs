@@ -1,6 +1,7 @@
 //! Alarm pushes: which alarm transitions go to which routes, channels and people
 //! (`plan`, pure), what the messages say (`message`, pure), how each channel formats and sends
-//! them (`channels`), and the task that delivers the durable queue (`dispatch`).
+//! them (`channels`), the durable queue of pushes (`queue`), and the task that delivers it
+//! (`dispatch`).
 //!
 //! Planning happens in the store's writer thread, inside the transaction that journals the
 //! transition, so a push is queued exactly when its journal entry exists, once, even across
@@ -13,5 +14,6 @@ pub mod channels;
 pub mod dispatch;
 pub mod message;
 pub mod plan;
+pub mod queue;
 
 pub use plan::{AlarmInfo, AlertPlan, Delivery, Notice, Router, TimerKind};

@@ -32,7 +32,7 @@ pub fn mqtt_tap(
         },
     };
     parkguard::pipeline::init_tls();
-    let devices = std::sync::Arc::new(parkguard::ingest::devices::DeviceDirectory::from_config(
+    let devices = std::sync::Arc::new(parkguard::config::devices::DeviceDirectory::from_config(
         &config,
     ));
     let metrics = parkguard::metrics::Metrics::new();
@@ -57,7 +57,7 @@ pub fn mqtt_tap(
     let stopper = cancel.clone();
     let mut seen = 0u64;
     let time = || {
-        let ms = parkguard::rules::runtime::now_ms();
+        let ms = parkguard::model::now_ms();
         let s = ms.div_euclid(1000);
         format!(
             "{:02}:{:02}:{:02}.{:03}",

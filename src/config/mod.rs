@@ -7,8 +7,10 @@
 //! Every problem is reported as `file:line:column: key.path: message`, all at once.
 
 pub mod alerts;
+pub mod devices;
 mod locate;
 pub mod rules;
+pub mod topic;
 
 pub use rules::{
     AlarmKind, ConditionConfig, LevelConfig, RuleConfig, RuleOverride, RuleSetFile, Severity,
@@ -23,9 +25,9 @@ use serde::Deserialize;
 
 pub use locate::{PathMap, Problem, SourceFile};
 
+use crate::config::topic::TopicTemplate;
 use crate::decode::payload::PayloadMapping;
 use crate::decode::registers::ModbusProfile;
-use crate::ingest::topic::TopicTemplate;
 
 /// A site file: the gateway, its site hierarchy, devices, MQTT connections and InfluxDB sinks.
 #[derive(Debug, Clone, Deserialize)]

@@ -1,24 +1,17 @@
 //! Connection lifecycles of the sources: MQTT brokers (and the embedded broker) and Modbus
 //! connections (`modbus`, executing the pure request plan of `plan`).
 //!
-//! The gateway's own condition (outbox evicting, a sink refusing credentials) enters as
-//! readings of the gateway device too (`status`), so that the rules raise alarms about it.
-//!
 //! Owns: connections, subscriptions, reconnects with backoff and jitter, and handing decoded
 //! readings downstream with their acknowledgement. Must not touch: rules, sinks or storage; it
 //! only sends into the channel it is given.
 
-pub mod backoff;
 pub mod broker;
 pub mod broker_front;
-pub mod devices;
 pub mod downlink;
 pub mod modbus;
 pub mod mqtt;
 pub mod mqtt_guard;
 pub mod plan;
-pub mod status;
-pub mod topic;
 
 use crate::model::{BadMessage, DeviceAck, ReadingBatch};
 

@@ -26,10 +26,10 @@ use tracing::{debug, info, warn};
 
 use tokio_serial::{ClearBuffer, DataBits, FlowControl, SerialPort, SerialStream, StopBits};
 
+use crate::backoff::Backoff;
+use crate::config::devices::DeviceDirectory;
 use crate::config::{Config, ModbusConfig, ModbusLink, ModbusTransport, Parity, SerialConfig};
 use crate::decode::registers::{Area, RegisterDecoder};
-use crate::ingest::backoff::Backoff;
-use crate::ingest::devices::DeviceDirectory;
 use crate::ingest::plan::{plan, PlanOptions, ReadRequest};
 use crate::ingest::Ingested;
 use crate::metrics::{Metrics, ModbusMetrics};

@@ -32,14 +32,14 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::backoff::Backoff;
+use crate::config::devices::DeviceDirectory;
+use crate::config::topic::TopicTemplate;
 use crate::config::{Config, MqttConfig, MqttProtocol, UnknownDevices};
 use crate::decode::payload::{DecodeError, DecodeErrorKind, PayloadDecoder};
 use crate::health::Heartbeat;
-use crate::ingest::backoff::Backoff;
-use crate::ingest::devices::DeviceDirectory;
 use crate::ingest::downlink::{Downlinks, Publisher};
 use crate::ingest::mqtt_guard::{self, Relay, Upstream};
-use crate::ingest::topic::TopicTemplate;
 use crate::ingest::{Ack, Ingested};
 use crate::metrics::{Metrics, MqttMetrics};
 use crate::model::{now_ns, BadMessage, DeviceAck, ReadingBatch, Tags};
@@ -126,8 +126,7 @@ impl StatusTopic {
     }
 }
 
-/// How long a connection must stay up before it counts as recovered.
-pub const STABLE_AFTER: Duration = Duration::from_secs(10);
+pub use crate::status::STABLE_AFTER;
 /// A connection that keeps failing is logged again this often.
 const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
 

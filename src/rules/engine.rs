@@ -10,9 +10,8 @@ use std::sync::{Arc, LazyLock};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::devices::DeviceDirectory;
 use crate::config::{AlarmKind, ConditionConfig, Config, RuleConfig, Severity};
-use crate::ingest::devices::DeviceDirectory;
-use crate::ingest::status;
 use crate::model::{Quality, Reading, Tags, Value};
 use crate::rules::alarm::{Action, Alarm, AlarmState, Command, CommandError, Level, Operator};
 use crate::rules::threshold::{Direction, Edge, LevelFilter, Ms};
@@ -476,6 +475,14 @@ struct Flood {
     active: bool,
 }
 
+/// The gateway itself as a device its own rules watch (`crate::status` describes it): its tags
+/// (kind `gateway`) and the quantities it reports about itself.
+#[derive(Debug, Clone)]
+pub struct GatewayDevice {
+    pub tags: Tags,
+    pub quantities: Vec<String>,
+}
+
 pub struct RuleEngine {
     rules: Vec<CompiledRule>,
     instances: Vec<Instance>,
@@ -487,6 +494,8 @@ pub struct RuleEngine {
     timers: BinaryHeap<Reverse<(Ms, usize)>>,
     started: Ms,
     flood_rule: Arc<str>,
+    /// Only rules naming this kind apply to the gateway device.
+    gateway_kind: String,
     /// Device timestamps older than this (behind the gateway's clock) are not believed: such
     /// a message is evaluated at its arrival.
     replay_window: Ms,
@@ -520,9 +529,10 @@ fn profile_quantities(profile: &crate::config::Profile) -> Vec<String> {
 }
 
 impl RuleEngine {
-    /// Binds every rule to every device it applies to. `now` is the start of silence
-    /// deadlines for devices never seen.
-    pub fn new(config: &Config, now: Ms) -> RuleEngine {
+    /// Binds every rule to every device it applies to, and the rules naming the gateway's
+    /// kind to the gateway itself. `now` is the start of silence deadlines for devices never
+    /// seen.
+    pub fn new(config: &Config, gateway: &GatewayDevice, now: Ms) -> RuleEngine {
         let directory = DeviceDirectory::from_config(config);
         let rules: Vec<CompiledRule> = config.rules.iter().map(compile).collect();
         let mut interner = Interner::default();
@@ -536,6 +546,7 @@ impl RuleEngine {
             timers: BinaryHeap::new(),
             started: now,
             flood_rule: Arc::from("flood"),
+            gateway_kind: String::new(),
             replay_window: ms(config.site.gateway.replay_window_s as f64),
         };
         let polled: HashMap<&str, Ms> = config
@@ -570,21 +581,21 @@ impl RuleEngine {
             );
         }
         // The gateway watches itself through rules that name its kind explicitly.
-        let gateway_tags = status::tags(config);
-        let gateway = crate::config::DeviceConfig {
-            id: gateway_tags.device.clone(),
+        let device = crate::config::DeviceConfig {
+            id: gateway.tags.device.clone(),
             location: String::new(),
-            profile: status::KIND.to_string(),
-            kind: Some(status::KIND.to_string()),
+            profile: gateway.tags.kind.clone(),
+            kind: Some(gateway.tags.kind.clone()),
             name: None,
             params: Default::default(),
         };
+        engine.gateway_kind = gateway.tags.kind.clone();
         engine.add_device(
             &mut interner,
             config,
-            &gateway,
-            &gateway_tags,
-            &status::quantities(config),
+            &device,
+            &gateway.tags,
+            &gateway.quantities,
             None,
         );
         engine.instances.shrink_to_fit();
@@ -617,7 +628,7 @@ impl RuleEngine {
                 .unwrap_or_default(),
             ..Shape::default()
         };
-        let is_gateway = tags.kind == status::KIND;
+        let is_gateway = tags.kind == self.gateway_kind;
         for (r, rule) in config.rules.iter().enumerate() {
             let kind_named = rule.kinds.contains(&tags.kind);
             if !kind_named && (is_gateway || !rule.kinds.is_empty()) {

@@ -1,8 +1,11 @@
-//! Rules and the alarm lifecycle: pure evaluation (`threshold`, `alarm`, `engine`) and the one
-//! task that owns the engine (`runtime`). Nothing here waits on the disk, InfluxDB or a push:
-//! transitions leave through channels that never block evaluation.
+//! Rules and the alarm lifecycle, pure: thresholds in time (`threshold`), one alarm's state
+//! machine (`alarm`), and the engine binding rules to devices and evaluating readings
+//! (`engine`). The task that runs the engine with its store, outbox and pushes is
+//! `crate::rules_task`.
+//!
+//! Owns: evaluation. Must not touch: the store, sinks, pushes or the network; depends on the
+//! model and the configuration only.
 
 pub mod alarm;
 pub mod engine;
-pub mod runtime;
 pub mod threshold;

@@ -59,7 +59,7 @@ pub async fn run(
             break;
         }
         let due = (elapsed.as_secs_f64() * rate as f64) as u64;
-        let now_ms = crate::rules::runtime::now_ms();
+        let now_ms = crate::model::now_ms();
         while sent < due {
             let d = (sent % devices as u64) as f64;
             let payload = format!(

@@ -437,7 +437,7 @@ pub async fn run(
             }
             silent_set = true;
         }
-        let now_ms = crate::rules::runtime::now_ms();
+        let now_ms = crate::model::now_ms();
         for e in 0..enterprises {
             // Spread the meters over the 5-second period.
             if (second + e as u64) % 5 == 0 {

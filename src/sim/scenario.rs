@@ -327,7 +327,7 @@ pub async fn play(
                     continue;
                 }
                 let values = device.current(t);
-                let now_ms = crate::rules::runtime::now_ms();
+                let now_ms = crate::model::now_ms();
                 let json = json_payload(payload, &values, &device.config.id, now_ms);
                 let topic = topic.replace("{device}", &device.config.id);
                 if let Err(err) =

@@ -23,13 +23,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::backoff::Backoff;
 use crate::config::Config;
-use crate::ingest::backoff::Backoff;
-use crate::ingest::status;
 use crate::metrics::SinkMetrics;
 use crate::model::now_ns;
 use crate::sinks::influx::{self, classify, InfluxWriter, RetryClass, WriteError};
 use crate::sinks::outbox::Outbox;
+use crate::status;
 use crate::store::outbox::{Chunk, Class};
 use crate::store::{Store, StoreError};
 

@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
 use tracing::{error, info, warn};
 
-use crate::ingest::status::{self, StatusReporter};
 use crate::ingest::Ingested;
 use crate::metrics::{Metrics, SinkMetrics};
 use crate::model::{now_ns, BadMessage};
 use crate::sinks::{influx, line_protocol};
+use crate::status::{self, StatusReporter};
 use crate::store::history::{Accumulator, FineQuantities, Retention};
 use crate::store::{IngestCommit, Store, StoreError};
 

@@ -331,6 +331,18 @@ pub struct Store {
     conn: Connection,
 }
 
+/// Queues what a journaled transition sets off (the alarm pushes), inside the journal's
+/// transaction. Implemented by the alert router, which the store does not know.
+pub trait PushPlanner {
+    /// Queues the pushes of `event`, journal entry `seq`; returns how many.
+    fn queue_pushes(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        event: &AlarmEvent,
+        seq: i64,
+    ) -> Result<u64, StoreError>;
+}
+
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let open_error = |source| StoreError::Open {
@@ -354,6 +366,19 @@ impl Store {
         let mut store = Store { conn };
         store.migrate()?;
         Ok(store)
+    }
+
+    /// Makes this connection's commits durable against power loss too (`synchronous = FULL`:
+    /// the WAL is synced at each commit), for what is promised that way: alarm transitions with
+    /// their journal entries, and the push queue. They are few, so the syncs cost the flash
+    /// little; telemetry's connection keeps `NORMAL`, synced at checkpoints.
+    pub fn sync_every_commit(&self) -> Result<(), StoreError> {
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        Ok(())
+    }
+
+    pub(crate) fn connection_mut(&mut self) -> &mut Connection {
+        &mut self.conn
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
@@ -468,13 +493,13 @@ impl Store {
         Ok(())
     }
 
-    /// `record`, and with `router`, the transitions' pushes queued in the same transaction, so
+    /// `record`, and with `pushes`, the transitions' pushes queued in the same transaction, so
     /// that a push exists exactly when its journal entry does. Returns the pushes queued.
     pub fn record_and_route(
         &mut self,
         events: &[AlarmEvent],
         alarm_batch: Option<(&[u8], u64)>,
-        router: Option<&crate::alerts::Router>,
+        pushes: Option<&dyn PushPlanner>,
     ) -> Result<u64, StoreError> {
         let mut queued = 0;
         let tx = self.conn.transaction()?;
@@ -548,12 +573,8 @@ impl Store {
                 ],
             )?;
             prev_hash = entry.hash;
-            if let Some(router) = router {
-                let held = alerts::holders(&tx, &event.key)?;
-                let plan = router.plan(event, seq, &held);
-                if !plan.is_empty() {
-                    queued += alerts::apply_plan(&tx, &plan, &event.key, event.at_ms)?;
-                }
+            if let Some(pushes) = pushes {
+                queued += pushes.queue_pushes(&tx, event, seq)?;
             }
         }
         tx.execute(
@@ -782,7 +803,8 @@ impl Store {
         Ok((anchors.len(), None))
     }
 
-    /// Direct access for tests that tamper with the journal.
+    /// For the modules that keep their own rows in the store (the push queue), and for tests
+    /// that tamper with the journal.
     pub fn connection(&self) -> &Connection {
         &self.conn
     }

@@ -24,7 +24,7 @@ use crate::live::DeviceLatest;
 use crate::metrics::PrometheusText;
 use crate::rules::alarm::{AlarmState, Command, CommandError, Operator};
 use crate::rules::engine::{AlarmView, Target};
-use crate::rules::runtime::{now_ms, HandleError};
+use crate::rules_task::{now_ms, HandleError};
 use crate::store::history::HistoryPoint;
 
 const INDEX_HTML: &str = include_str!("assets/index.html");

@@ -18,7 +18,7 @@ use crate::config::AlarmKind;
 use crate::live::LatestValues;
 use crate::rules::alarm::AlarmState;
 use crate::rules::engine::AlarmView;
-use crate::rules::runtime::{RulesHandle, Transition};
+use crate::rules_task::{RulesHandle, Transition};
 
 /// Events a slow SSE client may fall behind by before it is told to reload.
 const EVENT_BACKLOG: usize = 4096;

@@ -35,7 +35,7 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, WebConfig};
 use crate::live::LatestValues;
 use crate::metrics::Metrics;
-use crate::rules::runtime::RulesHandle;
+use crate::rules_task::RulesHandle;
 use crate::store::Store;
 
 use auth::SESSION_COOKIE;

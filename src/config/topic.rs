@@ -1,5 +1,8 @@
 //! MQTT topic templates: `park/{park}/smoke/{device}/up` is subscribed as `park/+/smoke/+/up`,
-//! and a received topic is matched back to extract the named levels as tags.
+//! and a received topic is matched back to extract the named levels as tags. Pure; part of the
+//! configuration because templates are checked when the site file is loaded.
+//!
+//! Owns: template parsing and matching. Must not touch: connections.
 
 /// One level of a template.
 #[derive(Debug, Clone, PartialEq, Eq)]

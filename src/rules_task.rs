@@ -4,6 +4,9 @@
 //! sinks' outbox in one transaction. Evaluation never waits on it: the channel is unbounded
 //! (transitions are few; the journal must not lose one). With alert routes, the same
 //! transaction queues the transitions' pushes (`alerts`).
+//!
+//! Owns: the engine's loop and the alarm store writer thread. Must not touch: evaluation (the
+//! engine's) or push delivery (the alert service's).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,12 +27,9 @@ use crate::rules::engine::{AlarmEvent, AlarmView, Observed, RuleEngine, Target};
 use crate::rules::threshold::Ms;
 use crate::sinks::outbox::Outbox;
 use crate::sinks::{influx, line_protocol};
-use crate::store::Store;
+use crate::store::{PushPlanner, Store};
 
-/// Wall-clock milliseconds since the Unix epoch: the rule engine's clock in the daemon.
-pub fn now_ms() -> Ms {
-    (crate::model::now_ns() / 1_000_000) as Ms
-}
+pub use crate::model::now_ms;
 
 enum Request {
     Command {
@@ -318,7 +318,7 @@ pub fn restore(
             alarms = retired.len(),
             "Alarms of rules that no longer exist were retired."
         );
-        store.record_and_route(&retired, None, router)?;
+        store.record_and_route(&retired, None, router.map(|r| r as &dyn PushPlanner))?;
     }
     Ok(count)
 }
@@ -509,7 +509,7 @@ fn store_writer(
         loop {
             attempt += 1;
             let alarm_batch = batch.as_ref().map(|(gz, n)| (&gz[..], *n));
-            let router = alerts.as_ref().map(|a| &*a.router);
+            let router = alerts.as_ref().map(|a| &*a.router as &dyn PushPlanner);
             match store.record_and_route(&events, alarm_batch, router) {
                 Ok(queued) => {
                     last_stored = true;

@@ -25,8 +25,18 @@ use crate::metrics::Metrics;
 
 use crate::config::Config;
 use crate::model::{now_ns, Quality, Reading, ReadingBatch, Tags, Value};
+use crate::rules::engine::GatewayDevice;
 
 pub const KIND: &str = "gateway";
+
+/// How long a connection must stay up before it counts as recovered (MQTT reconnect backoff
+/// and the connection-lost fault).
+pub const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// The gateway quantity raised while pushes of `route` have been given up.
+pub fn given_up_quantity(route: &str) -> String {
+    format!("alert_given_up_{route}")
+}
 pub const MEASUREMENT: &str = "gateway";
 /// 1 while the outbox is full and telemetry is being evicted; 0 once it has room again.
 pub const OUTBOX_EVICTING: &str = "outbox_evicting";
@@ -79,12 +89,7 @@ pub fn quantities(config: &Config) -> Vec<String> {
             .map(|m| modbus_down(&m.name)),
     );
     if let Some(alerts) = &config.site.alerts {
-        out.extend(
-            alerts
-                .routes
-                .iter()
-                .map(|r| crate::alerts::dispatch::given_up_quantity(&r.name)),
-        );
+        out.extend(alerts.routes.iter().map(|r| given_up_quantity(&r.name)));
         out.extend(
             alerts
                 .routes
@@ -107,6 +112,14 @@ pub fn tags(config: &Config) -> Tags {
         kind: KIND.to_string(),
         profile: KIND.to_string(),
         ..Tags::default()
+    }
+}
+
+/// The gateway as the rule engine binds it.
+pub fn device(config: &Config) -> GatewayDevice {
+    GatewayDevice {
+        tags: tags(config),
+        quantities: quantities(config),
     }
 }
 
@@ -234,8 +247,7 @@ pub fn spawn_watch(
                 // Down, or not up long enough to count: a connection that keeps breaking
                 // right after connecting is down too.
                 let since = m.connected_since_ms.load(Relaxed) as i64;
-                let stable = since > 0
-                    && wall_ms - since >= crate::ingest::mqtt::STABLE_AFTER.as_millis() as i64;
+                let stable = since > 0 && wall_ms - since >= STABLE_AFTER.as_millis() as i64;
                 status.set(quantity, !stable);
             }
             for (quantity, units, m) in &modbus {

@@ -1,5 +1,7 @@
 //! Exponential backoff with full jitter for reconnects and retries, so that a park's worth of
 //! gateways and devices do not reconnect in lock-step after an outage.
+//!
+//! Owns: the delay arithmetic. Must not touch: anything it delays.
 
 use std::time::Duration;
 

@@ -1,4 +1,8 @@
-//! The declared devices and their place in the site hierarchy, shared by every source.
+//! The declared devices and their place in the site hierarchy, shared by every source and by
+//! the rule engine's binding.
+//!
+//! Owns: device id -> tags, and the bounded set of accepted undeclared ids. Must not touch:
+//! readings.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
