@@ -648,6 +648,18 @@ async fn a_journal_rewritten_as_a_whole_is_found_out_by_its_anchors() {
     let (code, said) = verify(true);
     assert_eq!(code, Some(1), "{said}");
     assert!(said.contains("rewritten"), "{said}");
+
+    // One entry edited in place breaks the chain itself: exit 1 without any anchor.
+    parkguard::store::Store::open(&store)
+        .expect("store")
+        .connection()
+        .execute(
+            "UPDATE journal SET message = 'only a test' WHERE seq = 2",
+            [],
+        )
+        .expect("edit");
+    let (code, said) = verify(false);
+    assert_eq!(code, Some(1), "an edited entry: {said}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,7 +32,8 @@ fn value() -> impl Strategy<Value = Value> {
     ]
 }
 
-fn reading() -> impl Strategy<Value = Reading> {
+/// One message: readings of distinct quantities sharing measurement, tags and time.
+fn message() -> impl Strategy<Value = Vec<Reading>> {
     (
         name(),
         name(),
@@ -52,15 +53,19 @@ fn reading() -> impl Strategy<Value = Reading> {
                 .into_iter()
                 .filter(|(q, _)| seen.insert(q.clone()))
                 .collect();
-            Reading {
-                tags,
-                measurement: measurement.into(),
-                quantity: fields[0].0.clone().into(),
-                value: fields[0].1.clone(),
-                unit: None,
-                timestamp_ns: ts,
-                quality: Quality::Good,
-            }
+            let measurement: Arc<str> = measurement.into();
+            fields
+                .into_iter()
+                .map(|(quantity, value)| Reading {
+                    tags: Arc::clone(&tags),
+                    measurement: Arc::clone(&measurement),
+                    quantity: quantity.into(),
+                    value,
+                    unit: None,
+                    timestamp_ns: ts,
+                    quality: Quality::Good,
+                })
+                .collect::<Vec<_>>()
         })
 }
 
@@ -75,7 +80,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
-    fn encoded_readings_parse_back_to_the_same_values(readings in proptest::collection::vec(reading(), 1..8)) {
+    fn encoded_readings_parse_back_to_the_same_values(messages in proptest::collection::vec(message(), 1..8)) {
+        let readings = messages.concat();
         let mut text = String::new();
         let skipped = encode(&readings, &mut text);
         prop_assert_eq!(skipped, 0);

@@ -69,6 +69,11 @@ topic = "park/{{park}}/meter/{{device}}/up"
 profile = "adw300_json"
 unknown_devices = "reject"
 
+# A shared topic: the device is named in the payload only.
+[[mqtt.subscriptions]]
+topic = "park/{{park}}/smokebus/up"
+profile = "nb_smoke"
+
 {sink}
 "#
     )
@@ -335,4 +340,25 @@ fn unknown_topic_and_missing_device_are_counted() {
         .expect("readings");
     assert_eq!(batch.len(), 1);
     assert_eq!(batch[0].tags.location, "二楼车间");
+    assert_eq!(metrics.decode_errors(DecodeErrorKind::NoDevice), 0);
+
+    // On a topic without a {device} level the payload must name the device.
+    let nameless = format!(r#"{{"ts":{},"event":"test"}}"#, now_s());
+    assert!(ingest
+        .handle_message(b"park/xinghe/smokebus/up", nameless.as_bytes())
+        .is_none());
+    assert_eq!(metrics.decode_errors(DecodeErrorKind::NoDevice), 1);
+    let named = format!(r#"{{"dev":"{SMOKE}","ts":{},"event":"test"}}"#, now_s());
+    let batch = ingest
+        .handle_message(b"park/xinghe/smokebus/up", named.as_bytes())
+        .expect("readings of the device the payload names");
+    assert_eq!(batch[0].tags.device, SMOKE);
+    assert_eq!(metrics.decode_errors(DecodeErrorKind::NoDevice), 1);
+    // A meter topic naming an undeclared meter, with unknown devices rejected.
+    let meter = meter_payload(now_s() * 1000);
+    assert!(ingest
+        .handle_message(b"park/xinghe/meter/adw300-9999/up", meter.as_bytes())
+        .is_none());
+    assert_eq!(metrics.decode_errors(DecodeErrorKind::UnknownDevice), 1);
+    assert_eq!(metrics.decode_errors(DecodeErrorKind::NoDevice), 1);
 }

@@ -259,6 +259,36 @@ set = { event = "alarm", smoke_pct = 14.5 }
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_mode_publishes_at_the_rate_asked_for() {
     let mosquitto = mosquitto();
+    // What the broker delivers is counted, not what the simulator says it sent.
+    let mut options = MqttOptions::new("load-counter", "127.0.0.1", mosquitto.port);
+    options.set_keep_alive(Duration::from_secs(30));
+    let (client, mut events) = AsyncClient::new(options, 64);
+    client
+        .subscribe("park/+/meter/+/up", QoS::AtMostOnce)
+        .await
+        .expect("subscribe");
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.poll())
+            .await
+            .expect("SUBACK in time")
+            .expect("counter connection");
+        if matches!(event, Event::Incoming(Packet::SubAck(_))) {
+            break;
+        }
+    }
+    let counter = tokio::spawn(async move {
+        let mut received = 0u64;
+        let mut devices = std::collections::BTreeSet::new();
+        // Until the broker has been quiet for a second after the load.
+        while let Ok(Ok(event)) = tokio::time::timeout(Duration::from_secs(3), events.poll()).await
+        {
+            if let Event::Incoming(Packet::Publish(p)) = event {
+                received += 1;
+                devices.insert(p.topic.clone());
+            }
+        }
+        (received, devices.len())
+    });
     let out = parkguard(
         [
             "sim",
@@ -283,4 +313,10 @@ async fn load_mode_publishes_at_the_rate_asked_for() {
         .and_then(|n| n.parse().ok())
         .expect("message count");
     assert!((700..=820).contains(&messages), "{stdout}");
+    let (received, topics) = counter.await.expect("counter");
+    assert_eq!(
+        received, messages,
+        "the broker delivered what was sent: {stdout}"
+    );
+    assert_eq!(topics, 20, "one topic per simulated meter");
 }
