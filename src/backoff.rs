@@ -1,9 +1,10 @@
 //! Exponential backoff with full jitter for reconnects and retries, so that a park's worth of
-//! gateways and devices do not reconnect in lock-step after an outage.
+//! gateways and devices do not reconnect in lock-step after an outage; and the pause a server
+//! asks for (`Retry-After`), read the same way for every HTTP client of the daemon.
 //!
 //! Owns: the delay arithmetic. Must not touch: anything it delays.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 
@@ -46,9 +47,50 @@ impl Backoff {
     }
 }
 
+/// The longest `Retry-After` honoured: a server asking for more (or a broken one) is asked
+/// again after this, so that one header cannot stall a sink for days.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// A `Retry-After` value (RFC 9110 10.2.3): delay-seconds, or an HTTP-date, which is read
+/// against `now` (a date already past means at once). Capped at `MAX_RETRY_AFTER`; anything
+/// else is ignored (the usual backoff applies).
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let at = httpdate::parse_http_date(value).ok()?;
+            at.duration_since(now).unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_as_an_http_date() {
+        // RFC 9110's own examples: "Fri, 31 Dec 1999 23:59:59 GMT" and "120".
+        let now = httpdate::parse_http_date("Fri, 31 Dec 1999 23:57:59 GMT").expect("date");
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 1999 23:59:59 GMT", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after(" 120 ", now),
+            Some(Duration::from_secs(120))
+        );
+        // A date in the past: at once. Too long: capped. Nonsense: ignored.
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 1999 23:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("86400", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+    }
 
     #[test]
     fn delays_grow_to_the_cap_and_stay_within_jitter_bounds() {

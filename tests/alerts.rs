@@ -13,6 +13,7 @@
 
 mod support;
 
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -59,7 +60,26 @@ impl Received {
 }
 
 #[derive(Clone, Default)]
-struct Inbox(Arc<Mutex<Vec<Received>>>);
+struct Inbox(Arc<Mutex<Vec<Received>>>, Refusals);
+
+/// An answer a robot gives instead of accepting: (HTTP status, body).
+type Refusal = (u16, Json);
+
+/// Refusals still to give, by path, in order.
+#[derive(Clone, Default)]
+struct Refusals(Arc<Mutex<HashMap<String, VecDeque<Refusal>>>>);
+
+impl Inbox {
+    fn refuse(&self, path: &str, answers: impl IntoIterator<Item = (u16, Json)>) {
+        (self.1)
+            .0
+            .lock()
+            .expect("refusals")
+            .entry(path.to_string())
+            .or_default()
+            .extend(answers);
+    }
+}
 
 impl Inbox {
     fn all(&self) -> Vec<Received> {
@@ -84,6 +104,16 @@ async fn receive(
         headers,
         body,
     });
+    let refusal = (inbox.1)
+        .0
+        .lock()
+        .expect("refusals")
+        .get_mut(&path)
+        .and_then(VecDeque::pop_front);
+    if let Some((status, answer)) = refusal {
+        let status = axum::http::StatusCode::from_u16(status).expect("status");
+        return (status, axum::Json(answer)).into_response();
+    }
     match path.as_str() {
         "/wecom" | "/dingtalk" => axum::Json(json!({"errcode": 0, "errmsg": "ok"})).into_response(),
         "/feishu" => axum::Json(json!({"code": 0, "msg": "success", "data": {}})).into_response(),
@@ -478,6 +508,109 @@ async fn an_escalation_reaches_a_route_only_with_what_that_route_selects() {
 
 fn smoke_alarm(park: &mut Park, device: &str) {
     park.feed(device, "event", Value::Text(Arc::from("alarm")));
+}
+
+/// Robots answer HTTP 200 when they refuse a message and say so in the body, as their
+/// documentation describes: WeCom and DingTalk `{"errcode": <non-zero>, "errmsg": ...}`
+/// (45009: over the rate limit; 310000: bad signature), Feishu `{"code": <non-zero>, "msg":
+/// ...}`. A refusal is a failed delivery: retried, its reason recorded, delivered once
+/// accepted; an answer without a result code is a failure too.
+#[tokio::test(start_paused = true)]
+async fn a_robots_refusal_in_its_answer_body_is_a_failure_and_is_retried() {
+    let port = support::free_port();
+    let inbox = Inbox::default();
+    inbox.refuse(
+        "/wecom",
+        [
+            (
+                200,
+                json!({"errcode": 45009, "errmsg": "api freq out of limit"}),
+            ),
+            (
+                200,
+                json!({"errcode": 45009, "errmsg": "api freq out of limit"}),
+            ),
+        ],
+    );
+    inbox.refuse(
+        "/dingtalk",
+        [(200, json!({"errcode": 310000, "errmsg": "sign not match"}))],
+    );
+    inbox.refuse(
+        "/feishu",
+        [
+            (200, json!({"code": 9499, "msg": "Bad Request", "data": {}})),
+            (200, json!("<html>gateway timeout</html>")),
+        ],
+    );
+    let _receiver = receiver(port, inbox.clone()).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let (_dir, path) = park_site(&format!(
+        r#"
+[[alerts.channels]]
+name = "wecom"
+type = "wecom"
+url = "{base}/wecom?key=wc-key"
+[[alerts.channels]]
+name = "dingtalk"
+type = "dingtalk"
+url = "{base}/dingtalk?access_token=dt-token"
+[[alerts.channels]]
+name = "feishu"
+type = "feishu"
+url = "{base}/feishu"
+[[alerts.routes]]
+name = "park-operators"
+channels = ["wecom", "dingtalk", "feishu"]
+"#
+    ));
+    let clock = tokio_clock(START_MS);
+    let mut park = Park::open(&path, Arc::clone(&clock));
+    smoke_alarm(&mut park, "smoke-1");
+    let key = park.key_of("R13", "smoke-1");
+    until("a refusal recorded", Duration::from_secs(30), || {
+        park.store
+            .alert_deliveries(&key, 10)
+            .expect("deliveries")
+            .iter()
+            .any(|d| d.last_error.as_deref().is_some_and(|e| e.contains("45009")))
+    })
+    .await;
+    let refused = park.store.alert_deliveries(&key, 10).expect("deliveries");
+    assert!(
+        refused
+            .iter()
+            .filter(|d| d.channel == "wecom")
+            .all(|d| d.status == "pending"),
+        "a refused push is not delivered: {refused:?}"
+    );
+    until(
+        "all delivered after the refusals",
+        Duration::from_secs(600),
+        || {
+            let all = park.store.alert_deliveries(&key, 10).expect("deliveries");
+            all.len() == 3 && all.iter().all(|d| d.status == "delivered")
+        },
+    )
+    .await;
+    let delivered = park.store.alert_deliveries(&key, 10).expect("deliveries");
+    let attempts = |channel: &str| {
+        delivered
+            .iter()
+            .find(|d| d.channel == channel)
+            .map(|d| d.attempts)
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        (attempts("wecom"), attempts("dingtalk"), attempts("feishu")),
+        (3, 2, 3),
+        "{delivered:?}"
+    );
+    // Each robot got exactly the attempts recorded: no delivery counted without a request.
+    assert_eq!(inbox.at("/wecom").len(), 3);
+    assert_eq!(inbox.at("/dingtalk").len(), 2);
+    assert_eq!(inbox.at("/feishu").len(), 3);
+    park.stop().await;
 }
 
 // ---- tests -------------------------------------------------------------------------------

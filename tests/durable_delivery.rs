@@ -13,12 +13,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use parkguard::config::Config;
 use parkguard::pipeline::Gateway;
 use parkguard::rules::alarm::AlarmState;
-use support::proxy::InfluxProxy;
+use support::proxy::{Answer, InfluxProxy};
 use support::publisher::publish_acked;
 use support::*;
 
@@ -540,7 +540,7 @@ async fn retry_classes_throttling_too_large_and_refused_credentials() {
 
     // 413 for any request of more than 3 lines: halves until they fit, all of it arrives.
     proxy.answer_with(Some(Box::new(|body: &str| {
-        (body.lines().count() > 3).then(|| (413, "request too large".to_string()))
+        (body.lines().count() > 3).then(|| Answer::new(413, "request too large"))
     })));
     let messages: Vec<_> = (0..40).map(|i| message(i, base, 20.0)).collect();
     publish_acked(broker.port, messages, Arc::clone(&acked)).await;
@@ -558,31 +558,60 @@ async fn retry_classes_throttling_too_large_and_refused_credentials() {
         .filter(|r| r.status / 100 == 2)
         .all(|r| r.measurements.len() <= 3));
 
-    // 503 with Retry-After: 1 s is waited before the same data is sent again.
-    let refused = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&refused);
-    proxy.answer_with(Some(Box::new(move |_: &str| {
-        (counter.fetch_add(1, Ordering::Relaxed) == 0).then(|| (503, "busy".to_string()))
-    })));
-    let started = std::time::Instant::now();
-    publish_acked(
-        broker.port,
-        vec![message(40, base, 20.0)],
-        Arc::clone(&acked),
-    )
-    .await;
-    wait_for_count(
-        &influx,
-        "SELECT COUNT(ua) FROM electrical",
-        41,
-        Duration::from_secs(30),
-    )
-    .await;
-    assert!(refused.load(Ordering::Relaxed) >= 2);
+    // 429 with `Retry-After: 2` (seconds), then 503 with `Retry-After` as an HTTP date 3 s
+    // ahead: nothing is sent again before the time has passed, then all of it arrives.
+    let throttles: [(u16, Box<dyn Fn() -> String + Send + Sync>); 2] = [
+        (429, Box::new(|| "2".to_string())),
+        (
+            503,
+            Box::new(|| httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3))),
+        ),
+    ];
+    let mut expected = 40;
+    for (status, retry_after) in throttles {
+        let answered = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&answered);
+        proxy.answer_with(Some(Box::new(move |_: &str| {
+            (counter.fetch_add(1, Ordering::Relaxed) == 0).then(|| {
+                Answer::new(status, "slow down").with_header("retry-after", &retry_after())
+            })
+        })));
+        let before = proxy.requests().len();
+        publish_acked(
+            broker.port,
+            vec![message(expected, base, 20.0)],
+            Arc::clone(&acked),
+        )
+        .await;
+        expected += 1;
+        wait_for_count(
+            &influx,
+            "SELECT COUNT(ua) FROM electrical",
+            expected as u64,
+            Duration::from_secs(30),
+        )
+        .await;
+        let requests = proxy.requests();
+        let refused = requests[before..]
+            .iter()
+            .position(|r| r.status == status)
+            .map(|k| before + k)
+            .unwrap_or_else(|| panic!("no {status} answered: {requests:?}"));
+        let next = requests
+            .get(refused + 1)
+            .unwrap_or_else(|| panic!("no request after the {status}"));
+        let waited = next.at - requests[refused].at;
+        // The HTTP date has whole seconds: 3 s ahead is at least 2 s ahead.
+        assert!(
+            waited >= Duration::from_secs(2),
+            "{status}: sent again after {waited:?}"
+        );
+        assert!(waited < Duration::from_secs(10), "{status}: {waited:?}");
+    }
 
     // 401: the data is kept, the gateway fault G2 is raised, and both recover once it works.
     proxy.answer_with(Some(Box::new(|_: &str| {
-        Some((401, "unauthorized".to_string()))
+        Some(Answer::new(401, "unauthorized"))
     })));
     let messages: Vec<_> = (41..60).map(|i| message(i, base, 20.0)).collect();
     publish_acked(broker.port, messages, Arc::clone(&acked)).await;
@@ -614,6 +643,5 @@ async fn retry_classes_throttling_too_large_and_refused_credentials() {
         }
     })
     .await;
-    assert!(started.elapsed() >= Duration::from_secs(1));
     gateway.shutdown().await;
 }

@@ -341,8 +341,7 @@ impl Notifier for HttpNotifier {
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+                .and_then(|v| crate::backoff::parse_retry_after(v, std::time::SystemTime::now()));
             let body = response
                 .bytes()
                 .await

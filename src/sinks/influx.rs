@@ -8,10 +8,11 @@
 //! `classify` is the one place that decides what a failed write means.
 
 use std::io::Write as _;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 
+use crate::backoff::parse_retry_after;
 use crate::config::{Config, InfluxApi, InfluxSinkConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -151,8 +152,7 @@ impl InfluxWriter {
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
         let message = match tokio::time::timeout(self.timeout, response.text()).await {
             Ok(Ok(text)) => text.chars().take(500).collect(),
             _ => String::new(),

@@ -1,17 +1,20 @@
-//! An HTTP proxy in front of a real InfluxDB that records every write request (which
+//! An HTTP proxy in front of a real InfluxDB that records every write request (when, which
 //! measurements it carried, how many lines, the status returned) and can answer some requests
-//! itself with a chosen status, to test what parkguard does with each answer.
+//! itself with any status and headers (`Retry-After`), to test what parkguard does with each
+//! answer.
 
 use std::io::Read as _;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 
 /// One request as the proxy saw it.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    /// When the request arrived.
+    pub at: std::time::Instant,
     pub status: u16,
     /// The measurement of each line, in order.
     pub measurements: Vec<String>,
@@ -24,8 +27,31 @@ impl Recorded {
     }
 }
 
-/// Decides an answer for a request body instead of the upstream: `Some((status, message))`.
-pub type Override = Box<dyn Fn(&str) -> Option<(u16, String)> + Send + Sync>;
+/// The proxy's own answer to a request.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Answer {
+    pub fn new(status: u16, body: &str) -> Answer {
+        Answer {
+            status,
+            body: body.to_string(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Answer {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+}
+
+/// Decides an answer for a request body instead of the upstream.
+pub type Override = Box<dyn Fn(&str) -> Option<Answer> + Send + Sync>;
 
 #[derive(Clone)]
 struct Shared {
@@ -87,7 +113,8 @@ async fn forward(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, String) {
+) -> (StatusCode, HeaderMap, String) {
+    let at = std::time::Instant::now();
     let gzipped = headers
         .get("content-encoding")
         .is_some_and(|v| v.as_bytes() == b"gzip");
@@ -109,8 +136,19 @@ async fn forward(
         .expect("proxy state")
         .as_ref()
         .and_then(|f| f(&text));
+    let mut answer_headers = HeaderMap::new();
     let (status, message) = match overridden {
-        Some(answer) => answer,
+        Some(answer) => {
+            for (name, value) in &answer.headers {
+                if let (Ok(name), Ok(value)) = (
+                    HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_str(value),
+                ) {
+                    answer_headers.insert(name, value);
+                }
+            }
+            (answer.status, answer.body)
+        }
         None => {
             let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
             let mut request = shared
@@ -132,12 +170,14 @@ async fn forward(
         }
     };
     shared.requests.lock().expect("proxy state").push(Recorded {
+        at,
         status,
         measurements,
         body: text,
     });
     (
         StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+        answer_headers,
         message,
     )
 }
