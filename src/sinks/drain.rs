@@ -330,7 +330,7 @@ impl Drain {
             } => (*status, message.clone()),
             WriteError::Transport(message) => (0, message.clone()),
         };
-        error!(sink = %self.name, status, points, message = %message, "The server refuses a batch as invalid; it is kept as a dead letter (`parkguard outbox dead`).");
+        error!(sink = %self.name, status, points, message = %message, "The server refuses a batch as invalid; it is kept as a dead letter (`parkguard outbox status`; `outbox retry-dead` once the cause is fixed).");
         self.metrics
             .points_dead_lettered
             .fetch_add(points, Ordering::Relaxed);
