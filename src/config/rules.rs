@@ -1,5 +1,5 @@
 //! Rule set files (`firmware-config/rules/*.toml`) and per-site overrides: the serde shapes and
-//! their checks. What the rules mean at run time is `crate::rules`.
+//! their checks. What the rules mean at run time is the rules module's.
 
 use std::collections::BTreeMap;
 

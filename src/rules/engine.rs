@@ -475,7 +475,7 @@ struct Flood {
     active: bool,
 }
 
-/// The gateway itself as a device its own rules watch (`crate::status` describes it): its tags
+/// The gateway itself as a device its own rules watch (the status module describes it): its tags
 /// (kind `gateway`) and the quantities it reports about itself.
 #[derive(Debug, Clone)]
 pub struct GatewayDevice {

@@ -1,7 +1,7 @@
 //! Rules and the alarm lifecycle, pure: thresholds in time (`threshold`), one alarm's state
 //! machine (`alarm`), and the engine binding rules to devices and evaluating readings
 //! (`engine`). The task that runs the engine with its store, outbox and pushes is
-//! `crate::rules_task`.
+//! the `rules_task` module.
 //!
 //! Owns: evaluation. Must not touch: the store, sinks, pushes or the network; depends on the
 //! model and the configuration only.
