@@ -61,14 +61,16 @@ impl Bucket {
 /// One device's buckets of one period (10 seconds or a minute), by quantity. Quantity names
 /// are the decoder's, shared, not copies.
 struct Period {
+    device: Arc<str>,
     span: i64,
     start: i64,
     buckets: Vec<(Arc<str>, Bucket)>,
 }
 
 impl Period {
-    fn of(span: i64, start: i64, quantity: &Arc<str>, v: f64) -> Period {
+    fn of(device: Arc<str>, span: i64, start: i64, quantity: &Arc<str>, v: f64) -> Period {
         Period {
+            device,
             span,
             start,
             buckets: vec![(Arc::clone(quantity), Bucket::of(v))],
@@ -124,7 +126,7 @@ impl FineQuantities {
 pub struct Accumulator {
     /// By span: `[FINE_MS, COARSE_MS]`.
     open: [HashMap<Arc<str>, Period>; 2],
-    closed: Vec<(Arc<str>, Period)>,
+    closed: Vec<Period>,
     /// Buckets in `closed`.
     closed_buckets: usize,
     fine: FineQuantities,
@@ -164,29 +166,27 @@ impl Accumulator {
             let span = [FINE_MS, COARSE_MS][which];
             let start = (r.timestamp_ns / 1_000_000).div_euclid(span) * span;
             let device = r.tags.device.as_str();
-            let open = &mut self.open[which];
-            let Some((name, period)) = open.get_key_value(device) else {
-                open.insert(Arc::from(device), Period::of(span, start, &r.quantity, v));
-                continue;
-            };
-            if start == period.start {
-                if let Some(period) = open.get_mut(device) {
-                    period.add(&r.quantity, v);
+            let quantity = &r.quantity;
+            match self.open[which].get_mut(device) {
+                Some(period) if start == period.start => period.add(quantity, v),
+                Some(period) if start < period.start => {
+                    // Late: its own closed period, merged into the stored row when written.
+                    let late = Period::of(Arc::clone(&period.device), span, start, quantity, v);
+                    self.closed_buckets += 1;
+                    self.closed.push(late);
                 }
-                continue;
-            }
-            let name = Arc::clone(name);
-            if start < period.start {
-                // Late: its own closed period, merged into the stored row when written.
-                self.closed_buckets += 1;
-                self.closed
-                    .push((name, Period::of(span, start, &r.quantity, v)));
-            } else if let Some(period) = open.get_mut(device) {
-                let mut next = Period::of(span, start, &r.quantity, v);
-                next.buckets.reserve(period.buckets.len());
-                let ended = std::mem::replace(period, next);
-                self.closed_buckets += ended.buckets.len();
-                self.closed.push((name, ended));
+                Some(period) => {
+                    let mut next = Period::of(Arc::clone(&period.device), span, start, quantity, v);
+                    next.buckets.reserve(period.buckets.len());
+                    let ended = std::mem::replace(period, next);
+                    self.closed_buckets += ended.buckets.len();
+                    self.closed.push(ended);
+                }
+                None => {
+                    let name: Arc<str> = Arc::from(device);
+                    let period = Period::of(Arc::clone(&name), span, start, quantity, v);
+                    self.open[which].insert(name, period);
+                }
             }
         }
     }
@@ -197,11 +197,14 @@ impl Accumulator {
         let closed = &mut self.closed;
         let closed_buckets = &mut self.closed_buckets;
         for open in &mut self.open {
-            open.retain(|device, period| {
+            open.retain(|_, period| {
                 if all || period.start + period.span <= now_ms {
                     *closed_buckets += period.buckets.len();
-                    let ended = std::mem::replace(period, Period::of(0, 0, device, 0.0));
-                    closed.push((Arc::clone(device), ended));
+                    closed.push(Period {
+                        device: Arc::clone(&period.device),
+                        buckets: std::mem::take(&mut period.buckets),
+                        ..*period
+                    });
                     false
                 } else {
                     true
@@ -226,9 +229,9 @@ impl Accumulator {
         // (span, period start, device) -> the row's buckets.
         type RowKey<'a> = (i64, i64, &'a str);
         let mut rows: BTreeMap<RowKey, Vec<(&str, Bucket)>> = BTreeMap::new();
-        for (device, period) in &self.closed {
+        for period in &self.closed {
             let row = rows
-                .entry((period.span, period.start, &**device))
+                .entry((period.span, period.start, &*period.device))
                 .or_default();
             for (quantity, b) in &period.buckets {
                 // A late reading's period may repeat a quantity already in the row.
