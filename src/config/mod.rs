@@ -892,22 +892,38 @@ pub struct Secret {
     /// File holding the secret (trailing newline removed), relative to the site file's folder.
     #[serde(default)]
     pub file: Option<PathBuf>,
+    /// Name of a systemd credential (`LoadCredential=NAME:/path` in the unit): read from
+    /// `$CREDENTIALS_DIRECTORY/NAME`, which only the service can read, unlike `Environment=`,
+    /// which `systemctl show` prints to every local user.
+    #[serde(default)]
+    pub credential: Option<String>,
 }
 
 impl Secret {
     /// Reads the secret now. `base` is the site file's folder.
     pub fn resolve(&self, base: &Path) -> Result<String, String> {
-        match (&self.env, &self.file) {
-            (Some(var), None) => {
+        let read = |path: PathBuf| {
+            std::fs::read_to_string(&path)
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+                .map_err(|err| format!("cannot read secret file {}: {err}", path.display()))
+        };
+        match (&self.env, &self.file, &self.credential) {
+            (Some(var), None, None) => {
                 std::env::var(var).map_err(|_| format!("environment variable `{var}` is not set"))
             }
-            (None, Some(file)) => {
-                let path = base.join(file);
-                std::fs::read_to_string(&path)
-                    .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
-                    .map_err(|err| format!("cannot read secret file {}: {err}", path.display()))
+            (None, Some(file), None) => read(base.join(file)),
+            (None, None, Some(name)) => {
+                if name.is_empty() || name.contains('/') || name == ".." {
+                    return Err(format!("credential `{name}` is not a credential name"));
+                }
+                let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+                    format!(
+                        "credential `{name}`: CREDENTIALS_DIRECTORY is not set (the unit needs `LoadCredential={name}:/path/to/file`)"
+                    )
+                })?;
+                read(PathBuf::from(dir).join(name))
             }
-            _ => Err("give exactly one of `env` or `file`".into()),
+            _ => Err("give exactly one of `env`, `file` or `credential`".into()),
         }
     }
 }
