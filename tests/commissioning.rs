@@ -144,8 +144,8 @@ async fn modbus_read_over_tcp_shows_words_and_every_word_order() {
     let out = parkguard(args(&["modbus", "read", "--tcp", &address, "0", "126"])).await;
     assert_eq!(
         out.status.code(),
-        Some(2),
-        "126 registers is more than one request may ask"
+        Some(64),
+        "126 registers is more than one request may ask: a usage error"
     );
 }
 
@@ -464,7 +464,11 @@ async fn modbus_write_asks_first_writes_and_reads_back() {
         "modbus", "write", "--tcp", &address, "--area", "input", "--yes", "0", "1",
     ]))
     .await;
-    assert_eq!(out.status.code(), Some(2), "input registers are read-only");
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "input registers are read-only: a usage error"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -250,3 +250,59 @@ rate_limit = { max = 0, per_s = 60 }
         );
     }
 }
+
+#[test]
+fn check_takes_the_site_as_option_or_environment_and_tells_usage_from_invalid_configuration() {
+    let site = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config/sites/demo-park.toml");
+    let run = |args: &[&str], env: Option<&Path>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_parkguard"));
+        command.args(args).env_remove("PARKGUARD_CONFIG");
+        if let Some(file) = env {
+            command.env("PARKGUARD_CONFIG", file);
+        }
+        let out = command.output().expect("run parkguard");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let site_text = site.display().to_string();
+    assert_eq!(
+        run(&["check", "-c", &site_text], None).0,
+        0,
+        "check -c FILE"
+    );
+    assert_eq!(run(&["check", "--config", &site_text], None).0, 0);
+    assert_eq!(run(&["check"], Some(&site)).0, 0, "PARKGUARD_CONFIG");
+    assert_eq!(run(&["check", &site_text], None).0, 0, "positional form");
+
+    // Usage errors: 64, never 2, so that a service manager that stops restarting on an invalid
+    // site file (RestartPreventExitStatus=2) is not confused by a typo on the command line.
+    let (code, stderr) = run(&["check"], None);
+    assert_eq!(code, 64, "no site given: {stderr}");
+    let (code, stderr) = run(&["check", "--no-such-option", &site_text], None);
+    assert_eq!(code, 64, "unknown option: {stderr}");
+    let (code, stderr) = run(
+        &["modbus", "read", "--tcp", "127.0.0.1:1", "--area", "x", "0"],
+        None,
+    );
+    assert_eq!(code, 64, "{stderr}");
+    assert!(
+        stderr.contains("holding, input, coil, discrete"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(&["token", "new", "x", "--role", "root"], None);
+    assert_eq!(code, 64, "{stderr}");
+
+    // An invalid site file: 2.
+    let dir = tempfile::tempdir().expect("dir");
+    let bad = dir.path().join("site.toml");
+    std::fs::write(&bad, "[gateway]\nname = 5\n").expect("write");
+    let (code, stderr) = run(&["check", "-c", &bad.display().to_string()], None);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("site.toml:2:8"), "located: {stderr}");
+
+    // Help and version are no errors.
+    assert_eq!(run(&["--help"], None).0, 0);
+    assert_eq!(run(&["--version"], None).0, 0);
+}

@@ -188,6 +188,16 @@ fn status_reload_and_sighup_keep_alarms_and_retire_removed_rules() {
     let journal = parkguard_cmd(&["journal", "show", "--search", "R13"], &site);
     let journal = String::from_utf8_lossy(&journal.stdout);
     assert!(journal.contains("retired"), "{journal}");
+    // Times read as local dates, not epoch milliseconds: `  12 2026-12-02 14:03:07 +08:00 ...`.
+    for line in journal.lines().filter(|l| !l.trim().is_empty()) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let date = fields.get(1).copied().unwrap_or_default();
+        assert!(
+            date.len() == 10 && date.as_bytes()[4] == b'-' && date.as_bytes()[7] == b'-',
+            "a date in {line}"
+        );
+        assert_eq!(fields.get(3).copied(), Some("+08:00"), "{line}");
+    }
 
     // SIGHUP reloads as well.
     std::fs::write(

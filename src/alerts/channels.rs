@@ -133,7 +133,7 @@ fn batch_message(batch: &Batch, utc_offset_minutes: i32) -> Message {
             .enumerate()
             .map(|(i, n)| {
                 let one = render(n, utc_offset_minutes);
-                let time = super::message::local_time(n.at_ms, utc_offset_minutes);
+                let time = crate::model::local_time(n.at_ms, utc_offset_minutes);
                 (
                     if i == 0 { "1" } else { "·" },
                     format!("{} ({time})", one.title),

@@ -130,32 +130,6 @@ fn state_label(state: &str, lang: Language) -> String {
     }
 }
 
-/// `YYYY-MM-DD HH:MM:SS` at `offset_minutes` from UTC, with the offset.
-pub fn local_time(at_ms: i64, offset_minutes: i32) -> String {
-    let secs = at_ms.div_euclid(1000) + i64::from(offset_minutes) * 60;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let sign = if offset_minutes < 0 { '-' } else { '+' };
-    let off = offset_minutes.unsigned_abs();
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} {sign}{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        off / 60,
-        off % 60
-    )
-}
-
 fn number(n: f64) -> String {
     format!("{}", (n * 1000.0).round() / 1000.0)
 }
@@ -251,7 +225,10 @@ pub fn render(notice: &Notice, utc_offset_minutes: i32) -> Message {
     if let (Some(t), Some(crate::rules::engine::Observed::Number(_))) = (a.threshold, &a.value) {
         lines.push((labels[6], with_unit(number(t))));
     }
-    lines.push((labels[7], local_time(notice.at_ms, utc_offset_minutes)));
+    lines.push((
+        labels[7],
+        crate::model::local_time(notice.at_ms, utc_offset_minutes),
+    ));
     // Learned late (replayed after an outage): when it really began, by the device's clock.
     if let Some(began) = notice.late_began_ms {
         let label = if zh {
@@ -259,7 +236,7 @@ pub fn render(notice: &Notice, utc_offset_minutes: i32) -> Message {
         } else {
             "Reported late, began"
         };
-        lines.push((label, local_time(began, utc_offset_minutes)));
+        lines.push((label, crate::model::local_time(began, utc_offset_minutes)));
     }
     lines.push((labels[8], severity_label(a.severity, lang).to_string()));
     lines.push((labels[9], state_label(&a.state, lang)));
@@ -296,11 +273,17 @@ mod tests {
     fn local_time_is_civil_time_at_the_offset() {
         // 2026-11-25 10:00:00 UTC.
         assert_eq!(
-            local_time(1_795_600_800_000, 480),
+            crate::model::local_time(1_795_600_800_000, 480),
             "2026-11-25 18:00:00 +08:00"
         );
-        assert_eq!(local_time(0, -90), "1969-12-31 22:30:00 -01:30");
-        assert_eq!(local_time(951_782_400_000, 0), "2000-02-29 00:00:00 +00:00");
+        assert_eq!(
+            crate::model::local_time(0, -90),
+            "1969-12-31 22:30:00 -01:30"
+        );
+        assert_eq!(
+            crate::model::local_time(951_782_400_000, 0),
+            "2000-02-29 00:00:00 +00:00"
+        );
     }
 
     #[test]

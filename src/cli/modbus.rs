@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::current_thread_runtime;
-use crate::EXIT_INVALID_CONFIG;
+use parkguard::decode::registers::Area;
+
+use super::{current_thread_runtime, usage_error, EXIT_INVALID_CONFIG, EXIT_USAGE};
 
 /// How to reach a Modbus device: exactly one of --tcp, --rtu-over-tcp or --serial.
 #[derive(clap::Args)]
@@ -21,9 +22,8 @@ pub struct LinkArgs {
     serial: Option<String>,
     #[arg(long, default_value_t = 9600)]
     baud: u32,
-    /// none, even or odd.
-    #[arg(long, default_value = "none")]
-    parity: String,
+    #[arg(long, value_enum, default_value_t = ParityArg::None)]
+    parity: ParityArg,
     #[arg(long, default_value_t = 8)]
     data_bits: u8,
     #[arg(long, default_value_t = 1)]
@@ -33,19 +33,15 @@ pub struct LinkArgs {
 impl LinkArgs {
     /// The link the arguments describe; a wrong argument is reported and ends the command.
     fn link(&self) -> Result<parkguard::config::ModbusLink, ExitCode> {
-        self.parse().map_err(|message| {
-            eprintln!("{message}");
-            ExitCode::from(EXIT_INVALID_CONFIG)
-        })
+        self.parse().map_err(usage_error)
     }
 
     fn parse(&self) -> Result<parkguard::config::ModbusLink, String> {
         use parkguard::config::{ModbusLink, ModbusTransport, Parity, SerialConfig};
-        let parity = match self.parity.as_str() {
-            "none" => Parity::None,
-            "even" => Parity::Even,
-            "odd" => Parity::Odd,
-            other => return Err(format!("unknown parity `{other}`: none, even or odd")),
+        let parity = match self.parity {
+            ParityArg::None => Parity::None,
+            ParityArg::Even => Parity::Even,
+            ParityArg::Odd => Parity::Odd,
         };
         let serial = SerialConfig {
             baud: self.baud,
@@ -67,42 +63,218 @@ impl LinkArgs {
     }
 }
 
+#[derive(clap::Subcommand)]
+pub enum ModbusCommand {
+    /// Reads any area, address and count from one unit and prints the raw words (decimal, hex,
+    /// bits, ASCII) and every 32- and 64-bit type in all four word orders side by side.
+    Read {
+        #[command(flatten)]
+        link: LinkArgs,
+        /// Unit id (slave address), 1-247; 255 or 1 for most Modbus TCP devices.
+        #[arg(long, default_value_t = 1)]
+        unit: u8,
+        /// holding (FC03), input (FC04), coil (FC01) or discrete (FC02).
+        #[arg(long, value_enum, default_value_t = AreaArg::Holding)]
+        area: AreaArg,
+        /// First register or bit, as the device manual counts (see --base).
+        address: u16,
+        /// How many registers or bits (1-125 registers, 1-2000 bits).
+        #[arg(default_value_t = 10)]
+        count: u16,
+        /// 1 when the manual counts addresses from 1 (register 40001 / 1 is address 0 on the wire).
+        #[arg(long, default_value_t = 0)]
+        base: u16,
+        /// How long the device may take to answer.
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
+    /// Writes registers (FC06/FC16) or coils (FC05/FC15) to one unit, e.g. a detector's alarm
+    /// set-point or its latch reset; asks for confirmation unless --yes, then reads back.
+    Write {
+        #[command(flatten)]
+        link: LinkArgs,
+        #[arg(long, default_value_t = 1)]
+        unit: u8,
+        /// holding or coil.
+        #[arg(long, value_enum, default_value_t = AreaArg::Holding)]
+        area: AreaArg,
+        /// First register or coil, as the device manual counts (see --base).
+        address: u16,
+        /// Register values (decimal or 0x hex) or coil states (0/1), one per address.
+        #[arg(required = true)]
+        values: Vec<String>,
+        #[arg(long, default_value_t = 0)]
+        base: u16,
+        /// Write without asking.
+        #[arg(long)]
+        yes: bool,
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
+    /// Finds the units on a line: reads one register from every unit id in the range and
+    /// reports those that answer (an exception counts: something is there). With --serial and
+    /// --try-settings, repeats for the common baud rates and parities.
+    Scan {
+        #[command(flatten)]
+        link: LinkArgs,
+        #[arg(long, default_value_t = 1)]
+        from: u8,
+        #[arg(long, default_value_t = 247)]
+        to: u8,
+        /// Register to probe (wire address) and its area.
+        #[arg(long, default_value_t = 0)]
+        probe_address: u16,
+        #[arg(long, value_enum, default_value_t = AreaArg::Holding)]
+        area: AreaArg,
+        /// Per unit id; silent ids cost this long each.
+        #[arg(long, default_value_t = 200)]
+        timeout_ms: u64,
+        /// Serial only: try 9600, 19200, 4800, 38400, 115200 and 2400 baud, each with no, even
+        /// and odd parity.
+        #[arg(long)]
+        try_settings: bool,
+    },
+    /// Polls a device once with a profile and prints every quantity with its value, unit and
+    /// plausibility against the profile's range, and its status flags; exit 1 when a read
+    /// failed or a value is implausible.
+    ProfileTest {
+        #[command(flatten)]
+        link: LinkArgs,
+        #[arg(long, default_value_t = 1)]
+        unit: u8,
+        /// A profile file, or a profile id looked up in --profiles-dir.
+        #[arg(long)]
+        profile: String,
+        #[arg(long, default_value = "firmware-config/profiles")]
+        profiles_dir: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
+}
+
+/// A Modbus data area, as the command line names it.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum AreaArg {
+    /// Holding registers (FC03 read, FC06/FC16 write).
+    Holding,
+    /// Input registers (FC04).
+    Input,
+    /// Coils (FC01 read, FC05/FC15 write).
+    Coil,
+    /// Discrete inputs (FC02).
+    Discrete,
+}
+
+impl From<AreaArg> for Area {
+    fn from(area: AreaArg) -> Area {
+        match area {
+            AreaArg::Holding => Area::Holding,
+            AreaArg::Input => Area::Input,
+            AreaArg::Coil => Area::Coil,
+            AreaArg::Discrete => Area::DiscreteInput,
+        }
+    }
+}
+
+/// A serial line's parity, as the command line names it.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ParityArg {
+    None,
+    Even,
+    Odd,
+}
+
+impl ModbusCommand {
+    pub fn run(self) -> ExitCode {
+        match self {
+            ModbusCommand::Read {
+                link,
+                unit,
+                area,
+                address,
+                count,
+                base,
+                timeout_ms,
+            } => modbus_read(&link, unit, area.into(), address, count, base, timeout_ms),
+            ModbusCommand::Write {
+                link,
+                unit,
+                area,
+                address,
+                values,
+                base,
+                yes,
+                timeout_ms,
+            } => modbus_write(
+                &link,
+                unit,
+                area.into(),
+                address,
+                &values,
+                base,
+                yes,
+                timeout_ms,
+            ),
+            ModbusCommand::Scan {
+                link,
+                from,
+                to,
+                probe_address,
+                area,
+                timeout_ms,
+                try_settings,
+            } => modbus_scan(
+                &link,
+                from,
+                to,
+                probe_address,
+                area.into(),
+                timeout_ms,
+                try_settings,
+            ),
+            ModbusCommand::ProfileTest {
+                link,
+                unit,
+                profile,
+                profiles_dir,
+                timeout_ms,
+            } => profile_test(&link, unit, &profile, &profiles_dir, timeout_ms),
+        }
+    }
+}
+
 pub fn modbus_read(
     link: &LinkArgs,
     unit: u8,
-    area: &str,
+    area: Area,
     address: u16,
     count: u16,
     base: u16,
     timeout_ms: u64,
 ) -> ExitCode {
     use parkguard::decode::inspect;
-    use parkguard::decode::registers::Area;
+
     let link = match link.link() {
         Ok(link) => link,
         Err(code) => return code,
     };
-    let (area, function, max) = match area {
-        "holding" => (Area::Holding, "FC03 holding registers", 125),
-        "input" => (Area::Input, "FC04 input registers", 125),
-        "coil" => (Area::Coil, "FC01 coils", 2000),
-        "discrete" => (Area::DiscreteInput, "FC02 discrete inputs", 2000),
-        other => {
-            eprintln!("unknown area `{other}`: holding, input, coil or discrete");
-            return ExitCode::from(EXIT_INVALID_CONFIG);
-        }
+    let (function, max) = match area {
+        Area::Holding => ("FC03 holding registers", 125),
+        Area::Input => ("FC04 input registers", 125),
+        Area::Coil => ("FC01 coils", 2000),
+        Area::DiscreteInput => ("FC02 discrete inputs", 2000),
     };
     if count == 0 || count > max {
         eprintln!("count must be 1 to {max} for {function}");
-        return ExitCode::from(EXIT_INVALID_CONFIG);
+        return ExitCode::from(EXIT_USAGE);
     }
     let Some(wire) = address.checked_sub(base) else {
         eprintln!("address {address} is below the base {base}");
-        return ExitCode::from(EXIT_INVALID_CONFIG);
+        return ExitCode::from(EXIT_USAGE);
     };
     if u32::from(wire) + u32::from(count) > 65_536 {
         eprintln!("address {address} and count {count} run past the last address (65535)");
-        return ExitCode::from(EXIT_INVALID_CONFIG);
+        return ExitCode::from(EXIT_USAGE);
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -151,49 +323,28 @@ pub fn modbus_read(
     ExitCode::SUCCESS
 }
 
-pub fn parse_area(area: &str) -> Result<parkguard::decode::registers::Area, ExitCode> {
-    use parkguard::decode::registers::Area;
-    match area {
-        "holding" => Ok(Area::Holding),
-        "input" => Ok(Area::Input),
-        "coil" => Ok(Area::Coil),
-        "discrete" => Ok(Area::DiscreteInput),
-        other => {
-            eprintln!("unknown area `{other}`: holding, input, coil or discrete");
-            Err(ExitCode::from(EXIT_INVALID_CONFIG))
-        }
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 pub fn modbus_write(
     link: &LinkArgs,
     unit: u8,
-    area: &str,
+    area: Area,
     address: u16,
     values: &[String],
     base: u16,
     yes: bool,
     timeout_ms: u64,
 ) -> ExitCode {
-    use parkguard::decode::registers::Area;
     use parkguard::ingest::modbus::{read_once, write, Write};
     let link = match link.link() {
         Ok(link) => link,
         Err(code) => return code,
     };
-    let area = match parse_area(area) {
-        Ok(Area::Holding) => Area::Holding,
-        Ok(Area::Coil) => Area::Coil,
-        Ok(_) => {
-            eprintln!("only holding registers and coils can be written");
-            return ExitCode::from(EXIT_INVALID_CONFIG);
-        }
-        Err(code) => return code,
-    };
+    if !matches!(area, Area::Holding | Area::Coil) {
+        return usage_error("only holding registers and coils can be written");
+    }
     let Some(wire) = address.checked_sub(base) else {
         eprintln!("address {address} is below the base {base}");
-        return ExitCode::from(EXIT_INVALID_CONFIG);
+        return ExitCode::from(EXIT_USAGE);
     };
     let mut words = Vec::new();
     for value in values {
@@ -210,12 +361,12 @@ pub fn modbus_write(
         match parsed {
             Some(word) if area == Area::Coil && word > 1 => {
                 eprintln!("`{value}`: a coil is 0 or 1");
-                return ExitCode::from(EXIT_INVALID_CONFIG);
+                return ExitCode::from(EXIT_USAGE);
             }
             Some(word) => words.push(word),
             None => {
                 eprintln!("`{value}` is not a 16-bit value (decimal, negative, or 0x hex)");
-                return ExitCode::from(EXIT_INVALID_CONFIG);
+                return ExitCode::from(EXIT_USAGE);
             }
         }
     }
@@ -283,7 +434,7 @@ pub fn modbus_scan(
     from: u8,
     to: u8,
     probe_address: u16,
-    area: &str,
+    area: Area,
     timeout_ms: u64,
     try_settings: bool,
 ) -> ExitCode {
@@ -293,19 +444,15 @@ pub fn modbus_scan(
         Ok(link) => link,
         Err(code) => return code,
     };
-    let area = match parse_area(area) {
-        Ok(area) => area,
-        Err(code) => return code,
-    };
     if from == 0 || to < from {
         eprintln!("give unit ids with 1 <= --from <= --to");
-        return ExitCode::from(EXIT_INVALID_CONFIG);
+        return ExitCode::from(EXIT_USAGE);
     }
     let mut settings = vec![link.serial];
     if try_settings {
         if link.transport != ModbusTransport::Rtu {
             eprintln!("--try-settings is for --serial lines");
-            return ExitCode::from(EXIT_INVALID_CONFIG);
+            return ExitCode::from(EXIT_USAGE);
         }
         settings.clear();
         for baud in [9600, 19200, 4800, 38400, 115_200, 2400] {

@@ -2,8 +2,42 @@
 
 use std::process::ExitCode;
 
-use super::current_thread_runtime;
-use crate::{load, EXIT_INVALID_CONFIG};
+use std::path::PathBuf;
+
+use super::{current_thread_runtime, load, usage_error, EXIT_INVALID_CONFIG};
+
+#[derive(clap::Subcommand)]
+pub enum MqttCommand {
+    /// Prints the messages on the site's broker and how each decodes with the site's
+    /// subscriptions and profiles; decode errors are marked `!!` (red on a terminal). Uses a
+    /// client id of its own and QoS 0, so the daemon's session is not disturbed.
+    Tap {
+        /// Site configuration file (broker address, credentials, TLS, subscriptions).
+        #[arg(short, long, env = "PARKGUARD_CONFIG")]
+        config: PathBuf,
+        /// Which `[[mqtt]]` connection of the site (default: the first).
+        #[arg(long)]
+        connection: Option<String>,
+        /// Topic filter, e.g. `park/+/smoke/#` (default: the connection's subscriptions).
+        filter: Option<String>,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+}
+
+impl MqttCommand {
+    pub fn run(self) -> ExitCode {
+        match self {
+            MqttCommand::Tap {
+                config,
+                connection,
+                filter,
+                count,
+            } => mqtt_tap(&config, connection.as_deref(), filter, count),
+        }
+    }
+}
 
 pub fn mqtt_tap(
     file: &std::path::Path,
@@ -26,8 +60,10 @@ pub fn mqtt_tap(
         Some(name) => match config.site.mqtt.iter().position(|m| m.name == name) {
             Some(index) => index,
             None => {
-                eprintln!("{}: no [[mqtt]] connection named `{name}`", file.display());
-                return ExitCode::from(EXIT_INVALID_CONFIG);
+                return usage_error(format!(
+                    "{}: no [[mqtt]] connection named `{name}`",
+                    file.display()
+                ));
             }
         },
     };

@@ -30,7 +30,40 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{load, wait_for_signal, EXIT_INVALID_CONFIG};
+use super::{load, usage_error, wait_for_signal, EXIT_INVALID_CONFIG, EXIT_TASK_FAILED};
+
+/// `parkguard run`.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Site configuration file.
+    #[arg(short, long, env = "PARKGUARD_CONFIG")]
+    pub config: PathBuf,
+}
+
+/// `parkguard status`.
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// Site configuration file of the running daemon (only its `gateway.store` is read).
+    #[arg(short, long, env = "PARKGUARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The control socket itself.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Print the daemon's JSON answer.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `parkguard reload`.
+#[derive(clap::Args)]
+pub struct ReloadArgs {
+    /// Site configuration file of the running daemon (only its `gateway.store` is read).
+    #[arg(short, long, env = "PARKGUARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The control socket itself.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+}
 
 fn problems_text(problems: &[parkguard::config::Problem]) -> Vec<String> {
     problems.iter().map(|p| p.to_string()).collect()
@@ -105,12 +138,9 @@ pub fn run(file: &Path) -> ExitCode {
         Err(code) => return code,
     };
     parkguard::footprint::limit_allocator_arenas();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match super::multi_thread_runtime() {
         Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
@@ -217,9 +247,6 @@ pub fn run(file: &Path) -> ExitCode {
     })
 }
 
-/// Exit code of a daemon that stopped because one of its tasks failed.
-pub const EXIT_TASK_FAILED: i32 = 3;
-
 /// Logs a task failure, leaves its cause beside the store for the next start (gateway fault
 /// G10) and exits at once: a gateway with a dead task must not limp on, and alarm states
 /// survive the restart. No graceful shutdown is tried, since it may wait on the dead task;
@@ -237,7 +264,7 @@ fn exit_on_failure(failure: TaskFailure, store: Option<&Path>) -> ! {
         NotifyState::Stopping,
         NotifyState::Status(&format!("task failed: {failure}")),
     ]);
-    std::process::exit(EXIT_TASK_FAILED)
+    std::process::exit(i32::from(EXIT_TASK_FAILED))
 }
 
 /// Seconds since the Unix epoch, for the failure note.
@@ -255,8 +282,9 @@ fn socket_of(site: Option<&Path>, socket: Option<PathBuf>) -> Result<PathBuf, Ex
         return Ok(socket);
     }
     let Some(site) = site else {
-        eprintln!("give the site file (-c) or the control socket (--socket)");
-        return Err(ExitCode::from(EXIT_INVALID_CONFIG));
+        return Err(usage_error(
+            "give the site file (-c) or the control socket (--socket)",
+        ));
     };
     let text = std::fs::read_to_string(site).map_err(|e| {
         eprintln!("{}: {e}", site.display());

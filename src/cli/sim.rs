@@ -1,8 +1,65 @@
 //! `parkguard sim`: scenario playback and the load mode.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::{wait_for_signal, EXIT_INVALID_CONFIG};
+use super::{usage_error, wait_for_signal, EXIT_INVALID_CONFIG};
+
+/// `parkguard sim`.
+#[derive(clap::Args)]
+pub struct SimArgs {
+    /// Scenario file (see firmware-config/scenarios/).
+    #[arg(long, required_unless_present = "load")]
+    scenario: Option<PathBuf>,
+    /// Folder with the profiles the scenario names.
+    #[arg(long, default_value = "firmware-config/profiles")]
+    profiles_dir: PathBuf,
+    /// Modbus TCP listen address for the scenario's Modbus devices.
+    #[arg(long, default_value = "127.0.0.1:1502")]
+    modbus_listen: String,
+    /// Also answer as RTU on this serial device (e.g. one end of a socat pair).
+    #[arg(long)]
+    rtu_serial: Option<String>,
+    #[arg(long, default_value_t = 9600)]
+    baud: u32,
+    /// The broker MQTT devices publish to, `host:port`.
+    #[arg(long)]
+    mqtt: Option<String>,
+    /// Load mode: meter messages per second (12 readings each) through --mqtt.
+    #[arg(long, requires = "mqtt")]
+    load: Option<u64>,
+    /// Load mode: number of devices the messages are spread over.
+    #[arg(long, default_value_t = 1000)]
+    devices: usize,
+    /// Load mode: stop after this many seconds (default: Ctrl-C).
+    #[arg(long)]
+    duration_s: Option<f64>,
+    /// Load mode: park id in the topics.
+    #[arg(long, default_value = "xinghe")]
+    park: String,
+}
+
+impl SimArgs {
+    pub fn run(self) -> ExitCode {
+        let mqtt = match self.mqtt.as_deref().map(parse_host_port).transpose() {
+            Ok(mqtt) => mqtt,
+            Err(message) => return usage_error(format!("--mqtt: {message}")),
+        };
+        match (self.load, mqtt) {
+            (Some(rate), Some(target)) => {
+                sim_load(&target, &self.park, rate, self.devices, self.duration_s)
+            }
+            (_, mqtt) => sim_scenario(
+                self.scenario.as_deref(),
+                &self.profiles_dir,
+                &self.modbus_listen,
+                self.rtu_serial.as_deref(),
+                self.baud,
+                mqtt,
+            ),
+        }
+    }
+}
 
 pub fn parse_host_port(text: &str) -> Result<parkguard::sim::scenario::MqttTarget, String> {
     let (host, port) = text
@@ -24,12 +81,9 @@ pub fn sim_load(
     devices: usize,
     duration_s: Option<f64>,
 ) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match super::multi_thread_runtime() {
         Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let duration = duration_s
         .filter(|d| d.is_finite() && *d > 0.0)
@@ -92,8 +146,7 @@ pub fn sim_scenario(
 ) -> ExitCode {
     use parkguard::sim::scenario::{self, Scenario};
     let Some(path) = scenario else {
-        eprintln!("give --scenario FILE (or --load with --mqtt)");
-        return ExitCode::from(EXIT_INVALID_CONFIG);
+        return usage_error("give --scenario FILE (or --load with --mqtt)");
     };
     let parsed = std::fs::read_to_string(path)
         .map_err(|e| e.to_string())
@@ -119,12 +172,9 @@ pub fn sim_scenario(
         }
         return ExitCode::from(EXIT_INVALID_CONFIG);
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match super::multi_thread_runtime() {
         Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         let bus = parkguard::sim::modbus::SimulatedBus::new(scenario.units());
