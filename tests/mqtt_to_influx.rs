@@ -260,7 +260,13 @@ async fn v2_write_api_delivers_to_victoria_metrics() {
     let (dir, path) = site(&site_toml(broker.port, &sink));
     std::fs::write(dir.path().join("token"), "secret-token\n").expect("token file");
     let config = Config::load(&path).unwrap_or_else(|p| panic!("{p:#?}"));
-    assert_eq!(config.secret("influx[0].token"), Some("secret-token"));
+    assert_eq!(
+        config.site.influx[0]
+            .token
+            .as_ref()
+            .and_then(parkguard::config::Secret::value),
+        Some("secret-token")
+    );
     let gateway = Gateway::start(config).await.expect("start");
     wait_subscribed(&gateway, "park", 2).await;
 

@@ -456,12 +456,11 @@ pub struct MqttNotifier {
 impl MqttNotifier {
     fn start(config: &Config, channel: &ChannelConfig) -> anyhow::Result<MqttNotifier> {
         let name = channel.mqtt.as_deref().unwrap_or_default();
-        let (index, mqtt) = config
+        let mqtt = config
             .site
             .mqtt
             .iter()
-            .enumerate()
-            .find(|(_, m)| m.name == name)
+            .find(|m| m.name == name)
             .ok_or_else(|| anyhow::anyhow!("no [[mqtt]] connection `{name}`"))?;
         let embedded = crate::ingest::broker::daemon_link_for(config, mqtt);
         let (host, port) = match &embedded {
@@ -476,8 +475,10 @@ impl MqttNotifier {
         if let Some((user, password)) = embedded.as_ref().and_then(|l| l.login.clone()) {
             options.set_credentials(user, password);
         } else if let Some(user) = &mqtt.username {
-            let password = config
-                .secret(&format!("mqtt[{index}].password"))
+            let password = mqtt
+                .password
+                .as_ref()
+                .and_then(crate::config::Secret::value)
                 .unwrap_or_default();
             options.set_credentials(user, password);
         }
@@ -593,8 +594,10 @@ impl EmailNotifier {
                 .tls(mode)
                 .timeout(Some(Duration::from_secs(channel.timeout_s)));
         if let Some(user) = &channel.username {
-            let password = config
-                .secret(&format!("alerts.channels[{index}].password"))
+            let password = channel
+                .password
+                .as_ref()
+                .and_then(crate::config::Secret::value)
                 .unwrap_or_default();
             builder =
                 builder.credentials(lettre::transport::smtp::authentication::Credentials::new(
@@ -679,8 +682,10 @@ pub fn build(
             | ChannelType::Feishu => Arc::new(HttpNotifier {
                 kind: channel.kind,
                 url: channel.url.clone().unwrap_or_default(),
-                secret: config
-                    .secret(&format!("alerts.channels[{index}].secret"))
+                secret: channel
+                    .secret
+                    .as_ref()
+                    .and_then(crate::config::Secret::value)
                     .map(str::to_string),
                 client: reqwest::Client::builder()
                     .timeout(Duration::from_secs(channel.timeout_s))

@@ -424,3 +424,42 @@ impl RuleConfig {
         problems
     }
 }
+
+/// `[[rule_overrides]]`: each names a rule of the rule files and at most one known scope.
+pub(super) fn validate_rule_overrides(
+    overrides: &[RuleOverride],
+    rules: &[RuleConfig],
+    ids: &super::site::SiteIds,
+    report: &mut dyn FnMut(String, String),
+) {
+    for (i, o) in overrides.iter().enumerate() {
+        if !rules.iter().any(|r| r.id == o.rule) {
+            report(
+                format!("rule_overrides[{i}].rule"),
+                format!("no rule with id `{}` in the rule files", o.rule),
+            );
+        }
+        let scopes = [
+            ("park", &o.park, &ids.parks),
+            ("enterprise", &o.enterprise, &ids.enterprises),
+            ("location", &o.location, &ids.locations),
+            ("device", &o.device, &ids.devices),
+        ];
+        if scopes.iter().filter(|(_, id, _)| id.is_some()).count() > 1 {
+            report(
+                format!("rule_overrides[{i}]"),
+                "give at most one of park, enterprise, location, device".into(),
+            );
+        }
+        for (name, id, known) in scopes {
+            if let Some(id) = id {
+                if !known.contains(id.as_str()) {
+                    report(
+                        format!("rule_overrides[{i}].{name}"),
+                        format!("no {name} with id `{id}`"),
+                    );
+                }
+            }
+        }
+    }
+}

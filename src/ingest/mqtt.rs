@@ -209,8 +209,10 @@ impl MqttIngest {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let mqtt = config.site.mqtt[index].clone();
-        let password = config
-            .secret(&format!("mqtt[{index}].password"))
+        let password = mqtt
+            .password
+            .as_ref()
+            .and_then(crate::config::Secret::value)
             .map(str::to_string);
         let tls = match &mqtt.tls {
             None => None,

@@ -92,8 +92,10 @@ impl InfluxWriter {
                 }
                 let auth = match &sink.username {
                     Some(user) => {
-                        let password = config
-                            .secret(&format!("influx[{index}].password"))
+                        let password = sink
+                            .password
+                            .as_ref()
+                            .and_then(crate::config::Secret::value)
                             .unwrap_or_default();
                         Some(basic_auth(user, password)?)
                     }
@@ -107,8 +109,10 @@ impl InfluxWriter {
                     .append_pair("org", sink.org.as_deref().unwrap_or_default())
                     .append_pair("bucket", sink.bucket.as_deref().unwrap_or_default())
                     .append_pair("precision", "ns");
-                let token = config
-                    .secret(&format!("influx[{index}].token"))
+                let token = sink
+                    .token
+                    .as_ref()
+                    .and_then(crate::config::Secret::value)
                     .unwrap_or_default();
                 let mut value = HeaderValue::from_str(&format!("Token {token}"))?;
                 value.set_sensitive(true);
