@@ -263,6 +263,14 @@ impl Index {
         index
     }
 
+    /// An index of one source text, for testing the generator itself.
+    fn from_source(text: &str) -> Index {
+        let mut index = Index::default();
+        let file = syn::parse_file(text).expect("test source parses");
+        index.items(Path::new("config/test.rs"), &file.items);
+        index
+    }
+
     fn items(&mut self, file: &Path, items: &[Item]) {
         for item in items {
             match item {
@@ -1373,8 +1381,9 @@ impl<'a> Builder<'a> {
             }
             let name = variant_name(v, rule.as_deref());
             let title = match &tag {
-                Some(tag) => format!("{tag} = \"{name}\""),
-                None => format!("`{name}` form"),
+                Some(tag) => format!("`{tag} = \"{name}\"`"),
+                // Untagged: the variant's name is not written, only its keys.
+                None => format!("Form {}", blocks.len() + 1),
             };
             let mut block_rows = Vec::new();
             match &v.fields {
@@ -1602,7 +1611,7 @@ fn section_md(out: &mut String, section: &Section, level: &str) {
     }
     table(out, &section.rows);
     for block in &section.blocks {
-        let _ = writeln!(out, "#{level} `{}`\n", block.title);
+        let _ = writeln!(out, "#{level} {}\n", block.title);
         if !block.doc.is_empty() {
             let _ = writeln!(out, "{}\n", paragraphs(&block.doc));
         }
@@ -1881,4 +1890,106 @@ fn shipped_files_use_only_documented_keys() {
          missed by the generator):\n  {}",
         failures.join("\n  ")
     );
+}
+
+/// The generator itself, on serde constructs the real configuration does not use yet.
+#[test]
+fn generator_follows_serde_attributes() {
+    let index = Index::from_source(
+        r#"
+        /// Root.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = "camelCase")]
+        pub struct SiteFile {
+            /// Renamed by the container's rule.
+            #[serde(default = "default_limit")]
+            pub max_items: u32,
+            /// Flattened: its keys are this table's.
+            #[serde(flatten)]
+            pub common: Common,
+            /// Skipped.
+            #[serde(skip)]
+            pub cache: u32,
+            /// Either form.
+            pub source: Source,
+            /// With an old name.
+            #[serde(alias = "old_name", default)]
+            pub new_name: Option<String>,
+            /// A secret.
+            pub password: Secret,
+        }
+        fn default_limit() -> u32 { 4 * 1024 }
+        /// Common keys.
+        #[derive(Deserialize)]
+        pub struct Common {
+            /// The label.
+            #[serde(default = "default_label")]
+            pub label: String,
+        }
+        fn default_label() -> String { "x".into() }
+        /// A source.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        pub enum Source {
+            /// A path.
+            Path { path: String },
+            /// A URL.
+            Url { url: String, #[serde(default)] retries: u8 },
+        }
+        /// A secret.
+        #[derive(Deserialize)]
+        pub struct Secret {
+            /// Variable.
+            pub env: Option<String>,
+        }
+        "#,
+    );
+    let mut builder = Builder {
+        index: &index,
+        model: Model::default(),
+    };
+    let mut sections = Vec::new();
+    builder.section(
+        &ROOTS[0],
+        "",
+        &Shape::Table("SiteFile".into()),
+        &mut sections,
+    );
+    let model = builder.model;
+    assert!(model.problems.is_empty(), "{:?}", model.problems);
+    let keys: Vec<&str> = model
+        .keys
+        .keys()
+        .map(|k| k.strip_prefix("SiteFile:").expect("site key"))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "label",
+            "maxItems",
+            "newName",
+            "old_name",
+            "password",
+            "password.env",
+            "source",
+            "source.path",
+            "source.retries",
+            "source.url"
+        ]
+    );
+    let root = &sections[0];
+    let row = |key: &str| {
+        root.rows
+            .iter()
+            .find(|r| r.key == key)
+            .unwrap_or_else(|| panic!("no row {key}"))
+    };
+    assert_eq!(row("maxItems").default, "`4096`");
+    assert_eq!(row("label").default, "`\"x\"`");
+    assert!(row("newName").doc.contains("`old_name`"));
+    assert!(row("password").ty.contains("secret"));
+    let source = &sections[1];
+    assert_eq!(source.heading, "[source]");
+    assert_eq!(source.blocks.len(), 2);
+    assert_eq!(source.blocks[1].rows[1].default, "`0`");
 }
