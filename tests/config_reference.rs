@@ -1036,6 +1036,7 @@ impl<'a> Builder<'a> {
                         let rule = container_rule(&s.attrs);
                         s.fields
                             .iter()
+                            .filter(|f| !skipped(&serde_attrs(&f.attrs)))
                             .map(|f| field_key(f, rule.as_deref()))
                             .collect::<Vec<_>>()
                             .join(" \\| ")
