@@ -130,7 +130,7 @@ impl Gateway {
                 .collect();
             broker::start(embedded, &config.base_dir, own_ids, reload).await?;
         }
-        let metrics = Metrics::new();
+        let metrics = Metrics::for_config(&config);
         let cancel = CancellationToken::new();
         let supervisor = Supervisor::new();
         let liveness = Liveness::new();

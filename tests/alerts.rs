@@ -1318,7 +1318,7 @@ channels = ["hook"]
         .await
         .expect("text");
     assert!(
-        metrics.contains("parkguard_alerts_delivered_total 2"),
+        metrics.contains(r#"parkguard_alerts_finished_total{result="delivered"} 2"#),
         "{metrics}"
     );
     gateway.shutdown().await;

@@ -206,7 +206,10 @@ async fn five_thousand_idle_connections_are_closed_within_15_s_and_modbus_misses
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = metrics().await;
     let measured_from = Instant::now();
-    let polls_before = metric(&before, "parkguard_modbus_polls_ok_total");
+    let polls_before = metric(
+        &before,
+        "parkguard_modbus_polls_total{connection=\"bus\",result=\"ok\"}",
+    );
     assert!(polls_before > 0.0, "polling runs: {before}");
 
     // 25 connections from each of 200 addresses, none of which ever sends a byte.
@@ -247,11 +250,20 @@ async fn five_thousand_idle_connections_are_closed_within_15_s_and_modbus_misses
         "no poll cycle missed"
     );
     assert_eq!(
-        metric(&after, "parkguard_modbus_polls_failed_total"),
-        metric(&before, "parkguard_modbus_polls_failed_total"),
+        metric(
+            &after,
+            "parkguard_modbus_polls_total{connection=\"bus\",result=\"failed\"}"
+        ),
+        metric(
+            &before,
+            "parkguard_modbus_polls_total{connection=\"bus\",result=\"failed\"}"
+        ),
         "no poll failed (no 'Too many open files')"
     );
-    let polls_after = metric(&after, "parkguard_modbus_polls_ok_total");
+    let polls_after = metric(
+        &after,
+        "parkguard_modbus_polls_total{connection=\"bus\",result=\"ok\"}",
+    );
     // One cycle a second (the fast class), give or take the first and the last.
     assert!(
         polls_after - polls_before >= seconds.floor() - 2.0,

@@ -498,3 +498,116 @@ async fn https_serves_the_api_and_marks_the_session_cookie_secure() {
     assert!(plain.is_err() || !plain.expect("response").status().is_success());
     gateway.shutdown().await;
 }
+
+/// `/metrics` is Prometheus text by the book (this crate's strict check, and Python's
+/// prometheus_client as a parser parkguard did not write), lists exactly the families
+/// docs/metrics.md describes, and has every configured sink, connection and route and every
+/// label value from the first scrape, at 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_the_exposition_format_and_the_reference_from_the_start() {
+    // Servers that are never there: what matters is that their series exist before anything
+    // happened on them.
+    let extra = r#"
+[[influx]]
+name = "i"
+url = "http://127.0.0.1:9"
+api = "v1"
+database = "pg"
+
+[[modbus]]
+name = "bus"
+transport = "tcp"
+address = "127.0.0.1:9"
+units = []
+
+[alerts]
+[[alerts.channels]]
+name = "hook"
+type = "webhook"
+url = "http://127.0.0.1:9/hook"
+[[alerts.routes]]
+name = "operators"
+channels = ["hook"]
+"#;
+    let (_mosquitto, _dir, gateway, _tokens) = start(extra).await;
+    let text = client()
+        .get(format!("{}/metrics", web_url(&gateway)))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+
+    let problems = parkguard::metrics::check_exposition(&text);
+    assert!(problems.is_empty(), "{problems:#?}\n{text}");
+
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md"))
+        .expect("docs/metrics.md");
+    let documented: std::collections::BTreeSet<String> =
+        parkguard::metrics::documented_families(&docs)
+            .into_iter()
+            .collect();
+    let exposed: std::collections::BTreeSet<String> = parkguard::metrics::exposed_families(&text)
+        .into_iter()
+        .collect();
+    assert_eq!(
+        exposed.difference(&documented).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "exported but not in docs/metrics.md"
+    );
+    assert_eq!(
+        documented.difference(&exposed).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "in docs/metrics.md but not exported"
+    );
+
+    for series in [
+        r#"parkguard_decode_errors_total{reason="bad_json"} 0"#,
+        r#"parkguard_alarms{state="unacknowledged",severity="critical"} 0"#,
+        r#"parkguard_alarms{state="shelved",severity="none"} 0"#,
+        r#"parkguard_outbox_oldest_age_seconds{sink="i"} 0"#,
+        r#"parkguard_sink_write_requests_total{sink="i",result="failed"} "#,
+        r#"parkguard_modbus_requests_total{connection="bus",result="timeout"} 0"#,
+        r#"parkguard_modbus_units{connection="bus"} 0"#,
+        r#"parkguard_alerts_oldest_critical_age_seconds{route="operators"} 0"#,
+        r#"parkguard_alerts_finished_total{result="given_up"} 0"#,
+        r#"parkguard_mqtt_connected{connection="park"} 1"#,
+        r#"parkguard_store_failing{store="journal"} 0"#,
+    ] {
+        assert!(text.contains(series), "{series} missing:\n{text}");
+    }
+    assert!(text.contains(&format!(
+        "parkguard_build_info{{version=\"{}\",",
+        env!("CARGO_PKG_VERSION")
+    )));
+
+    let python = std::env::var("PARKGUARD_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!("PARKGUARD_TEST_PYTHON is not set: run ./scripts/test, which makes a virtual environment with prometheus-client")
+    });
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/prometheus_parse.py"
+    );
+    let mut child = std::process::Command::new(python)
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(text.as_bytes()).expect("write");
+    }
+    let out = child.wait_with_output().expect("python ran");
+    let parsed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "prometheus_client: {}\n{parsed}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(parsed.lines().count(), exposed.len(), "{parsed}");
+    gateway.shutdown().await;
+}

@@ -455,10 +455,7 @@ impl ModbusPoller {
                 Err(err) => {
                     self.metrics.polls_failed.fetch_add(1, Ordering::Relaxed);
                     let detail = match err {
-                        PollError::Exception(e) => {
-                            self.metrics.exceptions.fetch_add(1, Ordering::Relaxed);
-                            e
-                        }
+                        PollError::Exception(e) => e,
                         PollError::Transport(e) => {
                             // Reconnect at the next poll without waiting: one silent unit
                             // behind a serial server must not cost its neighbours a backoff.
@@ -523,9 +520,9 @@ impl ModbusPoller {
             let (start, count) = (request.start, request.count);
             let answer = timeout(limit, read_area(ctx, request.area, start, count)).await;
             *quiet_until = Instant::now() + self.bus_gap;
+            self.metrics.count_answer(&answer);
             let words = match answer {
                 Err(_) => {
-                    self.metrics.timeouts.fetch_add(1, Ordering::Relaxed);
                     return Err(PollError::Transport(format!(
                         "unit {} gave no answer within {} ms",
                         unit.unit_id,
