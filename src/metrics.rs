@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::{Config, Severity};
 use crate::decode::payload::DecodeErrorKind;
-use crate::rules::alarm::AlarmState;
+use crate::model::alarm::AlarmState;
 
 #[derive(Default)]
 pub struct Metrics {

@@ -1,11 +1,18 @@
-//! The vocabulary every stage speaks: readings, their values and quality, and the site tags that
-//! place a device in its park.
+//! The vocabulary every stage speaks: readings, their values and quality, the site tags that
+//! place a device in its park, time in milliseconds and the clock, and (in [`alarm`]) alarms,
+//! their states and events.
 //!
 //! Owns: plain data types only. Must not touch: tokio, IO, configuration parsing, or any other
 //! module of this crate, so that each stage can be tested on its own with these types.
 
+pub mod alarm;
+
 use std::fmt;
 use std::sync::Arc;
+
+/// Milliseconds since the Unix epoch: the rules' injected clock, the journal's and the store's
+/// times.
+pub type Ms = i64;
 
 /// Nanoseconds since the Unix epoch, UTC. InfluxDB's native precision, so no conversion at the sink.
 pub type TimestampNs = i64;

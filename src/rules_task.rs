@@ -21,12 +21,13 @@ use crate::alerts::dispatch::QueueLink;
 use crate::config::AlarmKind;
 use crate::ingest::downlink::Downlinks;
 use crate::metrics::Metrics;
-use crate::model::{DeviceAck, Quality, Reading, ReadingBatch, Tags, Value};
+use crate::model::alarm::AlarmEvent;
+use crate::model::{DeviceAck, Reading, ReadingBatch};
 use crate::rules::alarm::{Action, Command, CommandError, Operator};
-use crate::rules::engine::{AlarmEvent, AlarmView, Observed, RuleEngine, Target};
+use crate::rules::engine::{AlarmView, RuleEngine, Target};
 use crate::rules::threshold::Ms;
+use crate::sinks::alarm_points;
 use crate::sinks::outbox::Outbox;
-use crate::sinks::{influx, line_protocol};
 use crate::store::{PushPlanner, Store};
 
 pub use crate::model::now_ms;
@@ -399,26 +400,8 @@ impl Anchoring {
             downlinks.publish_everywhere(&self.topic, line.as_bytes());
         }
         if let Some(outbox) = outbox {
-            let tags = Arc::new(Tags {
-                extra: vec![("gateway".to_string(), self.gateway.clone())],
-                ..Tags::default()
-            });
-            let point = |name: &str, value: Value| Reading {
-                tags: Arc::clone(&tags),
-                measurement: Arc::from("journal_anchor"),
-                quantity: Arc::from(name),
-                value,
-                unit: None,
-                timestamp_ns: anchor.at_ms.saturating_mul(1_000_000),
-                quality: Quality::Good,
-            };
-            let points = [
-                point("seq", Value::Int(anchor.seq)),
-                point("hash", Value::Text(Arc::from(anchor.hash.as_str()))),
-            ];
-            let mut text = String::new();
-            line_protocol::encode(&points, &mut text);
-            let gz = influx::gzip(text.as_bytes());
+            let gz =
+                alarm_points::anchor_batch(&self.gateway, anchor.at_ms, anchor.seq, &anchor.hash);
             match store.queue_alarm_points(anchor.at_ms, &gz, 2) {
                 Ok(_) => outbox.added(gz.len() as i64),
                 Err(err) => warn!(error = %err, "Journal anchor not queued for InfluxDB."),
@@ -493,17 +476,7 @@ fn store_writer(
                     0
                 }
             };
-            let points: Vec<Reading> = events
-                .iter()
-                .zip(first_seq..)
-                .flat_map(|(e, seq)| alarm_point(e, seq))
-                .collect();
-            text.clear();
-            let skipped = line_protocol::encode(&points, &mut text);
-            batch = Some((
-                influx::gzip(text.as_bytes()),
-                (points.len() - skipped) as u64,
-            ));
+            batch = Some(alarm_points::events_batch(&events, first_seq, &mut text));
         }
         let mut attempt = 0;
         loop {
@@ -558,67 +531,4 @@ fn store_writer(
             true,
         );
     }
-}
-
-/// One transition as fields of one `alarm` point (tags park, enterprise, location, device,
-/// rule, kind, severity), with its journal sequence number `seq`. Two transitions of one alarm
-/// in the same millisecond (raised and chatter-flagged, say) would be one point in InfluxDB,
-/// the second overwriting the first, so the sequence number also becomes the timestamp's
-/// sub-millisecond part.
-pub fn alarm_point(e: &AlarmEvent, seq: i64) -> Vec<Reading> {
-    let mut extra = vec![
-        ("rule".to_string(), e.rule.to_string()),
-        ("severity".to_string(), e.severity.as_str().to_string()),
-    ];
-    if !e.source.is_empty() {
-        extra.push(("source".to_string(), e.source.to_string()));
-    }
-    extra.sort();
-    let tags = Arc::new(Tags {
-        park: e.tags.park.clone(),
-        enterprise: e.tags.enterprise.clone(),
-        location: e.tags.location.clone(),
-        device: e.tags.device.clone(),
-        kind: e.kind.as_str().to_string(),
-        profile: String::new(),
-        extra,
-    });
-    let measurement: Arc<str> = Arc::from("alarm");
-    let timestamp_ns = e
-        .at_ms
-        .saturating_mul(1_000_000)
-        .saturating_add(seq.rem_euclid(1_000_000));
-    let field = |name: &str, value: Value| Reading {
-        tags: Arc::clone(&tags),
-        measurement: Arc::clone(&measurement),
-        quantity: Arc::from(name),
-        value,
-        unit: None,
-        timestamp_ns,
-        quality: Quality::Good,
-    };
-    let mut fields = vec![
-        field("action", Value::Text(Arc::from(e.action.as_str()))),
-        field("state", Value::Text(Arc::from(e.state.as_str()))),
-        field("message", Value::Text(Arc::from(e.message.as_str()))),
-        field("annunciated", Value::Bool(e.annunciated)),
-        field("journal_seq", Value::Int(seq)),
-    ];
-    match &e.value {
-        Some(Observed::Number(n)) => fields.push(field("value", Value::Float(*n))),
-        Some(Observed::Text(t)) => {
-            fields.push(field("value_text", Value::Text(Arc::from(t.as_str()))))
-        }
-        None => {}
-    }
-    if let Some(t) = e.threshold {
-        fields.push(field("threshold", Value::Float(t)));
-    }
-    if let Some(op) = &e.operator {
-        fields.push(field("operator", Value::Text(Arc::from(op.name.as_str()))));
-        if let Some(c) = &op.comment {
-            fields.push(field("comment", Value::Text(Arc::from(c.as_str()))));
-        }
-    }
-    fields
 }

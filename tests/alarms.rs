@@ -344,7 +344,7 @@ async fn alarms_reach_influxdb_at_the_times_the_rules_imply_and_survive_a_restar
             a.is_some_and(|a| {
                 a.state == AlarmState::Acknowledged
                     && a.latched
-                    && a.value == Some(parkguard::rules::engine::Observed::Number(0.0))
+                    && a.value == Some(parkguard::model::alarm::Observed::Number(0.0))
             })
         },
     )

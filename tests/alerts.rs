@@ -304,7 +304,7 @@ impl Park {
         }
     }
 
-    fn record(&mut self, events: Vec<parkguard::rules::engine::AlarmEvent>) {
+    fn record(&mut self, events: Vec<parkguard::model::alarm::AlarmEvent>) {
         if events.is_empty() {
             return;
         }

@@ -6,9 +6,10 @@ mod support;
 use std::sync::Arc;
 
 use parkguard::config::{AlarmKind, Config, Severity};
+use parkguard::model::alarm::{AlarmEvent, PersistedAlarm};
 use parkguard::model::{Quality, Reading, Tags, Value};
 use parkguard::rules::alarm::{Action, AlarmState, Command, CommandError, Operator};
-use parkguard::rules::engine::{AlarmEvent, PersistedAlarm, RuleEngine, Target};
+use parkguard::rules::engine::{RuleEngine, Target};
 
 const DEVICES: &str = r#"[[devices]]
 id = "m1"
@@ -385,7 +386,7 @@ fn hottest_probe_and_phase_loss_are_derived_per_device() {
     assert_eq!(temp.severity, Severity::High);
     assert_eq!(
         temp.value,
-        Some(parkguard::rules::engine::Observed::Number(75.0))
+        Some(parkguard::model::alarm::Observed::Number(75.0))
     );
     let loss = events
         .iter()

@@ -216,13 +216,13 @@ pub fn render(notice: &Notice, utc_offset_minutes: i32) -> Message {
     }
     if let Some(v) = &a.value {
         let shown = match v {
-            crate::rules::engine::Observed::Number(n) => with_unit(number(*n)),
-            crate::rules::engine::Observed::Text(t) => t.clone(),
+            crate::model::alarm::Observed::Number(n) => with_unit(number(*n)),
+            crate::model::alarm::Observed::Text(t) => t.clone(),
         };
         lines.push((labels[5], shown));
     }
     // States and flags have no threshold worth showing.
-    if let (Some(t), Some(crate::rules::engine::Observed::Number(_))) = (a.threshold, &a.value) {
+    if let (Some(t), Some(crate::model::alarm::Observed::Number(_))) = (a.threshold, &a.value) {
         lines.push((labels[6], with_unit(number(t))));
     }
     lines.push((

@@ -10,8 +10,8 @@ use crate::config::alerts::{
     AlertsConfig, ChannelConfig, ChannelType, Language, RecipientConfig, RouteConfig,
 };
 use crate::config::{AlarmKind, Config, Severity};
-use crate::rules::alarm::Action;
-use crate::rules::engine::{AlarmEvent, Observed};
+use crate::model::alarm::Action;
+use crate::model::alarm::{AlarmEvent, Observed};
 
 /// Characters of an alarm key escaped in a link's fragment.
 const LINK_ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC

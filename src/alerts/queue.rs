@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::plan::{AlarmInfo, AlertPlan, Timer, TimerKind};
 use super::{Notice, Router};
-use crate::rules::engine::AlarmEvent;
+use crate::model::alarm::AlarmEvent;
 use crate::store::alerts::LANE_HEAD_QUERY;
 use crate::store::{PushPlanner, Store, StoreError};
 

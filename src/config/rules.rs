@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+
+pub use crate::model::alarm::{AlarmKind, Severity};
 
 /// A rule set file.
 #[derive(Debug, Clone, Deserialize)]
@@ -13,63 +15,6 @@ pub struct RuleSetFile {
     pub description: Option<String>,
     /// `[[rules]]`
     pub rules: Vec<RuleConfig>,
-}
-
-/// How urgent an alarm is; decides routing (docs/domain.md): critical goes to the fire
-/// department, high to park operators, medium to maintenance, low to the dashboard.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    #[default]
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
-}
-
-/// What an alarm means (ISA-18.2 / GB vocabulary: 报警, 预警, 故障, 监管).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum AlarmKind {
-    /// A hazard that needs an operator's response (报警/火警).
-    #[default]
-    Alarm,
-    /// An early warning (预警).
-    PreAlarm,
-    /// Equipment that cannot watch what it should: sensor open/short, comm loss (故障).
-    Fault,
-    /// The monitoring system itself or its supervision: tamper, battery (监管).
-    Supervisory,
-    /// A device test, recorded but not a hazard.
-    Test,
-    /// Advisory only: journaled and stored, needs no acknowledgement (not an ISA alarm).
-    Event,
-}
-
-impl AlarmKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlarmKind::Alarm => "alarm",
-            AlarmKind::PreAlarm => "pre_alarm",
-            AlarmKind::Fault => "fault",
-            AlarmKind::Supervisory => "supervisory",
-            AlarmKind::Test => "test",
-            AlarmKind::Event => "event",
-        }
-    }
 }
 
 /// `[[rules]]`: one condition watched on every device it binds to.

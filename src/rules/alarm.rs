@@ -10,94 +10,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{AlarmKind, Severity};
-use crate::rules::threshold::Ms;
-
-/// The ISA-18.2 state an operator sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlarmState {
-    Normal,
-    Unacknowledged,
-    Acknowledged,
-    ReturnedUnacknowledged,
-}
-
-impl AlarmState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlarmState::Normal => "normal",
-            AlarmState::Unacknowledged => "unacknowledged",
-            AlarmState::Acknowledged => "acknowledged",
-            AlarmState::ReturnedUnacknowledged => "returned_unacknowledged",
-        }
-    }
-}
-
-/// What happened to an alarm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    Raised,
-    Escalated,
-    DeEscalated,
-    /// The condition is gone; a latched alarm stays active until reset.
-    ConditionCleared,
-    Cleared,
-    Acknowledged,
-    Shelved,
-    Unshelved,
-    Suppressed,
-    Unsuppressed,
-    RemovedFromService,
-    ReturnedToService,
-    Reset,
-    ChatterFlagged,
-    /// A chattering alarm has been calm for a while: no longer flagged.
-    ChatterCleared,
-    /// Its rule no longer exists (configuration changed).
-    Retired,
-    /// The device silenced its sounder (消音): the alarm stays active.
-    Silenced,
-    /// Shelving, suppression or out-of-service ended while the alarm is still active: it is
-    /// shown, pushed and escalated again, and needs a new acknowledgement.
-    Reannunciated,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Raised => "raised",
-            Action::Escalated => "escalated",
-            Action::DeEscalated => "de_escalated",
-            Action::ConditionCleared => "condition_cleared",
-            Action::Cleared => "cleared",
-            Action::Acknowledged => "acknowledged",
-            Action::Shelved => "shelved",
-            Action::Unshelved => "unshelved",
-            Action::Suppressed => "suppressed",
-            Action::Unsuppressed => "unsuppressed",
-            Action::RemovedFromService => "removed_from_service",
-            Action::ReturnedToService => "returned_to_service",
-            Action::Reset => "reset",
-            Action::ChatterFlagged => "chatter_flagged",
-            Action::ChatterCleared => "chatter_cleared",
-            Action::Retired => "retired",
-            Action::Silenced => "silenced",
-            Action::Reannunciated => "reannunciated",
-        }
-    }
-}
-
-/// The level an active condition is at.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Level {
-    /// Index into the rule's levels, mildest first.
-    pub index: u8,
-    pub severity: Severity,
-    pub kind: AlarmKind,
-    pub latched: bool,
-}
+use crate::model::alarm::AlarmKind;
+pub use crate::model::alarm::{Action, Alarm, AlarmState, Level, Operator};
+use crate::model::Ms;
 
 /// An operator's command on one alarm.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,23 +39,6 @@ pub enum Command {
     },
     /// Ends suppression and out-of-service.
     ReturnToService,
-}
-
-/// Who did it and why, carried by every command into the journal.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Operator {
-    pub name: String,
-    #[serde(default)]
-    pub comment: Option<String>,
-}
-
-impl Operator {
-    pub fn system() -> Self {
-        Operator {
-            name: "system".into(),
-            comment: None,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -176,89 +74,10 @@ pub enum CommandError {
 pub const MAX_SHELVE_MS: Ms = 24 * 3600 * 1000;
 pub const MAX_SUPPRESS_MS: Ms = 30 * 24 * 3600 * 1000;
 
-/// One alarm's lifecycle state. Serialized into the store as is.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Alarm {
-    /// The condition is present now.
-    pub condition: bool,
-    /// Active: the condition is present, or it latched and has not been reset.
-    pub active: bool,
-    pub acknowledged: bool,
-    /// The current level while active; the last one after it returned.
-    pub level: Option<Level>,
-    /// The latch is engaged (a latched level was reached).
-    pub latched: bool,
-    pub raised_at: Option<Ms>,
-    pub changed_at: Ms,
-    pub shelved_until: Option<Ms>,
-    pub shelve_reason: Option<String>,
-    pub suppressed_until: Option<Ms>,
-    pub out_of_service: bool,
-    /// When out of service ends by itself.
-    #[serde(default)]
-    pub out_of_service_until: Option<Ms>,
-    pub chattering: bool,
-    /// The device silenced its sounder (消音) while the alarm is active.
-    #[serde(default)]
-    pub silenced: bool,
-    /// Suppressed by design: the device is in a maintenance state (calibration, warm-up,
-    /// self-test), named here. Ends with that state.
-    #[serde(default)]
-    pub maintenance: Option<String>,
-}
-
 /// Out of service without an end given lasts this long.
 pub const DEFAULT_OUT_OF_SERVICE_MS: Ms = 24 * 3600 * 1000;
 
-impl Default for Alarm {
-    /// Normal: inactive and nothing left to acknowledge.
-    fn default() -> Self {
-        Alarm {
-            condition: false,
-            active: false,
-            acknowledged: true,
-            level: None,
-            latched: false,
-            raised_at: None,
-            changed_at: 0,
-            shelved_until: None,
-            shelve_reason: None,
-            suppressed_until: None,
-            out_of_service: false,
-            out_of_service_until: None,
-            chattering: false,
-            silenced: false,
-            maintenance: None,
-        }
-    }
-}
-
 impl Alarm {
-    pub fn state(&self) -> AlarmState {
-        match (self.active, self.acknowledged) {
-            (true, false) => AlarmState::Unacknowledged,
-            (true, true) => AlarmState::Acknowledged,
-            (false, false) => AlarmState::ReturnedUnacknowledged,
-            (false, true) => AlarmState::Normal,
-        }
-    }
-
-    pub fn is_normal(&self) -> bool {
-        self.state() == AlarmState::Normal
-            && self.shelved_until.is_none()
-            && self.suppressed_until.is_none()
-            && !self.out_of_service
-            && self.maintenance.is_none()
-    }
-
-    /// Shown and pushed to people: not shelved, suppressed or out of service.
-    pub fn annunciated(&self) -> bool {
-        self.shelved_until.is_none()
-            && self.suppressed_until.is_none()
-            && !self.out_of_service
-            && self.maintenance.is_none()
-    }
-
     /// The device entered (`Some(state)`) or left (`None`) a maintenance state.
     pub fn set_maintenance(&mut self, state: Option<&str>, now: Ms) -> Option<Action> {
         let entering = state.is_some() && self.maintenance.is_none();
@@ -474,6 +293,7 @@ impl Alarm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::alarm::Severity;
 
     fn level(index: u8, severity: Severity, latched: bool) -> Option<Level> {
         Some(Level {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::devices::DeviceDirectory;
 use crate::config::{AlarmKind, ConditionConfig, Config, RuleConfig, Severity};
+use crate::model::alarm::{AlarmEvent, Observed, PersistedAlarm};
 use crate::model::{Quality, Reading, Tags, Value};
 use crate::rules::alarm::{Action, Alarm, AlarmState, Command, CommandError, Level, Operator};
 use crate::rules::threshold::{Direction, Edge, LevelFilter, Ms};
@@ -45,55 +46,6 @@ fn chatter_window(on_delays: &[Ms], off_delays: &[Ms]) -> Ms {
     CHATTER_WINDOW_MS.max(cycle.saturating_mul(CHATTER_ACTIVATIONS as Ms + 1))
 }
 
-/// The value that caused a transition, for the journal and the alarm point.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Observed {
-    Number(f64),
-    Text(String),
-}
-
-impl std::fmt::Display for Observed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Observed::Number(n) => write!(f, "{}", (n * 1000.0).round() / 1000.0),
-            Observed::Text(t) => f.write_str(t),
-        }
-    }
-}
-
-/// One transition of one alarm: what the journal, the store, InfluxDB and the pushes get.
-#[derive(Debug, Clone)]
-pub struct AlarmEvent {
-    /// `rule/device` or `rule/device/quantity`; `flood/<park>` for a park's flood state.
-    pub key: Arc<str>,
-    pub rule: Arc<str>,
-    pub rule_name: Arc<str>,
-    pub tags: Arc<Tags>,
-    /// The quantity watched, or empty for whole-device rules.
-    pub source: Arc<str>,
-    pub action: Action,
-    pub at_ms: Ms,
-    pub state: AlarmState,
-    pub severity: Severity,
-    pub kind: AlarmKind,
-    pub value: Option<Observed>,
-    pub unit: Option<Arc<str>>,
-    pub threshold: Option<f64>,
-    pub message: String,
-    pub operator: Option<Operator>,
-    /// Shown and pushed to people (not shelved, suppressed, out of service or held back by a
-    /// flood).
-    pub annunciated: bool,
-    /// The alarm after the transition, to persist.
-    pub alarm: Alarm,
-    /// Level filter states after the transition, to persist with the alarm.
-    pub filters: Vec<bool>,
-    /// Reported late: the transition comes from messages that reached the gateway well after
-    /// they were sent (replayed after an outage), and its condition began at this device time.
-    pub late_began_ms: Option<Ms>,
-}
-
 impl AlarmEvent {
     fn mark_late(&mut self, began: Ms, at: Ms) {
         self.late_began_ms = Some(began);
@@ -102,13 +54,6 @@ impl AlarmEvent {
             " [reported late: its condition began {ago} s before the gateway received it]"
         ));
     }
-}
-
-/// What survives a restart for one alarm.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PersistedAlarm {
-    pub alarm: Alarm,
-    pub filters: Vec<bool>,
 }
 
 /// Which alarms a command is for.

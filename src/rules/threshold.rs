@@ -7,8 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Milliseconds of the injected clock.
-pub type Ms = i64;
+pub use crate::model::Ms;
 
 /// A change of a level's state, at the millisecond it took effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,6 +5,7 @@
 //! Owns: encoding, the outbox's use, writing and the retry policy. Must not touch: MQTT, Modbus
 //! or rules; it receives readings and knows nothing of where they came from.
 
+pub mod alarm_points;
 pub mod drain;
 pub mod influx;
 pub mod line_protocol;

@@ -15,8 +15,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::model::alarm::{AlarmEvent, PersistedAlarm};
 pub use crate::model::BadMessage;
-use crate::rules::engine::{AlarmEvent, PersistedAlarm};
 
 pub mod alerts;
 pub mod history;
@@ -515,7 +515,7 @@ impl Store {
             .unwrap_or((0, GENESIS.to_string()));
         for event in events {
             if !event.key.starts_with("flood/") {
-                if event.alarm.is_normal() || event.action == crate::rules::alarm::Action::Retired {
+                if event.alarm.is_normal() || event.action == crate::model::alarm::Action::Retired {
                     tx.execute(
                         "DELETE FROM alarm_state WHERE key = ?1",
                         params![&*event.key],

@@ -1,0 +1,307 @@
+//! The alarm vocabulary every stage speaks: severities and kinds, the ISA-18.2 state of one
+//! alarm, what happened to it (an `AlarmEvent`), who did it, and what survives a restart.
+//! Data only: the transitions are the rules' (`rules::alarm` implements the state machine on
+//! `Alarm`, `rules::engine` makes the events).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Ms, Tags};
+
+/// How urgent an alarm is; decides routing (docs/domain.md): critical goes to the fire
+/// department, high to park operators, medium to maintenance, low to the dashboard.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    #[default]
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// What an alarm means (ISA-18.2 / GB vocabulary: 报警, 预警, 故障, 监管).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmKind {
+    /// A hazard that needs an operator's response (报警/火警).
+    #[default]
+    Alarm,
+    /// An early warning (预警).
+    PreAlarm,
+    /// Equipment that cannot watch what it should: sensor open/short, comm loss (故障).
+    Fault,
+    /// The monitoring system itself or its supervision: tamper, battery (监管).
+    Supervisory,
+    /// A device test, recorded but not a hazard.
+    Test,
+    /// Advisory only: journaled and stored, needs no acknowledgement (not an ISA alarm).
+    Event,
+}
+
+impl AlarmKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmKind::Alarm => "alarm",
+            AlarmKind::PreAlarm => "pre_alarm",
+            AlarmKind::Fault => "fault",
+            AlarmKind::Supervisory => "supervisory",
+            AlarmKind::Test => "test",
+            AlarmKind::Event => "event",
+        }
+    }
+}
+
+/// The ISA-18.2 state an operator sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmState {
+    Normal,
+    Unacknowledged,
+    Acknowledged,
+    ReturnedUnacknowledged,
+}
+
+impl AlarmState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmState::Normal => "normal",
+            AlarmState::Unacknowledged => "unacknowledged",
+            AlarmState::Acknowledged => "acknowledged",
+            AlarmState::ReturnedUnacknowledged => "returned_unacknowledged",
+        }
+    }
+}
+
+/// What happened to an alarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Raised,
+    Escalated,
+    DeEscalated,
+    /// The condition is gone; a latched alarm stays active until reset.
+    ConditionCleared,
+    Cleared,
+    Acknowledged,
+    Shelved,
+    Unshelved,
+    Suppressed,
+    Unsuppressed,
+    RemovedFromService,
+    ReturnedToService,
+    Reset,
+    ChatterFlagged,
+    /// A chattering alarm has been calm for a while: no longer flagged.
+    ChatterCleared,
+    /// Its rule no longer exists (configuration changed).
+    Retired,
+    /// The device silenced its sounder (消音): the alarm stays active.
+    Silenced,
+    /// Shelving, suppression or out-of-service ended while the alarm is still active: it is
+    /// shown, pushed and escalated again, and needs a new acknowledgement.
+    Reannunciated,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Raised => "raised",
+            Action::Escalated => "escalated",
+            Action::DeEscalated => "de_escalated",
+            Action::ConditionCleared => "condition_cleared",
+            Action::Cleared => "cleared",
+            Action::Acknowledged => "acknowledged",
+            Action::Shelved => "shelved",
+            Action::Unshelved => "unshelved",
+            Action::Suppressed => "suppressed",
+            Action::Unsuppressed => "unsuppressed",
+            Action::RemovedFromService => "removed_from_service",
+            Action::ReturnedToService => "returned_to_service",
+            Action::Reset => "reset",
+            Action::ChatterFlagged => "chatter_flagged",
+            Action::ChatterCleared => "chatter_cleared",
+            Action::Retired => "retired",
+            Action::Silenced => "silenced",
+            Action::Reannunciated => "reannunciated",
+        }
+    }
+}
+
+/// The level an active condition is at.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Level {
+    /// Index into the rule's levels, mildest first.
+    pub index: u8,
+    pub severity: Severity,
+    pub kind: AlarmKind,
+    pub latched: bool,
+}
+
+/// Who did it and why, carried by every command into the journal.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Operator {
+    pub name: String,
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+impl Operator {
+    pub fn system() -> Self {
+        Operator {
+            name: "system".into(),
+            comment: None,
+        }
+    }
+}
+
+/// One alarm's lifecycle state. Serialized into the store as is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alarm {
+    /// The condition is present now.
+    pub condition: bool,
+    /// Active: the condition is present, or it latched and has not been reset.
+    pub active: bool,
+    pub acknowledged: bool,
+    /// The current level while active; the last one after it returned.
+    pub level: Option<Level>,
+    /// The latch is engaged (a latched level was reached).
+    pub latched: bool,
+    pub raised_at: Option<Ms>,
+    pub changed_at: Ms,
+    pub shelved_until: Option<Ms>,
+    pub shelve_reason: Option<String>,
+    pub suppressed_until: Option<Ms>,
+    pub out_of_service: bool,
+    /// When out of service ends by itself.
+    #[serde(default)]
+    pub out_of_service_until: Option<Ms>,
+    pub chattering: bool,
+    /// The device silenced its sounder (消音) while the alarm is active.
+    #[serde(default)]
+    pub silenced: bool,
+    /// Suppressed by design: the device is in a maintenance state (calibration, warm-up,
+    /// self-test), named here. Ends with that state.
+    #[serde(default)]
+    pub maintenance: Option<String>,
+}
+
+impl Default for Alarm {
+    /// Normal: inactive and nothing left to acknowledge.
+    fn default() -> Self {
+        Alarm {
+            condition: false,
+            active: false,
+            acknowledged: true,
+            level: None,
+            latched: false,
+            raised_at: None,
+            changed_at: 0,
+            shelved_until: None,
+            shelve_reason: None,
+            suppressed_until: None,
+            out_of_service: false,
+            out_of_service_until: None,
+            chattering: false,
+            silenced: false,
+            maintenance: None,
+        }
+    }
+}
+
+impl Alarm {
+    pub fn state(&self) -> AlarmState {
+        match (self.active, self.acknowledged) {
+            (true, false) => AlarmState::Unacknowledged,
+            (true, true) => AlarmState::Acknowledged,
+            (false, false) => AlarmState::ReturnedUnacknowledged,
+            (false, true) => AlarmState::Normal,
+        }
+    }
+
+    pub fn is_normal(&self) -> bool {
+        self.state() == AlarmState::Normal
+            && self.shelved_until.is_none()
+            && self.suppressed_until.is_none()
+            && !self.out_of_service
+            && self.maintenance.is_none()
+    }
+
+    /// Shown and pushed to people: not shelved, suppressed or out of service.
+    pub fn annunciated(&self) -> bool {
+        self.shelved_until.is_none()
+            && self.suppressed_until.is_none()
+            && !self.out_of_service
+            && self.maintenance.is_none()
+    }
+}
+
+/// The value that caused a transition, for the journal and the alarm point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Observed {
+    Number(f64),
+    Text(String),
+}
+
+impl std::fmt::Display for Observed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Observed::Number(n) => write!(f, "{}", (n * 1000.0).round() / 1000.0),
+            Observed::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+/// One transition of one alarm: what the journal, the store, InfluxDB and the pushes get.
+#[derive(Debug, Clone)]
+pub struct AlarmEvent {
+    /// `rule/device` or `rule/device/quantity`; `flood/<park>` for a park's flood state.
+    pub key: Arc<str>,
+    pub rule: Arc<str>,
+    pub rule_name: Arc<str>,
+    pub tags: Arc<Tags>,
+    /// The quantity watched, or empty for whole-device rules.
+    pub source: Arc<str>,
+    pub action: Action,
+    pub at_ms: Ms,
+    pub state: AlarmState,
+    pub severity: Severity,
+    pub kind: AlarmKind,
+    pub value: Option<Observed>,
+    pub unit: Option<Arc<str>>,
+    pub threshold: Option<f64>,
+    pub message: String,
+    pub operator: Option<Operator>,
+    /// Shown and pushed to people (not shelved, suppressed, out of service or held back by a
+    /// flood).
+    pub annunciated: bool,
+    /// The alarm after the transition, to persist.
+    pub alarm: Alarm,
+    /// Level filter states after the transition, to persist with the alarm.
+    pub filters: Vec<bool>,
+    /// Reported late: the transition comes from messages that reached the gateway well after
+    /// they were sent (replayed after an outage), and its condition began at this device time.
+    pub late_began_ms: Option<Ms>,
+}
+
+/// What survives a restart for one alarm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersistedAlarm {
+    pub alarm: Alarm,
+    pub filters: Vec<bool>,
+}
