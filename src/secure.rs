@@ -13,8 +13,11 @@ pub fn same_secret(a: &str, b: &str) -> bool {
     same_secret_bytes(a.as_bytes(), b.as_bytes())
 }
 
+/// The same for bytes (digests). Only the lengths may leak, and secrets here are digests or
+/// random tokens of fixed length.
 pub fn same_secret_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 /// A TLS server from a PEM certificate chain and key; `what` names them in errors (`web`,

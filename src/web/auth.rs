@@ -15,6 +15,15 @@ use base64::Engine;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use std::marker::PhantomData;
+
+use axum::async_trait;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, Method, StatusCode};
+use axum::response::Response;
+
+use super::{error, session_id, Shared};
 use crate::config::{Role, WebConfig};
 
 /// Name of the session cookie.
@@ -409,6 +418,74 @@ impl Auth {
 
     fn failures(&self) -> std::sync::MutexGuard<'_, Failures> {
         self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Authentication: a session cookie (with the CSRF token on state-changing requests) or an
+/// API token.
+#[async_trait]
+impl FromRequestParts<Shared> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Response> {
+        if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim);
+            return token
+                .and_then(|t| state.auth.token(t))
+                .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "unknown API token"));
+        }
+        let caller = session_id(&parts.headers)
+            .and_then(|id| state.auth.session(id))
+            .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "log in first"))?;
+        let changes_state = !matches!(parts.method, Method::GET | Method::HEAD);
+        if changes_state {
+            let sent = parts
+                .headers
+                .get(CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let expected = caller.csrf.as_deref().unwrap_or("\u{0}");
+            if !same_secret(sent, expected) {
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "missing or wrong CSRF token (X-CSRF-Token header)",
+                ));
+            }
+        }
+        Ok(caller)
+    }
+}
+
+/// A caller whose role reaches `R`'s (viewer < operator < technician < admin); anyone else is
+/// answered 403 naming both roles, before the handler runs.
+pub struct Require<R: RoleBound>(pub Caller, pub PhantomData<R>);
+
+/// A role a handler requires, as a type for `Require`.
+pub trait RoleBound {
+    const ROLE: Role;
+}
+
+/// Technicians and admins: commissioning, device-wide commands.
+pub struct Technician;
+
+impl RoleBound for Technician {
+    const ROLE: Role = Role::Technician;
+}
+
+#[async_trait]
+impl<R: RoleBound + Send> FromRequestParts<Shared> for Require<R> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Response> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller
+            .require(R::ROLE)
+            .map_err(|message| error(StatusCode::FORBIDDEN, message))?;
+        Ok(Require(caller, PhantomData))
     }
 }
 

@@ -21,11 +21,13 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
+use axum::Json;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -66,6 +68,11 @@ pub struct WebState {
     pub tls: bool,
     /// Open event streams.
     pub streams: Arc<StreamCounts>,
+}
+
+/// A JSON error answer: `{"error": message}` with `status`.
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
 /// Open event streams, in all and per login session (`api::MAX_STREAMS...`).
@@ -183,7 +190,7 @@ async fn refuse_cross_site(request: Request, next: Next) -> Response {
         return next.run(request).await;
     }
     if let Some(reason) = cross_site(request.headers()) {
-        return api::error(StatusCode::FORBIDDEN, reason);
+        return error(StatusCode::FORBIDDEN, reason);
     }
     next.run(request).await
 }
@@ -348,7 +355,7 @@ async fn serve(
                         )
                         .await
                         .unwrap_or_else(|_| {
-                            Ok(api::error(
+                            Ok(error(
                                 StatusCode::SERVICE_UNAVAILABLE,
                                 "the request took too long",
                             ))
