@@ -1,6 +1,7 @@
 //! Every relative link in README.md, CHANGELOG.md and docs/*.md leads somewhere: the file or
 //! folder exists in the repository, and a `#fragment` names a heading of the Markdown page it
-//! points at (GitHub's anchors: lower case, punctuation dropped, spaces as hyphens). Links with
+//! points at (GitHub's anchors: lower case, punctuation dropped, spaces as hyphens) or an
+//! explicit `<a id="...">` on it (the generated docs/configuration.md uses those). Links with
 //! a scheme (https:, mailto:) are not followed. A broken link fails, naming file and line.
 
 use std::collections::BTreeSet;
@@ -75,7 +76,7 @@ fn slug(heading: &str) -> String {
 }
 
 /// The anchors of a Markdown page's headings (outside code blocks), with GitHub's `-1`, `-2`
-/// suffixes for repeated headings.
+/// suffixes for repeated headings, and its explicit `<a id="...">` anchors.
 fn anchors(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let mut fenced = false;
@@ -84,7 +85,17 @@ fn anchors(text: &str) -> BTreeSet<String> {
             fenced = !fenced;
             continue;
         }
-        if fenced || !line.starts_with('#') {
+        if fenced {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(at) = rest.find("<a id=\"") {
+            let after = &rest[at + 7..];
+            let Some(end) = after.find('"') else { break };
+            out.insert(after[..end].to_string());
+            rest = &after[end..];
+        }
+        if !line.starts_with('#') {
             continue;
         }
         let heading = line.trim_start_matches('#');
@@ -168,6 +179,8 @@ fn anchors_follow_githubs_rules() {
     assert_eq!(slug("1. The devices"), "1-the-devices");
     let found = anchors("# A\n```\n# not a heading\n```\n## A\n#nospace\n");
     assert_eq!(found, BTreeSet::from(["a".to_string(), "a-1".to_string()]));
+    let found = anchors("<a id=\"site-gateway\"></a>\n```\n<a id=\"fenced\"></a>\n```\n");
+    assert_eq!(found, BTreeSet::from(["site-gateway".to_string()]));
     assert_eq!(
         links("[a](x.md) `[b](y.md)` [`c`](z.md#q)\n```\n[d](w.md)\n```\n"),
         vec![(1, "x.md".to_string()), (1, "z.md#q".to_string())]

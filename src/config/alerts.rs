@@ -88,12 +88,16 @@ pub enum SmtpSecurity {
 pub struct ChannelConfig {
     /// Name routes use to refer to it.
     pub name: String,
+    /// How it reaches people: `webhook`, `wecom`, `dingtalk`, `feishu`, `mqtt` or `email`;
+    /// it decides which of the keys below apply.
     #[serde(rename = "type")]
     pub kind: ChannelType,
     /// `webhook`, `wecom`, `dingtalk`, `feishu`: the address to POST to.
     #[serde(default)]
     pub url: Option<String>,
-    /// `webhook`: the HMAC key; `dingtalk`, `feishu`: the robot's signing secret.
+    /// `webhook`: the HMAC key; `dingtalk`, `feishu`: the robot's signing secret. Never
+    /// written here: `{ env = "VAR" }`, `{ file = "path" }` or `{ credential = "NAME" }`
+    /// (a systemd credential, read from `$CREDENTIALS_DIRECTORY/NAME`).
     #[serde(default)]
     pub secret: Option<Secret>,
     /// Seconds one attempt may take (connect, send, answer) before it counts as failed.
@@ -122,6 +126,9 @@ pub struct ChannelConfig {
     /// `email`: SMTP login, when the server wants one.
     #[serde(default)]
     pub username: Option<String>,
+    /// `email`: password for `username`, never written here: `{ env = "VAR" }`,
+    /// `{ file = "path" }` or `{ credential = "NAME" }` (a systemd credential, read from
+    /// `$CREDENTIALS_DIRECTORY/NAME`).
     #[serde(default)]
     pub password: Option<Secret>,
     /// `email`: sender address, e.g. `parkguard <alarm@park.example>`.
@@ -140,6 +147,7 @@ fn default_topic_prefix() -> String {
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RecipientConfig {
+    /// Who is told: a person or a post (`值班室`), carried in webhook documents.
     pub name: String,
     /// Role shown in messages: `park_operator`, `enterprise_contact`, `maintenance`,
     /// `fire_department`, or any text.
@@ -158,7 +166,10 @@ pub struct RecipientConfig {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
+    /// Most messages sent within `per_s` on each of the route's channels (to each e-mail
+    /// recipient apart).
     pub max: u32,
+    /// The window of `max`, in seconds. Critical alarms are never held by the limit.
     pub per_s: u64,
 }
 
@@ -173,6 +184,8 @@ impl Default for RateLimit {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
+    /// Name of the route, by which `escalate_to` refers to it; pushes and gateway fault G3
+    /// name it too.
     pub name: String,
     /// Severities: `low`, `medium`, `high`, `critical`.
     #[serde(default)]
@@ -187,12 +200,16 @@ pub struct RouteConfig {
     /// Rule ids, e.g. `["R13", "R11"]`.
     #[serde(default)]
     pub rules: Vec<String>,
+    /// Park ids (`[[parks]] id`).
     #[serde(default)]
     pub parks: Vec<String>,
+    /// Enterprise ids (`[[enterprises]] id`).
     #[serde(default)]
     pub enterprises: Vec<String>,
+    /// Location ids (`[[locations]] id`).
     #[serde(default)]
     pub locations: Vec<String>,
+    /// Device ids (`[[devices]] id`), e.g. `["smoke-*"]`.
     #[serde(default)]
     pub devices: Vec<String>,
     /// Alarms reach this route only by another route's `escalate_to`, never by matching.
@@ -224,6 +241,7 @@ pub struct RouteConfig {
     /// Seconds a push is retried before it is given up, which raises gateway fault G3.
     #[serde(default = "default_give_up_after_s")]
     pub give_up_after_s: u64,
+    /// Most messages per time on each channel; beyond it waiting pushes go out as one digest.
     #[serde(default)]
     pub rate_limit: RateLimit,
 }
@@ -239,8 +257,10 @@ fn default_give_up_after_s() -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Language {
+    /// Chinese (简体中文).
     #[default]
     Zh,
+    /// English.
     En,
 }
 

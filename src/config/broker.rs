@@ -38,10 +38,11 @@ pub struct EmbeddedBrokerConfig {
     /// take, and the client ids of the daemon's connections are refused to everyone else.
     #[serde(default)]
     pub users_file: Option<PathBuf>,
-    /// PEM certificate chain and key (relative to this file's folder): clients then speak
-    /// MQTT over TLS on `listen` (port 8883 by convention).
+    /// PEM certificate chain, relative to this file's folder. With `tls_key`, clients speak
+    /// MQTT over TLS on `listen` (port 8883 by convention) instead of plain MQTT.
     #[serde(default)]
     pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert` (PKCS#8, PKCS#1 or SEC1), relative to this file's folder.
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
     /// What the logins of `users_file` may do, as MQTT topic filters where `{user}` is the
@@ -56,8 +57,12 @@ pub struct EmbeddedBrokerConfig {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerAcl {
+    /// Topic filters a login may publish to (a last will included), `{user}` standing for
+    /// its name. Empty: no login may publish.
     #[serde(default)]
     pub publish: Vec<String>,
+    /// Topic filters a login may subscribe within: each filter it asks for must lie inside
+    /// one of them. Empty: no login may subscribe.
     #[serde(default)]
     pub subscribe: Vec<String>,
 }

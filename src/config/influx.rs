@@ -37,7 +37,9 @@ pub struct InfluxSinkConfig {
     /// v1: user name, when authentication is on.
     #[serde(default)]
     pub username: Option<String>,
-    /// v1: password, `{ env = "VAR" }` or `{ file = "path" }`.
+    /// v1: password for `username`, never written here: `{ env = "VAR" }`, `{ file = "path" }`
+    /// or `{ credential = "NAME" }` (a systemd credential, read from
+    /// `$CREDENTIALS_DIRECTORY/NAME`). Without `username` it is not sent.
     #[serde(default)]
     pub password: Option<Secret>,
     /// v2: organisation.
@@ -46,7 +48,9 @@ pub struct InfluxSinkConfig {
     /// v2: bucket.
     #[serde(default)]
     pub bucket: Option<String>,
-    /// v2: API token, `{ env = "VAR" }` or `{ file = "path" }`.
+    /// v2: API token with write access to `bucket`, never written here: `{ env = "VAR" }`,
+    /// `{ file = "path" }` or `{ credential = "NAME" }` (a systemd credential, read from
+    /// `$CREDENTIALS_DIRECTORY/NAME`).
     #[serde(default)]
     pub token: Option<Secret>,
     /// PEM CA certificate for an `https://` server with a private CA.

@@ -27,9 +27,12 @@ pub enum ModbusTransport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Parity {
+    /// No parity bit (the factory setting of many meters).
     #[default]
     None,
+    /// An even parity bit after the data bits (the Modbus standard's default).
     Even,
+    /// An odd parity bit after the data bits.
     Odd,
 }
 
@@ -38,7 +41,7 @@ pub enum Parity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SerialConfig {
-    /// Bits per second: 1200 to 115200; most meters ship at 9600.
+    /// Bits per second, 300 to 921600; most meters ship at 9600.
     #[serde(default = "default_baud")]
     pub baud: u32,
     /// `none`, `even` or `odd`. The Modbus standard asks for even; many Chinese meters
@@ -139,9 +142,11 @@ pub struct ModbusConfig {
     /// holds up the others on the bus.
     #[serde(default = "default_offline_after")]
     pub offline_after_failures: u32,
+    /// Seconds between polls of an offline unit (each costs the bus up to `timeout_ms`); the
+    /// first answer brings it back online and to its poll classes' cadence.
     #[serde(default = "default_offline_retry_s")]
     pub offline_retry_s: u64,
-    /// `[[modbus.units]]`
+    /// The devices polled over this connection, each by its Modbus unit id.
     pub units: Vec<ModbusUnitConfig>,
 }
 

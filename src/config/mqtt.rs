@@ -11,8 +11,10 @@ use super::{References, Secret};
 /// MQTT protocol version spoken to the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 pub enum MqttProtocol {
+    /// MQTT 3.1.1, for brokers that do not speak MQTT 5 (and the embedded broker).
     #[serde(rename = "3.1.1")]
     V311,
+    /// MQTT 5, which also announces `max_unacked` to the broker as its receive maximum.
     #[default]
     #[serde(rename = "5")]
     V5,
@@ -66,9 +68,12 @@ pub struct MqttConfig {
     /// Seconds to wait for the TCP/TLS connection and the broker's CONNACK.
     #[serde(default = "default_connect_timeout_s")]
     pub connect_timeout_s: u64,
+    /// User name to log in to the broker with. Towards the embedded broker with a
+    /// `users_file`, the daemon's own login is used instead.
     #[serde(default)]
     pub username: Option<String>,
-    /// Password, from an environment variable or a file: `{ env = "VAR" }` or `{ file = "path" }`.
+    /// Password for `username`, never written here: `{ env = "VAR" }`, `{ file = "path" }` or
+    /// `{ credential = "NAME" }` (a systemd credential, read from `$CREDENTIALS_DIRECTORY/NAME`).
     #[serde(default)]
     pub password: Option<Secret>,
     /// TLS to the broker; absent means plain TCP.

@@ -15,12 +15,18 @@ use crate::decode::registers::ModbusProfile;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
+    /// The device's maker, e.g. `Acrel`; shown by `parkguard modbus profile-test`.
     #[serde(default)]
     pub manufacturer: Option<String>,
+    /// The maker's model name, e.g. `ADW300`; shown by `parkguard modbus profile-test`.
     #[serde(default)]
     pub model: Option<String>,
+    /// Firmware version(s) the register map or payload mapping was written for; register
+    /// maps change between firmware releases.
     #[serde(default)]
     pub firmware: Option<String>,
+    /// Notes for whoever maintains the profile (where the map comes from, quirks); not used
+    /// by the gateway.
     #[serde(default)]
     pub description: Option<String>,
     /// Device kind of devices with this profile: `meter`, `detector`, `gas`, `smoke`, ...
@@ -78,6 +84,8 @@ pub struct DeviceAlarm {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MaintenanceState {
+    /// The quantity that tells the device's state: a text quantity (with `states`), or a flag
+    /// that is set during maintenance.
     pub quantity: String,
     /// For text quantities: the states that mean maintenance. Empty: the quantity is a flag.
     #[serde(default)]
@@ -88,14 +96,19 @@ pub struct MaintenanceState {
 /// recorded (its alarm transition journaled), the gateway publishes `payload` to `topic`
 /// (QoS 1) on the MQTT connection the message came from, so that the device stops
 /// retransmitting. In `topic` and `payload`, `{name}` is a level the subscription's topic
-/// template captured (`{park}`, `{device}`, ...), `{event}` the state and `{ts}` the
-/// gateway's time in seconds.
+/// template captured (`{park}`, ...), `{device}` the device's id, `{event}` the state and
+/// `{ts}` the gateway's time in Unix seconds.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceAckConfig {
+    /// The payload mapping's `text` quantity that carries the device's event, e.g. `event`.
     pub quantity: String,
+    /// The states of `quantity` whose messages are acknowledged, e.g. `["alarm", "fault"]`.
     pub states: Vec<String>,
+    /// Topic of the acknowledgement, e.g. `park/{park}/smoke/{device}/down`.
     pub topic: String,
+    /// The acknowledgement's payload text, e.g.
+    /// `'{"cmd":"ack","dev":"{device}","event":"{event}","ts":{ts}}'`.
     pub payload: String,
 }
 

@@ -11,9 +11,11 @@ pub use crate::model::alarm::{AlarmKind, Severity};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSetFile {
+    /// What the rule set is for; notes for whoever maintains it, not used by the gateway.
     #[serde(default)]
     pub description: Option<String>,
-    /// `[[rules]]`
+    /// The rules of this file. An `id` used twice, in this file or an earlier one, is an
+    /// error; a rule with the id of a built-in gateway rule (`G1`, ...) replaces that rule.
     pub rules: Vec<RuleConfig>,
 }
 
@@ -26,6 +28,7 @@ pub struct RuleConfig {
     pub id: String,
     /// Name shown to operators, in English and (optionally) Chinese.
     pub name: String,
+    /// Chinese name, used instead of `name` in `zh` pushes and in the web UI's Chinese view.
     #[serde(default)]
     pub name_zh: Option<String>,
     /// Bind only to devices of these kinds (`meter`, `detector`, `gas`, `smoke`, ...).
@@ -77,35 +80,56 @@ pub struct RuleConfig {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ConditionConfig {
     /// Value at or above a level's `at`. One alarm per matching quantity.
-    High { quantities: Vec<String> },
+    High {
+        /// Quantities watched, each its own alarm; a trailing `*` matches a prefix (`leak_*`).
+        quantities: Vec<String>,
+    },
     /// Value at or below a level's `at`.
-    Low { quantities: Vec<String> },
+    Low {
+        /// Quantities watched, each its own alarm; a trailing `*` matches a prefix.
+        quantities: Vec<String>,
+    },
     /// Rise per minute over `window_s`, at or above a level's `at`. The rise is measured
     /// from the oldest of the samples kept within the window (one per eighth of it), so over
     /// between 7/8 of the window and all of it; none before half a window of samples.
     Rate {
+        /// Quantities watched, each its own alarm; a trailing `*` matches a prefix.
         quantities: Vec<String>,
+        /// Seconds over which the rise is measured, at least 1; `at` is still per minute.
         #[serde(default = "default_rate_window")]
         window_s: f64,
     },
     /// The highest of the quantities (e.g. T1..T4), at or above a level's `at`.
-    Max { quantities: Vec<String> },
+    Max {
+        /// Quantities compared, one alarm for all of them; a trailing `*` matches a prefix.
+        quantities: Vec<String>,
+    },
     /// Phase unbalance in percent: largest deviation from the mean over the mean, computed
     /// only while the mean is at least `min_mean` (no load, no unbalance).
     Unbalance {
+        /// The phases, e.g. `["ia", "ib", "ic"]`; a device with fewer than two is not bound.
         quantities: Vec<String>,
+        /// Mean, in the phases' unit (A for currents), below which the unbalance counts as 0.
         #[serde(default)]
         min_mean: f64,
     },
     /// 1 while some phase is below `below` and every other phase above `others_above`,
     /// else 0.
     PhaseLoss {
+        /// The phases, e.g. `["ua", "ub", "uc"]`; a device with fewer than two is not bound.
         quantities: Vec<String>,
+        /// A phase below this value (in the phases' unit, V) counts as lost, if every other
+        /// phase is above `others_above`.
         below: f64,
+        /// The value every other phase must be above for a loss: with all phases low, the
+        /// supply is off, which is not a phase loss.
         others_above: f64,
     },
     /// A device's own flag (status bit) is set. One alarm per matching quantity.
-    Flag { quantities: Vec<String> },
+    Flag {
+        /// Flags watched, each its own alarm; a trailing `*` matches a prefix.
+        quantities: Vec<String>,
+    },
     /// A device's text state (enumeration, event) is one of a level's `states`. With
     /// `clear_states`, the condition ends only on one of those (for event streams whose
     /// other messages, e.g. heartbeats, say nothing about the condition): a fire or gas
@@ -113,22 +137,31 @@ pub enum ConditionConfig {
     /// sounder is not one (`parkguard check` warns otherwise). `silence_states` (消音) mark
     /// the active alarm as silenced on the board without ending it.
     State {
+        /// Text quantities watched, each its own alarm; a trailing `*` matches a prefix.
         quantities: Vec<String>,
+        /// States that end the condition, e.g. `["alarm_clear"]`. Empty: any state that
+        /// raises no level ends it.
         #[serde(default)]
         clear_states: Vec<String>,
+        /// States that mark the active alarm silenced (sounder muted) without ending it.
         #[serde(default)]
         silence_states: Vec<String>,
     },
     /// The quantity's reading is marked invalid by the decoder (sensor open/short sentinel).
-    Invalid { quantities: Vec<String> },
+    Invalid {
+        /// Quantities watched, each its own alarm; a trailing `*` matches a prefix.
+        quantities: Vec<String>,
+    },
     /// The device's readings arrive with quality comm_error (Modbus offline).
     CommLoss,
     /// No reading from the device for `intervals` × its expected interval + `grace_s`,
     /// counted from start for a device never seen. The interval is the device's fastest
     /// Modbus poll class or its profile's `heartbeat_s`; devices with neither are not bound.
     Silence {
+        /// Expected intervals without any reading before the device counts as silent.
         #[serde(default = "default_silence_intervals")]
         intervals: f64,
+        /// Seconds added to that, for devices whose reports drift (e.g. 600).
         #[serde(default)]
         grace_s: f64,
     },
@@ -211,7 +244,11 @@ impl ConditionConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LevelConfig {
+    /// How urgent this level is: routes select by it, and overrides' `at` and profiles'
+    /// `device_alarms` name the level by it.
     pub severity: Severity,
+    /// What this level means: `alarm`, `pre_alarm`, `fault`, `supervisory`, `test`, or
+    /// `event` (journaled and stored, never pushed, needs no acknowledgement).
     #[serde(default)]
     pub kind: AlarmKind,
     /// Threshold for numeric conditions (high, low, rate, max, unbalance, phase_loss).
@@ -224,6 +261,7 @@ pub struct LevelConfig {
     /// whose warning waits 60 s).
     #[serde(default)]
     pub on_delay_s: Option<f64>,
+    /// Overrides the rule's `off_delay_s` for this level.
     #[serde(default)]
     pub off_delay_s: Option<f64>,
     /// This level latches even if the rule does not (e.g. gas level 2).
@@ -238,22 +276,29 @@ pub struct LevelConfig {
 pub struct RuleOverride {
     /// The rule's `id`.
     pub rule: String,
-    /// At most one of `park`, `enterprise`, `location`, `device`; none means the whole site.
+    /// Applies to the devices of the park with this `id`. Give at most one of `park`,
+    /// `enterprise`, `location`, `device`; none means the whole site.
     #[serde(default)]
     pub park: Option<String>,
+    /// Applies to the devices of the enterprise with this `id`.
     #[serde(default)]
     pub enterprise: Option<String>,
+    /// Applies to the devices at the location with this `id`.
     #[serde(default)]
     pub location: Option<String>,
+    /// Applies to the device with this `id` only.
     #[serde(default)]
     pub device: Option<String>,
     /// `false` switches the rule off in this scope.
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// Replaces the rule's `deadband`, in the rule's own units (like `at`).
     #[serde(default)]
     pub deadband: Option<f64>,
+    /// Replaces the rule's `on_delay_s`; a level with its own `on_delay_s` keeps that.
     #[serde(default)]
     pub on_delay_s: Option<f64>,
+    /// Replaces the rule's `off_delay_s`; a level with its own `off_delay_s` keeps that.
     #[serde(default)]
     pub off_delay_s: Option<f64>,
     /// New thresholds by severity, e.g. `at = { low = 150, high = 250 }`, in the rule's own

@@ -13,7 +13,7 @@ use super::{alerts, References, SiteFile};
 pub struct ParkConfig {
     /// Identifier, written as the `park` tag. Any UTF-8 text.
     pub id: String,
-    /// Display name.
+    /// Display name, shown in the web UI and alarm pushes. Absent: the `id` is shown.
     #[serde(default)]
     pub name: Option<String>,
 }
@@ -26,6 +26,8 @@ pub struct EnterpriseConfig {
     pub id: String,
     /// The `id` of the park it belongs to.
     pub park: String,
+    /// Display name (the company's name), shown in the web UI and alarm pushes. Absent: the
+    /// `id` is shown.
     #[serde(default)]
     pub name: Option<String>,
     /// The enterprise's safety contact, told by alert routes with `enterprise_contact = true`:
@@ -42,6 +44,7 @@ pub struct LocationConfig {
     pub id: String,
     /// The `id` of the enterprise it belongs to.
     pub enterprise: String,
+    /// Display name, shown in the web UI and alarm pushes. Absent: the `id` is shown.
     #[serde(default)]
     pub name: Option<String>,
 }
@@ -60,6 +63,8 @@ pub struct DeviceConfig {
     /// Device kind (`meter`, `detector`, `gas`, `smoke`, ...); defaults to the profile's kind.
     #[serde(default)]
     pub kind: Option<String>,
+    /// Display name (e.g. `1号车间烟感`), shown in the web UI and alarm pushes. Absent: the
+    /// `id` is shown.
     #[serde(default)]
     pub name: Option<String>,
     /// Numbers rules can scale their thresholds by (a rule's `per`), e.g.

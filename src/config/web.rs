@@ -92,6 +92,8 @@ impl Role {
 pub struct WebUserConfig {
     /// Login name; it is also the operator name written into the alarm journal.
     pub name: String,
+    /// What the user may do: `viewer`, `operator`, `technician` or `admin`, each role allowed
+    /// all that the roles before it are.
     pub role: Role,
     /// The password's argon2 hash in PHC form (`$argon2id$v=19$...`), never the password.
     pub password_hash: String,
@@ -103,6 +105,8 @@ pub struct WebUserConfig {
 pub struct WebTokenConfig {
     /// Who uses the token; the operator name in the journal for its commands.
     pub name: String,
+    /// What the token may do, as a user's `role`: give a machine client the least it needs
+    /// (`viewer` for a dashboard or Prometheus).
     pub role: Role,
     /// SHA-256 of the token, 64 hex digits (tokens are long random strings, so a fast hash
     /// suffices and the token itself is never stored).

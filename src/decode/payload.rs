@@ -38,13 +38,18 @@ pub struct TimestampField {
     pub unit: TimeUnit,
 }
 
+/// The unit of a device timestamp counted from 1970-01-01 UTC; it may have a fraction.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum TimeUnit {
+    /// Seconds (Unix time), e.g. `1795600800`.
     #[default]
     S,
+    /// Milliseconds, e.g. `1795600800000`.
     Ms,
+    /// Microseconds.
     Us,
+    /// Nanoseconds.
     Ns,
 }
 
@@ -80,12 +85,17 @@ pub struct FieldMapping {
     pub optional: bool,
 }
 
+/// The JSON type a payload field must have, and the type of the quantity it becomes.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum FieldType {
+    /// A number, integer or not (an integer is read as a float).
     Float,
+    /// An integer that fits 64 bits signed; `1.0` is not one.
     Int,
+    /// `true` or `false`; `0`, `1` and `"true"` are not.
     Bool,
+    /// A string, e.g. a state or event name (`alarm`, `warm_up`) that `state` rules watch.
     Text,
 }
 

@@ -45,7 +45,8 @@ pub struct ModbusProfile {
     /// Poll classes by name, in milliseconds, e.g. `{ fast = 1000, slow = 60000 }`.
     #[serde(default = "default_poll_classes")]
     pub poll_classes: BTreeMap<String, u64>,
-    /// `[[modbus.registers]]`
+    /// The registers (or bits) to read, one quantity each. Those of one area and poll class
+    /// are merged into as few reads as `max_gap` and `max_registers_per_request` allow.
     pub registers: Vec<RegisterMapping>,
 }
 
@@ -79,6 +80,7 @@ impl Area {
     }
 }
 
+/// How the register(s) of a value are read: its width follows from the type.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum DataType {
@@ -86,13 +88,21 @@ pub enum DataType {
     Bit,
     /// A register that is 0 (false) or anything else (true).
     Bool,
+    /// Unsigned 16-bit integer, one register (0 to 65535).
     U16,
+    /// Signed 16-bit integer (two's complement), one register.
     I16,
+    /// Unsigned 32-bit integer, two registers.
     U32,
+    /// Signed 32-bit integer, two registers.
     I32,
+    /// Unsigned 64-bit integer, four registers (energy counters).
     U64,
+    /// Signed 64-bit integer, four registers.
     I64,
+    /// IEEE 754 single-precision float, two registers.
     F32,
+    /// IEEE 754 double-precision float, four registers.
     F64,
     /// ASCII text in `length` registers, two characters each, NULs and trailing spaces trimmed.
     String,
@@ -110,12 +120,19 @@ impl DataType {
     }
 }
 
+/// The order of a multi-register value's bytes on the wire, A being its most significant
+/// byte. For a 16-bit value only the byte swap matters (BADC, DCBA); a 64-bit one follows the
+/// same rules over four registers. For the 32-bit value 0x11223344, the two registers hold:
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 pub enum WordOrder {
+    /// `0x1122`, `0x3344`: big-endian words, high word first (the Modbus convention).
     #[default]
     ABCD,
+    /// `0x3344`, `0x1122`: low word first, bytes big-endian in each (many Chinese meters).
     CDAB,
+    /// `0x2211`, `0x4433`: high word first, the two bytes of each register swapped.
     BADC,
+    /// `0x4433`, `0x2211`: fully little-endian, low word first and bytes swapped.
     DCBA,
 }
 
@@ -142,9 +159,13 @@ impl WordOrder {
 pub struct RegisterMapping {
     /// Quantity name; with `bits`, the raw word is kept under this name too.
     pub quantity: String,
+    /// Which Modbus area, and so which read function: `holding` (03), `input` (04), `coil`
+    /// (01) or `discrete_input` (02). Vendors differ here for the same quantity.
     pub area: Area,
     /// Address of the first register (or bit), counted from `address_base`.
     pub address: u16,
+    /// How the value is stored: `bit` for coils and discrete inputs; for registers `bool`,
+    /// `u16`, `i16`, `u32`, `i32`, `u64`, `i64`, `f32`, `f64` or `string`.
     #[serde(rename = "type")]
     pub data_type: DataType,
     /// Word and byte order of multi-byte values.
@@ -156,8 +177,11 @@ pub struct RegisterMapping {
     /// Engineering value = raw × scale + offset.
     #[serde(default = "default_scale")]
     pub scale: f64,
+    /// Added after `scale`, in the engineering unit (e.g. -40 for a sensor that reads
+    /// 0 at -40 °C).
     #[serde(default)]
     pub offset: f64,
+    /// Engineering unit of the scaled value (`V`, `A`, `mA`, `°C`), for display.
     #[serde(default)]
     pub unit: Option<String>,
     /// Poll class name from `poll_classes`.
@@ -187,8 +211,11 @@ pub struct RegisterMapping {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BitField {
+    /// Name of the field's quantity, e.g. `loop1_state`.
     pub quantity: String,
+    /// Number of the field's lowest bit in the raw value, 0 being the least significant.
     pub lsb: u32,
+    /// Bits in the field, at least 1; they must lie within the register(s).
     pub width: u32,
     /// Number -> state name; the quantity becomes text (unknown values read `unknown_<n>`).
     /// Absent: the number itself.

@@ -9,17 +9,23 @@ use serde::{Deserialize, Serialize};
 
 use super::{Ms, Tags};
 
-/// How urgent an alarm is; decides routing (docs/domain.md): critical goes to the fire
-/// department, high to park operators, medium to maintenance, low to the dashboard.
+/// How urgent an alarm level is. Routes pick alarms by it (`[[alerts.routes]] severities`):
+/// in the shipped rules and example sites, critical goes to the fire department, high to the
+/// park's duty room, medium to maintenance, and low only to the board.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
+    /// A warning for the board: pre-alarms, tests, events, a low battery.
     #[default]
     Low,
+    /// Something for maintenance: faults (sensor open, comm loss, silent device), tamper.
     Medium,
+    /// An alarm the park's duty room must respond to (residual current, overvoltage, ...).
     High,
+    /// A fire or explosion risk: pushed ahead of everything, never held by a rate limit or a
+    /// flood, never shelved while at this level.
     Critical,
 }
 
