@@ -2,14 +2,14 @@
 //! (`<store>.sock`, mode 0660) on which `parkguard status` and `parkguard reload` ask the
 //! daemon for its condition or to re-read its site file. One JSON line in, one JSON line out.
 //!
-//! Owns: the socket and its protocol. Must not touch: what the answers contain (the daemon's
-//! run loop answers) or any pipeline stage.
+//! Owns: the socket and its protocol, typed on both ends: a `Request`, and an `Answer` that is a
+//! `GatewayStatus`, a reload's outcome or a refusal. Must not touch: any pipeline stage (the
+//! daemon's run loop fills the answers in).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
@@ -24,8 +24,132 @@ pub enum Request {
     Reload,
 }
 
+/// The daemon's answer. On the wire every answer has `ok`; a refusal has `errors`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Answer {
+    Status(Box<GatewayStatus>),
+    Reloaded(Reloaded),
+    Refused(Refused),
+}
+
+impl Answer {
+    /// A refusal with these reasons.
+    pub fn refused(errors: Vec<String>) -> Answer {
+        Answer::Refused(Refused { ok: false, errors })
+    }
+}
+
+/// The daemon's condition, as `parkguard status` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayStatus {
+    /// Always true.
+    pub ok: bool,
+    pub version: String,
+    pub gateway: String,
+    /// The site file.
+    pub site: String,
+    pub uptime_s: u64,
+    /// Reloads since the daemon started.
+    pub reloads: u64,
+    pub mqtt: Vec<MqttStatus>,
+    pub modbus: Vec<ModbusStatus>,
+    pub devices: DevicesStatus,
+    pub outbox: OutboxStatus,
+    pub alerts: AlertsStatus,
+    pub alarms: AlarmsStatus,
+    pub readings_decoded: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MqttStatus {
+    pub name: String,
+    /// `host:port`.
+    pub broker: String,
+    pub connected: bool,
+    pub connects: u64,
+    pub connection_errors: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModbusStatus {
+    pub name: String,
+    pub address: String,
+    pub units: usize,
+    pub units_offline: u64,
+    pub polls_ok: u64,
+    pub polls_failed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DevicesStatus {
+    pub configured: usize,
+    /// Devices with an active comm-loss or silence alarm.
+    pub offline: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxStatus {
+    pub bytes: i64,
+    pub sinks: Vec<SinkStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SinkStatus {
+    pub name: String,
+    pub points_waiting: u64,
+    /// Age of the oldest waiting batch; 0 when nothing waits.
+    pub oldest_waiting_s: i64,
+    pub points_written: u64,
+    pub write_failures: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertsStatus {
+    pub routes: usize,
+    pub pending: u64,
+    pub delivered: u64,
+    pub given_up: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlarmsStatus {
+    pub active: usize,
+    pub unacknowledged: usize,
+    /// Active alarms by severity (`none` for alarms without a level).
+    pub by_severity: std::collections::BTreeMap<String, u64>,
+    /// Keys of the critical alarms nobody has acknowledged.
+    pub unacknowledged_critical: Vec<String>,
+}
+
+/// A reload that took effect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reloaded {
+    /// Always true.
+    pub ok: bool,
+    pub reloads: u64,
+    pub loaded: ReloadSummary,
+}
+
+/// What the reloaded site holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadSummary {
+    pub devices: usize,
+    pub rules: usize,
+    pub routes: usize,
+    pub users: usize,
+}
+
+/// A request refused, and why (an invalid site file: one line per problem).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refused {
+    /// Always false.
+    pub ok: bool,
+    pub errors: Vec<String>,
+}
+
 /// A request and where its answer goes.
-pub type Call = (Request, oneshot::Sender<Value>);
+pub type Call = (Request, oneshot::Sender<Answer>);
 
 /// The control socket of the daemon whose store is `store`.
 pub fn socket_path(store: &Path) -> PathBuf {
@@ -98,9 +222,9 @@ async fn answer(stream: UnixStream, calls: mpsc::Sender<Call>) -> anyhow::Result
                 .map_err(|_| anyhow::anyhow!("the daemon is stopping"))?;
             tokio::time::timeout(ANSWER_TIMEOUT, rx).await??
         }
-        Err(err) => serde_json::json!({"ok": false, "errors": [format!("bad request: {err}")]}),
+        Err(err) => Answer::refused(vec![format!("bad request: {err}")]),
     };
-    let mut text = reply.to_string();
+    let mut text = serde_json::to_string(&reply)?;
     text.push('\n');
     write.write_all(text.as_bytes()).await?;
     write.shutdown().await?;
@@ -108,7 +232,7 @@ async fn answer(stream: UnixStream, calls: mpsc::Sender<Call>) -> anyhow::Result
 }
 
 /// Asks the daemon on `path`; its answer.
-pub async fn call(path: &Path, request: Request) -> anyhow::Result<Value> {
+pub async fn call(path: &Path, request: Request) -> anyhow::Result<Answer> {
     let stream = tokio::time::timeout(READ_TIMEOUT, UnixStream::connect(path))
         .await
         .map_err(|_| anyhow::anyhow!("{}: no answer", path.display()))?

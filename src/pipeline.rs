@@ -12,6 +12,10 @@
 //! service manager to restart it. The rules loop and the MQTT loops beat [`Liveness`]
 //! heartbeats, which alone feed the systemd watchdog.
 
+use crate::control::{
+    AlarmsStatus, AlertsStatus, DevicesStatus, GatewayStatus, ModbusStatus, MqttStatus,
+    OutboxStatus, SinkStatus,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -361,116 +365,124 @@ impl Gateway {
 
     /// The gateway's condition for `parkguard status`: connections, devices offline, outbox
     /// depth, pushes waiting and active alarms.
-    pub async fn status(&self) -> serde_json::Value {
-        use serde_json::json;
+    pub async fn status(&self) -> GatewayStatus {
+        use crate::model::alarm::AlarmState;
         use std::sync::atomic::Ordering::Relaxed;
         let config = &self.config;
-        let mqtt: Vec<_> = config
+        let mqtt = config
             .site
             .mqtt
             .iter()
             .map(|m| {
                 let s = self.metrics.mqtt(&m.name);
-                json!({
-                    "name": m.name,
-                    "broker": format!("{}:{}", m.host, m.port()),
-                    "connected": s.connected.load(Relaxed),
-                    "connects": s.connects.load(Relaxed),
-                    "connection_errors": s.connection_errors.load(Relaxed),
-                })
+                MqttStatus {
+                    name: m.name.clone(),
+                    broker: format!("{}:{}", m.host, m.port()),
+                    connected: s.connected.load(Relaxed),
+                    connects: s.connects.load(Relaxed),
+                    connection_errors: s.connection_errors.load(Relaxed),
+                }
             })
             .collect();
-        let modbus: Vec<_> = config
+        let modbus = config
             .site
             .modbus
             .iter()
             .map(|m| {
                 let s = self.metrics.modbus(&m.name);
-                json!({
-                    "name": m.name,
-                    "address": m.address,
-                    "units": m.units.len(),
-                    "units_offline": s.units_offline.load(Relaxed),
-                    "polls_ok": s.polls_ok.load(Relaxed),
-                    "polls_failed": s.polls_failed.load(Relaxed),
-                })
+                ModbusStatus {
+                    name: m.name.clone(),
+                    address: m.address.clone(),
+                    units: m.units.len(),
+                    units_offline: s.units_offline.load(Relaxed),
+                    polls_ok: s.polls_ok.load(Relaxed),
+                    polls_failed: s.polls_failed.load(Relaxed),
+                }
             })
             .collect();
         let now = rules_task::now_ms();
-        let sinks: Vec<_> = config
+        let sinks = config
             .site
             .influx
             .iter()
             .map(|i| {
                 let s = self.metrics.sink(&i.name);
                 let oldest = s.oldest_created_ms.load(Relaxed) as i64;
-                json!({
-                    "name": i.name,
-                    "points_waiting": s.depth_points.load(Relaxed),
-                    "oldest_waiting_s": if oldest > 0 { (now - oldest).max(0) / 1000 } else { 0 },
-                    "points_written": s.points_written.load(Relaxed),
-                    "write_failures": s.write_failures.load(Relaxed),
-                })
+                SinkStatus {
+                    name: i.name.clone(),
+                    points_waiting: s.depth_points.load(Relaxed),
+                    oldest_waiting_s: if oldest > 0 {
+                        (now - oldest).max(0) / 1000
+                    } else {
+                        0
+                    },
+                    points_written: s.points_written.load(Relaxed),
+                    write_failures: s.write_failures.load(Relaxed),
+                }
             })
             .collect();
         let alarms = self.rules.alarms().await;
         let active: Vec<_> = alarms
             .iter()
-            .filter(|a| a.state != crate::rules::alarm::AlarmState::Normal)
+            .filter(|a| a.state != AlarmState::Normal)
             .collect();
-        let mut offline: Vec<&str> = active
+        let mut offline: Vec<String> = active
             .iter()
             .filter(|a| a.comm_loss)
-            .map(|a| a.device.as_str())
+            .map(|a| a.device.clone())
             .collect();
         offline.sort_unstable();
         offline.dedup();
-        let unacknowledged = |a: &&&crate::rules::engine::AlarmView| {
-            matches!(
-                a.state,
-                crate::rules::alarm::AlarmState::Unacknowledged
-                    | crate::rules::alarm::AlarmState::ReturnedUnacknowledged
-            )
-        };
-        let mut by_severity = serde_json::Map::new();
+        let unacknowledged: Vec<_> = active
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a.state,
+                    AlarmState::Unacknowledged | AlarmState::ReturnedUnacknowledged
+                )
+            })
+            .collect();
+        let mut by_severity = std::collections::BTreeMap::new();
         for a in &active {
             let severity = a.severity.map_or("none", |s| s.as_str());
-            let n = by_severity
-                .get(severity)
-                .and_then(|v| v.as_u64())
-                .unwrap_or(0);
-            by_severity.insert(severity.into(), json!(n + 1));
+            *by_severity.entry(severity.to_string()).or_insert(0) += 1;
         }
         let m = &self.metrics;
-        json!({
-            "ok": true,
-            "version": env!("CARGO_PKG_VERSION"),
-            "gateway": config.site.gateway.name,
-            "site": config.file.display().to_string(),
-            "uptime_s": self.started.elapsed().as_secs(),
-            "mqtt": mqtt,
-            "modbus": modbus,
-            "devices": { "configured": config.site.devices.len(), "offline": offline },
-            "outbox": { "bytes": self.outbox.bytes(), "sinks": sinks },
-            "alerts": {
-                "routes": config.site.alerts.as_ref().map_or(0, |a| a.routes.len()),
-                "pending": m.alerts_pending.load(Relaxed),
-                "delivered": m.alerts_delivered.load(Relaxed),
-                "given_up": m.alerts_given_up.load(Relaxed),
+        GatewayStatus {
+            ok: true,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            gateway: config.site.gateway.name.clone(),
+            site: config.file.display().to_string(),
+            uptime_s: self.started.elapsed().as_secs(),
+            reloads: 0,
+            mqtt,
+            modbus,
+            devices: DevicesStatus {
+                configured: config.site.devices.len(),
+                offline,
             },
-            "alarms": {
-                "active": active.len(),
-                "unacknowledged": active.iter().filter(unacknowledged).count(),
-                "by_severity": by_severity,
-                "unacknowledged_critical": active
+            outbox: OutboxStatus {
+                bytes: self.outbox.bytes(),
+                sinks,
+            },
+            alerts: AlertsStatus {
+                routes: config.site.alerts.as_ref().map_or(0, |a| a.routes.len()),
+                pending: m.alerts_pending.load(Relaxed),
+                delivered: m.alerts_delivered.load(Relaxed),
+                given_up: m.alerts_given_up.load(Relaxed),
+            },
+            alarms: AlarmsStatus {
+                active: active.len(),
+                unacknowledged: unacknowledged.len(),
+                by_severity,
+                unacknowledged_critical: unacknowledged
                     .iter()
-                    .filter(unacknowledged)
-                    .filter(|a| a.severity == Some(crate::config::Severity::Critical))
-                    .map(|a| a.key.as_str())
-                    .collect::<Vec<_>>(),
+                    .filter(|a| a.severity == Some(crate::model::alarm::Severity::Critical))
+                    .map(|a| a.key.clone())
+                    .collect(),
             },
-            "readings_decoded": m.readings_decoded.load(Relaxed),
-        })
+            readings_decoded: m.readings_decoded.load(Relaxed),
+        }
     }
 
     /// Stops ingest, commits and acknowledges what is in flight, lets the sinks write what the

@@ -21,12 +21,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use parkguard::config::Config;
-use parkguard::control::{self, Request};
+use parkguard::control::{self, Answer, ReloadSummary, Reloaded, Request};
 use parkguard::health::notify::{self, NotifyState};
 use parkguard::health::TaskFailure;
 use parkguard::pipeline::Gateway;
 use parkguard::status::failure_note_path;
-use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -69,43 +68,54 @@ fn problems_text(problems: &[parkguard::config::Problem]) -> Vec<String> {
     problems.iter().map(|p| p.to_string()).collect()
 }
 
-/// Re-reads `file` and, when valid, replaces the running gateway. The answer names the
-/// outcome: `{"ok": true, ...}` or `{"ok": false, "errors": [...]}`.
-async fn reload(file: &Path, gateway: &mut Option<Gateway>, reloads: &mut u64) -> Value {
+/// Re-reads `file` and, when valid, replaces the running gateway; the answer names the outcome.
+async fn reload(file: &Path, gateway: &mut Option<Gateway>, reloads: &mut u64) -> Answer {
     let config = match Config::load(file) {
         Ok(config) => config,
         Err(problems) => {
             for p in &problems {
                 tracing::error!(problem = %p, "Reload refused: the site file has problems.");
             }
-            return json!({"ok": false, "errors": problems_text(&problems)});
+            return Answer::refused(problems_text(&problems));
         }
     };
     let Some(running) = gateway.take() else {
-        return json!({"ok": false, "errors": ["the gateway is not running"]});
+        return Answer::refused(vec!["the gateway is not running".into()]);
     };
     let old = running.config().clone();
     let store = |c: &Config| c.resolve_path(&c.site.gateway.store);
     let old_store = store(&old);
     if store(&old) != store(&config) {
         *gateway = Some(running);
-        return json!({"ok": false, "errors": ["gateway.store changed: that takes a restart of the daemon"]});
+        return Answer::refused(vec![
+            "gateway.store changed: that takes a restart of the daemon".into(),
+        ]);
     }
     tracing::info!("Reloading the site file.");
     running.shutdown().await;
-    let summary = json!({
-        "devices": config.site.devices.len(),
-        "rules": config.rules.len(),
-        "routes": config.site.alerts.as_ref().map_or(0, |a| a.routes.len()),
-        "users": config.site.web.as_ref().map_or(0, |w| w.users.len()),
-    });
+    let summary = ReloadSummary {
+        devices: config.site.devices.len(),
+        rules: config.rules.len(),
+        routes: config.site.alerts.as_ref().map_or(0, |a| a.routes.len()),
+        users: config.site.web.as_ref().map_or(0, |w| w.users.len()),
+    };
     match Gateway::restart(config).await {
         Ok(started) => {
             *gateway = Some(started);
             parkguard::footprint::release_freed_memory();
             *reloads += 1;
-            tracing::info!(%summary, "Reloaded.");
-            json!({"ok": true, "reloads": *reloads, "loaded": summary})
+            tracing::info!(
+                devices = summary.devices,
+                rules = summary.rules,
+                routes = summary.routes,
+                users = summary.users,
+                "Reloaded."
+            );
+            Answer::Reloaded(Reloaded {
+                ok: true,
+                reloads: *reloads,
+                loaded: summary,
+            })
         }
         Err(err) => {
             let message = format!("{err:#}");
@@ -126,7 +136,7 @@ async fn reload(file: &Path, gateway: &mut Option<Gateway>, reloads: &mut u64) -
                     );
                 }
             }
-            json!({"ok": false, "errors": [message]})
+            Answer::refused(vec![message])
         }
     }
 }
@@ -208,10 +218,10 @@ pub fn run(file: &Path) -> ExitCode {
                         Request::Status => match &gateway {
                             Some(g) => {
                                 let mut status = g.status().await;
-                                status["reloads"] = json!(reloads);
-                                status
+                                status.reloads = reloads;
+                                Answer::Status(Box::new(status))
                             }
-                            None => json!({"ok": false, "errors": ["the gateway is not running"]}),
+                            None => Answer::refused(vec!["the gateway is not running".into()]),
                         },
                         Request::Reload => reload(file, &mut gateway, &mut reloads).await,
                     };
@@ -299,7 +309,7 @@ fn socket_of(site: Option<&Path>, socket: Option<PathBuf>) -> Result<PathBuf, Ex
     Ok(control::socket_path(&base.join(store)))
 }
 
-fn ask(socket: &Path, request: Request) -> Result<Value, ExitCode> {
+fn ask(socket: &Path, request: Request) -> Result<Answer, ExitCode> {
     let runtime = super::current_thread_runtime()?;
     runtime
         .block_on(control::call(socket, request))
@@ -316,52 +326,47 @@ pub fn status(site: Option<&Path>, socket: Option<PathBuf>, as_json: bool) -> Ex
         Err(code) => return code,
     };
     let s = match ask(&socket, Request::Status) {
-        Ok(s) => s,
+        Ok(Answer::Status(s)) => s,
+        Ok(other) => return refused(other),
         Err(code) => return code,
     };
     if as_json {
-        println!("{s}");
+        match serde_json::to_string(&s) {
+            Ok(text) => println!("{text}"),
+            Err(err) => {
+                eprintln!("{err}");
+                return ExitCode::FAILURE;
+            }
+        }
         return ExitCode::SUCCESS;
     }
-    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
     println!(
         "parkguard {} · gateway {} · up {} s · reloaded {} time(s)",
-        text(&s["version"]),
-        text(&s["gateway"]),
-        s["uptime_s"],
-        s["reloads"]
+        s.version, s.gateway, s.uptime_s, s.reloads
     );
-    println!("site: {}", text(&s["site"]));
-    for m in s["mqtt"].as_array().into_iter().flatten() {
+    println!("site: {}", s.site);
+    for m in &s.mqtt {
         println!(
             "mqtt {}: {} ({})",
-            text(&m["name"]),
-            if m["connected"] == true {
+            m.name,
+            if m.connected {
                 "connected"
             } else {
                 "NOT CONNECTED"
             },
-            text(&m["broker"])
+            m.broker
         );
     }
-    for m in s["modbus"].as_array().into_iter().flatten() {
+    for m in &s.modbus {
         println!(
             "modbus {}: {} unit(s), {} offline ({})",
-            text(&m["name"]),
-            m["units"],
-            m["units_offline"],
-            text(&m["address"])
+            m.name, m.units, m.units_offline, m.address
         );
     }
-    let offline: Vec<String> = s["devices"]["offline"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(text)
-        .collect();
+    let offline = &s.devices.offline;
     println!(
         "devices: {} configured, {} offline{}",
-        s["devices"]["configured"],
+        s.devices.configured,
         offline.len(),
         if offline.is_empty() {
             String::new()
@@ -369,31 +374,46 @@ pub fn status(site: Option<&Path>, socket: Option<PathBuf>, as_json: bool) -> Ex
             format!(": {}", offline.join(", "))
         }
     );
-    println!("outbox: {} bytes", s["outbox"]["bytes"]);
-    for sink in s["outbox"]["sinks"].as_array().into_iter().flatten() {
+    println!("outbox: {} bytes", s.outbox.bytes);
+    for sink in &s.outbox.sinks {
         println!(
             "  sink {}: {} points waiting, oldest {} s",
-            text(&sink["name"]),
-            sink["points_waiting"],
-            sink["oldest_waiting_s"]
+            sink.name, sink.points_waiting, sink.oldest_waiting_s
         );
     }
     println!(
         "pushes: {} waiting, {} delivered, {} given up",
-        s["alerts"]["pending"], s["alerts"]["delivered"], s["alerts"]["given_up"]
+        s.alerts.pending, s.alerts.delivered, s.alerts.given_up
     );
+    let by_severity: Vec<String> = s
+        .alarms
+        .by_severity
+        .iter()
+        .map(|(severity, n)| format!("{severity} {n}"))
+        .collect();
     println!(
-        "alarms: {} active, {} unacknowledged {}",
-        s["alarms"]["active"], s["alarms"]["unacknowledged"], s["alarms"]["by_severity"]
+        "alarms: {} active, {} unacknowledged ({})",
+        s.alarms.active,
+        s.alarms.unacknowledged,
+        by_severity.join(", ")
     );
-    for key in s["alarms"]["unacknowledged_critical"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        println!("  CRITICAL unacknowledged: {}", text(key));
+    for key in &s.alarms.unacknowledged_critical {
+        println!("  CRITICAL unacknowledged: {key}");
     }
     ExitCode::SUCCESS
+}
+
+/// An answer that is not the one asked for: its errors, exit 1.
+fn refused(answer: Answer) -> ExitCode {
+    match answer {
+        Answer::Refused(r) => {
+            for e in r.errors {
+                eprintln!("{e}");
+            }
+        }
+        other => eprintln!("unexpected answer from the daemon: {other:?}"),
+    }
+    ExitCode::FAILURE
 }
 
 /// `parkguard reload`: exit 0 when reloaded, 2 when the file was refused (errors printed).
@@ -402,18 +422,23 @@ pub fn reload_command(site: Option<&Path>, socket: Option<PathBuf>) -> ExitCode 
         Ok(s) => s,
         Err(code) => return code,
     };
-    let answer = match ask(&socket, Request::Reload) {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    if answer["ok"] == true {
-        println!("reloaded: {}", answer["loaded"]);
-        ExitCode::SUCCESS
-    } else {
-        for e in answer["errors"].as_array().into_iter().flatten() {
-            eprintln!("{}", e.as_str().unwrap_or_default());
+    match ask(&socket, Request::Reload) {
+        Ok(Answer::Reloaded(r)) => {
+            let l = r.loaded;
+            println!(
+                "reloaded: {} devices, {} rules, {} routes, {} users",
+                l.devices, l.rules, l.routes, l.users
+            );
+            ExitCode::SUCCESS
         }
-        eprintln!("reload refused; the daemon keeps running with the configuration it had");
-        ExitCode::from(EXIT_INVALID_CONFIG)
+        Ok(Answer::Refused(r)) => {
+            for e in r.errors {
+                eprintln!("{e}");
+            }
+            eprintln!("reload refused; the daemon keeps running with the configuration it had");
+            ExitCode::from(EXIT_INVALID_CONFIG)
+        }
+        Ok(other) => refused(other),
+        Err(code) => code,
     }
 }
