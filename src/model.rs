@@ -1,9 +1,10 @@
 //! The vocabulary every stage speaks: readings, their values and quality, the site tags that
-//! place a device in its park, time in milliseconds and the clock, and (in [`alarm`]) alarms,
-//! their states and events.
+//! place a device in its park, undecodable messages and the acknowledgements devices wait for,
+//! time in milliseconds and the clock, and (in [`alarm`]) alarms, their states and events.
 //!
-//! Owns: plain data types only. Must not touch: tokio, IO, configuration parsing, or any other
-//! module of this crate, so that each stage can be tested on its own with these types.
+//! Owns: plain data types, and reading the wall clock. Must not touch: tokio, IO, configuration
+//! parsing, or any other module of this crate, so that each stage can be tested on its own with
+//! these types.
 
 pub mod alarm;
 

@@ -1,16 +1,20 @@
-//! Wiring: builds the stages back to front (store and outbox, sink drains, rules, outbox
-//! writer, dispatcher, broker, ingest), runs them, and shuts them down front to back.
+//! Wiring: builds the stages back to front (embedded broker, store, alert service, outbox and
+//! sink drains, rules, outbox writer, dispatcher, status watch, web, ingest), runs them, and
+//! shuts them down front to back.
 //!
-//! Only ingest watches the cancellation token. When ingest stops it drops its senders; the
-//! dispatcher ends when its input closes and drops the rules' and the outbox writer's inputs;
-//! the writer commits and acknowledges what it holds; the rules task stores its last
-//! transitions; then the drain tasks send what the outbox holds until it is empty or the
-//! grace period is over. What is left stays in the outbox for the next start.
+//! Ingest, the web server and the status watch watch the cancellation token; the data path
+//! stops by its inputs closing. When ingest stops it drops its senders; the dispatcher ends
+//! when its input closes and drops the rules' and the outbox writer's inputs; the writer
+//! commits and acknowledges what it holds; the rules task stores its last transitions; the
+//! alert service stops (pushes still queued are sent at the next start); then the drain tasks
+//! send what the outbox holds until it is empty or the grace period is over. What is left
+//! stays in the outbox for the next start.
 //!
 //! Every long-lived task and thread is supervised ([`Supervisor`]): one that ends or panics
 //! outside shutdown is reported through [`Gateway::failed`], and the daemon exits for its
 //! service manager to restart it. The rules loop and the MQTT loops beat [`Liveness`]
-//! heartbeats, which alone feed the systemd watchdog.
+//! heartbeats, which alone feed the systemd watchdog. [`Gateway::status`] fills in the control
+//! socket's `GatewayStatus`.
 
 use crate::control::{
     AlarmsStatus, AlertsStatus, DevicesStatus, GatewayStatus, ModbusStatus, MqttStatus,

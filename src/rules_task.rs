@@ -5,8 +5,13 @@
 //! (transitions are few; the journal must not lose one). With alert routes, the same
 //! transaction queues the transitions' pushes (`alerts`).
 //!
-//! Owns: the engine's loop and the alarm store writer thread. Must not touch: evaluation (the
-//! engine's) or push delivery (the alert service's).
+//! Only after that commit does the writer send a device the acknowledgement it waits for
+//! (through `ingest::downlink`), so that a device is told only what is recorded; and now and
+//! then it anchors the journal's head outside the database (a file, an MQTT topic, a
+//! `journal_anchor` point).
+//!
+//! Owns: the engine's loop, the alarm store writer thread and journal anchoring. Must not
+//! touch: evaluation (the engine's) or push delivery (the alert service's).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

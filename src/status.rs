@@ -2,14 +2,17 @@
 //! = the gateway's name): the outbox evicting telemetry, a sink refusing its credentials. The
 //! built-in gateway rules (`firmware-config/rules/gateway.toml`) raise faults from them, so
 //! the gateway's troubles go through the same alarm lifecycle, journal and pushes as a
-//! sensor's.
+//! sensor's. Stages report through a [`StatusReporter`], which sends a quantity only when it
+//! changes.
 //!
 //! The watch task ([`spawn_watch`]) turns the gateway's metrics into those readings every
 //! couple of seconds: connections down, links with every unit offline, sinks stalled,
-//! critical pushes late, store writes failing, the clock stepping, a restart after a failure.
-//! The delays before each becomes an alarm are the gateway rules' `on_delay_s`.
+//! critical pushes late, store writes failing, the clock stepping, a restart after a failure
+//! (the note a failing daemon leaves beside the store). The delays before each becomes an
+//! alarm are the gateway rules' `on_delay_s`.
 //!
-//! Owns: the gateway device's tags and quantities. Must not touch: the rules themselves.
+//! Owns: the gateway device's tags and quantities, and the failure note's place. Must not
+//! touch: the rules themselves (it only names the gateway device for the engine).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;

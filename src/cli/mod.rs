@@ -2,11 +2,13 @@
 //! their arguments, and the work of each: running the daemon and talking to it, validating a
 //! site, the store's journal, outbox and backups, logins and tokens, commissioning over Modbus
 //! and MQTT, the simulator and the demo. Each command returns its exit code; what it computes
-//! lives in the library (`config`, `decode::inspect`, `ingest::modbus`, `store`, `sim`), here is
-//! the printing.
+//! lives in the library (`config`, `decode::inspect`, `ingest::modbus`, `ingest::mqtt`'s tap,
+//! `store`, `sim`, `web`'s password and token hashes), here is the printing.
 //!
-//! Owns: argument parsing, exit codes, terminal output. Must not touch: anything the daemon
-//! does at run time beyond starting it (`pipeline::Gateway`) and asking it (`control`).
+//! Owns: argument parsing, exit codes, terminal output, logging's set-up, and the daemon's
+//! process (signals, systemd notifications, the allocator's tuning, the failure note; `ops`).
+//! Must not touch: anything the daemon does at run time beyond starting it
+//! (`pipeline::Gateway`) and asking it (`control`).
 
 pub mod access;
 pub mod check;

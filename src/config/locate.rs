@@ -2,7 +2,7 @@
 //! each located as `file:line:column: key.path: message`.
 //!
 //! Owns: spans, key paths and the error-collection strategy. Must not touch: the meaning of any
-//! configuration key (that is `config::validate`'s job).
+//! configuration key (that is the sections' checks, `validate_<section>` in their own files).
 //!
 //! serde stops at the first error. To report more than one, the failing array element (or
 //! top-level table) is taken out of the parsed document and deserialization is tried again, until

@@ -3,8 +3,10 @@
 //!
 //! Owns: the configuration schema (these structs and their doc comments are the operator's
 //! reference, and `docs/configuration.md` is generated from them), loading, secret resolution
-//! and cross-reference validation, one file per section with its `validate_<section>`. Must not
-//! touch: connections, tasks or any runtime state; a `Config` is inert data.
+//! and cross-reference validation, one file per section with its checks (`validate_<section>`;
+//! `alerts::validate` for `[alerts]`). A profile's payload and register maps are `decode`'s
+//! types: configuration depends on decode, never the reverse. Must not touch: connections,
+//! tasks or any runtime state; a `Config` is inert data.
 //!
 //! Every problem is reported as `file:line:column: key.path: message`, all at once.
 

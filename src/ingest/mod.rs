@@ -1,11 +1,15 @@
-//! Connection lifecycles of the sources: MQTT brokers (and the embedded broker) and Modbus
-//! connections (`modbus`, executing the pure request plan of `plan`).
+//! Connection lifecycles of the sources: MQTT connections (`mqtt`, reaching the broker through
+//! the relay of `mqtt_guard`), the embedded broker (`broker`, with `broker_front` for TLS and
+//! topic rules; it runs only in a build with the `embedded-broker` feature), Modbus connections
+//! (`modbus`, executing the pure request plan of `plan`), and the publishers through which the
+//! gateway answers devices (`downlink`).
 //!
 //! Owns: connections, subscriptions, reconnects with backoff and jitter, and handing decoded
 //! readings downstream with their acknowledgement. Must not touch: rules, sinks or storage; it
 //! only sends into the channel it is given.
 
 pub mod broker;
+#[cfg(feature = "embedded-broker")]
 pub mod broker_front;
 pub mod downlink;
 pub mod modbus;

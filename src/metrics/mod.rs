@@ -1,5 +1,6 @@
 //! Self-metrics: counters every stage bumps, read by the shutdown report, `parkguard status`,
-//! tests and the `/metrics` endpoint, and their rendering as Prometheus text.
+//! tests and the `/metrics` endpoint, and their rendering as Prometheus text (the families in
+//! `render`, the exposition writer and its checker in `exposition`).
 //!
 //! Owns: the counters, the names, types, labels and help of the Prometheus families (the
 //! reference is docs/metrics.md; a test keeps the two in step), and the exposition writer and

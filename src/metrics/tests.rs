@@ -1,3 +1,10 @@
+//! Tests of the counters' Prometheus text: the rendered families follow the exposition format
+//! and the naming rules, every label value is there from the start at 0, ages count from the
+//! oldest waiting, and docs/metrics.md lists every family once and nothing else.
+//!
+//! Owns: the metrics module's unit tests. Must not touch: anything outside the `Metrics` and
+//! the text each test makes.
+
 use super::*;
 
 /// What the web handler adds to `Metrics::render`; tests/web_api.rs checks the real

@@ -1,6 +1,9 @@
-//! The alarm state machine of ISA-18.2 / IEC 62682, pure, one instance per alarm: it owns the
-//! acknowledgement, latch, shelving, suppression and out-of-service state of one alarm and
-//! nothing else (not the thresholds, not the clock, not where transitions go).
+//! The alarm state machine of ISA-18.2 / IEC 62682, pure, one instance per alarm: the
+//! transitions of an `Alarm` under its condition and operators' commands (`Command`, with their
+//! limits). The data itself (`Alarm`, its states and actions) is the shared vocabulary of
+//! `model::alarm`, re-exported here; this module decides the acknowledgement, latch, shelving,
+//! suppression and out-of-service state of one alarm and nothing else (not the thresholds, not
+//! the clock, not where transitions go).
 //!
 //! States: normal, unacknowledged (active), acknowledged (active), returned-to-normal
 //! unacknowledged. Orthogonal to them: shelved (operator, time-limited, with a reason),

@@ -1,6 +1,6 @@
-//! The tables of the durable push queue and of the routing state behind escalation. The
-//! store owns the schema (migrations run in one place); what is kept in them and when is
-//! `alerts::queue`'s.
+//! The tables of the durable push queue and of the routing state behind escalation, and the
+//! query for a lane's head along their index. The store owns the schema (migrations run in one
+//! place); what is kept in them and when is `alerts::queue`'s.
 
 pub(super) const MIGRATION: &str = "CREATE TABLE alert_delivery (
         id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -1,10 +1,15 @@
 //! The SQLite store (rusqlite, bundled SQLite, WAL mode): alarm states that survive restarts,
-//! and the alarm journal, every entry chained to the one before by a SHA-256 hash so that an
-//! edited or deleted entry is detected (`parkguard journal verify`). Owns the schema and its
-//! migrations; knows nothing of MQTT, Modbus or InfluxDB.
+//! and the alarm journal (`journal`), every entry chained to the one before by a SHA-256 hash
+//! so that an edited or deleted entry is detected (`parkguard journal verify`).
 //!
 //! Also the outbox towards the sinks (`outbox`), with per-sink cursors and dead letters, the
-//! last undecodable messages, and a bounded local history of readings (`history`).
+//! last undecodable messages, a bounded local history of readings (`history`), commissioning
+//! sign-offs, and the tables of the alarm push queue (`alerts`), whose rows `alerts::queue`
+//! keeps, inside the journal's transaction through the `PushPlanner` it implements.
+//!
+//! Owns: the schema and its migrations (`schema`, all in one place), and the rows above except
+//! the push queue's. Must not touch: MQTT, Modbus, InfluxDB or the alert routes; it depends on
+//! the model only.
 //!
 //! Blocking by nature: the daemon uses it from its own threads and `spawn_blocking`, each with
 //! its own connection, never from an async task directly.

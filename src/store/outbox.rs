@@ -6,7 +6,7 @@
 //! `sink` column is set belong to that sink alone (dead letters sent again).
 //!
 //! Owns: the outbox, cursor and dead-letter tables. Knows nothing of HTTP: the drain task
-//! decides what a response means and calls `delivered` or `dead_letter`.
+//! decides what a response means and calls `outbox_delivered` or `outbox_dead_letter`.
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;

@@ -1,11 +1,12 @@
 //! The operators' web UI and HTTP API, served by the daemon itself: the live alarm board
 //! (server-sent events), operator commands with roles, devices with status and last values,
-//! recent history, the journal, `/metrics`, `/healthz` and `/readyz`. The page and its assets
-//! are embedded in the binary.
+//! recent history, the journal, the pushes' deliveries, commissioning, `/metrics`, `/healthz`
+//! and `/readyz`. The page and its assets are embedded in the binary. Handlers are under
+//! `api`; logins and roles are `auth`'s, connection limits `conn`'s, the live board `hub`'s.
 //!
 //! Owns: HTTP (axum, optional rustls), sessions and the route table. Must not touch: alarm state
 //! (it sends commands to the rules task and reads snapshots) or the outbox; the store only to
-//! read the journal and history.
+//! read (journal, history, deliveries, sign-offs) and to record commissioning sign-offs.
 
 mod api;
 pub mod auth;

@@ -1,9 +1,11 @@
-//! The channels behind one `Notifier` trait: the generic webhook (parkguard's JSON, signed
-//! with HMAC-SHA256), the WeCom, DingTalk and Feishu group robots in their documented
-//! formats, MQTT (retained state per alarm) and e-mail over SMTP (lettre).
+//! The channels behind one `Notifier` trait, one file each: the generic webhook (parkguard's
+//! JSON, signed with HMAC-SHA256) and the WeCom, DingTalk and Feishu group robots in their
+//! documented formats (`http`), MQTT with retained state per alarm (`mqtt`) and e-mail over
+//! SMTP with lettre (`email`). `build` makes the configured channels' notifiers.
 //!
-//! Request building is pure (`http_request`), so formats and signatures are tested against
-//! golden files; the notifiers only send and judge the answer. Every send has a timeout.
+//! Request building is pure (`http::http_request`), so formats and signatures are tested
+//! against golden files; the notifiers only send and judge the answer. Every send has a
+//! timeout.
 
 mod email;
 mod http;

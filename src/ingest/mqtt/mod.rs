@@ -1,5 +1,8 @@
 //! One task per MQTT connection: connect (TCP or TLS, MQTT 3.1.1 or 5), subscribe, decode each
-//! message into readings and send them downstream; reconnect with backoff and jitter.
+//! message into readings and send them downstream; reconnect with backoff and jitter. Here is
+//! the connection loop; messages become readings in `messages`, the two protocol versions are
+//! `session`'s and TLS is `tls`'s. `parkguard mqtt tap` runs the same decoding
+//! (`MqttIngest::tap`).
 //!
 //! rumqttc reconnects on the next `poll()` with no delay at all (rumqtt#703), so after an error
 //! this task sleeps a jittered, growing delay before polling again. Subscriptions are sent again
@@ -7,14 +10,16 @@
 //! session would otherwise deliver nothing after a restart, silently.
 //!
 //! A bad message never stops the stream: it is counted by reason, logged at most once a minute
-//! per device and reason (and at most `LOG_LINES_PER_MINUTE` lines a minute in all), and the
-//! next message is read. The client reaches the broker through [`mqtt_guard`]'s relay, so an
-//! oversized message is a counted bad message too, never a broken session.
+//! per device and reason (and at most `LOG_LINES_PER_MINUTE` lines a minute in all; both in
+//! `messages`), and the next message is read. The client reaches the broker through
+//! [`mqtt_guard`]'s relay, so an oversized message is a counted bad message too, never a broken
+//! session.
 //!
-//! A connection counts as up only once it has stayed up for `STABLE_AFTER`: only then is the
-//! backoff reset, so a broker that accepts and drops connections at once is retried with the
-//! same growing delay as one that refuses them, and the gateway fault for a lost connection
-//! (G4, from `connected_since_ms`) is not cleared by a connection that cannot stay up.
+//! A connection counts as up only once it has stayed up for `STABLE_AFTER` (the status
+//! module's): only then is the backoff reset, so a broker that accepts and drops connections
+//! at once is retried with the same growing delay as one that refuses them, and the gateway
+//! fault for a lost connection (G4, from `connected_since_ms`) is not cleared by a connection
+//! that cannot stay up.
 //!
 //! [`mqtt_guard`]: crate::ingest::mqtt_guard
 

@@ -2,6 +2,10 @@
 //! runs one alarm state machine per (rule, device, quantity), and reports every transition as
 //! an `AlarmEvent`. Pure and single-owner: no IO, no locks, the clock is passed in. Flood and
 //! chatter detection live here because they look across alarms.
+//!
+//! Here are the engine's state, operators' commands and the restore after a restart; binding is
+//! in `binding`, evaluation and timers in `evaluate`, floods and chatter in `flood`, and the
+//! read-only snapshots in `views`.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
