@@ -155,7 +155,7 @@ pub(super) fn validate_web(
                 format!("`{}` is declared twice", u.name),
             );
         }
-        if let Err(err) = argon2::PasswordHash::new(&u.password_hash) {
+        if let Err(err) = argon2::password_hash::phc::PasswordHash::new(&u.password_hash) {
             report(
                 format!("web.users[{i}].password_hash"),
                 format!(

@@ -1,7 +1,7 @@
 //! The MQTT connections' publishers, by connection name, for what the gateway sends to
-//! devices (their alarm acknowledgements) and to the platform (journal anchors). A connection registers its client when it starts a
-//! session; the store writer publishes through it after a commit, so that a device is told
-//! only what is durably recorded.
+//! devices (their alarm acknowledgements) and to the platform (journal anchors). A connection
+//! registers its client when it starts a session; the rules task's store writer publishes
+//! through it after a commit, so that a device is told only what is durably recorded.
 //!
 //! Owns: the registry. Must not touch: sessions themselves; a publish only queues a request
 //! in the client, which the connection's own loop sends.

@@ -1,6 +1,7 @@
-//! A Modbus server (tokio-modbus `Service`; TCP, RTU over TCP, RTU on a serial device) answering for several units from register
-//! banks. Each unit can be switched to answer with an exception or not at all, to test fault
-//! handling against a real protocol stack rather than a mock.
+//! A Modbus server (tokio-modbus `Service`; TCP, RTU over TCP, RTU on a serial device)
+//! answering for several units from register banks. Each unit can be switched to answer with
+//! an exception or not at all, to test fault handling against a real protocol stack rather
+//! than a mock.
 
 use std::collections::HashMap;
 use std::future::{ready, Ready};

@@ -2,8 +2,8 @@
 //! devices with a profile and starting values, and steps over time (set a value or flag, ramp,
 //! chatter, go silent, answer with exceptions). Modbus devices are units of one simulated bus
 //! (served over TCP and optionally RTU on a serial line); MQTT devices publish through any
-//! broker, and an MQTT alarm event is sent again every `retransmit_s` (5 s) until a message arrives on the
-//! device's `down` topic (the acknowledgement GB 26875-style devices wait for).
+//! broker, and an MQTT alarm event is sent again every `retransmit_s` (5 s) until a message
+//! arrives on the device's `down` topic (the acknowledgement GB 26875-style devices wait for).
 //!
 //! Owns: the simulated devices' state over time. Must not touch: the daemon; it is reached only
 //! over the network.

@@ -9,7 +9,8 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::Argon2;
 use base64::Engine;
 use serde::Serialize;
@@ -220,12 +221,14 @@ pub fn random_token() -> String {
 
 /// The argon2id hash (PHC string) of a password, with a fresh random salt.
 pub fn hash_password(password: &str) -> Result<String, String> {
-    let salt_bytes: [u8; 16] = rand::random();
-    let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| e.to_string())?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+    let salt: [u8; 16] = rand::random();
+    PasswordHasher::<PasswordHash>::hash_password_with_salt(
+        &Argon2::default(),
+        password.as_bytes(),
+        &salt,
+    )
+    .map(|h| h.to_string())
+    .map_err(|e| e.to_string())
 }
 
 /// SHA-256 of an API token, as hex: what `[[web.tokens]]` stores.
