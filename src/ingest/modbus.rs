@@ -393,15 +393,6 @@ impl ModbusPoller {
         })
     }
 
-    /// Requests per cycle of each poll class, summed over units: what the planner promises.
-    pub fn requests_per_cycle(&self) -> usize {
-        self.units
-            .iter()
-            .flat_map(|u| &u.schedules)
-            .map(|s| s.requests.len())
-            .sum()
-    }
-
     pub async fn run(mut self, output: mpsc::Sender<Ingested>, cancel: CancellationToken) {
         let request_timeout = Duration::from_millis(self.config.timeout_ms);
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));

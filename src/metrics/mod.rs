@@ -207,11 +207,6 @@ impl Metrics {
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         routes.insert(name.to_string());
     }
-
-    pub fn sink_names(&self) -> Vec<String> {
-        let sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
-        sinks.keys().cloned().collect()
-    }
 }
 
 /// The `state` label of `parkguard_alarms`: the ISA-18.2 states, and the two the web handler

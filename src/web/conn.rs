@@ -86,17 +86,9 @@ impl ConnectionGate {
         })
     }
 
-    pub fn open(&self) -> usize {
-        self.total.load(Ordering::Relaxed)
-    }
-
     /// Connections refused by a cap since start.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
-    }
-
-    pub fn max_total(&self) -> usize {
-        self.max_total
     }
 }
 
