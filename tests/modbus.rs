@@ -310,7 +310,7 @@ async fn rtu_over_tcp_serial_server_carries_several_units() {
 #[tokio::test]
 async fn writes_reach_the_device_and_refusals_are_reported() {
     use parkguard::config::ModbusLink;
-    use parkguard::ingest::modbus::{write, Write, WriteError};
+    use parkguard::ingest::modbus::{write, RequestError, Write};
     let bus = SimulatedBus::new([1, 2]);
     bus.unit(2)
         .expect("unit 2")
@@ -380,7 +380,7 @@ async fn writes_reach_the_device_and_refusals_are_reported() {
     )
     .await;
     assert!(
-        matches!(refused, Err(WriteError::Exception(ref e)) if e.contains("IllegalDataAddress")),
+        matches!(refused, Err(RequestError::Exception(ref e)) if e.contains("IllegalDataAddress")),
         "{refused:?}"
     );
     let empty = write(
@@ -393,7 +393,7 @@ async fn writes_reach_the_device_and_refusals_are_reported() {
         limit,
     )
     .await;
-    assert!(matches!(empty, Err(WriteError::Empty)));
+    assert!(matches!(empty, Err(RequestError::Empty)));
     let dead = format!("127.0.0.1:{}", free_port());
     let unreachable = write(
         &ModbusLink::tcp(dead),
@@ -406,7 +406,7 @@ async fn writes_reach_the_device_and_refusals_are_reported() {
     )
     .await;
     assert!(
-        matches!(unreachable, Err(WriteError::Transport(_))),
+        matches!(unreachable, Err(RequestError::Link(_))),
         "{unreachable:?}"
     );
 }

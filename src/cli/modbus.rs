@@ -298,6 +298,7 @@ pub fn modbus_read(
                 link.address,
                 u32::from(address) + u32::from(count) - 1
             );
+            print_hint(&err);
             return ExitCode::FAILURE;
         }
     };
@@ -409,6 +410,7 @@ pub fn modbus_write(
     let limit = std::time::Duration::from_millis(timeout_ms.max(1));
     if let Err(err) = runtime.block_on(write(&link, unit, &request, limit)) {
         eprintln!("{} unit {unit}: {err}", link.address);
+        print_hint(&err);
         return ExitCode::FAILURE;
     }
     println!("written: {plan}");
@@ -439,7 +441,7 @@ pub fn modbus_scan(
     try_settings: bool,
 ) -> ExitCode {
     use parkguard::config::{ModbusTransport, Parity};
-    use parkguard::ingest::modbus::{read_once, WriteError};
+    use parkguard::ingest::modbus::{read_once, RequestError};
     let link = match link.link() {
         Ok(link) => link,
         Err(code) => return code,
@@ -498,7 +500,7 @@ pub fn modbus_scan(
                         words.first().copied().unwrap_or(0)
                     );
                 }
-                Err(WriteError::Exception(exception)) => {
+                Err(RequestError::Exception(exception)) => {
                     found += 1;
                     println!("{line}: unit {unit} answers with exception {exception} (present; probe another address)");
                 }
@@ -599,5 +601,14 @@ pub fn profile_test(
             result.failures.len()
         );
         ExitCode::FAILURE
+    }
+}
+
+/// The next step for an error whose cause says what it is (a serial port's permissions).
+fn print_hint(err: &parkguard::ingest::modbus::RequestError) {
+    if let parkguard::ingest::modbus::RequestError::Link(link) = err {
+        if let Some(hint) = link.hint() {
+            eprintln!("hint: {hint}");
+        }
     }
 }

@@ -35,38 +35,69 @@ use crate::ingest::Ingested;
 use crate::metrics::{Metrics, ModbusMetrics};
 use crate::model::{now_ns, Quality, Reading, Tags, Value};
 
+/// Why a connection to a Modbus device could not be opened. Callers tell them apart: a serial
+/// port the user may not open needs the dialout group, one that is busy needs the other program
+/// stopped, a timeout or refusal needs the device or the network checked.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("no connection within {0} ms")]
+    Timeout(u128),
+    #[error("`{0}` resolves to no address")]
+    NoAddress(String),
+    #[error("{0}")]
+    Network(#[from] std::io::Error),
+    #[error("{path}: {source}")]
+    SerialPort {
+        path: String,
+        source: tokio_serial::Error,
+    },
+}
+
+impl LinkError {
+    /// What to do about it, when the cause says (the serial port's permissions or a busy port).
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            LinkError::SerialPort { source, .. } => match source.kind {
+                tokio_serial::ErrorKind::Io(std::io::ErrorKind::PermissionDenied) => Some(
+                    "the port belongs to the dialout group: add this user to it (usermod -aG dialout USER, then log in again)",
+                ),
+                tokio_serial::ErrorKind::NoDevice => {
+                    Some("no such port, or another program holds it (check with fuser or lsof)")
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
 /// Opens a connection over `link`, within `limit`.
-pub async fn connect(link: &ModbusLink, limit: Duration) -> Result<Context, String> {
+pub async fn connect(link: &ModbusLink, limit: Duration) -> Result<Context, LinkError> {
     let address = link.address.as_str();
     let attempt = async {
         if link.transport == ModbusTransport::Rtu {
             return open_serial(address, &link.serial).map(tokio_modbus::client::rtu::attach);
         }
         let addr = lookup_host(address)
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .next()
-            .ok_or_else(|| format!("`{address}` resolves to no address"))?;
+            .ok_or_else(|| LinkError::NoAddress(address.to_string()))?;
         match link.transport {
-            ModbusTransport::Tcp => tokio_modbus::client::tcp::connect(addr)
-                .await
-                .map_err(|e| e.to_string()),
+            ModbusTransport::Tcp => Ok(tokio_modbus::client::tcp::connect(addr).await?),
             ModbusTransport::RtuOverTcp | ModbusTransport::Rtu => {
-                let stream = tokio::net::TcpStream::connect(addr)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let stream = tokio::net::TcpStream::connect(addr).await?;
                 Ok(tokio_modbus::client::rtu::attach(stream))
             }
         }
     };
     timeout(limit, attempt)
         .await
-        .map_err(|_| format!("no connection within {} ms", limit.as_millis()))?
+        .map_err(|_| LinkError::Timeout(limit.as_millis()))?
 }
 
 /// Opens a serial port with `settings`, exclusively, with anything a device sent before
 /// (a late answer to a request that timed out) thrown away.
-pub fn open_serial(path: &str, settings: &SerialConfig) -> Result<SerialStream, String> {
+pub fn open_serial(path: &str, settings: &SerialConfig) -> Result<SerialStream, LinkError> {
     let builder = tokio_serial::new(path, settings.baud)
         .data_bits(match settings.data_bits {
             7 => DataBits::Seven,
@@ -82,9 +113,12 @@ pub fn open_serial(path: &str, settings: &SerialConfig) -> Result<SerialStream, 
             _ => StopBits::One,
         })
         .flow_control(FlowControl::None);
-    let port = SerialStream::open(&builder).map_err(|e| format!("{path}: {e}"))?;
-    port.clear(ClearBuffer::All)
-        .map_err(|e| format!("{path}: {e}"))?;
+    let serial = |source| LinkError::SerialPort {
+        path: path.to_string(),
+        source,
+    };
+    let port = SerialStream::open(&builder).map_err(serial)?;
+    port.clear(ClearBuffer::All).map_err(serial)?;
     Ok(port)
 }
 
@@ -97,8 +131,14 @@ pub enum Write {
     Coils { start: u16, bits: Vec<bool> },
 }
 
+/// Why a commissioning read or write failed. An exception means a device answered (it is
+/// there, and refused this request); the others mean nothing usable came back.
 #[derive(Debug, thiserror::Error)]
-pub enum WriteError {
+pub enum RequestError {
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("unit {unit} gave no answer within {after_ms} ms")]
+    NoAnswer { unit: u8, after_ms: u128 },
     #[error("{0}")]
     Transport(String),
     #[error("the device refused the request: {0}")]
@@ -113,11 +153,11 @@ pub async fn write(
     unit_id: u8,
     request: &Write,
     limit: Duration,
-) -> Result<(), WriteError> {
+) -> Result<(), RequestError> {
     if is_empty(request) {
-        return Err(WriteError::Empty);
+        return Err(RequestError::Empty);
     }
-    let mut ctx = connect(link, limit).await.map_err(WriteError::Transport)?;
+    let mut ctx = connect(link, limit).await?;
     ctx.set_slave(Slave(unit_id));
     let sent = timeout(limit, async {
         match request {
@@ -134,12 +174,12 @@ pub async fn write(
     .await;
     let _ = timeout(limit, ctx.disconnect()).await;
     match sent {
-        Err(_) => Err(WriteError::Transport(format!(
-            "no answer within {} ms",
-            limit.as_millis()
-        ))),
-        Ok(Err(err)) => Err(WriteError::Transport(err.to_string())),
-        Ok(Ok(Err(exception))) => Err(WriteError::Exception(format!("{exception:?}"))),
+        Err(_) => Err(RequestError::NoAnswer {
+            unit: unit_id,
+            after_ms: limit.as_millis(),
+        }),
+        Ok(Err(err)) => Err(RequestError::Transport(err.to_string())),
+        Ok(Ok(Err(exception))) => Err(RequestError::Exception(format!("{exception:?}"))),
         Ok(Ok(Ok(()))) => Ok(()),
     }
 }
@@ -173,18 +213,18 @@ pub async fn read_once(
     start: u16,
     count: u16,
     limit: Duration,
-) -> Result<Vec<u16>, WriteError> {
-    let mut ctx = connect(link, limit).await.map_err(WriteError::Transport)?;
+) -> Result<Vec<u16>, RequestError> {
+    let mut ctx = connect(link, limit).await?;
     ctx.set_slave(Slave(unit_id));
     let answer = timeout(limit, read_area(&mut ctx, area, start, count)).await;
     let _ = timeout(limit, ctx.disconnect()).await;
     match answer {
-        Err(_) => Err(WriteError::Transport(format!(
-            "unit {unit_id} gave no answer within {} ms",
-            limit.as_millis()
-        ))),
-        Ok(Err(err)) => Err(WriteError::Transport(err.to_string())),
-        Ok(Ok(Err(exception))) => Err(WriteError::Exception(format!("{exception:?}"))),
+        Err(_) => Err(RequestError::NoAnswer {
+            unit: unit_id,
+            after_ms: limit.as_millis(),
+        }),
+        Ok(Err(err)) => Err(RequestError::Transport(err.to_string())),
+        Ok(Ok(Err(exception))) => Err(RequestError::Exception(format!("{exception:?}"))),
         Ok(Ok(Ok(mut words))) => {
             // Bit reads come padded to whole bytes.
             words.truncate(usize::from(count));
@@ -486,7 +526,7 @@ impl ModbusPoller {
         best
     }
 
-    async fn connect(&self, limit: Duration) -> Result<Context, String> {
+    async fn connect(&self, limit: Duration) -> Result<Context, LinkError> {
         connect(&self.config.link(), limit).await
     }
 
