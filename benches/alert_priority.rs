@@ -193,20 +193,36 @@ async fn run() -> bool {
             .copied()
             .unwrap_or(Duration::MAX)
     };
-    println!(
-        "alert_priority: {DETECTORS} low pushes queued per route; operators' receiver failed {} requests; the fire department had {} low notices when the first fire arrived, {} in all",
-        r.operator_requests,
-        r.lows_before_first_fire.unwrap_or(0),
-        r.lows
-    );
     let p99 = pick(0.99);
-    println!(
-        "alert_priority: fire alarm publish to fire-department receiver p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {missing} missing (target p99 < {} ms) {}",
-        pick(0.5).as_secs_f64() * 1e3,
-        p99.as_secs_f64() * 1e3,
-        pick(1.0).as_secs_f64() * 1e3,
-        TARGET_P99.as_millis(),
-        if missing == 0 && p99 < TARGET_P99 { "PASS" } else { "FAIL" }
+    let mut targets = Targets::new("alert_priority");
+    targets.report(
+        "queue before the fires",
+        format!(
+            "{DETECTORS} low pushes per route; operators' receiver failed {} requests; the fire department had {} low notices when the first fire arrived, {} in all",
+            r.operator_requests,
+            r.lows_before_first_fire.unwrap_or(0),
+            r.lows
+        ),
     );
-    missing == 0 && p99 < TARGET_P99
+    targets.check(
+        "fire alarms missing at the fire department",
+        format!("{missing} of {FIRES}"),
+        "0",
+        missing == 0,
+    );
+    targets.report(
+        "fire alarm publish to fire-department receiver",
+        format!(
+            "p50 {:.1} ms, max {:.1} ms",
+            pick(0.5).as_secs_f64() * 1e3,
+            pick(1.0).as_secs_f64() * 1e3
+        ),
+    );
+    targets.check(
+        "fire alarm publish to fire-department receiver p99",
+        format!("{:.1} ms", p99.as_secs_f64() * 1e3),
+        format!("< {} ms", TARGET_P99.as_millis()),
+        p99 < TARGET_P99,
+    );
+    targets.finish()
 }

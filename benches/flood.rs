@@ -159,13 +159,9 @@ async fn run() -> bool {
         FLOOD as f64 / flood_for.as_secs_f64(),
         rss_before as f64 / 1024.0
     );
-    let mut ok = true;
+    let mut targets = Targets::new("flood");
     let mut report = |name: &str, value: String, pass: bool, target: String| {
-        println!(
-            "flood: {name}: {value} (target {target}) {}",
-            if pass { "PASS" } else { "FAIL" }
-        );
-        ok &= pass;
+        targets.check(name, value, target, pass);
     };
     report(
         "smoke alarm publish to webhook during the flood",
@@ -188,5 +184,5 @@ async fn run() -> bool {
         format!("< {TARGET_STORE_MB} MB"),
     );
     drop(daemon);
-    ok
+    targets.finish()
 }

@@ -5,6 +5,13 @@
 //! `cargo bench --bench modbus_load` (PARKGUARD_BENCH_DEVICES, default 1000;
 //! PARKGUARD_BENCH_SECS, default 300). The simulators run in a child process so that the
 //! figures are the gateway's alone. Under `cargo test` it does nothing.
+//!
+//! Prints one line per figure with its target and PASS/FAIL and exits non-zero on a FAIL:
+//! requests within 2 % of the planner's count, no failed polls, no missed cycles; CPU at most
+//! 15 % of one core and resident memory at most 96 MiB at 1,000 devices (measured: 3.6 % and
+//! 40 MiB over 300 s with the LTO build, 7.4 % and 59 MiB over 20 s without LTO; the targets
+//! leave room for that and a busier machine). With fewer devices the CPU and memory targets
+//! still apply, with more they scale.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -15,6 +22,15 @@ use parkguard::config::Config;
 use parkguard::decode::registers::Area;
 use parkguard::pipeline::Gateway;
 use parkguard::sim::modbus::SimulatedBus;
+
+#[allow(dead_code)]
+mod support;
+
+/// Requests may differ from the planner's count by this share (cycles cut by the window).
+const TARGET_REQUEST_TOLERANCE: f64 = 0.02;
+/// Share of one core, and resident MiB, per 1,000 devices (at least the 1,000-device figure).
+const TARGET_CPU_PERCENT_PER_1000: f64 = 15.0;
+const TARGET_RSS_MIB_PER_1000: f64 = 96.0;
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -112,6 +128,7 @@ fn main() {
     let path = dir.path().join("site.toml");
     std::fs::write(&path, site).expect("site");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let mut ok = false;
     runtime.block_on(async {
         let config = Config::load(&path).expect("config");
         let gateway = Gateway::start(config).await.expect("start");
@@ -137,26 +154,54 @@ fn main() {
         let micros = total(&|m| m.poll_micros_total.load(Ordering::Relaxed)) - micros0;
         // P1's plan: two fast reads each second, one slow read each minute.
         let expected_requests = devices as f64 * (2.0 * elapsed + elapsed / 60.0);
-        println!("modbus_load: {devices} devices, {elapsed:.0} s measured");
-        println!(
-            "  requests          {requests} ({:.0}/s; planner expects {:.0}/s)",
-            requests as f64 / elapsed,
-            expected_requests / elapsed
+        let per_1000 = (devices as f64 / 1000.0).max(1.0);
+        let cpu_percent = (cpu1 - cpu0) / elapsed * 100.0;
+        let mut targets = support::Targets::new("modbus_load");
+        targets.report(
+            "run",
+            format!("{devices} P1 devices over Modbus TCP, {elapsed:.0} s measured"),
         );
-        println!("  polls ok          {polls}, failed {failed}, missed cycles {missed}");
-        println!(
-            "  mean poll time    {:.2} ms",
-            micros as f64 / 1000.0 / polls.max(1) as f64
+        let rate = requests as f64 / elapsed;
+        let planned = expected_requests / elapsed;
+        targets.check(
+            "requests",
+            format!("{requests} ({rate:.0}/s)"),
+            format!(
+                "the planner's {planned:.0}/s within {:.0} %",
+                TARGET_REQUEST_TOLERANCE * 100.0
+            ),
+            (rate - planned).abs() <= planned * TARGET_REQUEST_TOLERANCE,
         );
-        println!(
-            "  gateway CPU       {:.1} s in {elapsed:.0} s = {:.1} % of one core",
-            cpu1 - cpu0,
-            (cpu1 - cpu0) / elapsed * 100.0
+        targets.check(
+            "polls failed",
+            format!("{failed} of {}", polls + failed),
+            "0",
+            failed == 0,
         );
-        println!("  gateway RSS       {rss:.1} MiB");
+        targets.check("missed cycles", missed, "0", missed == 0);
+        targets.report(
+            "mean poll time",
+            format!("{:.2} ms", micros as f64 / 1000.0 / polls.max(1) as f64),
+        );
+        targets.at_most(
+            "gateway CPU, share of one core",
+            cpu_percent,
+            TARGET_CPU_PERCENT_PER_1000 * per_1000,
+            "%",
+        );
+        targets.at_most(
+            "gateway resident memory",
+            rss,
+            TARGET_RSS_MIB_PER_1000 * per_1000,
+            "MiB",
+        );
+        ok = targets.finish();
         gateway.shutdown().await;
     });
     drop(child.stdin.take());
     let _ = child.kill();
     let _ = child.wait();
+    if !ok {
+        std::process::exit(1);
+    }
 }

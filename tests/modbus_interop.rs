@@ -6,6 +6,13 @@
 //!
 //! The expected values here are computed from the profiles' TOML directly, not through
 //! parkguard's decoder, so a decoding mistake cannot cancel itself out.
+//!
+//! RTU against pymodbus's RTU framer: over TCP (a serial server in transparent mode), and on a
+//! pseudo-terminal behind a relay that plays a real line (tests/interop/pymodbus_rtu.py): the
+//! unit hears parkguard only when parkguard's end is set to the unit's baud rate, parity and
+//! stop bits. `modbus scan --try-settings` finds the unit at exactly its settings, a daemon set
+//! to the wrong parity sees it offline (comm-loss alarm) and the right one polls it, and a
+//! unit id that never answers does not hold up the other units on the bus.
 
 mod support;
 
@@ -15,7 +22,7 @@ use std::time::Duration;
 use parkguard::config::Config;
 use parkguard::pipeline::Gateway;
 use serde_json::{json, Value as Json};
-use support::pymodbus::start_pymodbus;
+use support::pymodbus::{start_pymodbus, start_pymodbus_rtu_over_tcp, start_pymodbus_serial};
 use support::*;
 
 const ORDERS: [&str; 4] = ["ABCD", "CDAB", "BADC", "DCBA"];
@@ -311,6 +318,334 @@ async fn readings_equal_what_a_pymodbus_server_holds_for_every_type_and_word_ord
             .load(std::sync::atomic::Ordering::Relaxed),
         0,
         "pymodbus answered every request"
+    );
+    gateway.shutdown().await;
+}
+
+/// The settings of the unit on the pseudo-terminal line.
+const LINE: &str = "19200 8E1";
+
+fn args(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+/// Every setting `scan --try-settings` tries, as the relay names them.
+fn every_setting() -> Vec<String> {
+    let mut all = Vec::new();
+    for baud in [9600, 19200, 4800, 38400, 115_200, 2400] {
+        for parity in ["N", "E", "O"] {
+            all.push(format!("{baud} 8{parity}1"));
+        }
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_try_settings_finds_a_pymodbus_rtu_unit_only_at_its_line_settings() {
+    let dir = tempfile::TempDir::new().expect("dir");
+    let spec = json!([{"unit": 2, "area": "holding", "address": 0, "type": "UINT16", "order": "ABCD", "value": 42}]);
+    let line = start_pymodbus_serial(&spec, dir.path(), LINE);
+    let started = std::time::Instant::now();
+    let out = parkguard(args(&[
+        "modbus",
+        "scan",
+        "--serial",
+        &line.gateway_end,
+        "--try-settings",
+        "--from",
+        "2",
+        "--to",
+        "3",
+        "--timeout-ms",
+        "150",
+    ]))
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let found: Vec<&str> = stdout.lines().filter(|l| l.contains("answers")).collect();
+    assert_eq!(
+        found,
+        [format!(
+            "{} 19200 8E1: unit 2 answers (Holding 0 = 42)",
+            line.gateway_end
+        )],
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 unit(s) found"), "{stdout}");
+    // The relay saw both unit ids probed at each of the 18 settings and let through only
+    // those at the unit's own.
+    let frames = line.frames();
+    for setting in every_setting() {
+        let at: Vec<_> = frames.iter().filter(|f| f.line == setting).collect();
+        assert_eq!(
+            at.iter().map(|f| f.unit).collect::<Vec<_>>(),
+            [2, 3],
+            "probes at {setting}: {frames:?}"
+        );
+        assert!(
+            at.iter().all(|f| f.heard == (setting == LINE)),
+            "{setting}: {frames:?}"
+        );
+    }
+    assert_eq!(frames.len(), 36, "{frames:?}");
+    eprintln!("scan of 18 settings took {:?}", started.elapsed());
+}
+
+/// A site with `units` arcm_combo_detector devices `d{id}` on one `[[modbus]]` line named
+/// "bus" (`link`: transport, address and serial settings).
+fn detectors_site(units: impl IntoIterator<Item = u8> + Clone, link: &str) -> String {
+    let mut text = site_header("l", "");
+    for id in units.clone() {
+        text.push_str(&format!(
+            "[[devices]]\nid = \"d{id}\"\nlocation = \"l\"\nprofile = \"arcm_combo_detector\"\n"
+        ));
+    }
+    text.push_str(&format!(
+        "[[modbus]]\nname = \"bus\"\n{link}\ntimeout_ms = 200\noffline_after_failures = 3\noffline_retry_s = 60\n"
+    ));
+    for id in units {
+        text.push_str(&format!(
+            "[[modbus.units]]\ndevice = \"d{id}\"\nunit_id = {id}\n"
+        ));
+    }
+    text
+}
+
+fn detectors_spec(units: impl IntoIterator<Item = u8>) -> Json {
+    let mut spec = Vec::new();
+    for id in units {
+        from_profile("arcm_combo_detector", id, &mut spec);
+    }
+    Json::Array(spec)
+}
+
+fn serial_link(path: &str, parity: &str) -> String {
+    format!("transport = \"rtu\"\naddress = \"{path}\"\nserial = {{ baud = 19200, parity = \"{parity}\" }}")
+}
+
+/// Devices with a comm-loss alarm that is not normal.
+async fn comm_loss(gateway: &Gateway) -> Vec<String> {
+    gateway
+        .rules
+        .alarms()
+        .await
+        .into_iter()
+        .filter(|a| a.comm_loss && a.rule == "R16")
+        .map(|a| a.device)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_at_the_wrong_parity_sees_the_pymodbus_unit_offline_and_at_the_right_one_polls_it()
+{
+    use std::sync::atomic::Ordering::Relaxed;
+    let (dir, wrong_path) = site("");
+    let line = start_pymodbus_serial(&detectors_spec([1]), dir.path(), LINE);
+    std::fs::write(
+        &wrong_path,
+        detectors_site([1], &serial_link(&line.gateway_end, "none")),
+    )
+    .expect("site");
+    let gateway = Gateway::start(Config::load(&wrong_path).unwrap_or_else(|p| panic!("{p:#?}")))
+        .await
+        .expect("start");
+    let metrics = gateway.metrics.modbus("bus");
+    eventually(
+        "d1 offline with a comm-loss alarm at 19200 8N1",
+        Duration::from_secs(20),
+        || async {
+            metrics.units_offline.load(Relaxed) == 1 && comm_loss(&gateway).await == ["d1"]
+        },
+    )
+    .await;
+    assert_eq!(metrics.polls_ok.load(Relaxed), 0);
+    gateway.shutdown().await;
+    let frames = line.frames();
+    assert!(frames.len() >= 3, "{frames:?}");
+    assert!(
+        frames.iter().all(|f| f.line == "19200 8N1" && !f.heard),
+        "the unit must not hear a line set to no parity: {frames:?}"
+    );
+    let before = frames.len();
+
+    let (_right_dir, right_path) = site(&detectors_site(
+        [1],
+        &serial_link(&line.gateway_end, "even"),
+    ));
+    let gateway = Gateway::start(Config::load(&right_path).unwrap_or_else(|p| panic!("{p:#?}")))
+        .await
+        .expect("start");
+    let metrics = gateway.metrics.modbus("bus");
+    eventually(
+        "three good polls at 19200 8E1",
+        Duration::from_secs(20),
+        || {
+            let metrics = std::sync::Arc::clone(&metrics);
+            async move { metrics.polls_ok.load(Relaxed) >= 3 }
+        },
+    )
+    .await;
+    assert_eq!(metrics.polls_failed.load(Relaxed), 0);
+    assert_eq!(metrics.units_offline.load(Relaxed), 0);
+    assert!(comm_loss(&gateway).await.is_empty());
+    gateway.shutdown().await;
+    let frames = &line.frames()[before..];
+    assert!(
+        frames.iter().all(|f| f.line == LINE && f.heard),
+        "{frames:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_unit_on_a_pymodbus_rtu_line_does_not_stall_the_others() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let good = [1u8, 2, 4, 5, 6, 7, 8];
+    let (dir, path) = site("");
+    let line = start_pymodbus_serial(&detectors_spec(good), dir.path(), LINE);
+    std::fs::write(
+        &path,
+        detectors_site(1..=8, &serial_link(&line.gateway_end, "even")),
+    )
+    .expect("site");
+    let gateway = Gateway::start(Config::load(&path).unwrap_or_else(|p| panic!("{p:#?}")))
+        .await
+        .expect("start");
+    let metrics = gateway.metrics.modbus("bus");
+    let interval = 1.0;
+    let timeout = 0.2;
+    let window = 5.0;
+    // Unit 3 is asked three times (three timeouts) and then left alone for a minute; wait until
+    // the relay has seen `window` seconds of polling after its last request.
+    let frames_after_offline = || {
+        let frames = line.frames();
+        let silent: Vec<f64> = frames.iter().filter(|f| f.unit == 3).map(|f| f.t).collect();
+        (silent.len() >= 3).then(|| (silent[2], frames))
+    };
+    eventually(
+        "unit 3 offline and 5 s of polling after it",
+        Duration::from_secs(30),
+        || {
+            let ready = frames_after_offline()
+                .is_some_and(|(off, frames)| frames.last().is_some_and(|f| f.t >= off + window));
+            async move { ready }
+        },
+    )
+    .await;
+    let (offline_at, frames) = frames_after_offline().expect("unit 3's timeouts");
+    assert_eq!(metrics.units_offline.load(Relaxed), 1);
+    assert_eq!(comm_loss(&gateway).await, ["d3"]);
+    gateway.shutdown().await;
+    assert!(frames.iter().all(|f| f.heard), "{frames:?}");
+    assert_eq!(
+        frames.iter().filter(|f| f.unit == 3).count(),
+        3,
+        "unit 3 is asked offline_after_failures times, then not before offline_retry_s"
+    );
+    let first = frames[0].t;
+    for id in good {
+        let polls: Vec<f64> = frames
+            .iter()
+            .filter(|f| f.unit == id)
+            .map(|f| f.t)
+            .collect();
+        // From the first poll on (unit 3's timeouts included), no cycle of a good unit is longer
+        // than the interval plus the one timeout unit 3 costs a cycle.
+        let longest = polls.windows(2).map(|w| w[1] - w[0]).fold(0.0f64, f64::max);
+        assert!(
+            longest <= interval + timeout,
+            "unit {id}: {longest:.3} s between two polls, more than {interval} s + {timeout} s ({:?})",
+            polls.iter().map(|t| t - first).collect::<Vec<_>>()
+        );
+        // One fast request a second after unit 3 went offline (the slow class is due once a
+        // minute): 5 in 5 s, allowing one for where the window cuts the cadence.
+        let in_window = polls
+            .iter()
+            .filter(|&&t| t > offline_at && t <= offline_at + window)
+            .count();
+        eprintln!("unit {id}: longest cycle {longest:.3} s, {in_window} polls in the {window} s after unit 3 went offline");
+        assert!(
+            (4..=6).contains(&in_window),
+            "unit {id} was asked {in_window} times in the {window} s after unit 3 went offline"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtu_over_tcp_against_pymodbus_rtu_framer_polls_the_units_and_isolates_a_silent_one() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (dir, path) = site("");
+    let mut spec = detectors_spec([7, 9]);
+    spec.as_array_mut()
+        .expect("spec")
+        .push(json!({"unit": 7, "area": "holding", "address": 200, "type": "UINT16", "order": "ABCD", "value": 412}));
+    let (_server, port) = start_pymodbus_rtu_over_tcp(&spec, dir.path());
+    let address = format!("127.0.0.1:{port}");
+    // The technician's read over RTU framing gets the value; Modbus TCP framing to the same
+    // serial server gets nothing, so the frames really are RTU.
+    let out = parkguard(args(&[
+        "modbus",
+        "read",
+        "--rtu-over-tcp",
+        &address,
+        "--unit",
+        "7",
+        "200",
+        "1",
+    ]))
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.split_whitespace().nth(3) == Some("412")),
+        "{stdout}"
+    );
+    let out = parkguard(args(&[
+        "modbus",
+        "read",
+        "--tcp",
+        &address,
+        "--unit",
+        "7",
+        "200",
+        "1",
+        "--timeout-ms",
+        "300",
+    ]))
+    .await;
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    std::fs::write(
+        &path,
+        detectors_site(
+            [7, 8, 9],
+            &format!("transport = \"rtu_over_tcp\"\naddress = \"{address}\""),
+        ),
+    )
+    .expect("site");
+    let gateway = Gateway::start(Config::load(&path).unwrap_or_else(|p| panic!("{p:#?}")))
+        .await
+        .expect("start");
+    let metrics = gateway.metrics.modbus("bus");
+    eventually(
+        "units 7 and 9 polled, silent unit 8 offline",
+        Duration::from_secs(20),
+        || async {
+            metrics.polls_ok.load(Relaxed) >= 6
+                && metrics.units_offline.load(Relaxed) == 1
+                && comm_loss(&gateway).await == ["d8"]
+        },
+    )
+    .await;
+    assert_eq!(
+        metrics.polls_failed.load(Relaxed),
+        3,
+        "only unit 8's three timeouts fail"
     );
     gateway.shutdown().await;
 }

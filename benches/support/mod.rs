@@ -135,3 +135,109 @@ pub fn run_checked<F: std::future::Future<Output = bool>>(run: impl FnOnce() -> 
         std::process::exit(1);
     }
 }
+
+/// A benchmark's figures against their targets. Each figure is printed as one line,
+/// `BENCH: FIGURE: VALUE (target TARGET) PASS|FAIL`, or `(reported)` when it has no target;
+/// `finish` prints the verdict line and says whether every target was met.
+pub struct Targets {
+    bench: &'static str,
+    missed: Vec<String>,
+    met: usize,
+}
+
+#[allow(dead_code)] // not every bench uses every kind of figure
+impl Targets {
+    pub fn new(bench: &'static str) -> Targets {
+        Targets {
+            bench,
+            missed: Vec::new(),
+            met: 0,
+        }
+    }
+
+    /// A figure with a target; `pass` is whether `value` meets it.
+    pub fn check(
+        &mut self,
+        figure: &str,
+        value: impl std::fmt::Display,
+        target: impl std::fmt::Display,
+        pass: bool,
+    ) -> bool {
+        println!(
+            "{}: {figure}: {value} (target {target}) {}",
+            self.bench,
+            if pass { "PASS" } else { "FAIL" }
+        );
+        if pass {
+            self.met += 1;
+        } else {
+            self.missed.push(figure.to_string());
+        }
+        pass
+    }
+
+    /// `value` (in `unit`) must be at most `target`.
+    pub fn at_most(&mut self, figure: &str, value: f64, target: f64, unit: &str) -> bool {
+        self.check(
+            figure,
+            format!("{} {unit}", round(value)),
+            format!("<= {} {unit}", round(target)),
+            value <= target,
+        )
+    }
+
+    /// `value` (in `unit`) must be at least `target`.
+    pub fn at_least(&mut self, figure: &str, value: f64, target: f64, unit: &str) -> bool {
+        self.check(
+            figure,
+            format!("{} {unit}", round(value)),
+            format!(">= {} {unit}", round(target)),
+            value >= target,
+        )
+    }
+
+    /// A figure printed for the record, with no target.
+    pub fn report(&mut self, figure: &str, value: impl std::fmt::Display) {
+        println!("{}: {figure}: {value} (reported)", self.bench);
+    }
+
+    /// Prints the verdict; true when every target was met.
+    pub fn finish(self) -> bool {
+        if self.missed.is_empty() {
+            println!("{}: all {} targets met: PASS", self.bench, self.met);
+            true
+        } else {
+            println!(
+                "{}: {} of {} targets missed ({}): FAIL",
+                self.bench,
+                self.missed.len(),
+                self.missed.len() + self.met,
+                self.missed.join(", ")
+            );
+            false
+        }
+    }
+
+    /// `finish`, then exits non-zero when a target was missed (for benches that do not run
+    /// under `run_checked`).
+    pub fn finish_or_exit(self) {
+        if !self.finish() {
+            std::process::exit(1);
+        }
+    }
+}
+
+/// A figure with three significant digits at most, without trailing zeros after the point.
+fn round(value: f64) -> String {
+    let digits = if value == 0.0 || !value.is_finite() {
+        0
+    } else {
+        (2 - value.abs().log10().floor() as i32).max(0) as usize
+    };
+    let text = format!("{value:.digits$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}

@@ -38,8 +38,8 @@ def words_of(entry):
     return words
 
 
-def main():
-    spec_path, port = sys.argv[1], int(sys.argv[2])
+def context_of(spec_path):
+    """The server context serving SPEC's units (see the module's doc)."""
     with open(spec_path, encoding="utf-8") as f:
         spec = json.load(f)
     banks = {}
@@ -69,7 +69,12 @@ def main():
         )
         for unit_id, b in banks.items()
     }
-    context = ModbusServerContext(devices=devices, single=False)
+    return ModbusServerContext(devices=devices, single=False)
+
+
+def main():
+    spec_path, port = sys.argv[1], int(sys.argv[2])
+    context = context_of(spec_path)
     print("serving", flush=True)
     asyncio.run(StartAsyncTcpServer(context=context, address=("127.0.0.1", port)))
 
