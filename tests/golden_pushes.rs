@@ -162,9 +162,11 @@ enterprise_contact = true
         .await
         .expect("acknowledge");
     assert!(ack.status().is_success(), "{}", ack.status());
-    support::eventually("the acknowledgement pushed", Duration::from_secs(10), || async {
-        inbox.at("/hook").len() >= 2 && inbox.all().len() >= 8
-    })
+    support::eventually(
+        "the acknowledgement pushed",
+        Duration::from_secs(10),
+        || async { inbox.at("/hook").len() >= 2 && inbox.all().len() >= 8 },
+    )
     .await;
     gateway.shutdown().await;
 
@@ -224,7 +226,11 @@ enterprise_contact = true
     body[at] = if body[at] == b'a' { b'b' } else { b'a' };
     use base64::Engine;
     changed["body_b64"] = json!(base64::engine::general_purpose::STANDARD.encode(&body));
-    let (ok, report) = run_verifier(dir.path(), "changed.json", &spec(WEBHOOK_SECRET, vec![changed]));
+    let (ok, report) = run_verifier(
+        dir.path(),
+        "changed.json",
+        &spec(WEBHOOK_SECRET, vec![changed]),
+    );
     assert!(!ok);
     assert_eq!(report["rejected"], json!(["bad signature"]), "{report:#}");
     let (ok, report) = run_verifier(

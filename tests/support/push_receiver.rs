@@ -100,9 +100,7 @@ async fn take(
 /// drop stops it.
 pub async fn start() -> (String, PushInbox, tokio::sync::oneshot::Sender<()>) {
     let inbox = PushInbox::default();
-    let app = axum::Router::new()
-        .fallback(take)
-        .with_state(inbox.clone());
+    let app = axum::Router::new().fallback(take).with_state(inbox.clone());
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
         .expect("bind the receiver");
