@@ -13,6 +13,7 @@ use tempfile::TempDir;
 pub mod browser;
 pub mod proxy;
 pub mod publisher;
+pub mod push_receiver;
 pub mod pymodbus;
 
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
