@@ -58,13 +58,13 @@ enum Request {
 #[derive(Clone)]
 pub struct RulesHandle {
     requests: mpsc::Sender<Request>,
-    transitions: broadcast::Sender<Arc<Transition>>,
+    transitions: broadcast::Sender<Arc<AlarmEventView>>,
 }
 
-/// One alarm transition as watchers (the web UI's live board) see it: what happened, and the
-/// alarm after it.
+/// An `AlarmEvent` as watchers (the web UI's live board) see it: what happened, and the
+/// alarm's `AlarmView` after it.
 #[derive(Debug, Clone, Serialize)]
-pub struct Transition {
+pub struct AlarmEventView {
     pub action: Action,
     pub at_ms: Ms,
     pub message: String,
@@ -125,7 +125,7 @@ impl RulesHandle {
 
     /// Every transition from now on. A watcher that falls more than a few thousand behind
     /// gets `RecvError::Lagged` and should re-read `alarms()`.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Transition>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<AlarmEventView>> {
         self.transitions.subscribe()
     }
 }
@@ -215,7 +215,7 @@ pub fn spawn(
                 if watchers.receiver_count() > 0 {
                     for e in &events {
                         if let Some(alarm) = engine.alarm(&e.key) {
-                            let _ = watchers.send(Arc::new(Transition {
+                            let _ = watchers.send(Arc::new(AlarmEventView {
                                 action: e.action,
                                 at_ms: e.at_ms,
                                 message: e.message.clone(),

@@ -18,7 +18,7 @@ use crate::config::AlarmKind;
 use crate::live::LatestValues;
 use crate::rules::alarm::AlarmState;
 use crate::rules::engine::AlarmView;
-use crate::rules_task::{RulesHandle, Transition};
+use crate::rules_task::{AlarmEventView, RulesHandle};
 
 /// Events a slow SSE client may fall behind by before it is told to reload.
 const EVENT_BACKLOG: usize = 4096;
@@ -191,7 +191,7 @@ impl Hub {
             .clear();
     }
 
-    fn apply(&self, transition: &Transition) {
+    fn apply(&self, transition: &AlarmEventView) {
         let alarm = &transition.alarm;
         {
             let mut alarms = self.alarms.write().unwrap_or_else(|e| e.into_inner());
