@@ -76,6 +76,13 @@ async fn wait_for_log(log: &Path, text: &str, occurrences: usize) {
 /// Waits for the armed daemon to abort, and checks from its log that it was the crash point
 /// that ended it (and that it was reached once).
 async fn wait_crashed(daemon: &mut Child, log: &Path, point: &str) {
+    let armed = format!("{CRASH_ENV} is set");
+    assert!(
+        log_text(log).contains(&armed),
+        "the daemon did not say it was armed (`{armed}`): is {} built from this tree? log:\n{}",
+        env!("CARGO_BIN_EXE_parkguard"),
+        log_text(log)
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = daemon.try_wait().expect("try_wait") {
