@@ -36,6 +36,7 @@ pub mod alerts;
 pub mod backoff;
 pub mod config;
 pub mod control;
+pub mod crashpoint;
 pub mod decode;
 pub mod footprint;
 pub mod health;

@@ -151,6 +151,7 @@ pub fn spawn(
         writer_guard,
     } = liveness;
     let fault = TestFault::from_env();
+    crate::crashpoint::arm();
     let (requests_tx, mut requests) = mpsc::channel::<Request>(64);
     let (transitions, _) = broadcast::channel(TRANSITION_BACKLOG);
     let watchers = transitions.clone();
@@ -490,6 +491,11 @@ fn store_writer(
             let router = alerts.as_ref().map(|a| &*a.router as &dyn PushPlanner);
             match store.record_and_route(&events, alarm_batch, router) {
                 Ok(queued) => {
+                    if queued > 0 {
+                        crate::crashpoint::reached(
+                            crate::crashpoint::JOURNAL_COMMITTED_BEFORE_WAKE,
+                        );
+                    }
                     last_stored = true;
                     metrics
                         .journal_store_failing

@@ -347,6 +347,7 @@ async fn work_lane(shared: Arc<Shared>, lane: Lane, notify: Arc<Notify>) {
         let batch_id = batch.id.clone();
         let record = match outcome {
             Ok(()) => {
+                crate::crashpoint::reached(crate::crashpoint::PUSH_DELIVERED_BEFORE_RECORD);
                 sent.push_back(now);
                 backoff.reset();
                 let m = &shared.metrics;

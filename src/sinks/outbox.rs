@@ -453,6 +453,9 @@ impl Writer {
                 .fetch_add(points, Ordering::Relaxed);
             self.outbox.added(outcome.inserted_bytes);
         }
+        if group.iter().any(|item| item.ack.is_some()) {
+            crate::crashpoint::reached(crate::crashpoint::OUTBOX_COMMITTED_BEFORE_ACK);
+        }
         for item in group.drain(..) {
             if let Some(ack) = item.ack {
                 ack.send();
