@@ -23,7 +23,7 @@ use parkguard::ingest::Ingested;
 use parkguard::metrics::Metrics;
 use parkguard::model::{now_ns, Quality, Reading, ReadingBatch, Tags, Value};
 use parkguard::sinks::drain::{self, Closing};
-use parkguard::sinks::outbox::{spawn_writer, Outbox};
+use parkguard::sinks::outbox_writer::{spawn_writer, Outbox};
 use parkguard::status::StatusReporter;
 use parkguard::store::Store;
 
@@ -149,7 +149,7 @@ async fn run() -> bool {
         Store::open(&store_path).expect("store"),
         rx,
         Arc::clone(&outbox),
-        Some(parkguard::sinks::outbox::HistorySettings {
+        Some(parkguard::sinks::outbox_writer::HistorySettings {
             keep: Duration::from_secs(24 * 3600),
             max_bytes: 256 << 20,
             write_every: Duration::from_secs(60),

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, trace, warn};
 
 use crate::alerts::channels;
-use crate::alerts::dispatch::{wall_clock, AlertService};
+use crate::alerts::delivery::{wall_clock, AlertService};
 use crate::alerts::Router;
 use crate::config::devices::DeviceDirectory;
 use crate::config::Config;
@@ -44,7 +44,7 @@ use crate::metrics::Metrics;
 use crate::rules::engine::RuleEngine;
 use crate::rules_task::{self, now_ms, restore, RulesHandle, RulesInput};
 use crate::sinks::drain::{self, Closing, SinkReport};
-use crate::sinks::outbox::{self, Outbox};
+use crate::sinks::outbox_writer::{self, Outbox};
 use crate::status::{self, StatusReporter};
 use crate::store::history::FineQuantities;
 use crate::store::Store;
@@ -238,7 +238,7 @@ impl Gateway {
         let alerts = alerts.map(|(service, _)| service);
 
         let hours = config.site.gateway.history_hours;
-        let history = (hours > 0.0).then(|| outbox::HistorySettings {
+        let history = (hours > 0.0).then(|| outbox_writer::HistorySettings {
             keep: Duration::from_secs_f64(hours * 3600.0),
             max_bytes: (config.site.gateway.history_max_mb * 1_048_576.0) as i64,
             write_every: Duration::from_secs(config.site.gateway.history_write_s.max(1)),
@@ -250,7 +250,7 @@ impl Gateway {
             ),
         });
         let (outbox_tx, outbox_rx) = mpsc::channel::<Ingested>(INGEST_CAPACITY);
-        let outbox_writer = outbox::spawn_writer(
+        let outbox_writer = outbox_writer::spawn_writer(
             open_store()?,
             outbox_rx,
             Arc::clone(&outbox),

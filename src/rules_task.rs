@@ -22,7 +22,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use crate::alerts::dispatch::QueueLink;
+use crate::alerts::delivery::QueueLink;
 use crate::config::AlarmKind;
 use crate::ingest::downlink::Downlinks;
 use crate::metrics::Metrics;
@@ -32,7 +32,7 @@ use crate::rules::alarm::{Action, Command, CommandError, Operator};
 use crate::rules::engine::{AlarmView, RuleEngine, Target};
 use crate::rules::threshold::Ms;
 use crate::sinks::alarm_points;
-use crate::sinks::outbox::Outbox;
+use crate::sinks::outbox_writer::Outbox;
 use crate::store::{PushPlanner, Store};
 
 pub use crate::model::now_ms;

@@ -24,7 +24,7 @@ use axum::http::HeaderMap;
 use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use parkguard::alerts::channels;
-use parkguard::alerts::dispatch::{tokio_clock, AlertService, Clock};
+use parkguard::alerts::delivery::{tokio_clock, AlertService, Clock};
 use parkguard::alerts::Router;
 use parkguard::config::Config;
 use parkguard::model::{Quality, Reading, ReadingBatch, Tags, Value};

@@ -5,7 +5,7 @@
 use crate::config::alerts::Language;
 use crate::config::{AlarmKind, Severity};
 
-use super::plan::Notice;
+use super::routing::Notice;
 
 /// A rendered notice.
 #[derive(Debug, Clone, PartialEq)]

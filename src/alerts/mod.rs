@@ -1,7 +1,7 @@
 //! Alarm pushes: which alarm transitions go to which routes, channels and people
-//! (`plan`, pure), what the messages say (`message`, pure), how each channel formats and sends
+//! (`routing`, pure), what the messages say (`message`, pure), how each channel formats and sends
 //! them (`channels`), the durable queue of pushes (`queue`), and the task that delivers it
-//! (`dispatch`).
+//! (`delivery`).
 //!
 //! Planning happens in the store's writer thread, inside the transaction that journals the
 //! transition, so a push is queued exactly when its journal entry exists, once, even across
@@ -11,9 +11,9 @@
 //! touch: alarm states (only the rules change them) or the store's schema (`store::alerts`).
 
 pub mod channels;
-pub mod dispatch;
+pub mod delivery;
 pub mod message;
-pub mod plan;
 pub mod queue;
+pub mod routing;
 
-pub use plan::{AlarmInfo, AlertPlan, Delivery, Notice, Router, TimerKind};
+pub use routing::{AlarmInfo, AlertPlan, Delivery, Notice, Router, TimerKind};

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 
-use super::plan::{AlarmInfo, AlertPlan, Timer, TimerKind};
+use super::routing::{AlarmInfo, AlertPlan, Timer, TimerKind};
 use super::{Notice, Router};
 use crate::model::alarm::AlarmEvent;
 use crate::store::alerts::LANE_HEAD_QUERY;

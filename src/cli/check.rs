@@ -61,7 +61,7 @@ fn check(file: &std::path::Path, print_plan: bool) -> ExitCode {
 
 fn print_read_plans(config: &Config) {
     use parkguard::decode::registers::RegisterDecoder;
-    use parkguard::ingest::plan::{plan, PlanOptions};
+    use parkguard::ingest::read_plan::{plan, PlanOptions};
     for (id, profile) in &config.profiles {
         let Some(modbus) = &profile.modbus else {
             continue;

@@ -1,7 +1,7 @@
 //! Connection lifecycles of the sources: MQTT connections (`mqtt`, reaching the broker through
 //! the relay of `mqtt_guard`), the embedded broker (`broker`, with `broker_front` for TLS and
 //! topic rules; it runs only in a build with the `embedded-broker` feature), Modbus connections
-//! (`modbus`, executing the pure request plan of `plan`), and the publishers through which the
+//! (`modbus`, executing the pure request plan of `read_plan`), and the publishers through which the
 //! gateway answers devices (`downlink`).
 //!
 //! Owns: connections, subscriptions, reconnects with backoff and jitter, and handing decoded
@@ -15,7 +15,7 @@ pub mod downlink;
 pub mod modbus;
 pub mod mqtt;
 pub mod mqtt_guard;
-pub mod plan;
+pub mod read_plan;
 
 use crate::model::{BadMessage, DeviceAck, ReadingBatch};
 

@@ -30,7 +30,7 @@ use crate::backoff::Backoff;
 use crate::config::devices::DeviceDirectory;
 use crate::config::{Config, ModbusConfig, ModbusLink, ModbusTransport, Parity, SerialConfig};
 use crate::decode::registers::{Area, RegisterDecoder};
-use crate::ingest::plan::{plan, PlanOptions, ReadRequest};
+use crate::ingest::read_plan::{plan, PlanOptions, ReadRequest};
 use crate::ingest::Ingested;
 use crate::metrics::{Metrics, ModbusMetrics};
 use crate::model::{now_ns, Quality, Reading, Tags, Value};

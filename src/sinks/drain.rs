@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::metrics::SinkMetrics;
 use crate::model::now_ns;
 use crate::sinks::influx::{self, classify, InfluxWriter, RetryClass, WriteError};
-use crate::sinks::outbox::Outbox;
+use crate::sinks::outbox_writer::Outbox;
 use crate::status;
 use crate::store::outbox::{Chunk, Class};
 use crate::store::{Store, StoreError};

@@ -1,4 +1,4 @@
-//! Outputs for readings and alarm events: the durable outbox (`outbox`: the ingest side, which
+//! Outputs for readings and alarm events: the durable outbox (`outbox_writer`: the ingest side, which
 //! commits and then acknowledges), one drain task per InfluxDB sink (`drain`: cursors, retry
 //! classes, dead letters), the HTTP writer (`influx`), its pure encoder (`line_protocol`), and
 //! alarm transitions and journal anchors as points for the same outbox (`alarm_points`).
@@ -11,4 +11,4 @@ pub mod alarm_points;
 pub mod drain;
 pub mod influx;
 pub mod line_protocol;
-pub mod outbox;
+pub mod outbox_writer;

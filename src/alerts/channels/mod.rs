@@ -12,7 +12,7 @@ mod http;
 mod mqtt;
 
 use super::message::{render, Message};
-use super::plan::{Notice, SCHEMA};
+use super::routing::{Notice, SCHEMA};
 use crate::backoff::Backoff;
 use crate::config::alerts::{ChannelConfig, ChannelType, SmtpSecurity};
 use crate::config::Config;
