@@ -207,7 +207,8 @@ async fn a_lost_broker_raises_a_gateway_fault_within_45_s_and_it_clears_on_retur
         .await
         .expect("start");
     wait_subscribed(&gateway, "park", 2).await;
-    // Up long enough to count as stable: no fault before the loss.
+    // Up long enough to count as stable (10 s): no fault before the loss. The wait is the
+    // subject; it is not for something that could be awaited.
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert_eq!(g4_state(&gateway.rules.alarms().await), None);
 
