@@ -123,17 +123,6 @@ async fn receive(
     }
 }
 
-/// A port of the test's own: bound, but not listening (a connection to it is refused) until
-/// `receiver` listens on it, so that no other process can take it in the meantime.
-fn reserve_port() -> (u16, tokio::net::TcpSocket) {
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket
-        .bind("127.0.0.1:0".parse().expect("address"))
-        .expect("bind a port");
-    let port = socket.local_addr().expect("address").port();
-    (port, socket)
-}
-
 /// An HTTP receiver on the reserved `socket`; dropping the returned sender stops it.
 async fn receiver(socket: tokio::net::TcpSocket, inbox: Inbox) -> tokio::sync::oneshot::Sender<()> {
     let app = axum::Router::new().fallback(receive).with_state(inbox);
@@ -479,7 +468,7 @@ channels = ["fire-hook"]
 
 #[tokio::test(start_paused = true)]
 async fn an_escalation_reaches_a_route_only_with_what_that_route_selects() {
-    let (port, socket) = reserve_port();
+    let (port, socket) = support::reserved_port();
     let inbox = Inbox::default();
     let _receiver = receiver(socket, inbox.clone()).await;
     let base = format!("http://127.0.0.1:{port}");
@@ -528,7 +517,7 @@ fn smoke_alarm(park: &mut Park, device: &str) {
 /// accepted; an answer without a result code is a failure too.
 #[tokio::test(start_paused = true)]
 async fn a_robots_refusal_in_its_answer_body_is_a_failure_and_is_retried() {
-    let (port, socket) = reserve_port();
+    let (port, socket) = support::reserved_port();
     let inbox = Inbox::default();
     inbox.refuse(
         "/wecom",
@@ -628,7 +617,7 @@ channels = ["wecom", "dingtalk", "feishu"]
 
 #[tokio::test(start_paused = true)]
 async fn every_http_channel_format_matches_its_golden_file_and_signature() {
-    let (port, socket) = reserve_port();
+    let (port, socket) = support::reserved_port();
     let inbox = Inbox::default();
     let _receiver = receiver(socket, inbox.clone()).await;
     let base = format!("http://127.0.0.1:{port}");
@@ -751,7 +740,7 @@ channels = ["hook"]
 #[tokio::test(start_paused = true)]
 async fn receiver_down_two_minutes_with_a_restart_delivers_each_push_once_in_order() {
     // Reserved and not listening: refused until the receiver comes back on it.
-    let (port, socket) = reserve_port();
+    let (port, socket) = support::reserved_port();
     let base = format!("http://127.0.0.1:{port}");
     let (_dir, path) = park_site(&operators_and_fire_department(&base, ""));
     let clock = tokio_clock(START_MS);
@@ -850,7 +839,7 @@ async fn receiver_down_two_minutes_with_a_restart_delivers_each_push_once_in_ord
 
 #[tokio::test(start_paused = true)]
 async fn escalation_at_the_deadline_not_after_acknowledgement_and_gas_level_2_at_once() {
-    let (port, socket) = reserve_port();
+    let (port, socket) = support::reserved_port();
     let inbox = Inbox::default();
     let _receiver = receiver(socket, inbox.clone()).await;
     let base = format!("http://127.0.0.1:{port}");
@@ -946,7 +935,7 @@ async fn escalation_at_the_deadline_not_after_acknowledgement_and_gas_level_2_at
 
 #[tokio::test(start_paused = true)]
 async fn a_flood_beyond_the_rate_limit_arrives_as_digests_and_nothing_is_dropped() {
-    let (port, socket) = reserve_port();
+    let (port, socket) = support::reserved_port();
     let inbox = Inbox::default();
     let _receiver = receiver(socket, inbox.clone()).await;
     let (_dir, path) = park_site(&format!(
@@ -1011,7 +1000,7 @@ rate_limit = {{ max = 2, per_s = 60 }}
 #[tokio::test(start_paused = true)]
 async fn pushes_given_up_after_the_routes_limit_raise_gateway_fault_g3() {
     // Held and never listening: every push to it is refused.
-    let (port, _socket) = reserve_port();
+    let (port, _socket) = support::reserved_port();
     let (_dir, path) = park_site(&format!(
         r#"
 [alerts]
@@ -1224,7 +1213,7 @@ channels = ["broker"]
 #[tokio::test]
 async fn the_daemon_pushes_a_smoke_alarm_from_mosquitto_and_its_acknowledgement_and_shows_both() {
     let mosquitto = support::mosquitto();
-    let (port, socket) = reserve_port();
+    let (port, socket) = support::reserved_port();
     let inbox = Inbox::default();
     let _receiver = receiver(socket, inbox.clone()).await;
     let token = parkguard::web::random_token();

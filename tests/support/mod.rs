@@ -26,6 +26,18 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
+/// A port of the test's own: bound but not listening, so that a connection to it is refused
+/// and no other process can take it while the socket is held. `socket.listen(..)` later makes
+/// a server of it on the same port.
+pub fn reserved_port() -> (u16, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .expect("bind a port");
+    let port = socket.local_addr().expect("address").port();
+    (port, socket)
+}
+
 pub fn require_binary(name: &str, package: &str) -> PathBuf {
     for dir in ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"] {
         let path = Path::new(dir).join(name);
