@@ -301,7 +301,10 @@ async fn a_silenced_smoke_alarm_stays_active_and_is_neither_reset_nor_shelved() 
 async fn the_detector_is_acknowledged_on_its_downlink_once_its_alarm_is_journaled() {
     let site = start().await;
     let program = require_binary("mosquitto_sub", "mosquitto-clients");
-    let mut sub = Command::new(program)
+    // Line-buffered (stdbuf): its debug lines reach the pipe as they are printed, not at exit.
+    let mut sub = Command::new(require_binary("stdbuf", "coreutils"))
+        .arg("-oL")
+        .arg(program)
         .args(["-h", "127.0.0.1", "-p", &site.port.to_string()])
         .args([
             "-t",
@@ -312,24 +315,41 @@ async fn the_detector_is_acknowledged_on_its_downlink_once_its_alarm_is_journale
             "2",
             "-W",
             "20",
+            // Debug lines: "Subscribed (mid: 1)" once the broker confirmed the subscription.
+            "-d",
         ])
         .stdout(Stdio::piped())
         .spawn()
         .expect("mosquitto_sub");
-    // Subscribed before the alarm: give the subscription a moment to reach the broker, then
-    // prove it with the first acknowledgement itself.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Subscribed before the alarm: the broker's SUBACK, then the first acknowledgement proves
+    // the subscription itself.
+    let mut lines = BufReader::new(sub.stdout.take().expect("stdout")).lines();
+    let mut lines = tokio::task::spawn_blocking(move || {
+        for line in lines.by_ref() {
+            if line.expect("line").starts_with("Subscribed") {
+                return lines;
+            }
+        }
+        panic!("mosquitto_sub ended before its subscription was confirmed");
+    })
+    .await
+    .expect("read");
+    // The next message's payload among mosquitto_sub's debug lines (the JSON ones).
+    fn next_payload(
+        lines: &mut std::io::Lines<BufReader<std::process::ChildStdout>>,
+    ) -> Option<String> {
+        lines.map(|l| l.expect("line")).find(|l| l.starts_with('{'))
+    }
     let sent = Instant::now();
     site.smoke("alarm");
-    let mut lines = BufReader::new(sub.stdout.take().expect("stdout")).lines();
     let first = tokio::task::spawn_blocking(move || {
-        let first = lines.next();
+        let first = next_payload(&mut lines);
         (first, lines)
     })
     .await
     .expect("read");
     let (first, mut lines) = first;
-    let first = first.expect("an acknowledgement").expect("line");
+    let first = first.expect("an acknowledgement");
     let took = sent.elapsed();
     let ack: Value = serde_json::from_str(&first).expect("JSON acknowledgement");
     assert_eq!(ack["cmd"], "ack");
@@ -352,11 +372,10 @@ async fn the_detector_is_acknowledged_on_its_downlink_once_its_alarm_is_journale
     );
     // A retransmission (the detector did not hear the first) is acknowledged again.
     site.smoke("alarm");
-    let second = tokio::task::spawn_blocking(move || lines.next())
+    let second = tokio::task::spawn_blocking(move || next_payload(&mut lines))
         .await
         .expect("read")
-        .expect("a second acknowledgement")
-        .expect("line");
+        .expect("a second acknowledgement");
     assert!(second.contains("\"ack\""), "{second}");
     let _ = sub.wait();
     site.gateway.shutdown().await;
@@ -668,6 +687,7 @@ async fn span_gas_during_calibration_is_shown_not_pushed_and_annunciated_if_stil
         a["maintenance"] == "calibration" && a["severity"] == "critical"
     })
     .await;
+    // The subject: 2 s in which no push may come.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
         site.pushes

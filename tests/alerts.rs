@@ -7,7 +7,9 @@
 //!
 //! The paused-time tests drive the real rule engine and store as the daemon's rules task does
 //! (readings in, transitions journaled and routed in one transaction) with the delivery
-//! service on Tokio's clock, so `tokio::time::pause` moves every deadline.
+//! service on Tokio's clock, so `tokio::time::pause` moves every deadline. Their
+//! `tokio::time::sleep`s are the test's timeline on that paused clock (they take no real
+//! time), not waits for something to happen.
 //!
 //! Golden files: `PARKGUARD_BLESS=1 cargo test --test alerts` rewrites them.
 
@@ -121,12 +123,10 @@ async fn receive(
     }
 }
 
-/// An HTTP receiver on `port`; dropping the returned sender stops it.
-async fn receiver(port: u16, inbox: Inbox) -> tokio::sync::oneshot::Sender<()> {
+/// An HTTP receiver on the reserved `socket`; dropping the returned sender stops it.
+async fn receiver(socket: tokio::net::TcpSocket, inbox: Inbox) -> tokio::sync::oneshot::Sender<()> {
     let app = axum::Router::new().fallback(receive).with_state(inbox);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .expect("bind the receiver");
+    let listener = socket.listen(1024).expect("listen");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         let _ = axum::serve(listener, app)
@@ -468,9 +468,9 @@ channels = ["fire-hook"]
 
 #[tokio::test(start_paused = true)]
 async fn an_escalation_reaches_a_route_only_with_what_that_route_selects() {
-    let port = support::free_port();
+    let (port, socket) = support::reserved_port();
     let inbox = Inbox::default();
-    let _receiver = receiver(port, inbox.clone()).await;
+    let _receiver = receiver(socket, inbox.clone()).await;
     let base = format!("http://127.0.0.1:{port}");
     // The fire department's route selects smoke and gas at critical: an unacknowledged high
     // gas alarm of the duty room is not escalated to it.
@@ -517,7 +517,7 @@ fn smoke_alarm(park: &mut Park, device: &str) {
 /// accepted; an answer without a result code is a failure too.
 #[tokio::test(start_paused = true)]
 async fn a_robots_refusal_in_its_answer_body_is_a_failure_and_is_retried() {
-    let port = support::free_port();
+    let (port, socket) = support::reserved_port();
     let inbox = Inbox::default();
     inbox.refuse(
         "/wecom",
@@ -543,7 +543,7 @@ async fn a_robots_refusal_in_its_answer_body_is_a_failure_and_is_retried() {
             (200, json!("<html>gateway timeout</html>")),
         ],
     );
-    let _receiver = receiver(port, inbox.clone()).await;
+    let _receiver = receiver(socket, inbox.clone()).await;
     let base = format!("http://127.0.0.1:{port}");
     let (_dir, path) = park_site(&format!(
         r#"
@@ -617,9 +617,9 @@ channels = ["wecom", "dingtalk", "feishu"]
 
 #[tokio::test(start_paused = true)]
 async fn every_http_channel_format_matches_its_golden_file_and_signature() {
-    let port = support::free_port();
+    let (port, socket) = support::reserved_port();
     let inbox = Inbox::default();
-    let _receiver = receiver(port, inbox.clone()).await;
+    let _receiver = receiver(socket, inbox.clone()).await;
     let base = format!("http://127.0.0.1:{port}");
     let (_dir, path) = park_site(&format!(
         r#"
@@ -629,7 +629,7 @@ web_url = "https://gw.example:8443/"
 name = "hook"
 type = "webhook"
 url = "{base}/hook"
-secret = {{ env = "PG_TEST_WEBHOOK_SECRET" }}
+secret = {{ file = "webhook.secret" }}
 [[alerts.channels]]
 name = "wecom"
 type = "wecom"
@@ -638,12 +638,12 @@ url = "{base}/wecom?key=wc-key"
 name = "dingtalk"
 type = "dingtalk"
 url = "{base}/dingtalk?access_token=dt-token"
-secret = {{ env = "PG_TEST_DINGTALK_SECRET" }}
+secret = {{ file = "dingtalk.secret" }}
 [[alerts.channels]]
 name = "feishu"
 type = "feishu"
 url = "{base}/feishu"
-secret = {{ env = "PG_TEST_FEISHU_SECRET" }}
+secret = {{ file = "feishu.secret" }}
 [[alerts.routes]]
 name = "park-operators"
 channels = ["hook", "wecom", "dingtalk", "feishu"]
@@ -656,9 +656,16 @@ language = "en"
 channels = ["hook"]
 "#
     ));
-    std::env::set_var("PG_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET);
-    std::env::set_var("PG_TEST_DINGTALK_SECRET", DINGTALK_SECRET);
-    std::env::set_var("PG_TEST_FEISHU_SECRET", FEISHU_SECRET);
+    // Secrets from files next to the site file, not the process environment: the tests of
+    // this binary run in parallel, and `set_var` would race with their reads.
+    let site_dir = path.parent().expect("site folder");
+    for (file, secret) in [
+        ("webhook.secret", WEBHOOK_SECRET),
+        ("dingtalk.secret", DINGTALK_SECRET),
+        ("feishu.secret", FEISHU_SECRET),
+    ] {
+        std::fs::write(site_dir.join(file), secret).expect("write secret");
+    }
     let clock = tokio_clock(START_MS);
     let mut park = Park::open(&path, Arc::clone(&clock));
     smoke_alarm(&mut park, "smoke-1");
@@ -732,7 +739,8 @@ channels = ["hook"]
 
 #[tokio::test(start_paused = true)]
 async fn receiver_down_two_minutes_with_a_restart_delivers_each_push_once_in_order() {
-    let port = support::free_port();
+    // Reserved and not listening: refused until the receiver comes back on it.
+    let (port, socket) = support::reserved_port();
     let base = format!("http://127.0.0.1:{port}");
     let (_dir, path) = park_site(&operators_and_fire_department(&base, ""));
     let clock = tokio_clock(START_MS);
@@ -794,7 +802,7 @@ async fn receiver_down_two_minutes_with_a_restart_delivers_each_push_once_in_ord
 
     // Two minutes after the first alarm the receiver is back.
     let inbox = Inbox::default();
-    let _receiver = receiver(port, inbox.clone()).await;
+    let _receiver = receiver(socket, inbox.clone()).await;
     let expected_ops = queued[0].len();
     let expected_fire = queued[1].len();
     assert!(
@@ -831,9 +839,9 @@ async fn receiver_down_two_minutes_with_a_restart_delivers_each_push_once_in_ord
 
 #[tokio::test(start_paused = true)]
 async fn escalation_at_the_deadline_not_after_acknowledgement_and_gas_level_2_at_once() {
-    let port = support::free_port();
+    let (port, socket) = support::reserved_port();
     let inbox = Inbox::default();
-    let _receiver = receiver(port, inbox.clone()).await;
+    let _receiver = receiver(socket, inbox.clone()).await;
     let base = format!("http://127.0.0.1:{port}");
     // The duty room escalates to the park's manager, an escalation-only route that takes
     // everything (its pushes land on the same receiver as the fire department's here).
@@ -927,9 +935,9 @@ async fn escalation_at_the_deadline_not_after_acknowledgement_and_gas_level_2_at
 
 #[tokio::test(start_paused = true)]
 async fn a_flood_beyond_the_rate_limit_arrives_as_digests_and_nothing_is_dropped() {
-    let port = support::free_port();
+    let (port, socket) = support::reserved_port();
     let inbox = Inbox::default();
-    let _receiver = receiver(port, inbox.clone()).await;
+    let _receiver = receiver(socket, inbox.clone()).await;
     let (_dir, path) = park_site(&format!(
         r#"
 [alerts]
@@ -991,7 +999,8 @@ rate_limit = {{ max = 2, per_s = 60 }}
 
 #[tokio::test(start_paused = true)]
 async fn pushes_given_up_after_the_routes_limit_raise_gateway_fault_g3() {
-    let port = support::free_port();
+    // Held and never listening: every push to it is refused.
+    let (port, _socket) = support::reserved_port();
     let (_dir, path) = park_site(&format!(
         r#"
 [alerts]
@@ -1049,9 +1058,9 @@ async fn email_goes_out_over_starttls_to_each_recipient() {
         .stderr(log)
         .spawn()
         .expect("start aiosmtpd");
-    support::wait_for("aiosmtpd", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    // Its own listener: not some other process that took the free port in the meantime.
+    let pid = smtp.id();
+    support::wait_for("aiosmtpd", || support::listens_on(pid, port));
     let ca = dir.path().join("ca.pem");
     let (_site_dir, path) = park_site(&format!(
         r#"
@@ -1204,9 +1213,9 @@ channels = ["broker"]
 #[tokio::test]
 async fn the_daemon_pushes_a_smoke_alarm_from_mosquitto_and_its_acknowledgement_and_shows_both() {
     let mosquitto = support::mosquitto();
-    let port = support::free_port();
+    let (port, socket) = support::reserved_port();
     let inbox = Inbox::default();
-    let _receiver = receiver(port, inbox.clone()).await;
+    let _receiver = receiver(socket, inbox.clone()).await;
     let token = parkguard::web::random_token();
     let (_dir, path) = park_site(&format!(
         r#"

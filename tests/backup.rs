@@ -32,8 +32,15 @@ async fn backup_of_a_running_daemon_is_complete_and_never_overwrites() {
             "park/p/meter/m1/up",
             &[meter(leakage).as_bytes()],
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let live = parkguard::store::Store::open(&dir.path().join("live.db")).expect("store");
+    eventually(
+        "raised and cleared twice, in the journal",
+        Duration::from_secs(10),
+        || async { live.journal(Some("R1/m1"), 100).expect("journal").len() >= 4 },
+    )
+    .await;
+    drop(live);
     // Telemetry keeps arriving while the backup runs.
     let port = mosquitto.port;
     let writer = tokio::task::spawn_blocking(move || {

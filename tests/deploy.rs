@@ -220,7 +220,11 @@ fn mosquitto_configuration_requires_tls_and_passwords_and_applies_its_acl() {
 
     // parkguard reads what a device publishes on its own topic, and not what it publishes
     // as another device.
-    let sub = Command::new("mosquitto_sub")
+    // Two messages: the device's own, then whatever comes next, which is its own second one
+    // unless the one it published as another device got through in between.
+    // Line-buffered (stdbuf): its debug lines reach the pipe as they are printed, not at exit.
+    let mut sub = Command::new(require_binary("stdbuf", "coreutils"))
+        .args(["-oL", "mosquitto_sub"])
         .args(tls)
         .args([
             "-u",
@@ -230,13 +234,24 @@ fn mosquitto_configuration_requires_tls_and_passwords_and_applies_its_acl() {
             "-t",
             "park/#",
             "-v",
+            "-C",
+            "2",
             "-W",
-            "4",
+            "20",
+            // Debug lines: "Subscribed (mid: 1)" once the broker confirmed the subscription.
+            "-d",
         ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("mosquitto_sub");
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(sub.stdout.take().expect("stdout")).lines();
+    assert!(
+        lines
+            .by_ref()
+            .any(|l| l.expect("line").starts_with("Subscribed")),
+        "mosquitto_sub ended before its subscription was confirmed"
+    );
     let own = publish(
         &["-u", "smoke-1", "-P", "dev-secret"],
         "park/p/smoke/smoke-1/up",
@@ -250,12 +265,22 @@ fn mosquitto_configuration_requires_tls_and_passwords_and_applies_its_acl() {
         &["-u", "smoke-1", "-P", "dev-secret"],
         "park/p/smoke/smoke-2/up",
     );
-    let out = sub.wait_with_output().expect("sub output");
-    let seen = String::from_utf8_lossy(&out.stdout);
-    assert!(seen.contains("park/p/smoke/smoke-1/up"), "{seen}");
-    assert!(
-        !seen.contains("smoke-2"),
-        "the ACL let a device publish as another: {seen}"
+    publish(
+        &["-u", "smoke-1", "-P", "dev-secret"],
+        "park/p/smoke/smoke-1/up",
+    );
+    let seen: Vec<String> = lines
+        .map(|l| l.expect("line"))
+        .filter(|l| l.starts_with("park/"))
+        .collect();
+    let _ = sub.wait();
+    assert_eq!(
+        seen,
+        vec![
+            "park/p/smoke/smoke-1/up {\"event\":\"alarm\"}".to_string(),
+            "park/p/smoke/smoke-1/up {\"event\":\"alarm\"}".to_string()
+        ],
+        "the device's own messages, and not what it published as another (the ACL)"
     );
 }
 
@@ -727,6 +752,8 @@ struct Broker {
 impl Broker {
     fn start(conf: &Path, uid: u32, port: u16, log: PathBuf) -> Result<Broker, String> {
         let mosquitto = require_binary("mosquitto", "mosquitto mosquitto-clients");
+        // Started again on the port it had: the previous one must have let go of it.
+        wait_port_free(port);
         let file = std::fs::File::create(&log).expect("log");
         let uid_s = uid.to_string();
         let mut command = Command::new(require_binary("setpriv", "util-linux"));
@@ -748,7 +775,8 @@ impl Broker {
             if let Some(status) = child.try_wait().expect("wait") {
                 return Err(format!("{status}: {}", read(&log)));
             }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            // Listening, itself (setpriv runs mosquitto in its own process).
+            if listens_on(child.id(), port) {
                 return Ok(Broker {
                     child: Some(child),
                     port,

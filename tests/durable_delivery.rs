@@ -19,7 +19,7 @@ use parkguard::config::Config;
 use parkguard::pipeline::Gateway;
 use parkguard::rules::alarm::AlarmState;
 use support::proxy::{Answer, InfluxProxy};
-use support::publisher::publish_acked;
+use support::publisher::{publish_acked, publish_acked_window};
 use support::*;
 
 const DEVICES: usize = 4;
@@ -87,7 +87,8 @@ async fn wait_for_count(influx: &Server, query: &str, expected: u64, timeout: Du
     while tokio::time::Instant::now() < deadline {
         last = count(influx, query).await;
         if last == expected {
-            // And no more than that, a little later.
+            // And no more than that, a little later: this pause is the check (duplicates or
+            // extra points would arrive in it), not a wait for something.
             tokio::time::sleep(Duration::from_millis(300)).await;
             assert_eq!(count(influx, query).await, expected, "{query}");
             return;
@@ -255,6 +256,7 @@ async fn daemon_killed_with_sigkill_mid_stream_loses_nothing() {
     daemon.kill().expect("SIGKILL");
     let _ = daemon.wait();
     let published_while_down = acked.load(Ordering::Relaxed);
+    // The subject: the daemon stays down for a while as the stream goes on.
     tokio::time::sleep(Duration::from_millis(500)).await;
     daemon = spawn_daemon(&path, &log);
     publisher.await.expect("publisher");
@@ -299,6 +301,8 @@ async fn mosquitto_restarted_mid_stream_loses_nothing() {
     .await;
     // SIGTERM: mosquitto saves its persistence file, with the gateway's session and queue.
     broker.terminate();
+    // The subject: the broker stays down for a while (`start` then waits for its port to be
+    // free and binds it again).
     tokio::time::sleep(Duration::from_millis(500)).await;
     broker.start();
     publisher.await.expect("publisher");
@@ -343,7 +347,10 @@ async fn a_full_outbox_evicts_the_oldest_telemetry_and_keeps_every_alarm_event()
         })
         .collect();
     let acked = Arc::new(AtomicUsize::new(0));
-    publish_acked(broker.port, messages, Arc::clone(&acked)).await;
+    // One message in flight at a time: each arrives on its own and is its own outbox commit,
+    // so that the 30 KB bound is a few hundred messages (a window of them would be committed,
+    // and compressed, together and fit).
+    publish_acked_window(broker.port, messages, Arc::clone(&acked), 1).await;
     let metrics = Arc::clone(&gateway.metrics);
     eventually("every message handled", Duration::from_secs(30), || {
         let metrics = Arc::clone(&metrics);
@@ -354,7 +361,21 @@ async fn a_full_outbox_evicts_the_oldest_telemetry_and_keeps_every_alarm_event()
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Evictions are counted in the commit that makes room: final once every message is
+    // committed (or dropped as a batch too big even after eviction).
+    eventually(
+        "every message committed or dropped",
+        Duration::from_secs(30),
+        || {
+            let metrics = Arc::clone(&metrics);
+            async move {
+                metrics.outbox_points_committed.load(Ordering::Relaxed)
+                    + metrics.outbox_points_dropped.load(Ordering::Relaxed)
+                    >= total as u64 * READINGS_PER_MESSAGE
+            }
+        },
+    )
+    .await;
     let evicted = metrics.outbox_points_evicted.load(Ordering::Relaxed);
     assert!(evicted > 0, "the outbox must have overflowed");
     assert_eq!(
@@ -467,7 +488,8 @@ async fn a_batch_influxdb_refuses_becomes_a_dead_letter_alone_and_can_be_sent_ag
     }
     let acked = Arc::new(AtomicUsize::new(0));
     for m in batches {
-        // Apart, so that each message is its own outbox batch.
+        // Apart, so that each message is its own outbox batch (the spacing is the point:
+        // batches close after `batch_age_ms` = 100 ms).
         publish_acked(broker.port, vec![m], Arc::clone(&acked)).await;
         tokio::time::sleep(Duration::from_millis(150)).await;
     }

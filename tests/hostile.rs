@@ -64,6 +64,22 @@ impl Daemon {
         }
     }
 
+    /// The port of the web UI, which listens on port 0 (the system's choice, never taken by
+    /// anyone else in between): read from its "Web UI listening." line.
+    fn web_port(&self) -> u16 {
+        self.wait_log("Web UI listening.");
+        let log = self.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("Web UI listening."))
+            .expect("the line");
+        line.split("url=http://127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line}"))
+    }
+
     /// Peak resident memory so far, in bytes.
     fn peak_rss(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
@@ -130,10 +146,9 @@ fn web_site(web_port: u16, extra: &str) -> (tempfile::TempDir, PathBuf) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_logins_at_once_check_five_passwords_and_a_name_attack_locks_nobody_out() {
-    let port = free_port();
-    let (_dir, path) = web_site(port, "");
+    let (_dir, path) = web_site(0, "");
     let daemon = Daemon::start(&path);
-    daemon.wait_log("Web UI listening.");
+    let port = daemon.web_port();
 
     // 60 wrong passwords for admin at once from one address.
     let one = client_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)));
@@ -176,6 +191,7 @@ async fn sixty_logins_at_once_check_five_passwords_and_a_name_attack_locks_nobod
     );
     // Nothing a user typed into the name field is logged unless it is a user's name.
     assert_eq!(login(&clean, port, "hunter2-typed-as-name", "x").await, 401);
+    // The subject: a moment for a log line that must not come.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!daemon.log().contains("hunter2-typed-as-name"));
 }
@@ -191,9 +207,8 @@ async fn five_thousand_idle_connections_are_closed_within_15_s_and_modbus_misses
         .expect("bind");
     let modbus_port = listener.local_addr().expect("addr").port();
     tokio::spawn(bus.serve_tcp(listener));
-    let port = free_port();
     let (_dir, path) = web_site(
-        port,
+        0,
         &format!(
             "[[devices]]\nid = \"d1\"\nlocation = \"l\"\nprofile = \"arcm_combo_detector\"\n\
              [[modbus]]\nname = \"bus\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:{modbus_port}\"\n\
@@ -201,9 +216,19 @@ async fn five_thousand_idle_connections_are_closed_within_15_s_and_modbus_misses
         ),
     );
     let daemon = Daemon::start(&path);
-    daemon.wait_log("Web UI listening.");
+    let port = daemon.web_port();
     let metrics = || metrics_of(port);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    eventually(
+        "the first Modbus polls",
+        Duration::from_secs(10),
+        || async {
+            metric(
+                &metrics().await,
+                "parkguard_modbus_polls_total{connection=\"bus\",result=\"ok\"}",
+            ) > 0.0
+        },
+    )
+    .await;
     let before = metrics().await;
     let measured_from = Instant::now();
     let polls_before = metric(
@@ -420,6 +445,7 @@ token_sha256 = "{token_hash}"
                     .stderr(Stdio::null())
                     .status();
                 tries += 1;
+                // The subject: the attacker keeps trying, a few times a second.
                 std::thread::sleep(Duration::from_millis(200));
             }
             tries
@@ -468,6 +494,7 @@ token_sha256 = "{token_hash}"
             &["-u", "s1", "-P", DEVICE_PASSWORD],
             heartbeat(n).as_bytes()
         ));
+        // The subject: a device's stream spread over 5 s while the attacker tries.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // A smoke alarm, whose pushes fail (nobody listens on port 1) and leave errors behind.

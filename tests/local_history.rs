@@ -98,6 +98,7 @@ async fn without_influxdb_readings_reach_the_local_history_and_bad_messages_are_
         connected.connected.load(Ordering::Relaxed)
     })
     .await;
+    // The subject: a second in which the message must not come again.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(gateway.metrics.messages_received.load(Ordering::Relaxed), 0);
     assert_eq!(store.bad_messages(10).expect("bad messages").len(), 1);

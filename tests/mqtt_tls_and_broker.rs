@@ -191,6 +191,7 @@ async fn wrong_mqtt_password_is_retried_with_backoff_not_fatal() {
     })
     .await;
     // Backoff starts at 250-500 ms and doubles: far fewer attempts than a tight loop would make.
+    // The subject: the attempts counted in these 2 s.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let attempts = m.connection_errors.load(Ordering::Relaxed);
     assert!(

@@ -116,8 +116,16 @@ fn status_reload_and_sighup_keep_alarms_and_retire_removed_rules() {
     });
     assert_eq!(s["devices"]["configured"], 2);
     assert_eq!(s["reloads"], 0);
-    // Subscriptions are made right after the connection.
-    std::thread::sleep(Duration::from_millis(500));
+    // Subscriptions are made right after the connection: wait for the broker's confirmation.
+    let log_path = dir.path().join("daemon.log");
+    wait_until(
+        "the daemon's MQTT subscriptions confirmed",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(&log_path)
+                .is_ok_and(|l| l.contains("MQTT subscriptions confirmed"))
+        },
+    );
     mosquitto_pub(
         mosquitto.port,
         "park/p/meter/m1/up",

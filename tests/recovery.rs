@@ -67,8 +67,9 @@ async fn broker_restart_that_lost_the_session_is_followed_by_a_resubscribe() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_with_influxdb_down_reports_unwritten_points_within_the_grace_period() {
     let broker = mosquitto();
-    // Nothing listens on this port: every write fails and is retried.
-    let dead = format!("http://127.0.0.1:{}", free_port());
+    // Nothing listens on this port (held, never listening): every write fails and is retried.
+    let (dead_port, _held) = reserved_port();
+    let dead = format!("http://127.0.0.1:{dead_port}");
     let (_dir, path) = site(&site_text(broker.port, &dead, 2));
     let gateway = Gateway::start(Config::load(&path).expect("config"))
         .await

@@ -107,13 +107,19 @@ set = { event = "alarm", smoke_pct = 14.5 }
     options.set_keep_alive(Duration::from_secs(30));
     let (watcher, mut events) = AsyncClient::new(options, 100);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, String)>();
+    let subscribed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let suback = std::sync::Arc::clone(&subscribed);
     tokio::spawn(async move {
         while let Ok(event) = events.poll().await {
-            if let Event::Incoming(Packet::Publish(p)) = event {
-                let _ = tx.send((
-                    Instant::now(),
-                    String::from_utf8_lossy(&p.payload).to_string(),
-                ));
+            match event {
+                Event::Incoming(Packet::Publish(p)) => {
+                    let _ = tx.send((
+                        Instant::now(),
+                        String::from_utf8_lossy(&p.payload).to_string(),
+                    ));
+                }
+                Event::Incoming(Packet::SubAck(_)) => suback.notify_one(),
+                _ => {}
             }
         }
     });
@@ -121,10 +127,12 @@ set = { event = "alarm", smoke_pct = 14.5 }
         .subscribe("park/xinghe/smoke/+/up", QoS::AtLeastOnce)
         .await
         .expect("subscribe");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(10), subscribed.notified())
+        .await
+        .expect("the watcher's subscription confirmed by the broker");
 
     let modbus_port = free_port();
-    let _sim = Killed(
+    let sim = Killed(
         Command::new(env!("CARGO_BIN_EXE_parkguard"))
             .args(["sim", "--scenario"])
             .arg(&scenario)
@@ -137,29 +145,43 @@ set = { event = "alarm", smoke_pct = 14.5 }
             .spawn()
             .expect("start the simulator"),
     );
+    // The simulator's own listener (not another process that took the free port meanwhile).
+    let sim_pid = sim.0.id();
     wait_for("the simulator's Modbus port", || {
-        std::net::TcpStream::connect(("127.0.0.1", modbus_port)).is_ok()
+        listens_on(sim_pid, modbus_port)
     });
-    tokio::time::sleep(Duration::from_millis(2000)).await;
 
-    // Modbus TCP: the P5 map as a profile test reads it, the float word-swapped as specified.
-    let out = parkguard(
-        [
-            "modbus",
-            "profile-test",
-            "--tcp",
-            &format!("127.0.0.1:{modbus_port}"),
-            "--unit",
-            "3",
-            "--profile",
-            "gas_detector_lel",
-            "--profiles-dir",
-            &profiles_dir(),
-        ]
-        .map(String::from)
-        .to_vec(),
-    )
-    .await;
+    // Modbus TCP: the P5 map as a profile test reads it, the float word-swapped as specified,
+    // once the scenario's ramp (from 0.5 s, over 1 s) has reached 40 %LEL.
+    let profile_test = || {
+        parkguard(
+            [
+                "modbus",
+                "profile-test",
+                "--tcp",
+                &format!("127.0.0.1:{modbus_port}"),
+                "--unit",
+                "3",
+                "--profile",
+                "gas_detector_lel",
+                "--profiles-dir",
+                &profiles_dir(),
+            ]
+            .map(String::from)
+            .to_vec(),
+        )
+    };
+    let at_40 = |out: &std::process::Output| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.starts_with("lel ") && l.contains(" 40 "))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut out = profile_test().await;
+    while !at_40(&out) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        out = profile_test().await;
+    }
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(
@@ -238,6 +260,8 @@ set = { event = "alarm", smoke_pct = 14.5 }
         )
         .await
         .expect("acknowledge");
+    // A retransmission already under way when the acknowledgement went out may still come:
+    // half a second for it, then the quiet window that is the subject.
     tokio::time::sleep(Duration::from_millis(500)).await;
     while rx.try_recv().is_ok() {}
     let quiet = tokio::time::timeout(Duration::from_secs(3), async {

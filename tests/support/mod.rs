@@ -18,9 +18,25 @@ pub mod pymodbus;
 
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A port free at the moment of asking. It is released before anyone binds it, so another
+/// process can take it in between: servers started with it here check that the port they
+/// listen on is their own and start again on another one if it was taken (`start_server`).
+/// Prefer binding port 0 and asking the listener for its port where the server is in the test.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local addr").port()
+}
+
+/// A port of the test's own: bound but not listening, so that a connection to it is refused
+/// and no other process can take it while the socket is held. `socket.listen(..)` later makes
+/// a server of it on the same port.
+pub fn reserved_port() -> (u16, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .expect("bind a port");
+    let port = socket.local_addr().expect("address").port();
+    (port, socket)
 }
 
 pub fn require_binary(name: &str, package: &str) -> PathBuf {
@@ -33,32 +49,94 @@ pub fn require_binary(name: &str, package: &str) -> PathBuf {
     panic!("`{name}` is not installed: run `apt-get install -y {package}` (or ./scripts/test, which installs it)");
 }
 
-/// Polls `ready` until it holds or `READY_TIMEOUT` passes.
-pub fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    while Instant::now() < deadline {
-        if ready() {
+/// Polls `condition` until it holds; panics naming `what` was awaited if `timeout` passes
+/// first. For conditions outside an async runtime (processes, files, ports).
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
             return;
         }
-        std::thread::sleep(Duration::from_millis(25));
+        if Instant::now() >= deadline {
+            panic!("{what}: not within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("{what} was not ready within {READY_TIMEOUT:?}");
 }
 
-/// Async variant of `wait_for` for conditions checked inside a tokio test.
-pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut ready: F)
+/// `wait_until` inside a tokio test: polls the async `condition` on tokio's clock (so it
+/// also works under `tokio::time::pause`).
+pub async fn wait_until_async<F, Fut>(what: &str, timeout: Duration, mut condition: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let deadline = tokio::time::Instant::now() + timeout;
-    while tokio::time::Instant::now() < deadline {
-        if ready().await {
+    loop {
+        if condition().await {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if tokio::time::Instant::now() >= deadline {
+            panic!("{what}: not within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("{what} did not happen within {timeout:?}");
+}
+
+/// Polls `ready` until it holds or `READY_TIMEOUT` passes.
+pub fn wait_for(what: &str, ready: impl FnMut() -> bool) {
+    wait_until(&format!("{what} ready"), READY_TIMEOUT, ready);
+}
+
+/// Async variant of `wait_for` for conditions checked inside a tokio test.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, ready: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    wait_until_async(what, timeout, ready).await;
+}
+
+/// Waits until nothing listens on `port` any more and it can be bound again, e.g. before a
+/// server is started again on the port it had (its clients know only that one).
+pub fn wait_port_free(port: u16) {
+    wait_until(&format!("port {port} free again"), READY_TIMEOUT, || {
+        !port_open(port) && TcpListener::bind(("127.0.0.1", port)).is_ok()
+    });
+}
+
+/// Whether process `pid` holds a socket listening on TCP `port` (Linux: /proc/net/tcp and the
+/// process's file descriptors), so that a readiness probe answered by some other process that
+/// took the port is not mistaken for the server's.
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 10 || fields[3] != "0A" {
+                continue;
+            }
+            let local_port = fields[1]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) {
+                inodes.push(format!("socket:[{}]", fields[9]));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .map(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+            .unwrap_or(false)
+    })
 }
 
 fn port_open(port: u16) -> bool {
@@ -96,8 +174,53 @@ pub struct Server {
     name: &'static str,
 }
 
+/// Attempts at starting a server on a fresh port when the one it was given was taken.
+const PORT_ATTEMPTS: usize = 5;
+
+/// Starts `program` with the arguments `configure(port, dir)` makes (it writes any
+/// configuration file into `dir`) on a free port, ready once `probe` holds and the child itself
+/// listens on the port. If the port was taken before the server could bind it (another
+/// process got it in between: the server exits saying so), it starts again on another one.
+fn start_server(
+    name: &'static str,
+    program: PathBuf,
+    probe: fn(&Server) -> bool,
+    mut configure: impl FnMut(u16, &Path) -> Vec<String>,
+) -> Server {
+    let dir = TempDir::new().expect("temp dir");
+    let mut server = Server {
+        port: 0,
+        dir,
+        child: None,
+        program,
+        args: Vec::new(),
+        probe,
+        name,
+    };
+    for _ in 0..PORT_ATTEMPTS {
+        server.port = free_port();
+        server.args = configure(server.port, server.dir.path());
+        match server.try_spawn() {
+            Ok(()) => return server,
+            Err(log) if port_taken(&log) => continue,
+            Err(log) => panic!("{name} exited while starting:\n{log}"),
+        }
+    }
+    panic!(
+        "{name}: no free port in {PORT_ATTEMPTS} attempts:\n{}",
+        server.log()
+    );
+}
+
+/// Whether a server's log says it could not bind its port.
+fn port_taken(log: &str) -> bool {
+    let log = log.to_ascii_lowercase();
+    log.contains("address already in use") || log.contains("port not available")
+}
+
 impl Server {
-    fn spawn(&mut self) {
+    /// Starts the child; `Err(log)` if it exits before it is ready.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::File::create(self.dir.path().join("server.log")).expect("create log");
         let child = Command::new(&self.program)
             .args(&self.args)
@@ -106,9 +229,44 @@ impl Server {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.program.display()));
+        let pid = child.id();
         self.child = Some(child);
         let probe = self.probe;
-        wait_for(self.name, || probe(self));
+        let mut exited = false;
+        wait_for(self.name, || {
+            match self.child.as_mut().map(|c| c.try_wait()) {
+                Some(Ok(Some(_))) | Some(Err(_)) | None => {
+                    exited = true;
+                    return true;
+                }
+                Some(Ok(None)) => {}
+            }
+            listens_on(pid, self.port) && probe(self)
+        });
+        if exited {
+            self.child = None;
+            return Err(self.log());
+        }
+        Ok(())
+    }
+
+    /// Starts the child on the port it had: waits until the port is free again, and retries
+    /// while the port is still held (a socket of the previous process lingering).
+    fn spawn(&mut self) {
+        for _ in 0..PORT_ATTEMPTS {
+            wait_port_free(self.port);
+            match self.try_spawn() {
+                Ok(()) => return,
+                Err(log) if port_taken(&log) => continue,
+                Err(log) => panic!("{} exited while starting:\n{log}", self.name),
+            }
+        }
+        panic!(
+            "{}: port {} stayed taken:\n{}",
+            self.name,
+            self.port,
+            self.log()
+        );
     }
 
     pub fn stop(&mut self) {
@@ -134,7 +292,7 @@ impl Server {
         }
     }
 
-    /// Starts the server again after `stop` or `terminate`.
+    /// Starts the server again after `stop` or `terminate`, on the same port (once it is free).
     pub fn start(&mut self) {
         if self.child.is_none() {
             self.spawn();
@@ -161,83 +319,69 @@ pub fn mosquitto() -> Server {
     mosquitto_with(|port, _dir| format!("listener {port} 127.0.0.1\nallow_anonymous true\n"))
 }
 
-/// mosquitto with a configuration made by `listeners(port, dir)` (persistence is added).
-pub fn mosquitto_with(listeners: impl FnOnce(u16, &Path) -> String) -> Server {
+/// mosquitto with a configuration made by `listeners(port, dir)` (persistence is added). It
+/// may be called again with another port if the first one was taken.
+pub fn mosquitto_with(mut listeners: impl FnMut(u16, &Path) -> String) -> Server {
     let program = require_binary("mosquitto", "mosquitto mosquitto-clients");
-    let dir = TempDir::new().expect("temp dir");
-    let port = free_port();
-    let conf = format!(
-        "{}\npersistence true\npersistence_location {}/\nuser root\nlog_dest stderr\nlog_type error\nlog_type warning\n",
-        listeners(port, dir.path()),
-        dir.path().display()
-    );
-    let conf_path = dir.path().join("mosquitto.conf");
-    std::fs::write(&conf_path, conf).expect("write mosquitto.conf");
-    let mut server = Server {
-        port,
-        args: vec!["-c".into(), conf_path.display().to_string()],
-        dir,
-        child: None,
+    start_server(
+        "mosquitto",
         program,
-        probe: |s| port_open(s.port),
-        name: "mosquitto",
-    };
-    server.spawn();
-    server
+        |s| port_open(s.port),
+        |port, dir| {
+            let conf = format!(
+                "{}\npersistence true\npersistence_location {}/\nuser root\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+                listeners(port, dir),
+                dir.display()
+            );
+            let conf_path = dir.join("mosquitto.conf");
+            std::fs::write(&conf_path, conf).expect("write mosquitto.conf");
+            vec!["-c".into(), conf_path.display().to_string()]
+        },
+    )
 }
 
 /// InfluxDB 1.x with its HTTP API on a free port.
 pub fn influxd() -> Server {
     let program = require_binary("influxd", "influxdb");
-    let dir = TempDir::new().expect("temp dir");
-    let port = free_port();
-    let rpc_port = free_port();
-    let d = dir.path().display();
-    let conf = format!(
-        "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc_port}\"\n\
-         [meta]\n  dir = \"{d}/meta\"\n  logging-enabled = false\n\
-         [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
-         [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n\
-         [monitor]\n  store-enabled = false\n\
-         [continuous_queries]\n  enabled = false\n"
-    );
-    let conf_path = dir.path().join("influxdb.conf");
-    std::fs::write(&conf_path, conf).expect("write influxdb.conf");
-    let mut server = Server {
-        port,
-        args: vec!["-config".into(), conf_path.display().to_string()],
-        dir,
-        child: None,
+    start_server(
+        "influxd",
         program,
-        probe: |s| http_ok(&format!("{}/ping", s.url())),
-        name: "influxd",
-    };
-    server.spawn();
-    server
+        |s| http_ok(&format!("{}/ping", s.url())),
+        |port, dir| {
+            let rpc_port = free_port();
+            let d = dir.display();
+            let conf = format!(
+                "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc_port}\"\n\
+                 [meta]\n  dir = \"{d}/meta\"\n  logging-enabled = false\n\
+                 [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
+                 [http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n\
+                 [monitor]\n  store-enabled = false\n\
+                 [continuous_queries]\n  enabled = false\n"
+            );
+            let conf_path = dir.join("influxdb.conf");
+            std::fs::write(&conf_path, conf).expect("write influxdb.conf");
+            vec!["-config".into(), conf_path.display().to_string()]
+        },
+    )
 }
 
 /// VictoriaMetrics, which serves the InfluxDB v2 write API.
 pub fn victoria_metrics() -> Server {
     let program = require_binary("victoria-metrics", "victoria-metrics");
-    let dir = TempDir::new().expect("temp dir");
-    let port = free_port();
-    let mut server = Server {
-        port,
-        args: vec![
-            format!("-httpListenAddr=127.0.0.1:{port}"),
-            format!("-storageDataPath={}/data", dir.path().display()),
-            "-search.latencyOffset=0s".into(),
-            "-search.disableCache".into(),
-            "-loggerLevel=ERROR".into(),
-        ],
-        dir,
-        child: None,
+    start_server(
+        "victoria-metrics",
         program,
-        probe: |s| http_ok(&format!("{}/health", s.url())),
-        name: "victoria-metrics",
-    };
-    server.spawn();
-    server
+        |s| http_ok(&format!("{}/health", s.url())),
+        |port, dir| {
+            vec![
+                format!("-httpListenAddr=127.0.0.1:{port}"),
+                format!("-storageDataPath={}/data", dir.display()),
+                "-search.latencyOffset=0s".into(),
+                "-search.disableCache".into(),
+                "-loggerLevel=ERROR".into(),
+            ]
+        },
+    )
 }
 
 /// InfluxQL against an influxd; returns the JSON answer.
@@ -415,20 +559,14 @@ pub fn site_header(location: &str, gateway_extra: &str) -> String {
 pub fn chromedriver() -> Server {
     let program = require_binary("chromedriver", "chromium chromium-driver");
     require_binary("chromium", "chromium");
-    let port = free_port();
-    let mut server = Server {
-        port,
-        dir: TempDir::new().expect("temp dir"),
-        child: None,
+    // chromedriver does not answer HTTP/1.0, which `http_ok` speaks; an open port is enough,
+    // as it listens only once it is ready.
+    start_server(
+        "chromedriver",
         program,
-        args: vec![format!("--port={port}")],
-        // chromedriver does not answer HTTP/1.0, which `http_ok` speaks; an open port is
-        // enough, as it listens only once it is ready.
-        probe: |s| port_open(s.port),
-        name: "chromedriver",
-    };
-    server.spawn();
-    server
+        |s| port_open(s.port),
+        |port, _| vec![format!("--port={port}")],
+    )
 }
 
 /// The `[web]` section of a test site: listening on a free port, with one user per role of
