@@ -88,6 +88,7 @@ async fn run() -> bool {
         },
         None,
         None,
+        None,
     )
     .expect("rules task");
 

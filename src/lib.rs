@@ -41,6 +41,7 @@ pub mod decode;
 pub mod footprint;
 pub mod health;
 pub mod ingest;
+pub mod linkage;
 pub mod live;
 pub mod metrics;
 pub mod model;

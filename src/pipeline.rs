@@ -39,6 +39,8 @@ use crate::ingest::downlink::Downlinks;
 use crate::ingest::modbus::ModbusPoller;
 use crate::ingest::mqtt::MqttIngest;
 use crate::ingest::Ingested;
+use crate::linkage::port::Ports;
+use crate::linkage::LinkageHandle;
 use crate::live::LatestValues;
 use crate::metrics::Metrics;
 use crate::rules::engine::RuleEngine;
@@ -63,6 +65,9 @@ pub struct Gateway {
     pub latest: Arc<LatestValues>,
     /// The web UI, when `[web]` is configured.
     pub web: Option<WebServer>,
+    /// Outputs (valves, fans, sounders): their states and manual control.
+    pub linkage: LinkageHandle,
+    linkage_task: JoinHandle<()>,
     cancel: CancellationToken,
     ingest: Vec<JoinHandle<Option<()>>>,
     dispatcher: JoinHandle<Option<()>>,
@@ -158,6 +163,7 @@ impl Gateway {
         }
         let (status, gateway_input) = StatusReporter::new(&config);
         let gateway_status = status.clone();
+        let linkage_status = status.clone();
         let alerts = match Router::from_config(&config) {
             Some(router) => {
                 let router = Arc::new(router);
@@ -219,6 +225,8 @@ impl Gateway {
         );
         let (rules_tx, rules_rx) = mpsc::channel::<RulesInput>(INGEST_CAPACITY);
         let downlinks = Downlinks::new();
+        let (linkage_events, linkage_events_rx) = mpsc::unbounded_channel();
+        let (linkage_notes_tx, linkage_notes) = mpsc::unbounded_channel();
         let (rules, rules_task) = rules_task::spawn(
             engine,
             store,
@@ -233,8 +241,37 @@ impl Gateway {
             },
             Some(Arc::clone(&downlinks)),
             anchoring(&config),
+            Some(rules_task::LinkageLink {
+                events: linkage_events,
+                notes: linkage_notes,
+            }),
         )?;
         let rules_task = supervisor.watch("rules", rules_task);
+
+        // Linkage reaches Modbus devices through the connections' own tasks (one master per
+        // bus) and MQTT ones through the connections' clients.
+        let mut ports = Ports::default();
+        let mut port_queues = std::collections::HashMap::new();
+        for m in &config.site.modbus {
+            let (tx, rx) = mpsc::channel(crate::linkage::port::PORT_QUEUE);
+            ports.modbus.insert(m.name.clone(), tx);
+            port_queues.insert(m.name.clone(), rx);
+        }
+        let mqtt_out = Arc::clone(&downlinks);
+        ports.mqtt = Some(Arc::new(
+            move |connection: &str, topic: &str, payload: Vec<u8>| {
+                mqtt_out.publish(connection, topic, payload)
+            },
+        ));
+        let (linkage, linkage_task) = crate::linkage::spawn(
+            &config,
+            open_store()?,
+            ports,
+            linkage_notes_tx,
+            linkage_status,
+            linkage_events_rx,
+        );
+        let linkage_task = supervisor.watch_unit("linkage", linkage_task);
         let alerts = alerts.map(|(service, _)| service);
 
         let hours = config.site.gateway.history_hours;
@@ -313,7 +350,10 @@ impl Gateway {
             ingest.push(supervisor.watch(name, task));
         }
         for (index, modbus) in config.site.modbus.iter().enumerate() {
-            let poller = ModbusPoller::new(&config, index, &devices, &metrics)?;
+            let mut poller = ModbusPoller::new(&config, index, &devices, &metrics)?;
+            if let Some(port) = port_queues.remove(&modbus.name) {
+                poller = poller.with_port(port);
+            }
             let task = tokio::spawn(poller.run(ingest_tx.clone(), cancel.clone()));
             ingest.push(supervisor.watch(format!("modbus {}", modbus.name), task));
         }
@@ -333,6 +373,8 @@ impl Gateway {
             outbox,
             latest,
             web,
+            linkage,
+            linkage_task,
             cancel,
             ingest,
             dispatcher,
@@ -509,6 +551,8 @@ impl Gateway {
         let writer = self.outbox_writer;
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         let _ = self.rules_task.await;
+        // Ends once the rules task has dropped its side; outputs keep their states.
+        let _ = self.linkage_task.await;
         if let Some(alerts) = self.alerts {
             // Pushes still queued are sent at the next start.
             alerts.shutdown().await;

@@ -145,7 +145,12 @@ pub fn spawn(
     liveness: RulesLiveness,
     downlinks: Option<Arc<Downlinks>>,
     anchoring: Option<Anchoring>,
+    linkage: Option<LinkageLink>,
 ) -> std::io::Result<(RulesHandle, JoinHandle<()>)> {
+    let (linkage, mut linkage_notes) = match linkage {
+        Some(link) => (Some(link.events), Some(link.notes)),
+        None => (None, None),
+    };
     let RulesLiveness {
         heartbeat,
         writer_guard,
@@ -171,6 +176,13 @@ pub fn spawn(
                 anchoring,
             )
         })?;
+    if let Some(linkage) = &linkage {
+        // Alarms standing at start that had not yet operated their outputs (a crash in
+        // between) operate them now; those that had are known to linkage and change nothing.
+        for e in engine.standing(now_ms()) {
+            let _ = linkage.send(e);
+        }
+    }
     let task = tokio::spawn(async move {
         let mut events = Vec::new();
         let mut pending_ack: Option<DeviceAck> = None;
@@ -209,6 +221,15 @@ pub fn spawn(
                         let _ = reply.send(engine.alarm(&key));
                     }
                 },
+                Some(note) = next_note(&mut linkage_notes) => {
+                    let now = now_ms();
+                    let on_alarm = note.key.as_deref().is_some_and(|k| {
+                        engine.annotate(k, &note.message, note.operator.clone(), now, &mut events)
+                    });
+                    if !on_alarm {
+                        events.push(AlarmEvent::output_note(&note.output, note.tags, note.message, note.operator, now));
+                    }
+                }
                 _ = tokio::time::sleep(sleep_for) => {}
             }
             engine.tick(now_ms(), &mut events);
@@ -225,6 +246,11 @@ pub fn spawn(
                                 alarm,
                             }));
                         }
+                    }
+                }
+                if let Some(linkage) = &linkage {
+                    for e in events.iter().filter(|e| linkage_acts_on(e.action)) {
+                        let _ = linkage.send(e.clone());
                     }
                 }
                 publish(std::mem::take(&mut events), &store_tx, &metrics);
@@ -246,6 +272,37 @@ pub fn spawn(
         },
         task,
     ))
+}
+
+/// The rules task's side of linkage: transitions go out to it, what it did comes back to be
+/// journaled.
+pub struct LinkageLink {
+    pub events: mpsc::UnboundedSender<AlarmEvent>,
+    pub notes: mpsc::UnboundedReceiver<crate::linkage::Note>,
+}
+
+async fn next_note(
+    notes: &mut Option<mpsc::UnboundedReceiver<crate::linkage::Note>>,
+) -> Option<crate::linkage::Note> {
+    match notes {
+        Some(notes) => notes.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The transitions linkage plans on (the rest would only be cloned for nothing).
+fn linkage_acts_on(action: Action) -> bool {
+    matches!(
+        action,
+        Action::Raised
+            | Action::Escalated
+            | Action::Reannunciated
+            | Action::ConditionCleared
+            | Action::Cleared
+            | Action::Reset
+            | Action::Retired
+            | Action::ResetRequested
+    )
 }
 
 /// The rules loop comes round at least this often.

@@ -65,6 +65,10 @@ pub fn sink_stalled(name: &str) -> String {
 pub fn alert_critical_waiting(route: &str) -> String {
     format!("alert_critical_waiting_{route}")
 }
+/// 1 while output `id` has not confirmed its last command (linkage).
+pub fn linkage_failed(id: &str) -> String {
+    format!("linkage_failed_{id}")
+}
 /// 1 while the store refuses writes.
 pub const STORE_FAILING: &str = "store_failing";
 /// 1 for a while after the clock stepped.
@@ -91,6 +95,7 @@ pub fn quantities(config: &Config) -> Vec<String> {
             .filter(|m| !m.units.is_empty())
             .map(|m| modbus_down(&m.name)),
     );
+    out.extend(config.site.outputs.iter().map(|o| linkage_failed(&o.id)));
     if let Some(alerts) = &config.site.alerts {
         out.extend(alerts.routes.iter().map(|r| given_up_quantity(&r.name)));
         out.extend(

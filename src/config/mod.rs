@@ -15,6 +15,7 @@ mod broker;
 pub mod devices;
 mod gateway;
 mod influx;
+pub mod linkage;
 mod locate;
 mod modbus;
 mod mqtt;
@@ -28,6 +29,7 @@ mod web;
 pub use broker::{parse_broker_users, BrokerAcl, BrokerConfig, EmbeddedBrokerConfig};
 pub use gateway::GatewayConfig;
 pub use influx::{InfluxApi, InfluxSinkConfig};
+pub use linkage::{DeviceResetConfig, LinkageConfig, OutputConfig, OutputKind};
 pub use locate::{PathMap, Problem, SourceFile};
 pub use modbus::{
     ModbusConfig, ModbusLink, ModbusTransport, ModbusUnitConfig, Parity, SerialConfig,
@@ -88,6 +90,13 @@ pub struct SiteFile {
     /// Alarm pushes: channels, routes, escalation. Absent: alarms are not pushed.
     #[serde(default)]
     pub alerts: Option<alerts::AlertsConfig>,
+    /// What parkguard can switch: gas shut-off valves, exhaust fans, sounders, strobes,
+    /// breaker trips, each a Modbus coil or register or an MQTT publish.
+    #[serde(default)]
+    pub outputs: Vec<OutputConfig>,
+    /// Interlocks: which alarms operate which outputs, and what releases them.
+    #[serde(default)]
+    pub linkage: Vec<LinkageConfig>,
 }
 
 /// A loaded, validated configuration with resolved paths and secrets.
@@ -122,6 +131,10 @@ impl Config {
                 }
             }
         }
+        out.extend(linkage::linkage_warnings(
+            &self.site.linkage,
+            &self.site.outputs,
+        ));
         if let Some(web) = &self.site.web {
             let beyond_loopback = web
                 .listen
@@ -222,6 +235,14 @@ impl Config {
                 alerts::validate(alerts, &mqtt_names, &self.base_dir, report);
             }
             rules::validate_rule_overrides(&site.rule_overrides, &self.rules, &ids, report);
+            linkage::validate_outputs(
+                &site.outputs,
+                &site.modbus,
+                &site.mqtt,
+                &ids.locations,
+                report,
+            );
+            linkage::validate_linkage(&site.linkage, &site.outputs, &self.rules, report);
         }
         secret::resolve_secrets(&mut self.site, &self.base_dir, report);
     }

@@ -59,6 +59,11 @@ pub struct Profile {
     /// Whichever comes first raises the alarm; it clears when both have cleared.
     #[serde(default)]
     pub device_alarms: Vec<DeviceAlarm>,
+    /// How the host resets the device's latched alarms (a Modbus write), e.g.
+    /// `[reset] address = 20, value = 1`. With it, an operator's Reset of a latched alarm
+    /// the device still holds writes it and completes once the device drops the alarm.
+    #[serde(default)]
+    pub reset: Option<super::DeviceResetConfig>,
 }
 
 /// One `[[device_alarms]]` entry of a profile.

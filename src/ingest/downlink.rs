@@ -52,17 +52,22 @@ impl Downlinks {
             .count()
     }
 
-    pub fn send(&self, ack: &DeviceAck) -> Result<(), String> {
+    /// Queues `payload` on `topic` on connection `connection` (linkage's MQTT outputs).
+    pub fn publish(&self, connection: &str, topic: &str, payload: Vec<u8>) -> Result<(), String> {
         let publisher = self
             .publishers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&ack.connection)
+            .get(connection)
             .cloned();
-        let result = match publisher {
-            Some(publish) => publish(&ack.topic, ack.payload.clone()),
-            None => Err(format!("no MQTT connection `{}`", ack.connection)),
-        };
+        match publisher {
+            Some(publish) => publish(topic, payload),
+            None => Err(format!("no MQTT connection `{connection}` is up")),
+        }
+    }
+
+    pub fn send(&self, ack: &DeviceAck) -> Result<(), String> {
+        let result = self.publish(&ack.connection, &ack.topic, ack.payload.clone());
         match &result {
             Ok(()) => self.sent.fetch_add(1, Ordering::Relaxed),
             Err(_) => self.failed.fetch_add(1, Ordering::Relaxed),

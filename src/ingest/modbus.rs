@@ -32,6 +32,7 @@ use crate::config::{Config, ModbusConfig, ModbusLink, ModbusTransport, Parity, S
 use crate::decode::registers::{Area, RegisterDecoder};
 use crate::ingest::read_plan::{plan, PlanOptions, ReadRequest};
 use crate::ingest::Ingested;
+use crate::linkage::port::{PortError, PortOp, PortRequest};
 use crate::metrics::{Metrics, ModbusMetrics};
 use crate::model::{now_ns, Quality, Reading, Tags, Value};
 
@@ -365,6 +366,9 @@ pub struct ModbusPoller {
     bus_gap: Duration,
     units: Vec<Unit>,
     metrics: Arc<ModbusMetrics>,
+    /// Linkage's reads and writes (valves, fans, device resets), served between polls and
+    /// ahead of them: one bus, one master.
+    port: Option<mpsc::Receiver<PortRequest>>,
 }
 
 enum PollError {
@@ -372,6 +376,14 @@ enum PollError {
     Exception(String),
     /// No usable answer: the connection is dropped.
     Transport(String),
+}
+
+/// The next linkage request, or never when there is no port.
+async fn next_request(port: &mut Option<mpsc::Receiver<PortRequest>>) -> Option<PortRequest> {
+    match port {
+        Some(port) => port.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl ModbusPoller {
@@ -430,7 +442,97 @@ impl ModbusPoller {
             metrics: metrics.modbus(&modbus.name),
             config: modbus,
             units,
+            port: None,
         })
+    }
+
+    /// Serves linkage's requests on this connection too.
+    pub fn with_port(mut self, port: mpsc::Receiver<PortRequest>) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// Connects unless connected or backing off; true when connected.
+    async fn ensure_connected(
+        &self,
+        context: &mut Option<Context>,
+        backoff: &mut Backoff,
+        reconnect_not_before: &mut Instant,
+        limit: Duration,
+    ) -> bool {
+        if context.is_none() && Instant::now() >= *reconnect_not_before {
+            match self.connect(limit).await {
+                Ok(ctx) => {
+                    self.metrics.connects.fetch_add(1, Ordering::Relaxed);
+                    if backoff.attempts() > 0 {
+                        info!(connection = %self.config.name, attempts = backoff.attempts(), "Modbus connection recovered.");
+                    }
+                    backoff.reset();
+                    *context = Some(ctx);
+                }
+                Err(err) => {
+                    if backoff.attempts() == 0 {
+                        warn!(connection = %self.config.name, address = %self.config.address, error = %err, "Modbus connection failed; retrying with backoff.");
+                    }
+                    *reconnect_not_before = Instant::now() + backoff.next_delay();
+                }
+            }
+        }
+        context.is_some()
+    }
+
+    /// One of linkage's requests, on the polling connection.
+    async fn serve(
+        &self,
+        request: PortRequest,
+        context: &mut Option<Context>,
+        limit: Duration,
+        quiet_until: &mut Instant,
+    ) {
+        let Some(ctx) = context.as_mut() else {
+            let _ = request.reply.send(Err(PortError::Transport(format!(
+                "not connected to {}",
+                self.config.address
+            ))));
+            return;
+        };
+        ctx.set_slave(Slave(request.unit_id));
+        sleep_until(*quiet_until).await;
+        self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        let answer = timeout(limit, async {
+            match request.op {
+                PortOp::Write {
+                    area: Area::Coil,
+                    address,
+                    value,
+                } => ctx
+                    .write_single_coil(address, value != 0)
+                    .await
+                    .map(|r| r.map(|()| value)),
+                PortOp::Write { address, value, .. } => ctx
+                    .write_single_register(address, value)
+                    .await
+                    .map(|r| r.map(|()| value)),
+                PortOp::Read { area, address } => read_area(ctx, area, address, 1)
+                    .await
+                    .map(|r| r.map(|words| words.first().copied().unwrap_or(0))),
+            }
+        })
+        .await;
+        *quiet_until = Instant::now() + self.bus_gap;
+        let result = match answer {
+            Err(_) => {
+                *context = None;
+                Err(PortError::NoAnswer(limit.as_millis() as u64))
+            }
+            Ok(Err(err)) => {
+                *context = None;
+                Err(PortError::Transport(err.to_string()))
+            }
+            Ok(Ok(Err(exception))) => Err(PortError::Exception(format!("{exception:?}"))),
+            Ok(Ok(Ok(word))) => Ok(word),
+        };
+        let _ = request.reply.send(result);
     }
 
     pub async fn run(mut self, output: mpsc::Sender<Ingested>, cancel: CancellationToken) {
@@ -439,33 +541,38 @@ impl ModbusPoller {
         let mut context: Option<Context> = None;
         let mut reconnect_not_before = Instant::now();
         let mut quiet_until = Instant::now();
+        let mut port = self.port.take();
         loop {
-            let Some((u, s, due)) = self.earliest_due() else {
-                cancel.cancelled().await;
-                break;
-            };
+            let next = self.earliest_due();
+            let due = next.map_or_else(|| Instant::now() + Duration::from_secs(3600), |n| n.2);
             tokio::select! {
+                biased;
                 _ = cancel.cancelled() => break,
+                request = next_request(&mut port) => {
+                    match request {
+                        Some(request) => {
+                            // A linkage request gets its own connection attempt at once: a
+                            // valve must not wait for the poll backoff to run out.
+                            reconnect_not_before = reconnect_not_before.min(Instant::now());
+                            self.ensure_connected(&mut context, &mut backoff, &mut reconnect_not_before, request_timeout).await;
+                            self.serve(request, &mut context, request_timeout, &mut quiet_until).await;
+                        }
+                        None => port = None,
+                    }
+                    continue;
+                }
                 _ = sleep_until(due) => {}
             }
-            if context.is_none() && Instant::now() >= reconnect_not_before {
-                match self.connect(request_timeout).await {
-                    Ok(ctx) => {
-                        self.metrics.connects.fetch_add(1, Ordering::Relaxed);
-                        if backoff.attempts() > 0 {
-                            info!(connection = %self.config.name, attempts = backoff.attempts(), "Modbus connection recovered.");
-                        }
-                        backoff.reset();
-                        context = Some(ctx);
-                    }
-                    Err(err) => {
-                        if backoff.attempts() == 0 {
-                            warn!(connection = %self.config.name, address = %self.config.address, error = %err, "Modbus connection failed; retrying with backoff.");
-                        }
-                        reconnect_not_before = Instant::now() + backoff.next_delay();
-                    }
-                }
-            }
+            let Some((u, s, _)) = next else {
+                continue;
+            };
+            self.ensure_connected(
+                &mut context,
+                &mut backoff,
+                &mut reconnect_not_before,
+                request_timeout,
+            )
+            .await;
             let started = Instant::now();
             let result = match context.as_mut() {
                 Some(ctx) => {

@@ -121,6 +121,15 @@ pub enum Action {
     /// Shelving, suppression or out-of-service ended while the alarm is still active: it is
     /// shown, pushed and escalated again, and needs a new acknowledgement.
     Reannunciated,
+    /// An operator reset a latched alarm the device still holds: the device's reset was sent,
+    /// and the reset completes once the device drops the alarm.
+    ResetRequested,
+    /// The device still held the alarm when the wait after its reset ran out.
+    ResetFailed,
+    /// Linkage acted for the alarm (a valve closed, a fan started, a device reset written),
+    /// or an output was operated by hand: the message says what, and whether it was
+    /// confirmed. Journaled; pushes nobody (a failed action raises its own fault).
+    Linkage,
 }
 
 impl Action {
@@ -144,6 +153,9 @@ impl Action {
             Action::Retired => "retired",
             Action::Silenced => "silenced",
             Action::Reannunciated => "reannunciated",
+            Action::ResetRequested => "reset_requested",
+            Action::ResetFailed => "reset_failed",
+            Action::Linkage => "linkage",
         }
     }
 }
@@ -303,6 +315,41 @@ pub struct AlarmEvent {
     /// Reported late: the transition comes from messages that reached the gateway well after
     /// they were sent (replayed after an outage), and its condition began at this device time.
     pub late_began_ms: Option<Ms>,
+}
+
+impl AlarmEvent {
+    /// A journal entry that belongs to no alarm (an output operated by hand, an output that
+    /// reads back otherwise than commanded after a restart): key `output/<id>`, rule
+    /// `linkage`, kind `event`, so that it is journaled and stored but pushes nobody.
+    pub fn output_note(
+        output: &str,
+        tags: Arc<Tags>,
+        message: String,
+        operator: Option<Operator>,
+        at_ms: Ms,
+    ) -> AlarmEvent {
+        AlarmEvent {
+            key: Arc::from(format!("output/{output}")),
+            rule: Arc::from("linkage"),
+            rule_name: Arc::from("Linkage"),
+            tags,
+            source: Arc::from(""),
+            action: Action::Linkage,
+            at_ms,
+            state: AlarmState::Normal,
+            severity: Severity::Low,
+            kind: AlarmKind::Event,
+            value: None,
+            unit: None,
+            threshold: None,
+            message,
+            operator,
+            annunciated: false,
+            alarm: Alarm::default(),
+            filters: Vec::new(),
+            late_began_ms: None,
+        }
+    }
 }
 
 /// What survives a restart for one alarm.

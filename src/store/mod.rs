@@ -18,6 +18,7 @@ pub mod alerts;
 pub mod history;
 mod journal;
 pub mod outbox;
+mod outputs;
 mod schema;
 
 use crate::model::alarm::{AlarmEvent, PersistedAlarm};

@@ -157,4 +157,6 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (span_ms, bucket_ms, device)
      ) WITHOUT ROWID;
      DROP TABLE history;",
+    // 7: outputs' last commanded and confirmed states (linkage).
+    outputs::MIGRATION,
 ];

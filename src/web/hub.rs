@@ -245,6 +245,7 @@ mod tests {
             device: "d".into(),
             source: String::new(),
             state,
+            condition: true,
             severity: Some(Severity::High),
             kind: Some(kind),
             value: None,
@@ -262,6 +263,8 @@ mod tests {
             shelvable: true,
             raised_at_ms: None,
             changed_at_ms: 0,
+            linkage: Vec::new(),
+            reset_pending: false,
         }
     }
 

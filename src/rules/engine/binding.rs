@@ -24,6 +24,8 @@ impl RuleEngine {
             flood_rule: Arc::from("flood"),
             gateway_kind: String::new(),
             replay_window: ms(config.site.gateway.replay_window_s as f64),
+            pending_resets: HashMap::new(),
+            linkage_notes: HashMap::new(),
         };
         let polled: HashMap<&str, Ms> = config
             .site
@@ -102,6 +104,11 @@ impl RuleEngine {
                         .collect()
                 })
                 .unwrap_or_default(),
+            reset_wait: config
+                .profiles
+                .get(&device.profile)
+                .and_then(|p| p.reset.as_ref())
+                .map(|r| r.wait_s.saturating_mul(1000) as Ms),
             ..Shape::default()
         };
         let is_gateway = tags.kind == self.gateway_kind;

@@ -50,6 +50,7 @@ impl RuleEngine {
                 self.on_value(first + offset, slot, reading, when, out);
             }
         }
+        self.complete_device_resets(now, out);
     }
 
     /// The device's own alarm decision changed: the alarm's level is the higher of the
@@ -509,7 +510,11 @@ impl RuleEngine {
 
     /// The next time `tick` has work, if any.
     pub fn next_deadline(&self) -> Option<Ms> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
+        let timer = self.timers.peek().map(|Reverse((t, _))| *t);
+        match (timer, self.next_reset_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Lets time pass: delays that ran out, shelving and maintenance that ended, devices that
@@ -527,6 +532,8 @@ impl RuleEngine {
             self.tick_instance(i, now, out);
         }
         self.end_floods(now, out);
+        self.expire_device_resets(now, out);
+        self.forget_notes();
     }
 
     pub(super) fn tick_instance(&mut self, i: usize, now: Ms, out: &mut Vec<AlarmEvent>) {

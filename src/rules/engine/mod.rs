@@ -24,6 +24,7 @@ use crate::rules::threshold::{Direction, Edge, LevelFilter, Ms};
 mod binding;
 mod evaluate;
 mod flood;
+mod reset;
 mod views;
 
 use flood::chatter_window;
@@ -298,6 +299,9 @@ struct Shape {
     by_quantity: HashMap<Arc<str>, Vec<(usize, u8)>>,
     /// Instances fed by every reading of the device (comm loss, silence).
     every_reading: Vec<usize>,
+    /// The profile's `[reset]`: how long to wait for the device to drop a latched alarm
+    /// after its reset is written. `None`: the device cannot be reset from the host.
+    reset_wait: Option<Ms>,
 }
 
 /// Shares what repeats across devices while the engine is built.
@@ -369,6 +373,11 @@ pub struct RuleEngine {
     /// Device timestamps older than this (behind the gateway's clock) are not believed: such
     /// a message is evaluated at its arrival.
     replay_window: Ms,
+    /// Resets sent to devices that still held their latched alarm, by instance.
+    pending_resets: HashMap<usize, reset::PendingReset>,
+    /// What linkage did for each alarm (`Action::Linkage` messages), newest last, by
+    /// instance; dropped when the alarm returns to normal.
+    linkage_notes: HashMap<usize, Vec<String>>,
 }
 
 impl RuleEngine {
@@ -530,6 +539,13 @@ impl RuleEngine {
                     self.emit(i, action, now, Some(operator.clone()), out);
                     self.reannunciate_after(i, action, now, out);
                     self.reschedule(i);
+                }
+                // The device holds the alarm latched itself: reset the device, and complete
+                // the reset once it has dropped the alarm.
+                Err(CommandError::ConditionPresent)
+                    if *command == Command::Reset && self.device_resettable(i) =>
+                {
+                    self.request_device_reset(i, operator, now, out);
                 }
                 // On a device or location, commands apply where they make sense.
                 Err(err) if single => return Err(err),

@@ -16,6 +16,8 @@ pub struct AlarmView {
     pub device: String,
     pub source: String,
     pub state: AlarmState,
+    /// The condition is present now (a latched alarm can be active without it).
+    pub condition: bool,
     pub severity: Option<Severity>,
     pub kind: Option<AlarmKind>,
     pub value: Option<Observed>,
@@ -37,6 +39,10 @@ pub struct AlarmView {
     pub shelvable: bool,
     pub raised_at_ms: Option<Ms>,
     pub changed_at_ms: Ms,
+    /// What linkage did for it, oldest first: "Gas valve B2 closed 14:03:07, confirmed".
+    pub linkage: Vec<String>,
+    /// An operator's reset was sent to the device, which still holds the alarm.
+    pub reset_pending: bool,
 }
 
 impl RuleEngine {
@@ -46,8 +52,9 @@ impl RuleEngine {
         let mut views: Vec<AlarmView> = self
             .instances
             .iter()
-            .filter(|inst| !inst.alarm.is_normal())
-            .map(|inst| self.view(inst))
+            .enumerate()
+            .filter(|(_, inst)| !inst.alarm.is_normal())
+            .map(|(i, _)| self.view(i))
             .collect();
         views.sort_by(|a, b| {
             b.severity
@@ -57,11 +64,24 @@ impl RuleEngine {
         views
     }
 
-    pub fn alarm(&self, key: &str) -> Option<AlarmView> {
-        self.instance_of(key).map(|i| self.view(&self.instances[i]))
+    /// Active alarms whose condition is present, as `Raised` events that are not journaled:
+    /// what linkage must have acted on, after a restart.
+    pub fn standing(&self, now: Ms) -> Vec<AlarmEvent> {
+        (0..self.instances.len())
+            .filter(|&i| {
+                let a = &self.instances[i].alarm;
+                a.active && a.condition
+            })
+            .map(|i| self.event(i, Action::Raised, now, None, true))
+            .collect()
     }
 
-    pub(super) fn view(&self, inst: &Instance) -> AlarmView {
+    pub fn alarm(&self, key: &str) -> Option<AlarmView> {
+        self.instance_of(key).map(|i| self.view(i))
+    }
+
+    pub(super) fn view(&self, i: usize) -> AlarmView {
+        let inst = &self.instances[i];
         let tags = &self.devices[inst.device].tags;
         let rule = &self.rules[inst.binding.settings.rule];
         let a = &inst.alarm;
@@ -76,6 +96,7 @@ impl RuleEngine {
             device: tags.device.clone(),
             source: inst.binding.source.to_string(),
             state: a.state(),
+            condition: a.condition,
             severity: a.level.map(|l| l.severity),
             kind: a.level.map(|l| l.kind),
             value: inst.value.clone(),
@@ -98,6 +119,8 @@ impl RuleEngine {
             shelvable: rule.shelvable,
             raised_at_ms: a.raised_at,
             changed_at_ms: a.changed_at,
+            linkage: self.notes_of(i),
+            reset_pending: self.pending_resets.contains_key(&i),
         }
     }
 }
