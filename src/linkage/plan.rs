@@ -226,6 +226,7 @@ id = "other"
 enterprise = "e2"
 [[modbus]]
 name = "bus"
+transport = "tcp"
 address = "127.0.0.1:1502"
 units = []
 [[outputs]]
@@ -405,8 +406,8 @@ release = "clear"
         names.sort();
         assert_eq!(
             names,
-            Vec::<String>::new(),
-            "the fan is also held by the manual-release linkage, the valve always is"
+            vec!["sounder-kitchen"],
+            "the sounder stops; the fan is also held by the manual-release linkage; the valve always is"
         );
         let valve = interlocks.output_index("valve").unwrap_or(usize::MAX);
         assert_eq!(holders[valve].len(), 1, "the valve stays held");

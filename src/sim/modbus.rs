@@ -33,6 +33,23 @@ pub struct SimulatedUnit {
     requests: Mutex<u64>,
     /// When each request arrived, for cadence measurements.
     arrivals: Mutex<Vec<std::time::Instant>>,
+    /// What the unit does of itself after a write: a relay module's limit switch following
+    /// its coil, a detector dropping its latch on a reset.
+    reactions: Mutex<Reactions>,
+}
+
+/// A unit's own reactions to writes.
+#[derive(Debug, Default)]
+struct Reactions {
+    /// Coil -> discrete input that follows it (a valve's limit switch).
+    mirrors: Vec<(u16, u16)>,
+    /// Writes are answered but change nothing: a valve jammed open, a relay with a burnt
+    /// coil.
+    refuse_writes: bool,
+    /// (area, address, value written) -> words then set.
+    on_write: Vec<((Area, u16, u16), Vec<(Area, u16, u16)>)>,
+    /// Write requests received, refused ones included.
+    writes: u64,
 }
 
 impl Default for SimulatedUnit {
@@ -42,6 +59,7 @@ impl Default for SimulatedUnit {
             behaviour: Mutex::new(Behaviour::Normal),
             requests: Mutex::new(0),
             arrivals: Mutex::new(Vec::new()),
+            reactions: Mutex::new(Reactions::default()),
         }
     }
 }
@@ -58,6 +76,67 @@ impl SimulatedUnit {
     pub fn word(&self, area: Area, address: u16) -> Option<u16> {
         let bank = self.words.lock().unwrap_or_else(|e| e.into_inner());
         bank.get(&(area, address)).copied()
+    }
+
+    /// Discrete input `input` follows coil `coil` after every accepted write (a valve's
+    /// limit switch, a contactor's auxiliary contact).
+    pub fn mirror_coil(&self, coil: u16, input: u16) {
+        self.reactions().mirrors.push((coil, input));
+    }
+
+    /// Writes are acknowledged but change nothing (a jammed valve).
+    pub fn set_refuse_writes(&self, refuse: bool) {
+        self.reactions().refuse_writes = refuse;
+    }
+
+    /// After `value` is written to `address` of `area`, the unit sets `then` itself (a
+    /// detector clearing its latched status bits on a reset).
+    pub fn on_write(&self, area: Area, address: u16, value: u16, then: Vec<(Area, u16, u16)>) {
+        self.reactions()
+            .on_write
+            .push(((area, address, value), then));
+    }
+
+    /// Write requests received so far, refused ones included.
+    pub fn writes(&self) -> u64 {
+        self.reactions().writes
+    }
+
+    fn reactions(&self) -> std::sync::MutexGuard<'_, Reactions> {
+        self.reactions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A write from the bus, with the unit's reactions.
+    fn written(&self, area: Area, start: u16, words: &[u16]) {
+        let (mirrors, effects) = {
+            let mut reactions = self.reactions();
+            reactions.writes += 1;
+            if reactions.refuse_writes {
+                return;
+            }
+            let effects: Vec<(Area, u16, u16)> = reactions
+                .on_write
+                .iter()
+                .filter(|((a, addr, value), _)| {
+                    *a == area
+                        && (start..start.saturating_add(words.len() as u16)).contains(addr)
+                        && words.get(usize::from(addr - start)) == Some(value)
+                })
+                .flat_map(|(_, then)| then.iter().copied())
+                .collect();
+            (reactions.mirrors.clone(), effects)
+        };
+        self.set_words(area, start, words);
+        if area == Area::Coil {
+            for (coil, input) in mirrors {
+                if let Some(w) = words.get(usize::from(coil.wrapping_sub(start))) {
+                    self.set_words(Area::DiscreteInput, input, &[*w]);
+                }
+            }
+        }
+        for (a, address, value) in effects {
+            self.set_words(a, address, &[value]);
+        }
     }
 
     pub fn set_behaviour(&self, behaviour: Behaviour) {
@@ -119,15 +198,15 @@ impl SimulatedUnit {
                 Response::ReadDiscreteInputs(bits(self.read(Area::DiscreteInput, *a, *c)))
             }
             Request::WriteSingleRegister(a, w) => {
-                self.set_words(Area::Holding, *a, &[*w]);
+                self.written(Area::Holding, *a, &[*w]);
                 Response::WriteSingleRegister(*a, *w)
             }
             Request::WriteMultipleRegisters(a, words) => {
-                self.set_words(Area::Holding, *a, words);
+                self.written(Area::Holding, *a, words);
                 Response::WriteMultipleRegisters(*a, words.len() as u16)
             }
             Request::WriteSingleCoil(a, on) => {
-                self.set_words(Area::Coil, *a, &[u16::from(*on)]);
+                self.written(Area::Coil, *a, &[u16::from(*on)]);
                 Response::WriteSingleCoil(*a, *on)
             }
             _ => return Err(ExceptionCode::IllegalFunction),
