@@ -176,6 +176,7 @@ impl ModbusOutputConfig {
 pub struct MqttOutputConfig {
     /// The `name` of an `[[mqtt]]` connection.
     pub connection: String,
+    /// Topic published to (no wildcards), e.g. `park/b2/valve/set`.
     pub topic: String,
     /// Payload that operates the output, e.g. `{"cmd":"close"}`.
     pub on: String,

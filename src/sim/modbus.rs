@@ -38,6 +38,9 @@ pub struct SimulatedUnit {
     reactions: Mutex<Reactions>,
 }
 
+/// One word of a unit: (area, address, value).
+type Word = (Area, u16, u16);
+
 /// A unit's own reactions to writes.
 #[derive(Debug, Default)]
 struct Reactions {
@@ -46,8 +49,8 @@ struct Reactions {
     /// Writes are answered but change nothing: a valve jammed open, a relay with a burnt
     /// coil.
     refuse_writes: bool,
-    /// (area, address, value written) -> words then set.
-    on_write: Vec<((Area, u16, u16), Vec<(Area, u16, u16)>)>,
+    /// A write of (area, address, value) -> the words the unit then sets itself.
+    on_write: Vec<(Word, Vec<Word>)>,
     /// Write requests received, refused ones included.
     writes: u64,
 }
@@ -114,7 +117,7 @@ impl SimulatedUnit {
             if reactions.refuse_writes {
                 return;
             }
-            let effects: Vec<(Area, u16, u16)> = reactions
+            let effects: Vec<Word> = reactions
                 .on_write
                 .iter()
                 .filter(|((a, addr, value), _)| {

@@ -103,6 +103,11 @@ fn has_gas(e: usize) -> bool {
 fn detector_unit(e: usize) -> u8 {
     (e + 1) as u8
 }
+/// The enterprise (0-based) whose gas leak closes a valve and runs a fan.
+const LINKAGE_ENTERPRISE: usize = 3;
+/// Its relay module's unit id.
+const RELAY_UNIT: u8 = 200;
+
 fn gas_unit(e: usize) -> u8 {
     (100 + e + 1) as u8
 }
@@ -187,6 +192,22 @@ fn site_text(options: &DemoOptions) -> String {
             );
         }
     }
+    // Linkage: the enterprise with the gas leak has a relay module on the bus switching the
+    // kitchen's emergency gas valve (limit switch on discrete input 0) and its exhaust fan.
+    if options.enterprises > LINKAGE_ENTERPRISE {
+        let n = LINKAGE_ENTERPRISE + 1;
+        let _ = write!(
+            s,
+            "\n[[outputs]]\nid = \"e{n:02}-gas-valve\"\nkind = \"gas_valve\"\nlocation = \"e{n:02}-shop\"\nname = \"车间燃气紧急切断阀\"\n\
+             modbus = {{ connection = \"rs485-gateway\", unit_id = {RELAY_UNIT}, area = \"coil\", address = 0, readback = {{ area = \"discrete_input\", address = 0 }} }}\n\
+             [[outputs]]\nid = \"e{n:02}-exhaust-fan\"\nkind = \"fan\"\nlocation = \"e{n:02}-shop\"\nname = \"车间排风机\"\n\
+             modbus = {{ connection = \"rs485-gateway\", unit_id = {RELAY_UNIT}, area = \"coil\", address = 1 }}\n\
+             [[linkage]]\nname = \"燃气二级报警关阀 / gas level 2 shuts the valve\"\ndevice_kinds = [\"gas\"]\nseverity = \"critical\"\n\
+             output_kinds = [\"gas_valve\"]\nscope = \"location\"\n\
+             [[linkage]]\nname = \"燃气报警启动排风 / gas alarm runs the fan\"\ndevice_kinds = [\"gas\"]\nseverity = \"high\"\n\
+             output_kinds = [\"fan\"]\nscope = \"location\"\nrelease = \"clear\"\n"
+        );
+    }
     // Pushes: every alarm's state retained on the embedded broker; the fire department's own
     // topic gets smoke fire alarms and gas level 2 at once, and whatever the operators leave
     // unacknowledged for 5 minutes.
@@ -209,6 +230,7 @@ fn site_text(options: &DemoOptions) -> String {
     for (user, role) in [
         ("operator", "operator"),
         ("viewer", "viewer"),
+        ("technician", "technician"),
         ("admin", "admin"),
     ] {
         let hash = crate::web::hash_password(&options.password).unwrap_or_default();
@@ -358,7 +380,14 @@ pub fn modbus_bus(enterprises: usize) -> SimulatedBus {
             ids.push(gas_unit(e));
         }
     }
+    if enterprises > LINKAGE_ENTERPRISE {
+        ids.push(RELAY_UNIT);
+    }
     let bus = SimulatedBus::new(ids);
+    if let Some(relays) = bus.unit(RELAY_UNIT) {
+        // The valve's limit switch follows its coil.
+        relays.mirror_coil(0, 0);
+    }
     for e in 0..enterprises {
         if let Some(unit) = bus.unit(detector_unit(e)) {
             // Settings registers 16-19 as the P4 profile documents.

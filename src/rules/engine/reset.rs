@@ -71,13 +71,10 @@ impl RuleEngine {
             let Some(pending) = self.pending_resets.remove(&i) else {
                 continue;
             };
-            match self.instances[i].alarm.command(&Command::Reset, now) {
-                Ok(action) => {
-                    self.emit(i, action, now, Some(pending.operator), out);
-                    self.reschedule(i);
-                }
-                // Reset meanwhile by other means (or no longer latched): nothing left to do.
-                Err(_) => {}
+            // An error means it was reset meanwhile by other means: nothing left to do.
+            if let Ok(action) = self.instances[i].alarm.command(&Command::Reset, now) {
+                self.emit(i, action, now, Some(pending.operator), out);
+                self.reschedule(i);
             }
         }
     }
