@@ -3,7 +3,9 @@
 //! switch them, with the CSRF token, a reason and the output's id as the confirmation; the
 //! coil is really written, the read-back confirms it, and the journal names the technician and
 //! the reason. In real headless Chromium a technician closes the valve through the confirmation
-//! dialog and the row turns `closed`; an operator sees the list without buttons.
+//! dialog and the row turns `closed`; an operator sees the list without buttons. A gas
+//! detector's alarm closes the valve through an interlock: the alarm's details say what
+//! linkage did, and the valve cannot be released while the alarm is present.
 
 mod support;
 
@@ -20,6 +22,8 @@ use support::*;
 
 const VALVE: &str = "valve-1";
 const UNIT: u8 = 9;
+/// The gas detector's unit on the same simulated bus, when the site has one.
+const DETECTOR: u8 = 2;
 
 struct Site {
     _dir: tempfile::TempDir,
@@ -30,13 +34,37 @@ struct Site {
 }
 
 impl Site {
-    async fn start() -> Site {
-        let bus = SimulatedBus::new([UNIT]);
+    /// The site with the valve; `interlock`: also a gas detector (unit 2) whose alarm closes
+    /// it.
+    async fn start(interlock: bool) -> Site {
+        let bus = SimulatedBus::new([UNIT, DETECTOR]);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let simulator = tokio::spawn(bus.clone().serve_tcp(listener));
+        let detector = if interlock {
+            format!(
+                r#"
+[[devices]]
+id = "g1"
+location = "l"
+profile = "gas_detector_lel"
+
+[[modbus.units]]
+device = "g1"
+unit_id = {DETECTOR}
+
+[[linkage]]
+name = "gas leak shuts the valve"
+rules = ["R11"]
+severity = "high"
+outputs = ["{VALVE}"]
+"#
+            )
+        } else {
+            "units = []\n".to_string()
+        };
         let text = format!(
             r#"{header}
 [[modbus]]
@@ -44,8 +72,7 @@ name = "bus-1"
 transport = "tcp"
 address = "127.0.0.1:{port}"
 timeout_ms = 500
-units = []
-
+{detector}
 [[outputs]]
 id = "{VALVE}"
 kind = "gas_valve"
@@ -128,7 +155,7 @@ async fn switch(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_technician_switches_an_output_with_a_reason_and_the_confirmation() {
-    let site = Site::start().await;
+    let site = Site::start(false).await;
     let base = site.base.clone();
     let (operator, operator_csrf) = api_log_in(&base, "olga", "operator-pass").await;
     let (technician, csrf) = api_log_in(&base, "tina", "technician-pass").await;
@@ -290,7 +317,7 @@ async fn only_a_technician_switches_an_output_with_a_reason_and_the_confirmation
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn technician_closes_the_valve_through_the_confirmation_dialog() {
-    let site = Site::start().await;
+    let site = Site::start(false).await;
     let url = site.base.clone();
     let driver = chromedriver();
     let client = browser(&driver).await;
@@ -373,6 +400,96 @@ async fn technician_closes_the_valve_through_the_confirmation_dialog() {
     let png = client.screenshot().await.expect("screenshot");
     std::fs::write(
         std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-outputs.png"),
+        png,
+    )
+    .expect("save screenshot");
+    client.close().await.expect("close the browser");
+    site.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gas_alarm_closes_the_valve_and_its_details_say_what_linkage_did() {
+    let site = Site::start(true).await;
+    let base = site.base.clone();
+    let (operator, _) = api_log_in(&base, "olga", "operator-pass").await;
+    let (technician, csrf) = api_log_in(&base, "tina", "technician-pass").await;
+    // The detector's own status is level 2 (alarm), with 8 %LEL as its float (CDAB).
+    let detector = site.bus.unit(DETECTOR).expect("detector unit");
+    detector.set_words(Area::Holding, 8, &[0x0000, 0x4100]);
+    detector.set_words(Area::Holding, 3, &[2]);
+
+    let key = "R11/g1/lel";
+    eventually(
+        "the alarm's linkage line says the valve closed, confirmed",
+        Duration::from_secs(20),
+        || {
+            let (base, operator) = (base.clone(), operator.clone());
+            async move {
+                let alarms: Vec<Value> = client()
+                    .get(format!("{base}/api/alarms"))
+                    .header("cookie", &operator)
+                    .send()
+                    .await
+                    .expect("alarms")
+                    .json()
+                    .await
+                    .expect("json");
+                alarms.iter().any(|a| {
+                    a["key"] == key
+                        && a["linkage"].as_array().is_some_and(|lines| {
+                            lines.iter().any(|l| {
+                                l.as_str().is_some_and(|l| {
+                                    l.contains("B2厨房燃气紧急切断阀 closed")
+                                        && l.contains("confirmed")
+                                })
+                            })
+                        })
+                })
+            }
+        },
+    )
+    .await;
+    assert_eq!(site.coil(), Some(1), "the interlock wrote the coil");
+    let shown = valve(&base, &operator).await;
+    assert_eq!(shown["state"], "closed");
+    assert_eq!(shown["holders"], json!([key]));
+
+    // Not released while the alarm that closed it is present.
+    let (status, answer) = switch(
+        &base,
+        "release",
+        &technician,
+        Some(&csrf),
+        json!({ "reason": "想恢复供气", "confirm": VALVE }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(key) && e.contains("still present")),
+        "{answer}"
+    );
+    assert_eq!(site.coil(), Some(1), "the refused release wrote nothing");
+
+    // The operator's board: the alarm's details list what linkage did.
+    let driver = chromedriver();
+    let client = browser(&driver).await;
+    log_in(&client, &base, "olga", "operator-pass").await;
+    let row = format!("#board tbody tr[data-key=\"{key}\"]");
+    click(&client, &format!("{row} button.pushes")).await;
+    wait_script(
+        &client,
+        "what linkage did, under the alarm",
+        "const lines = [...document.querySelectorAll('#board tr.pushes-row ul.linkage li')]; \
+         return lines.some(l => l.textContent.includes('B2厨房燃气紧急切断阀 closed') \
+           && l.textContent.includes('confirmed')) \
+           && document.querySelector('#board tr.pushes-row h4').textContent === '联动动作'",
+    )
+    .await;
+    let png = client.screenshot().await.expect("screenshot");
+    std::fs::write(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-alarm-linkage.png"),
         png,
     )
     .expect("save screenshot");

@@ -129,6 +129,7 @@ const app = {
   pushes: [],
   // The outputs (linkage) and the manual operation being confirmed.
   outputs: [],
+  outputsSeen: null,
   outputAction: null,
 };
 
@@ -623,7 +624,14 @@ async function commissioningSignOff(e) {
 // ---- outputs (linkage) -------------------------------------------------------------------
 
 async function loadOutputs() {
-  try { app.outputs = await api("GET", "/api/outputs"); } catch (_) { return; }
+  let list;
+  try { list = await api("GET", "/api/outputs"); } catch (_) { return; }
+  // Re-read every second: the rows are rebuilt only when something changed, so that a button
+  // is not replaced under the pointer while it is being clicked.
+  const seen = JSON.stringify(list);
+  if (seen === app.outputsSeen && $("outputs").tBodies[0].rows.length === list.length) return;
+  app.outputsSeen = seen;
+  app.outputs = list;
   renderOutputs();
 }
 
@@ -633,6 +641,14 @@ function stateText(o) {
   const specific = `state_${o.kind}_${o.state}`;
   if (I18N.en[specific]) return t(specific);
   return I18N.en[`state_${o.state}`] ? t(`state_${o.state}`) : o.state;
+}
+
+// "enterprise name / location name", the names taken from a device at the same location.
+function outputPlace(o) {
+  const d = app.devices.find((x) => x.location === o.location && x.enterprise === o.enterprise);
+  const enterprise = (d && d.enterprise_name) || o.enterprise;
+  const location = (d && d.location_name) || o.location;
+  return [enterprise, location].filter(Boolean).join(" / ");
 }
 
 function holderText(h) {
@@ -650,7 +666,7 @@ function outputRow(o) {
     if (!operated) actions.append(el("button", { type: "button", class: "operate", onclick: () => openOutputDialog(o, true) }, t(`op_${o.kind}`)));
     if (!released) actions.append(el("button", { type: "button", class: "release", onclick: () => openOutputDialog(o, false) }, t(`rel_${o.kind}`)));
   }
-  const place = [o.enterprise, o.location].filter(Boolean).join(" / ");
+  const place = outputPlace(o);
   const confirmed = o.readback ? (o.confirmed_at_ms ? fmtTime(o.confirmed_at_ms) : t("never")) : t("no_readback");
   const classes = [o.confirmed === true ? "operated" : "", o.pending ? "pending" : "", o.failing || o.mismatch ? "bad-output" : ""];
   return el("tr", { class: classes.filter(Boolean).join(" "), dataset: { output: o.id } },
@@ -676,7 +692,7 @@ function openOutputDialog(output, operate) {
   app.outputAction = { output, operate };
   $("output-dialog-title").textContent = t(operate ? "operate_title" : "release_title");
   $("output-dialog-output").textContent =
-    `${t(operate ? `op_${output.kind}` : `rel_${output.kind}`)}: ${output.name} (${output.id}) · ${t(`kind_${output.kind}`)} · ${[output.enterprise, output.location].filter(Boolean).join(" / ")}`;
+    `${t(operate ? `op_${output.kind}` : `rel_${output.kind}`)}: ${output.name} (${output.id}) · ${t(`kind_${output.kind}`)} · ${outputPlace(output)}`;
   $("output-dialog-warning").textContent = operate ? t("operate_warning") : (output.manual_release_only ? t("release_warning") : "");
   $("output-dialog-ok").textContent = `${t(operate ? "operate_confirm" : "release_confirm")}: ${output.name}`;
   $("output-reason").value = "";
