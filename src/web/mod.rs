@@ -275,6 +275,7 @@ pub struct WebServer {
 }
 
 /// Binds the listener (a startup error if the port is taken) and serves until `cancel`.
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     config: Arc<Config>,
     web: &WebConfig,
