@@ -323,6 +323,7 @@ impl Gateway {
                     Arc::clone(&config),
                     web_config,
                     rules.clone(),
+                    linkage.clone(),
                     Arc::clone(&metrics),
                     Arc::clone(&latest),
                     open_store()?,

@@ -68,28 +68,6 @@ fn client() -> reqwest::Client {
         .expect("client")
 }
 
-/// Logs in; returns (cookie header value, CSRF token).
-async fn log_in(base: &str, name: &str, password: &str) -> (String, String) {
-    let response = client()
-        .post(format!("{base}/api/login"))
-        .json(&json!({ "name": name, "password": password }))
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(response.status(), StatusCode::OK);
-    let cookie = response
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .expect("session cookie")
-        .to_string();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
-    let session = cookie.split(';').next().expect("cookie pair").to_string();
-    let body: Value = response.json().await.expect("json");
-    let csrf = body["csrf"].as_str().expect("csrf token").to_string();
-    (session, csrf)
-}
-
 async fn start(extra_web: &str) -> (Server, tempfile::TempDir, Gateway, Tokens) {
     let mosquitto = mosquitto();
     let (text, tokens) = site_text(mosquitto.port, extra_web);
@@ -110,6 +88,9 @@ fn write_body(path: &str) -> Value {
             json!({ "device": "m1", "area": "holding", "address": 0, "count": 1 })
         }
         "/api/commissioning/profile-test" => json!({ "device": "m1" }),
+        "/api/outputs/:id/operate" | "/api/outputs/:id/release" => {
+            json!({ "reason": "test", "confirm": ":id" })
+        }
         _ => json!({}),
     }
 }
@@ -118,7 +99,7 @@ fn write_body(path: &str) -> Value {
 async fn every_write_endpoint_refuses_unauthenticated_cross_site_and_csrf_less_requests() {
     let (_mosquitto, _dir, gateway, _tokens) = start("").await;
     let base = web_url(&gateway);
-    let (session, csrf) = log_in(&base, "olga", "operator-pass").await;
+    let (session, csrf) = api_log_in(&base, "olga", "operator-pass").await;
     let host = base.trim_start_matches("http://").to_string();
     let writes: Vec<&str> = parkguard::web::route_table()
         .into_iter()

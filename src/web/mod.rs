@@ -1,11 +1,13 @@
 //! The operators' web UI and HTTP API, served by the daemon itself: the live alarm board
 //! (server-sent events), operator commands with roles, devices with status and last values,
-//! recent history, the journal, the pushes' deliveries, commissioning, `/metrics`, `/healthz`
-//! and `/readyz`. The page and its assets are embedded in the binary. Handlers are under
-//! `api`; logins and roles are `auth`'s, connection limits `conn`'s, the live board `hub`'s.
+//! recent history, the journal, the pushes' deliveries, commissioning, the outputs (linkage)
+//! with their manual control, `/metrics`, `/healthz` and `/readyz`. The page and its assets
+//! are embedded in the binary. Handlers are under `api`; logins and roles are `auth`'s,
+//! connection limits `conn`'s, the live board `hub`'s.
 //!
 //! Owns: HTTP (axum, optional rustls), sessions and the route table. Must not touch: alarm state
-//! (it sends commands to the rules task and reads snapshots) or the outbox; the store only to
+//! (it sends commands to the rules task and reads snapshots), outputs (manual operations go to
+//! the linkage task through its handle) or the outbox; the store only to
 //! read (journal, history, deliveries, sign-offs) and to record commissioning sign-offs.
 
 mod api;
@@ -36,6 +38,7 @@ use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, WebConfig};
+use crate::linkage::LinkageHandle;
 use crate::live::LatestValues;
 use crate::metrics::Metrics;
 use crate::rules_task::RulesHandle;
@@ -61,6 +64,8 @@ pub struct WebState {
     pub auth: Auth,
     pub hub: Arc<Hub>,
     pub rules: RulesHandle,
+    /// The outputs (valves, fans, sounders) and their manual control.
+    pub linkage: LinkageHandle,
     pub metrics: Arc<Metrics>,
     pub latest: Arc<LatestValues>,
     /// A reading connection to the store (journal, history); used from blocking threads.
@@ -155,6 +160,17 @@ pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<Shared>)> {
         (Method::GET, "/api/alarms/deliveries", get(api::deliveries)),
         (Method::GET, "/api/devices", get(api::devices)),
         (Method::GET, "/api/history", get(api::history)),
+        (Method::GET, "/api/outputs", get(api::outputs)),
+        (
+            Method::POST,
+            "/api/outputs/:id/operate",
+            post(api::output_operate),
+        ),
+        (
+            Method::POST,
+            "/api/outputs/:id/release",
+            post(api::output_release),
+        ),
         (
             Method::POST,
             "/api/commissioning/read",
@@ -259,10 +275,12 @@ pub struct WebServer {
 }
 
 /// Binds the listener (a startup error if the port is taken) and serves until `cancel`.
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     config: Arc<Config>,
     web: &WebConfig,
     rules: RulesHandle,
+    linkage: LinkageHandle,
     metrics: Arc<Metrics>,
     latest: Arc<LatestValues>,
     store: Store,
@@ -287,6 +305,7 @@ pub async fn start(
         auth: Auth::new(web),
         hub,
         rules,
+        linkage,
         metrics,
         latest,
         store: Mutex::new(store),

@@ -588,6 +588,36 @@ pub fn web_url(gateway: &parkguard::pipeline::Gateway) -> String {
     format!("http://{}", web.address)
 }
 
+/// Logs in to a running gateway's API at `base`; returns (the `Cookie` header value of the
+/// session, its CSRF token), after checking the cookie is HttpOnly and SameSite=Strict.
+pub async fn api_log_in(base: &str, name: &str, password: &str) -> (String, String) {
+    let response = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+        .post(format!("{base}/api/login"))
+        .json(&serde_json::json!({ "name": name, "password": password }))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(
+        response.status(),
+        reqwest::StatusCode::OK,
+        "log in as {name}"
+    );
+    let cookie = response
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .expect("session cookie")
+        .to_string();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+    let session = cookie.split(';').next().expect("cookie pair").to_string();
+    let body: serde_json::Value = response.json().await.expect("json");
+    let csrf = body["csrf"].as_str().expect("csrf token").to_string();
+    (session, csrf)
+}
+
 pub fn openssl(dir: &Path, args: &[&str]) {
     let status = Command::new("openssl")
         .args(args)

@@ -1,9 +1,11 @@
 //! The HTTP handlers, one file per resource: the page and its assets, health and metrics,
-//! login, alarms and commands, live events, the journal, devices and history, commissioning.
-//! Authentication (the `Caller` and `Require` extractors) is the auth module's.
+//! login, alarms and commands, live events, the journal, devices and history, commissioning,
+//! the outputs and their manual control. Authentication (the `Caller` and `Require`
+//! extractors) is the auth module's.
 //!
 //! Owns: request parsing, role checks and answers. Must not touch: alarm state (commands go to
-//! the rules task through its handle) or the store's writes beyond commissioning sign-offs.
+//! the rules task through its handle), outputs (manual operations go to linkage through its
+//! handle) or the store's writes beyond commissioning sign-offs.
 
 mod alarms;
 mod assets;
@@ -12,6 +14,7 @@ mod devices;
 mod events;
 mod health;
 mod journal;
+mod outputs;
 mod session;
 
 pub use alarms::{alarms, command, deliveries};
@@ -21,6 +24,7 @@ pub use devices::{devices, history};
 pub use events::{events, MAX_STREAMS, MAX_STREAMS_PER_SESSION};
 pub use health::{healthz, metrics, readyz};
 pub use journal::journal;
+pub use outputs::{output_operate, output_release, outputs};
 pub use session::{login, logout, session};
 
 pub use super::error;

@@ -33,6 +33,28 @@ const I18N = {
     act_silenced: "现场消音", act_reannunciated: "再次报警",
     act_unacknowledged: "超时升级", act_reminder: "提醒",
     pushes: "推送", no_pushes: "没有推送记录", push_pending: "待发送", push_delivered: "已送达", push_failed: "已放弃",
+    tab_outputs: "联动输出",
+    outputs_note: "联动输出：燃气紧急切断阀、排风机、声光报警器等的当前状态。状态以设备回读为准。",
+    col_output: "输出", col_kind: "类型", col_confirmed: "最近确认", col_holders: "保持原因",
+    no_outputs: "本站没有配置联动输出", reason_required: "原因（必填，记入日志）",
+    kind_gas_valve: "燃气紧急切断阀", kind_fan: "排风机", kind_sounder: "声光报警器", kind_strobe: "警示灯",
+    kind_power_trip: "分励脱扣", kind_other: "其他输出",
+    op_gas_valve: "关阀", rel_gas_valve: "开阀", op_fan: "启动", rel_fan: "停止", op_sounder: "鸣响", rel_sounder: "静音",
+    op_strobe: "开启", rel_strobe: "关闭", op_power_trip: "分闸", rel_power_trip: "合闸", op_other: "开启", rel_other: "关闭",
+    operate_title: "手动动作输出", release_title: "手动释放输出",
+    operate_confirm: "确认动作", release_confirm: "确认释放",
+    release_warning: "只有在现场查明并排除原因后才能释放。",
+    operate_warning: "该操作会立即写入设备。",
+    state_unknown: "未知", state_on: "开", state_off: "关", "state_switching on": "开启中", "state_switching off": "关闭中",
+    state_gas_valve_closed: "已关闭", state_gas_valve_open: "已打开", state_closing: "关闭中", state_opening: "打开中",
+    state_running: "运行", state_stopped: "停止", state_starting: "启动中", state_stopping: "停止中",
+    state_sounding: "鸣响", state_silent: "静音", state_flashing: "闪烁",
+    state_tripped: "已分闸", state_power_trip_closed: "合闸", state_tripping: "分闸中", state_restoring: "合闸中",
+    failing: "未能确认", mismatch: "状态不符", no_readback: "无回读，仅发送",
+    manual_by: "手动",
+    details: "详情", linkage_did: "联动动作", no_linkage: "没有联动动作",
+    reset_pending: "复位已发送到设备，等待设备解除报警",
+    act_reset_requested: "请求复位", act_reset_failed: "复位失败", act_linkage: "联动",
   },
   en: {
     tab_board: "Alarms", tab_devices: "Devices", tab_journal: "Journal", tab_commissioning: "Commissioning",
@@ -64,6 +86,28 @@ const I18N = {
     act_silenced: "silenced at the device", act_reannunciated: "annunciated again",
     act_unacknowledged: "escalated (deadline)", act_reminder: "reminder",
     pushes: "Pushes", no_pushes: "No pushes", push_pending: "pending", push_delivered: "delivered", push_failed: "given up",
+    tab_outputs: "Outputs",
+    outputs_note: "Outputs linkage switches: gas shut-off valves, exhaust fans, sounders and more. A state is what the device read back.",
+    col_output: "Output", col_kind: "Kind", col_confirmed: "Last confirmed", col_holders: "Held by",
+    no_outputs: "No outputs are configured at this site", reason_required: "Reason (required, journaled)",
+    kind_gas_valve: "Gas shut-off valve", kind_fan: "Exhaust fan", kind_sounder: "Sounder", kind_strobe: "Strobe",
+    kind_power_trip: "Power trip", kind_other: "Other output",
+    op_gas_valve: "Close", rel_gas_valve: "Reopen", op_fan: "Start", rel_fan: "Stop", op_sounder: "Sound", rel_sounder: "Silence",
+    op_strobe: "On", rel_strobe: "Off", op_power_trip: "Trip", rel_power_trip: "Restore", op_other: "On", rel_other: "Off",
+    operate_title: "Operate output by hand", release_title: "Release output by hand",
+    operate_confirm: "Confirm: operate", release_confirm: "Confirm: release",
+    release_warning: "Release only after the cause has been found and put right on site.",
+    operate_warning: "This is written to the device at once.",
+    state_unknown: "unknown", state_on: "on", state_off: "off", "state_switching on": "switching on", "state_switching off": "switching off",
+    state_gas_valve_closed: "closed", state_gas_valve_open: "open", state_closing: "closing", state_opening: "opening",
+    state_running: "running", state_stopped: "stopped", state_starting: "starting", state_stopping: "stopping",
+    state_sounding: "sounding", state_silent: "silent", state_flashing: "flashing",
+    state_tripped: "tripped", state_power_trip_closed: "closed", state_tripping: "tripping", state_restoring: "restoring",
+    failing: "NOT confirmed", mismatch: "mismatch", no_readback: "no read-back, sent only",
+    manual_by: "by hand",
+    details: "Details", linkage_did: "What linkage did", no_linkage: "Linkage did nothing",
+    reset_pending: "reset sent to device, waiting for it to drop the alarm",
+    act_reset_requested: "reset requested", act_reset_failed: "reset failed", act_linkage: "linkage",
   },
 };
 
@@ -83,6 +127,10 @@ const app = {
   // The alarm whose pushes are shown under its row, and those pushes.
   pushesKey: null,
   pushes: [],
+  // The outputs (linkage) and the manual operation being confirmed.
+  outputs: [],
+  outputsSeen: null,
+  outputAction: null,
 };
 
 function t(key) {
@@ -143,6 +191,7 @@ function applyLanguage() {
   $("lang").textContent = app.lang === "zh" ? "English" : "中文";
   renderBoard();
   if (app.tab === "devices") renderDevices();
+  renderOutputs();
 }
 
 function showLogin() {
@@ -182,6 +231,7 @@ function showTab(tab) {
   for (const view of document.querySelectorAll(".view")) view.hidden = view.id !== `${tab}-view`;
   if (tab === "devices") loadDevices();
   if (tab === "journal") loadJournal();
+  if (tab === "outputs") loadOutputs();
   if (tab === "commissioning") loadCommissioning();
 }
 
@@ -247,7 +297,7 @@ function renderBoard() {
   if (!body) return;
   const visible = sortedAlarms();
   const hidden = [...app.alarms.values()].filter(isHidden).length;
-  body.replaceChildren(...visible.flatMap((a) => (a.key === app.pushesKey ? [alarmRow(a), pushesRow()] : [alarmRow(a)])));
+  body.replaceChildren(...visible.flatMap((a) => (a.key === app.pushesKey ? [alarmRow(a), pushesRow(a)] : [alarmRow(a)])));
   $("board-empty").hidden = visible.length > 0;
   const unack = visible.filter((a) => !isHidden(a) && a.state !== "acknowledged").length;
   const parts = [
@@ -278,13 +328,14 @@ function alarmRow(a) {
   if (a.shelved_until_ms) flags.push(`${t("shelved")} ${t("until")} ${fmtTime(a.shelved_until_ms)}${a.shelve_reason ? " · " + a.shelve_reason : ""}`);
   if (a.suppressed_until_ms) flags.push(`${t("suppressed")} ${t("until")} ${fmtTime(a.suppressed_until_ms)}`);
   if (a.out_of_service) flags.push(t("out_of_service"));
+  if (a.reset_pending) flags.push(t("reset_pending"));
   const value = a.value === null || a.value === undefined ? "" : fmtValue(a.value);
   // Flags and states have no meaningful threshold to show.
   const threshold = typeof a.value !== "number" || a.threshold === null || a.threshold === undefined
     ? "" : ` (${t("threshold")} ${fmtValue(a.threshold)})`;
   const place = placeOf(a.device) || [a.park, a.enterprise, a.location].filter(Boolean).join(" / ");
   const actions = el("td", { class: "actions" });
-  actions.append(el("button", { type: "button", class: "pushes", onclick: () => togglePushes(a.key) }, t("pushes")));
+  actions.append(el("button", { type: "button", class: "pushes", onclick: () => togglePushes(a.key) }, t("details")));
   if (can("operator")) {
     if (a.state === "unacknowledged" || a.state === "returned_unacknowledged") {
       actions.append(el("button", { type: "button", class: "ack", onclick: () => openDialog("acknowledge", a) }, t("ack")));
@@ -334,7 +385,8 @@ async function loadPushes() {
   renderBoard();
 }
 
-function pushesRow() {
+// Under an alarm's row: what linkage did for it, a reset waiting for the device, its pushes.
+function pushesRow(a) {
   const rows = app.pushes.map((d) => el("tr", { class: `push push-${d.status}` },
     el("td", {}, fmtTime(d.done_ms || d.created_ms)),
     el("td", {}, t(`act_${d.event}`)),
@@ -342,7 +394,14 @@ function pushesRow() {
     el("td", {}, d.recipient ? `${d.channel} → ${d.recipient}` : d.channel),
     el("td", { class: "push-status" }, t(`push_${d.status}`) + (d.attempts > 1 ? ` (${d.attempts})` : "")),
     el("td", {}, d.last_error || "")));
-  return el("tr", { class: "pushes-row" }, el("td", { colspan: 8 },
+  const linkage = a.linkage || [];
+  return el("tr", { class: "pushes-row" }, el("td", { colspan: 8, class: "alarm-detail" },
+    a.reset_pending ? el("p", { class: "reset-pending" }, t("reset_pending")) : null,
+    el("h4", {}, t("linkage_did")),
+    linkage.length
+      ? el("ul", { class: "linkage" }, linkage.map((line) => el("li", {}, line)))
+      : el("p", { class: "flags no-linkage" }, t("no_linkage")),
+    el("h4", {}, t("pushes")),
     rows.length ? el("table", { class: "grid pushes" }, el("tbody", {}, rows)) : el("p", { class: "empty" }, t("no_pushes"))));
 }
 
@@ -562,6 +621,103 @@ async function commissioningSignOff(e) {
   }
 }
 
+// ---- outputs (linkage) -------------------------------------------------------------------
+
+async function loadOutputs() {
+  let list;
+  try { list = await api("GET", "/api/outputs"); } catch (_) { return; }
+  // Re-read every second: the rows are rebuilt only when something changed, so that a button
+  // is not replaced under the pointer while it is being clicked.
+  const seen = JSON.stringify(list);
+  if (seen === app.outputsSeen && $("outputs").tBodies[0].rows.length === list.length) return;
+  app.outputsSeen = seen;
+  app.outputs = list;
+  renderOutputs();
+}
+
+// The state word in the page's language: the server's word (`closed`, `running`, ...) is kept
+// in `data-state`. A gas valve's `closed` and a power trip's `closed` differ (shut / power on).
+function stateText(o) {
+  const specific = `state_${o.kind}_${o.state}`;
+  if (I18N.en[specific]) return t(specific);
+  return I18N.en[`state_${o.state}`] ? t(`state_${o.state}`) : o.state;
+}
+
+// "enterprise name / location name", the names taken from a device at the same location.
+function outputPlace(o) {
+  const d = app.devices.find((x) => x.location === o.location && x.enterprise === o.enterprise);
+  const enterprise = (d && d.enterprise_name) || o.enterprise;
+  const location = (d && d.location_name) || o.location;
+  return [enterprise, location].filter(Boolean).join(" / ");
+}
+
+function holderText(h) {
+  return h.startsWith("manual:") ? `${t("manual_by")}: ${h.slice(7)}` : h;
+}
+
+function outputRow(o) {
+  const problems = [];
+  if (o.failing) problems.push(el("div", { class: "problem failing" }, `${t("failing")}: ${o.failing}`));
+  if (o.mismatch) problems.push(el("div", { class: "problem mismatch" }, `${t("mismatch")}: ${o.mismatch}`));
+  const actions = el("td", { class: "actions" });
+  if (can("technician")) {
+    const operated = o.commanded === true && o.confirmed === true && !o.pending;
+    const released = o.commanded !== true && o.confirmed === false && !o.pending && !o.holders.length;
+    if (!operated) actions.append(el("button", { type: "button", class: "operate", onclick: () => openOutputDialog(o, true) }, t(`op_${o.kind}`)));
+    if (!released) actions.append(el("button", { type: "button", class: "release", onclick: () => openOutputDialog(o, false) }, t(`rel_${o.kind}`)));
+  }
+  const place = outputPlace(o);
+  const confirmed = o.readback ? (o.confirmed_at_ms ? fmtTime(o.confirmed_at_ms) : t("never")) : t("no_readback");
+  const classes = [o.confirmed === true ? "operated" : "", o.pending ? "pending" : "", o.failing || o.mismatch ? "bad-output" : ""];
+  return el("tr", { class: classes.filter(Boolean).join(" "), dataset: { output: o.id } },
+    el("td", { class: "output-name" }, o.name, o.name !== o.id ? el("div", { class: "flags" }, o.id) : null),
+    el("td", {}, t(`kind_${o.kind}`)),
+    el("td", {}, place),
+    el("td", { class: "state", dataset: { state: o.state } }, stateText(o)),
+    el("td", { class: "confirmed" }, confirmed, problems),
+    el("td", { class: "holders" }, o.holders.map((h) => el("div", {}, holderText(h)))),
+    actions,
+  );
+}
+
+function renderOutputs() {
+  const body = $("outputs") && $("outputs").tBodies[0];
+  if (!body) return;
+  body.replaceChildren(...app.outputs.map(outputRow));
+  $("outputs-empty").hidden = app.outputs.length > 0;
+}
+
+// The confirmation step: the output named in full, a reason, and a button saying what it does.
+function openOutputDialog(output, operate) {
+  app.outputAction = { output, operate };
+  $("output-dialog-title").textContent = t(operate ? "operate_title" : "release_title");
+  $("output-dialog-output").textContent =
+    `${t(operate ? `op_${output.kind}` : `rel_${output.kind}`)}: ${output.name} (${output.id}) · ${t(`kind_${output.kind}`)} · ${outputPlace(output)}`;
+  $("output-dialog-warning").textContent = operate ? t("operate_warning") : (output.manual_release_only ? t("release_warning") : "");
+  $("output-dialog-ok").textContent = `${t(operate ? "operate_confirm" : "release_confirm")}: ${output.name}`;
+  $("output-reason").value = "";
+  $("output-dialog-error").textContent = "";
+  $("output-dialog").showModal();
+  $("output-reason").focus();
+}
+
+async function confirmOutputDialog() {
+  const { output, operate } = app.outputAction || {};
+  if (!output) return;
+  const reason = $("output-reason").value.trim();
+  if (!reason) { $("output-dialog-error").textContent = t("reason_required"); return; }
+  const path = `/api/outputs/${encodeURIComponent(output.id)}/${operate ? "operate" : "release"}`;
+  try {
+    await api("POST", path, { reason, confirm: output.id });
+    $("output-dialog").close();
+    app.outputAction = null;
+    // The device's confirmation follows within the output's confirm time.
+    loadOutputs();
+  } catch (err) {
+    $("output-dialog-error").textContent = err.message;
+  }
+}
+
 // ---- journal -----------------------------------------------------------------------------
 
 async function loadJournal() {
@@ -605,6 +761,8 @@ function start() {
   });
   $("dialog-ok").addEventListener("click", confirmDialog);
   $("dialog-cancel").addEventListener("click", () => $("dialog").close());
+  $("output-dialog-ok").addEventListener("click", confirmOutputDialog);
+  $("output-dialog-cancel").addEventListener("click", () => $("output-dialog").close());
   $("show-hidden").addEventListener("change", renderBoard);
   $("comm-read-form").addEventListener("submit", commissioningRead);
   $("comm-profile-test").addEventListener("click", commissioningProfileTest);
@@ -614,6 +772,8 @@ function start() {
   $("detail-hours").addEventListener("change", drawChart);
   setInterval(() => { if (app.me && app.tab === "devices") loadDevices(); }, 5000);
   setInterval(() => { if (app.me && app.tab === "board" && app.pushesKey) loadPushes(); }, 5000);
+  // Outputs have no live stream: re-read while shown, often enough to see a valve confirm.
+  setInterval(() => { if (app.me && app.tab === "outputs") loadOutputs(); }, 1000);
   window.addEventListener("hashchange", followAlarmLink);
   applyLanguage();
   fetch("/api/session", { credentials: "same-origin" })
