@@ -133,6 +133,41 @@ async fn demo_shows_alarms_in_the_browser_within_a_minute_and_stops_on_sigint() 
     )
     .await;
 
+    // The gas leak's enterprise: its level 2 closed the workshop's gas valve (confirmed by the
+    // limit switch) and runs the exhaust fan.
+    let base = url.trim_end_matches('/').to_string();
+    let (session, _) = api_log_in(&base, "operator", &password).await;
+    let api = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    eventually(
+        "the demo's gas valve closed and its fan running, both confirmed",
+        Duration::from_secs(60),
+        || {
+            let (api, base, session) = (&api, &base, &session);
+            async move {
+                let Ok(answer) = api
+                    .get(format!("{base}/api/outputs"))
+                    .header("cookie", session.as_str())
+                    .send()
+                    .await
+                else {
+                    return false;
+                };
+                let outputs: serde_json::Value = answer.json().await.unwrap_or_default();
+                let confirmed = |id: &str| {
+                    outputs.as_array().is_some_and(|all| {
+                        all.iter()
+                            .any(|o| o["id"] == id && o["confirmed"] == serde_json::json!(true))
+                    })
+                };
+                confirmed("e04-gas-valve") && confirmed("e04-exhaust-fan")
+            }
+        },
+    )
+    .await;
+
     // The smoke fire alarm was pushed to the fire department's topic at once, retained, so a
     // client subscribing now sees it.
     let fire = Command::new("mosquitto_sub")
