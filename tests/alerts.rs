@@ -1401,3 +1401,112 @@ channels = ["hook"]
     assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{plan:?}");
     park.stop().await;
 }
+
+/// The fire department's route takes confirmed fires only: an operator's confirmation goes
+/// out at once, a fire nobody judged goes out when its confirmation time has passed, and a
+/// false alarm never reaches it (the duty room, which had the fire, hears of the verdict).
+#[tokio::test(start_paused = true)]
+async fn a_confirmed_only_route_gets_confirmed_fires_at_once_and_unjudged_ones_after_the_timeout() {
+    use parkguard::model::alarm::FalseAlarmReason;
+    let (port, socket) = support::reserved_port();
+    let inbox = Inbox::default();
+    let _receiver = receiver(socket, inbox.clone()).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let alerts = operators_and_fire_department(&base, "").replace(
+        "channels = [\"fire-hook\"]\n",
+        "channels = [\"fire-hook\"]\nconfirmed_only = true\n",
+    );
+    let (_dir, path) = park_site(&format!("[fire]\nconfirm_timeout_s = 120\n{alerts}"));
+    let clock = tokio_clock(START_MS);
+    let mut park = Park::open(&path, Arc::clone(&clock));
+
+    // A smoke alarm: the duty room at once, the fire department only once confirmed.
+    smoke_alarm(&mut park, "smoke-1");
+    let smoke = park.key_of("R13", "smoke-1");
+    until(
+        "the smoke alarm at the duty room",
+        Duration::from_secs(5),
+        || events_of(&inbox.at("/ops")).contains(&("raised".into(), smoke.clone())),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    park.tick();
+    assert!(
+        inbox.at("/fire").is_empty(),
+        "an unconfirmed fire reached the fire department: {:?}",
+        events_of(&inbox.at("/fire"))
+    );
+    park.command(&smoke, Command::ConfirmFire);
+    let confirmed = tokio::time::Instant::now();
+    until(
+        "the confirmed fire at the fire department",
+        Duration::from_secs(1),
+        || events_of(&inbox.at("/fire")) == vec![("fire_confirmed".to_string(), smoke.clone())],
+    )
+    .await;
+    assert!(confirmed.elapsed() < Duration::from_secs(1));
+    let notice = &inbox.at("/fire")[0].json()["notices"][0];
+    assert_eq!(notice["operator"], "olga");
+    assert_eq!(notice["alarm"]["severity"], "critical");
+    until(
+        "the duty room told of the confirmation",
+        Duration::from_secs(5),
+        || events_of(&inbox.at("/ops")).contains(&("fire_confirmed".into(), smoke.clone())),
+    )
+    .await;
+
+    // Gas level 2 that nobody judges: forwarded when its 120 s have passed, not before.
+    park.feed("gas-3", "lel", Value::Float(55.0));
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    park.tick();
+    let gas3 = park.key_of("R11", "gas-3");
+    let raised = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(119)).await;
+    park.tick();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !events_of(&inbox.at("/fire"))
+            .iter()
+            .any(|(_, k)| *k == gas3),
+        "forwarded before its confirmation time"
+    );
+    tokio::time::sleep_until(raised + Duration::from_secs(121)).await;
+    park.tick();
+    until(
+        "the unjudged fire at the fire department",
+        Duration::from_secs(2),
+        || events_of(&inbox.at("/fire")).contains(&("fire_confirmed".into(), gas3.clone())),
+    )
+    .await;
+    let last = inbox.at("/fire").last().map(|r| r.json()).expect("push");
+    assert_eq!(last["notices"][0]["operator"], "system");
+
+    // A false alarm: the duty room hears of it, the fire department never of that fire.
+    park.feed("gas-2", "lel", Value::Float(52.0));
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    park.tick();
+    let gas2 = park.key_of("R11", "gas-2");
+    park.command(
+        &gas2,
+        Command::FalseAlarm {
+            reason: FalseAlarmReason::Other,
+        },
+    );
+    until(
+        "the false alarm at the duty room",
+        Duration::from_secs(5),
+        || events_of(&inbox.at("/ops")).contains(&("false_alarm".into(), gas2.clone())),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(200)).await;
+    park.tick();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !events_of(&inbox.at("/fire"))
+            .iter()
+            .any(|(_, k)| *k == gas2),
+        "a false alarm reached the fire department: {:?}",
+        events_of(&inbox.at("/fire"))
+    );
+    park.stop().await;
+}

@@ -1199,3 +1199,151 @@ fn temperature_rise_rate_is_measured_over_the_window() {
         "{fast:?}"
     );
 }
+
+#[test]
+fn a_fire_waits_for_a_verdict_and_counts_as_confirmed_when_nobody_answers() {
+    use parkguard::model::alarm::{FalseAlarmReason, FireVerdict};
+    let (mut engine, _dir) = engine("[fire]\nconfirm_timeout_s = 60\n");
+    let event = |e: &str| reading("s1", "nb_smoke", "event", Value::Text(Arc::from(e)));
+    let key = "R13/s1/event";
+    let target = Target::Alarm(key.into());
+    let wang = Operator {
+        name: "wang".into(),
+        comment: None,
+    };
+    let raised = feed(&mut engine, event("alarm"), 1000);
+    let fire = raised
+        .iter()
+        .find(|e| e.key.as_ref() == key)
+        .expect("raised");
+    assert_eq!(
+        fire.alarm.fire,
+        Some(FireVerdict::Pending {
+            since_ms: 1000,
+            due_ms: 61_000
+        }),
+        "the raise carries the pending verdict"
+    );
+    // Acknowledging is not a verdict: the countdown runs on.
+    let mut out = Vec::new();
+    engine
+        .command(&target, &Command::Acknowledge, &wang, 2000, &mut out)
+        .expect("ack");
+    let mut out = Vec::new();
+    engine.tick(60_999, &mut out);
+    assert!(out.is_empty(), "not due yet: {out:#?}");
+    engine.tick(61_000, &mut out);
+    assert_eq!(
+        summary(&out),
+        vec![(61_000, "fire_confirmed", Severity::Critical)]
+    );
+    let confirmed = &out[0];
+    assert_eq!(
+        confirmed.operator.as_ref().map(|o| o.name.as_str()),
+        Some("system")
+    );
+    assert!(matches!(
+        confirmed.alarm.fire,
+        Some(FireVerdict::Confirmed {
+            automatic: true,
+            ..
+        })
+    ));
+    // An operator who looks later can still confirm it (it was automatic) or mark it false.
+    let mut out = Vec::new();
+    engine
+        .command(&target, &Command::ConfirmFire, &wang, 62_000, &mut out)
+        .expect("confirm after automatic");
+    assert_eq!(
+        engine.command(&target, &Command::ConfirmFire, &wang, 62_500, &mut out),
+        Err(CommandError::AlreadyConfirmed)
+    );
+    let other = Command::FalseAlarm {
+        reason: FalseAlarmReason::Other,
+    };
+    assert_eq!(
+        engine.command(&target, &other, &wang, 63_000, &mut out),
+        Err(CommandError::CommentRequired),
+        "`other` needs a comment"
+    );
+    let cooking = Command::FalseAlarm {
+        reason: FalseAlarmReason::Cooking,
+    };
+    let mut out = Vec::new();
+    engine
+        .command(&target, &cooking, &wang, 64_000, &mut out)
+        .expect("false alarm");
+    assert_eq!(
+        summary(&out),
+        vec![(64_000, "false_alarm", Severity::Critical)]
+    );
+    let view = engine.alarm(key).expect("view");
+    assert_eq!(
+        view.fire,
+        Some(FireVerdict::FalseAlarm {
+            at_ms: 64_000,
+            by: "wang".into(),
+            reason: FalseAlarmReason::Cooking
+        })
+    );
+    // The verdict belongs to this fire: after clear and reset, the next fire is judged anew.
+    feed(&mut engine, event("alarm_clear"), 65_000);
+    let mut out = Vec::new();
+    engine
+        .command(&target, &Command::Reset, &wang, 66_000, &mut out)
+        .expect("reset");
+    let again = feed(&mut engine, event("alarm"), 70_000);
+    let next = again.iter().find(|e| e.key.as_ref() == key).expect("again");
+    assert!(
+        matches!(
+            next.alarm.fire,
+            Some(FireVerdict::Pending {
+                since_ms: 70_000,
+                ..
+            })
+        ),
+        "{:?}",
+        next.alarm.fire
+    );
+}
+
+#[test]
+fn only_fire_levels_are_confirmed_gas_level_1_is_not_a_fire() {
+    use parkguard::model::alarm::FireVerdict;
+    let (mut engine, _dir) = engine("");
+    let gas = |v: f64| reading("g1", "gas_detector_lel", "lel", Value::Float(v));
+    let key = "R11/g1/lel";
+    let target = Target::Alarm(key.into());
+    let wang = Operator {
+        name: "wang".into(),
+        comment: None,
+    };
+    feed(&mut engine, gas(30.0), 0);
+    let level1 = feed(&mut engine, gas(30.0), 4000);
+    let high = level1
+        .iter()
+        .find(|e| e.key.as_ref() == key)
+        .expect("level 1");
+    assert_eq!(high.severity, Severity::High);
+    assert_eq!(high.alarm.fire, None, "gas level 1 is not a fire");
+    let mut out = Vec::new();
+    assert_eq!(
+        engine.command(&target, &Command::ConfirmFire, &wang, 5000, &mut out),
+        Err(CommandError::NotFire)
+    );
+    feed(&mut engine, gas(60.0), 6000);
+    let level2 = feed(&mut engine, gas(60.0), 10_000);
+    let critical = level2
+        .iter()
+        .find(|e| e.key.as_ref() == key && e.action == Action::Escalated)
+        .expect("level 2");
+    assert!(
+        matches!(critical.alarm.fire, Some(FireVerdict::Pending { due_ms, .. }) if due_ms == critical.at_ms + 180_000),
+        "level 2 waits 180 s by default: {:?}",
+        critical.alarm.fire
+    );
+    // A leakage alarm of a meter is not a fire either.
+    feed(&mut engine, leak(400.0), 11_000);
+    let leak_raised = feed(&mut engine, leak(400.0), 60_000);
+    assert!(leak_raised.iter().all(|e| e.alarm.fire.is_none()));
+}

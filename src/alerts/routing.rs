@@ -11,7 +11,7 @@ use crate::config::alerts::{
 };
 use crate::config::{AlarmKind, Config, Severity};
 use crate::model::alarm::Action;
-use crate::model::alarm::{AlarmEvent, Observed};
+use crate::model::alarm::{AlarmEvent, FireVerdict, Observed};
 
 /// Characters of an alarm key escaped in a link's fragment.
 const LINK_ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -56,7 +56,7 @@ pub struct AlarmInfo {
 pub struct Notice {
     /// `raised`, `escalated`, `reannunciated`, `de_escalated`, `condition_cleared`, `cleared`,
     /// `acknowledged`, `silenced`, `shelved`, `suppressed`, `removed_from_service`, `reset`,
-    /// `retired`; and from timers
+    /// `retired`, `fire_confirmed`, `false_alarm`; and from timers
     /// `unacknowledged` (escalated by deadline) and `reminder`.
     pub event: String,
     pub at_ms: i64,
@@ -95,7 +95,12 @@ impl Notice {
         self.alarm.severity == Severity::Critical
             && matches!(
                 self.event.as_str(),
-                "raised" | "escalated" | "reannunciated" | "unacknowledged" | "reminder"
+                "raised"
+                    | "escalated"
+                    | "reannunciated"
+                    | "fire_confirmed"
+                    | "unacknowledged"
+                    | "reminder"
             )
     }
 }
@@ -318,12 +323,17 @@ impl Router {
             };
             self.queue(route, notice, &format!("j{seq}"), plan);
         };
+        // A fire nobody has confirmed yet (or judged false) is not for confirmed-only routes.
+        let unconfirmed_fire = e.alarm.fire.as_ref().is_some_and(|f| !f.confirmed());
         match e.action {
             // Re-annunciated (shelving, suppression or out-of-service ended with the alarm
             // still active): told and escalated like a new alarm.
             Action::Raised | Action::Escalated | Action::Reannunciated if e.annunciated => {
                 let mut told = BTreeSet::new();
                 for route in self.matching_routes(&info) {
+                    if route.confirmed_only && unconfirmed_fire && !holders.contains(&route.name) {
+                        continue;
+                    }
                     told.insert(route.name.clone());
                     notice_for(route, &mut plan);
                     if !holders.contains(&route.name) {
@@ -374,6 +384,35 @@ impl Router {
             // meanwhile: nothing to tell, but its holders and snapshot go.
             Action::Unshelved | Action::Unsuppressed | Action::ReturnedToService => {
                 plan.release = e.alarm.is_normal();
+            }
+            // Routes that hold the fire hear of the verdict; confirmed-only routes that
+            // waited for it take the fire now, with their own deadline and reminders.
+            Action::FireConfirmed => {
+                let mut told = BTreeSet::new();
+                if e.annunciated && matches!(e.alarm.fire, Some(FireVerdict::Confirmed { .. })) {
+                    for route in self.matching_routes(&info) {
+                        if route.confirmed_only && !holders.contains(&route.name) {
+                            told.insert(route.name.clone());
+                            notice_for(route, &mut plan);
+                            plan.hold.push(route.name.clone());
+                            self.start_timers(route, &info.key, e.at_ms, &mut plan);
+                        }
+                    }
+                }
+                for name in holders.iter().filter(|h| !told.contains(*h)) {
+                    if let Some(route) = self.route(name) {
+                        notice_for(route, &mut plan);
+                    }
+                }
+                plan.snapshot = Some(info);
+            }
+            Action::FalseAlarm => {
+                for name in holders {
+                    if let Some(route) = self.route(name) {
+                        notice_for(route, &mut plan);
+                    }
+                }
+                plan.snapshot = Some(info);
             }
             _ => {}
         }

@@ -215,6 +215,11 @@ pub struct RouteConfig {
     /// Alarms reach this route only by another route's `escalate_to`, never by matching.
     #[serde(default)]
     pub escalation_only: bool,
+    /// Fires (see `[fire]`) reach this route only once confirmed: at once when an operator
+    /// confirms, or when nobody judged them within `fire.confirm_timeout_s`; false alarms
+    /// never. For the fire department. Other alarms are routed by the filters as usual.
+    #[serde(default)]
+    pub confirmed_only: bool,
     /// Channels (by name) the route's messages go out on.
     pub channels: Vec<String>,
     /// People told (mentioned in robots, mailed by `email` channels).

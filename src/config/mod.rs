@@ -13,6 +13,7 @@
 pub mod alerts;
 mod broker;
 pub mod devices;
+pub mod fire;
 mod gateway;
 mod influx;
 pub mod linkage;
@@ -97,6 +98,9 @@ pub struct SiteFile {
     /// Interlocks: which alarms operate which outputs, and what releases them.
     #[serde(default)]
     pub linkage: Vec<LinkageConfig>,
+    /// How fire alarms are confirmed or dismissed before they are forwarded.
+    #[serde(default)]
+    pub fire: fire::FireConfig,
 }
 
 /// A loaded, validated configuration with resolved paths and secrets.
@@ -243,6 +247,7 @@ impl Config {
                 report,
             );
             linkage::validate_linkage(&site.linkage, &site.outputs, &self.rules, report);
+            fire::validate_fire(&site.fire, report);
         }
         secret::resolve_secrets(&mut self.site, &self.base_dir, report);
     }

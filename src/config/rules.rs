@@ -63,7 +63,8 @@ pub struct RuleConfig {
     #[serde(default)]
     pub per: Option<String>,
     /// A fire or explosion hazard (smoke, combustible gas, arc fault): its alarms are never
-    /// shelved by operators.
+    /// shelved by operators, and its `alarm` levels are fires that operators confirm or mark
+    /// false (see the levels' `fire`).
     #[serde(default)]
     pub fire: bool,
     /// Operators may shelve its alarms (never while an alarm is at a critical level; a
@@ -267,6 +268,20 @@ pub struct LevelConfig {
     /// This level latches even if the rule does not (e.g. gas level 2).
     #[serde(default)]
     pub latched: Option<bool>,
+    /// This level is a fire (火警) that operators confirm or mark false, and that routes
+    /// with `confirmed_only` and fire-monitoring centres receive once confirmed. Default: the
+    /// `alarm` levels of a `fire` rule. Set `false` on a level that is a warning for the duty
+    /// room (gas level 1).
+    #[serde(default)]
+    pub fire: Option<bool>,
+}
+
+impl LevelConfig {
+    /// A fire level (see `fire`) of `rule`.
+    pub fn is_fire(&self, rule: &RuleConfig) -> bool {
+        self.fire
+            .unwrap_or(rule.fire && self.kind == AlarmKind::Alarm)
+    }
 }
 
 /// `[[rule_overrides]]` in a site file: changes one rule for a scope. The most specific scope

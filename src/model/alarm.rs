@@ -130,6 +130,11 @@ pub enum Action {
     /// or an output was operated by hand: the message says what, and whether it was
     /// confirmed. Journaled; pushes nobody (a failed action raises its own fault).
     Linkage,
+    /// A fire alarm was confirmed as a real fire (确认火警): by an operator, or by the
+    /// gateway when nobody answered within the confirmation time.
+    FireConfirmed,
+    /// An operator judged a fire alarm a false alarm (误报), with a reason.
+    FalseAlarm,
 }
 
 impl Action {
@@ -156,6 +161,8 @@ impl Action {
             Action::ResetRequested => "reset_requested",
             Action::ResetFailed => "reset_failed",
             Action::Linkage => "linkage",
+            Action::FireConfirmed => "fire_confirmed",
+            Action::FalseAlarm => "false_alarm",
         }
     }
 }
@@ -183,6 +190,95 @@ impl Operator {
         Operator {
             name: "system".into(),
             comment: None,
+        }
+    }
+}
+
+/// Why an operator judged a fire alarm false (误报原因): a short fixed list, so that false
+/// alarms can be counted by cause per enterprise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FalseAlarmReason {
+    /// Cooking fumes (油烟).
+    Cooking,
+    /// Steam or humidity (水汽).
+    Steam,
+    /// Dust, insects or dirt in the detector (灰尘).
+    Dust,
+    /// Someone smoking (吸烟).
+    Smoking,
+    /// Welding, cutting or other hot work (动火作业).
+    HotWork,
+    /// A test nobody announced (测试).
+    Test,
+    /// A faulty detector (设备故障).
+    DeviceFault,
+    /// Anything else: the comment says what (其他).
+    Other,
+}
+
+impl FalseAlarmReason {
+    pub const ALL: [FalseAlarmReason; 8] = [
+        FalseAlarmReason::Cooking,
+        FalseAlarmReason::Steam,
+        FalseAlarmReason::Dust,
+        FalseAlarmReason::Smoking,
+        FalseAlarmReason::HotWork,
+        FalseAlarmReason::Test,
+        FalseAlarmReason::DeviceFault,
+        FalseAlarmReason::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FalseAlarmReason::Cooking => "cooking",
+            FalseAlarmReason::Steam => "steam",
+            FalseAlarmReason::Dust => "dust",
+            FalseAlarmReason::Smoking => "smoking",
+            FalseAlarmReason::HotWork => "hot_work",
+            FalseAlarmReason::Test => "test",
+            FalseAlarmReason::DeviceFault => "device_fault",
+            FalseAlarmReason::Other => "other",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<FalseAlarmReason> {
+        Self::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+}
+
+/// Where a fire alarm stands between the detector and the fire department (火警确认).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum FireVerdict {
+    /// Nobody has judged it yet; at `due_ms` it is treated as confirmed.
+    Pending { since_ms: Ms, due_ms: Ms },
+    /// A real fire: confirmed by `by`, or `automatic` because nobody answered in time.
+    Confirmed {
+        at_ms: Ms,
+        by: String,
+        automatic: bool,
+    },
+    /// Not a fire, for this reason.
+    FalseAlarm {
+        at_ms: Ms,
+        by: String,
+        reason: FalseAlarmReason,
+    },
+}
+
+impl FireVerdict {
+    /// Confirmed, by a person or by the time running out: forwarded to routes and centres that
+    /// take confirmed fires only.
+    pub fn confirmed(&self) -> bool {
+        matches!(self, FireVerdict::Confirmed { .. })
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FireVerdict::Pending { .. } => "pending",
+            FireVerdict::Confirmed { .. } => "confirmed",
+            FireVerdict::FalseAlarm { .. } => "false_alarm",
         }
     }
 }
@@ -216,6 +312,10 @@ pub struct Alarm {
     /// self-test), named here. Ends with that state.
     #[serde(default)]
     pub maintenance: Option<String>,
+    /// A fire alarm's confirmation (only for levels that are fires); kept until the alarm is
+    /// back to normal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fire: Option<FireVerdict>,
 }
 
 impl Default for Alarm {
@@ -237,6 +337,7 @@ impl Default for Alarm {
             chattering: false,
             silenced: false,
             maintenance: None,
+            fire: None,
         }
     }
 }

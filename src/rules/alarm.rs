@@ -14,7 +14,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::alarm::AlarmKind;
-pub use crate::model::alarm::{Action, Alarm, AlarmState, Level, Operator};
+pub use crate::model::alarm::{
+    Action, Alarm, AlarmState, FalseAlarmReason, FireVerdict, Level, Operator,
+};
 use crate::model::Ms;
 
 /// An operator's command on one alarm.
@@ -42,6 +44,14 @@ pub enum Command {
     },
     /// Ends suppression and out-of-service.
     ReturnToService,
+    /// A fire alarm is a real fire (确认火警): forwarded at once to routes and centres that
+    /// take confirmed fires. Also after an automatic confirmation or a false-alarm verdict
+    /// (someone looked again).
+    ConfirmFire,
+    /// A fire alarm is a false alarm (误报): `other` needs a comment saying what it was.
+    FalseAlarm {
+        reason: FalseAlarmReason,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,6 +82,14 @@ pub enum CommandError {
     UnknownAlarm(String),
     #[error("operator name is required")]
     OperatorRequired,
+    #[error("this alarm is not a fire alarm: only fire alarms are confirmed or marked false")]
+    NotFire,
+    #[error("the fire is already confirmed by an operator")]
+    AlreadyConfirmed,
+    #[error("the alarm is already marked a false alarm")]
+    AlreadyFalseAlarm,
+    #[error("a false alarm for another reason needs a comment saying what it was")]
+    CommentRequired,
 }
 
 pub const MAX_SHELVE_MS: Ms = 24 * 3600 * 1000;
@@ -161,7 +179,13 @@ impl Alarm {
         }
     }
 
-    pub fn command(&mut self, command: &Command, now: Ms) -> Result<Action, CommandError> {
+    /// `by` is the operator, recorded in a fire verdict.
+    pub fn command(
+        &mut self,
+        command: &Command,
+        by: &str,
+        now: Ms,
+    ) -> Result<Action, CommandError> {
         self.changed_at = now;
         match command {
             Command::Acknowledge => {
@@ -230,6 +254,60 @@ impl Alarm {
                 self.suppressed_until = None;
                 Ok(Action::ReturnedToService)
             }
+            Command::ConfirmFire => match &self.fire {
+                None => Err(CommandError::NotFire),
+                Some(FireVerdict::Confirmed {
+                    automatic: false, ..
+                }) => Err(CommandError::AlreadyConfirmed),
+                Some(_) => {
+                    self.fire = Some(FireVerdict::Confirmed {
+                        at_ms: now,
+                        by: by.to_string(),
+                        automatic: false,
+                    });
+                    Ok(Action::FireConfirmed)
+                }
+            },
+            Command::FalseAlarm { reason } => match &self.fire {
+                None => Err(CommandError::NotFire),
+                Some(FireVerdict::FalseAlarm { .. }) => Err(CommandError::AlreadyFalseAlarm),
+                Some(_) => {
+                    self.fire = Some(FireVerdict::FalseAlarm {
+                        at_ms: now,
+                        by: by.to_string(),
+                        reason: *reason,
+                    });
+                    Ok(Action::FalseAlarm)
+                }
+            },
+        }
+    }
+
+    /// A fire level was reached while annunciated: the alarm waits for an operator's verdict
+    /// until `timeout` has passed. A verdict already given stands (an escalation within the
+    /// same fire does not ask again).
+    pub fn await_fire_verdict(&mut self, now: Ms, timeout: Ms) {
+        if self.fire.is_none() {
+            self.fire = Some(FireVerdict::Pending {
+                since_ms: now,
+                due_ms: now + timeout,
+            });
+        }
+    }
+
+    /// Nobody judged the fire in time: it is treated as confirmed.
+    pub fn confirm_fire_if_due(&mut self, now: Ms) -> Option<Action> {
+        match self.fire {
+            Some(FireVerdict::Pending { due_ms, .. }) if due_ms <= now => {
+                self.fire = Some(FireVerdict::Confirmed {
+                    at_ms: now,
+                    by: "system".into(),
+                    automatic: true,
+                });
+                self.changed_at = now;
+                Some(Action::FireConfirmed)
+            }
+            _ => None,
         }
     }
 
@@ -286,6 +364,10 @@ impl Alarm {
             self.shelved_until,
             self.suppressed_until,
             self.out_of_service_until,
+            match self.fire {
+                Some(FireVerdict::Pending { due_ms, .. }) => Some(due_ms),
+                _ => None,
+            },
         ]
         .into_iter()
         .flatten()
@@ -317,7 +399,7 @@ mod tests {
         );
         assert_eq!(a.state(), AlarmState::Unacknowledged);
         assert_eq!(
-            a.command(&Command::Acknowledge, 2),
+            a.command(&Command::Acknowledge, "op", 2),
             Ok(Action::Acknowledged)
         );
         assert_eq!(a.state(), AlarmState::Acknowledged);
@@ -332,12 +414,12 @@ mod tests {
         assert_eq!(a.on_condition(None, 2), Some(Action::Cleared));
         assert_eq!(a.state(), AlarmState::ReturnedUnacknowledged);
         assert_eq!(
-            a.command(&Command::Acknowledge, 3),
+            a.command(&Command::Acknowledge, "op", 3),
             Ok(Action::Acknowledged)
         );
         assert_eq!(a.state(), AlarmState::Normal);
         assert_eq!(
-            a.command(&Command::Acknowledge, 4),
+            a.command(&Command::Acknowledge, "op", 4),
             Err(CommandError::NothingToAcknowledge)
         );
     }
@@ -346,13 +428,13 @@ mod tests {
     fn escalation_needs_a_new_acknowledgement_and_de_escalation_does_not() {
         let mut a = Alarm::default();
         a.on_condition(level(0, Severity::Low, false), 1);
-        a.command(&Command::Acknowledge, 2).expect("ack");
+        a.command(&Command::Acknowledge, "op", 2).expect("ack");
         assert_eq!(
             a.on_condition(level(2, Severity::Critical, false), 3),
             Some(Action::Escalated)
         );
         assert_eq!(a.state(), AlarmState::Unacknowledged);
-        a.command(&Command::Acknowledge, 4).expect("ack");
+        a.command(&Command::Acknowledge, "op", 4).expect("ack");
         assert_eq!(
             a.on_condition(level(1, Severity::High, false), 5),
             Some(Action::DeEscalated)
@@ -370,7 +452,7 @@ mod tests {
         let mut a = Alarm::default();
         a.on_condition(level(2, Severity::Critical, true), 1);
         assert_eq!(
-            a.command(&Command::Reset, 2),
+            a.command(&Command::Reset, "op", 2),
             Err(CommandError::ConditionPresent)
         );
         assert_eq!(
@@ -381,9 +463,9 @@ mod tests {
         assert_eq!(a.level.map(|l| l.index), Some(2));
         assert_eq!(a.on_condition(None, 4), Some(Action::ConditionCleared));
         assert!(a.active);
-        a.command(&Command::Acknowledge, 5).expect("ack");
+        a.command(&Command::Acknowledge, "op", 5).expect("ack");
         assert_eq!(a.state(), AlarmState::Acknowledged, "still active: latched");
-        assert_eq!(a.command(&Command::Reset, 6), Ok(Action::Reset));
+        assert_eq!(a.command(&Command::Reset, "op", 6), Ok(Action::Reset));
         assert_eq!(a.state(), AlarmState::Normal);
         assert!(!a.latched);
     }
@@ -399,7 +481,7 @@ mod tests {
         assert_eq!(a.level.map(|l| l.severity), Some(Severity::Critical));
         assert!(a.condition);
         assert_eq!(
-            a.command(&Command::Reset, 5),
+            a.command(&Command::Reset, "op", 5),
             Err(CommandError::ConditionPresent)
         );
         // And a lower level while the latched one is present does not lower it either.
@@ -412,7 +494,10 @@ mod tests {
     fn reset_of_an_unlatched_alarm_is_refused() {
         let mut a = Alarm::default();
         a.on_condition(level(0, Severity::High, false), 1);
-        assert_eq!(a.command(&Command::Reset, 2), Err(CommandError::NotLatched));
+        assert_eq!(
+            a.command(&Command::Reset, "op", 2),
+            Err(CommandError::NotLatched)
+        );
     }
 
     #[test]
@@ -420,7 +505,7 @@ mod tests {
         let mut a = Alarm::default();
         a.on_condition(level(0, Severity::Critical, true), 1);
         a.on_condition(None, 2);
-        a.command(&Command::Acknowledge, 3).expect("ack");
+        a.command(&Command::Acknowledge, "op", 3).expect("ack");
         assert_eq!(
             a.on_condition(level(0, Severity::Critical, true), 4),
             Some(Action::Escalated)
@@ -437,19 +522,19 @@ mod tests {
             reason: reason.into(),
         };
         assert_eq!(
-            a.command(&shelve(1000, " "), 0),
+            a.command(&shelve(1000, " "), "op", 0),
             Err(CommandError::ReasonRequired)
         );
         assert_eq!(
-            a.command(&shelve(0, "x"), 0),
+            a.command(&shelve(0, "x"), "op", 0),
             Err(CommandError::BadShelveTime)
         );
         assert_eq!(
-            a.command(&shelve(MAX_SHELVE_MS + 1, "x"), 0),
+            a.command(&shelve(MAX_SHELVE_MS + 1, "x"), "op", 0),
             Err(CommandError::BadShelveTime)
         );
         assert_eq!(
-            a.command(&shelve(60_000, "sensor being replaced"), 0),
+            a.command(&shelve(60_000, "sensor being replaced"), "op", 0),
             Ok(Action::Shelved)
         );
         assert!(!a.annunciated());
@@ -463,7 +548,7 @@ mod tests {
             "shelving does not acknowledge"
         );
         assert_eq!(
-            a.command(&Command::Unshelve, 1),
+            a.command(&Command::Unshelve, "op", 1),
             Err(CommandError::NotShelved)
         );
     }
@@ -477,10 +562,14 @@ mod tests {
                 until_ms: 10_000,
                 reason: "r".into(),
             },
+            "op",
             0,
         )
         .expect("shelve");
-        assert_eq!(a.command(&Command::Unshelve, 5), Ok(Action::Unshelved));
+        assert_eq!(
+            a.command(&Command::Unshelve, "op", 5),
+            Ok(Action::Unshelved)
+        );
         assert!(a.annunciated());
     }
 
@@ -488,11 +577,11 @@ mod tests {
     fn suppression_window_and_out_of_service_end_with_return_to_service() {
         let mut a = Alarm::default();
         assert_eq!(
-            a.command(&Command::ReturnToService, 0),
+            a.command(&Command::ReturnToService, "op", 0),
             Err(CommandError::InService)
         );
         assert_eq!(
-            a.command(&Command::Suppress { until_ms: 0 }, 0),
+            a.command(&Command::Suppress { until_ms: 0 }, "op", 0),
             Err(CommandError::BadSuppressTime)
         );
         assert_eq!(
@@ -500,6 +589,7 @@ mod tests {
                 &Command::Suppress {
                     until_ms: 3_600_000
                 },
+                "op",
                 0
             ),
             Ok(Action::Suppressed)
@@ -518,12 +608,12 @@ mod tests {
             until_ms: Some(3_700_000),
         };
         assert_eq!(
-            a.command(&remove, 3_600_001),
+            a.command(&remove, "op", 3_600_001),
             Ok(Action::RemovedFromService)
         );
         assert!(!a.annunciated());
         assert_eq!(
-            a.command(&Command::ReturnToService, 3_600_002),
+            a.command(&Command::ReturnToService, "op", 3_600_002),
             Ok(Action::ReturnedToService)
         );
         assert!(a.annunciated());
@@ -533,9 +623,9 @@ mod tests {
     fn out_of_service_ends_by_itself_and_an_active_alarm_is_annunciated_again() {
         let mut a = Alarm::default();
         a.on_condition(level(0, Severity::High, false), 1);
-        a.command(&Command::Acknowledge, 2).expect("ack");
+        a.command(&Command::Acknowledge, "op", 2).expect("ack");
         let remove = Command::RemoveFromService { until_ms: None };
-        a.command(&remove, 3).expect("out of service");
+        a.command(&remove, "op", 3).expect("out of service");
         assert_eq!(a.deadline(), Some(3 + DEFAULT_OUT_OF_SERVICE_MS));
         assert_eq!(
             a.tick(3 + DEFAULT_OUT_OF_SERVICE_MS),
@@ -553,7 +643,7 @@ mod tests {
         let far = Command::RemoveFromService {
             until_ms: Some(10 + MAX_SUPPRESS_MS + 1),
         };
-        assert_eq!(a.command(&far, 10), Err(CommandError::BadServiceTime));
+        assert_eq!(a.command(&far, "op", 10), Err(CommandError::BadServiceTime));
     }
 
     #[test]
@@ -563,9 +653,9 @@ mod tests {
             until_ms: 1000,
             reason: "maintenance".into(),
         };
-        assert_eq!(a.command(&shelve, 1), Err(CommandError::NotActive));
+        assert_eq!(a.command(&shelve, "op", 1), Err(CommandError::NotActive));
         a.on_condition(level(0, Severity::High, false), 2);
-        assert_eq!(a.command(&shelve, 3), Ok(Action::Shelved));
+        assert_eq!(a.command(&shelve, "op", 3), Ok(Action::Shelved));
     }
 
     #[test]
@@ -577,7 +667,7 @@ mod tests {
         assert!(a.active && a.condition && a.silenced);
         assert_eq!(a.silence(4), None, "once");
         assert_eq!(
-            a.command(&Command::Reset, 5),
+            a.command(&Command::Reset, "op", 5),
             Err(CommandError::ConditionPresent)
         );
     }

@@ -265,6 +265,7 @@ mod tests {
             changed_at_ms: 0,
             linkage: Vec::new(),
             reset_pending: false,
+            fire: None,
         }
     }
 

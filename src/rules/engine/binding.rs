@@ -26,6 +26,7 @@ impl RuleEngine {
             replay_window: ms(config.site.gateway.replay_window_s as f64),
             pending_resets: HashMap::new(),
             linkage_notes: HashMap::new(),
+            fire_confirm_timeout: ms(config.site.fire.confirm_timeout_s as f64),
         };
         let polled: HashMap<&str, Ms> = config
             .site
@@ -336,6 +337,7 @@ pub(super) fn compile(rule: &RuleConfig) -> CompiledRule {
                 severity: l.severity,
                 kind: l.kind,
                 latched: l.latched.unwrap_or(rule.latched),
+                fire: l.is_fire(rule),
                 states: l.states.clone(),
             })
             .collect(),

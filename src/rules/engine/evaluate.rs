@@ -470,6 +470,11 @@ impl RuleEngine {
     }
 
     pub(super) fn reschedule(&mut self, i: usize) {
+        let alarm = &mut self.instances[i].alarm;
+        // A fire's verdict belongs to that fire: the next one is judged anew.
+        if alarm.fire.is_some() && alarm.state() == AlarmState::Normal {
+            alarm.fire = None;
+        }
         self.instances[i].alarm.settle();
         let inst = &self.instances[i];
         let mut next = inst.alarm.deadline();
@@ -545,6 +550,16 @@ impl RuleEngine {
         // Once, however many of shelving, suppression and out-of-service ended together.
         if let Some(&last) = ended.last() {
             self.reannunciate_after(i, last, now, out);
+        }
+        if let Some(confirmed) = self.instances[i].alarm.confirm_fire_if_due(now) {
+            let waited_s = self.fire_confirm_timeout / 1000;
+            let operator = Operator {
+                name: "system".into(),
+                comment: Some(format!(
+                    "no operator confirmed or dismissed it within {waited_s} s: treated as a confirmed fire"
+                )),
+            };
+            self.emit(i, confirmed, now, Some(operator), out);
         }
         if self.instances[i].calm_at().is_some_and(|t| t <= now) {
             let inst = &mut self.instances[i];

@@ -18,7 +18,10 @@ use crate::config::devices::DeviceDirectory;
 use crate::config::{AlarmKind, ConditionConfig, Config, RuleConfig, Severity};
 use crate::model::alarm::{AlarmEvent, Observed, PersistedAlarm};
 use crate::model::{Quality, Reading, Tags, Value};
-use crate::rules::alarm::{Action, Alarm, AlarmState, Command, CommandError, Level, Operator};
+use crate::rules::alarm::{
+    Action, Alarm, AlarmState, Command, CommandError, FalseAlarmReason, FireVerdict, Level,
+    Operator,
+};
 use crate::rules::threshold::{Direction, Edge, LevelFilter, Ms};
 
 mod binding;
@@ -102,6 +105,8 @@ struct CompiledLevel {
     severity: Severity,
     kind: AlarmKind,
     latched: bool,
+    /// A fire: operators confirm it or mark it false.
+    fire: bool,
     /// For `state` conditions: the states that raise this level.
     states: Vec<String>,
 }
@@ -378,6 +383,8 @@ pub struct RuleEngine {
     /// What linkage did for each alarm (`Action::Linkage` messages), newest last, by
     /// instance; dropped when the alarm returns to normal.
     linkage_notes: HashMap<usize, Vec<String>>,
+    /// How long a fire waits for an operator's verdict before it is treated as confirmed.
+    fire_confirm_timeout: Ms,
 }
 
 impl RuleEngine {
@@ -534,7 +541,22 @@ impl RuleEngine {
                 }
                 continue;
             }
-            match self.instances[i].alarm.command(command, now) {
+            if matches!(
+                command,
+                Command::FalseAlarm {
+                    reason: FalseAlarmReason::Other
+                }
+            ) && operator
+                .comment
+                .as_deref()
+                .is_none_or(|c| c.trim().is_empty())
+            {
+                return Err(CommandError::CommentRequired);
+            }
+            match self.instances[i]
+                .alarm
+                .command(command, &operator.name, now)
+            {
                 Ok(action) => {
                     self.emit(i, action, now, Some(operator.clone()), out);
                     self.reannunciate_after(i, action, now, out);
@@ -569,6 +591,18 @@ impl RuleEngine {
         }
     }
 
+    /// The alarm is active at a level that is a fire.
+    fn at_fire_level(&self, i: usize) -> bool {
+        let inst = &self.instances[i];
+        let rule = &self.rules[inst.binding.settings.rule];
+        inst.alarm.active
+            && inst
+                .alarm
+                .level
+                .and_then(|l| rule.levels.get(usize::from(l.index)))
+                .is_some_and(|l| l.fire)
+    }
+
     fn emit(
         &mut self,
         i: usize,
@@ -578,6 +612,20 @@ impl RuleEngine {
         out: &mut Vec<AlarmEvent>,
     ) {
         let mut annunciated = self.instances[i].alarm.annunciated();
+        if annunciated
+            && matches!(
+                action,
+                Action::Raised | Action::Escalated | Action::Reannunciated
+            )
+            && self.at_fire_level(i)
+        {
+            let timeout = self.fire_confirm_timeout;
+            let alarm = &mut self.instances[i].alarm;
+            alarm.await_fire_verdict(at, timeout);
+            if timeout == 0 {
+                alarm.confirm_fire_if_due(at);
+            }
+        }
         let inst = &self.instances[i];
         let rule_floodable = self.rules[inst.binding.settings.rule].flood_suppressible;
         let level = inst.alarm.level;
@@ -619,11 +667,33 @@ impl RuleEngine {
             format!("{} {}", rule.name, inst.binding.source)
         };
         let unit = inst.unit.as_deref().unwrap_or("");
-        let message = match (action, &value, threshold) {
-            (Action::Raised | Action::Escalated | Action::DeEscalated, Some(v), Some(t)) => {
+        let message = match (action, &value, threshold, &inst.alarm.fire) {
+            (
+                Action::FireConfirmed,
+                _,
+                _,
+                Some(FireVerdict::Confirmed {
+                    automatic: true, ..
+                }),
+            ) => format!(
+                "{subject}: treated as a confirmed fire, nobody confirmed or dismissed it within {} s",
+                self.fire_confirm_timeout / 1000
+            ),
+            (Action::FireConfirmed, _, _, Some(FireVerdict::Confirmed { by, .. })) => {
+                format!("{subject}: fire confirmed by {by}")
+            }
+            (Action::FalseAlarm, _, _, Some(FireVerdict::FalseAlarm { by, reason, .. })) => {
+                format!(
+                    "{subject}: false alarm ({}), judged by {by}",
+                    reason.as_str().replace('_', " ")
+                )
+            }
+            (Action::Raised | Action::Escalated | Action::DeEscalated, Some(v), Some(t), _) => {
                 format!("{subject} {v}{unit} (threshold {t}{unit})")
             }
-            (_, Some(v), _) => format!("{subject}: {} ({v})", action.as_str().replace('_', " ")),
+            (_, Some(v), _, _) => {
+                format!("{subject}: {} ({v})", action.as_str().replace('_', " "))
+            }
             _ => format!("{subject}: {}", action.as_str().replace('_', " ")),
         };
         AlarmEvent {

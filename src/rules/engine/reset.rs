@@ -72,7 +72,8 @@ impl RuleEngine {
                 continue;
             };
             // An error means it was reset meanwhile by other means: nothing left to do.
-            if let Ok(action) = self.instances[i].alarm.command(&Command::Reset, now) {
+            let by = pending.operator.name.clone();
+            if let Ok(action) = self.instances[i].alarm.command(&Command::Reset, &by, now) {
                 self.emit(i, action, now, Some(pending.operator), out);
                 self.reschedule(i);
             }

@@ -43,6 +43,10 @@ pub struct AlarmView {
     pub linkage: Vec<String>,
     /// An operator's reset was sent to the device, which still holds the alarm.
     pub reset_pending: bool,
+    /// A fire's confirmation: `{"verdict": "pending", "since_ms", "due_ms"}` (the board counts
+    /// down to `due_ms`), `{"verdict": "confirmed", "at_ms", "by", "automatic"}` or
+    /// `{"verdict": "false_alarm", "at_ms", "by", "reason"}`. Absent for other alarms.
+    pub fire: Option<crate::model::alarm::FireVerdict>,
 }
 
 impl RuleEngine {
@@ -121,6 +125,7 @@ impl RuleEngine {
             changed_at_ms: a.changed_at,
             linkage: self.notes_of(i),
             reset_pending: self.pending_resets.contains_key(&i),
+            fire: a.fire.clone(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! deliveries of their pushes.
 
 use super::*;
+use crate::model::alarm::FalseAlarmReason;
 
 #[derive(Deserialize, Default)]
 pub struct AlarmFilter {
@@ -53,13 +54,15 @@ pub struct CommandRequest {
     #[serde(default = "default_target")]
     target: String,
     id: String,
-    /// acknowledge, shelve, unshelve, reset, suppress, remove_from_service, return_to_service.
+    /// acknowledge, shelve, unshelve, reset, suppress, remove_from_service, return_to_service,
+    /// and for fire alarms confirm_fire, false_alarm.
     command: String,
     /// For shelve, suppress and remove_from_service: how long, in minutes (out of service
     /// lasts 24 hours when absent).
     #[serde(default)]
     minutes: Option<f64>,
-    /// For shelve: why (required).
+    /// For shelve: why (required). For false_alarm: cooking, steam, dust, smoking, hot_work,
+    /// test, device_fault or other (other needs a comment).
     #[serde(default)]
     reason: Option<String>,
     #[serde(default)]
@@ -77,9 +80,12 @@ pub fn role_for(target: &Target, command: &Command) -> Role {
         return Role::Technician;
     }
     match command {
-        Command::Acknowledge | Command::Shelve { .. } | Command::Unshelve | Command::Reset => {
-            Role::Operator
-        }
+        Command::Acknowledge
+        | Command::Shelve { .. }
+        | Command::Unshelve
+        | Command::Reset
+        | Command::ConfirmFire
+        | Command::FalseAlarm { .. } => Role::Operator,
         Command::Suppress { .. } | Command::RemoveFromService { .. } | Command::ReturnToService => {
             Role::Technician
         }
@@ -120,6 +126,24 @@ fn parse_command(request: &CommandRequest, now: i64) -> Result<(Target, Command)
             },
         },
         "return_to_service" => Command::ReturnToService,
+        "confirm_fire" => Command::ConfirmFire,
+        "false_alarm" => {
+            let reasons = || {
+                FalseAlarmReason::ALL
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let reason = request
+                .reason
+                .as_deref()
+                .ok_or_else(|| format!("give `reason`, one of {}", reasons()))?;
+            Command::FalseAlarm {
+                reason: FalseAlarmReason::parse(reason)
+                    .ok_or_else(|| format!("unknown reason `{reason}` (one of {})", reasons()))?,
+            }
+        }
         other => return Err(format!("unknown command `{other}`")),
     };
     Ok((target, command))
