@@ -262,6 +262,18 @@ async fn a_silenced_smoke_alarm_stays_active_and_is_neither_reset_nor_shelved() 
         .command(&site.operator, json!({"id": SMOKE, "command": "reset"}))
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert!(answer.to_string().contains("not been judged"), "{answer}");
+    let (status, answer) = site
+        .command(
+            &site.operator,
+            json!({"id": SMOKE, "command": "confirm_fire"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, answer) = site
+        .command(&site.operator, json!({"id": SMOKE, "command": "reset"}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
     assert!(
         answer.to_string().contains("condition is still present"),
         "{answer}"

@@ -333,6 +333,15 @@ async fn alarms_reach_influxdb_at_the_times_the_rules_imply_and_survive_a_restar
             .is_some_and(|a| a.severity == Some(parkguard::config::Severity::Critical))
     })
     .await;
+    gateway
+        .rules
+        .command(
+            Target::Alarm(gas.clone()),
+            Command::ConfirmFire,
+            wang.clone(),
+        )
+        .await
+        .expect("confirm the fire");
     let refused = gateway
         .rules
         .command(Target::Alarm(gas.clone()), Command::Reset, wang.clone())

@@ -979,7 +979,14 @@ rate_limit = {{ max = 2, per_s = 60 }}
         in_digest >= 4,
         "three gas alarms and an acknowledgement: {in_digest}"
     );
-    // The window is full: what comes next waits for it to open again, and then arrives.
+    // The window is full: what comes next waits for it to open again, and then arrives (a
+    // false alarm is not urgent; a confirmed fire would go ahead of the window).
+    park.command(
+        &key,
+        Command::FalseAlarm {
+            reason: parkguard::model::alarm::FalseAlarmReason::Test,
+        },
+    );
     park.feed("smoke-1", "event", Value::Text(Arc::from("alarm_clear")));
     park.command(&key, Command::Reset);
     tokio::time::sleep(Duration::from_secs(30)).await;
@@ -991,8 +998,8 @@ rate_limit = {{ max = 2, per_s = 60 }}
     assert!(inbox.all().len() >= 3);
     assert_eq!(
         events_of(&inbox.all()).len(),
-        1 + in_digest + 2,
-        "nothing dropped: condition cleared and reset came after the digest"
+        1 + in_digest + 3,
+        "nothing dropped: false alarm, condition cleared and reset came after the digest"
     );
     park.stop().await;
 }
@@ -1194,6 +1201,7 @@ channels = ["broker"]
     assert_eq!(doc["schema"], "parkguard.alert.v1");
 
     park.command(&key, Command::Acknowledge);
+    park.command(&key, Command::ConfirmFire);
     park.feed("smoke-1", "event", Value::Text(Arc::from("alarm_clear")));
     park.command(&key, Command::Reset);
     until("the clear delivered", Duration::from_secs(15), || {

@@ -459,6 +459,18 @@ async fn a_reset_of_a_latched_arc_alarm_writes_the_detectors_reset_register() {
         .rules
         .command(
             Target::Alarm("R10/arcm-1/arc_alarm".into()),
+            Command::ConfirmFire,
+            Operator {
+                name: "wang".into(),
+                comment: None,
+            },
+        )
+        .await
+        .expect("the arc judged");
+    gateway
+        .rules
+        .command(
+            Target::Alarm("R10/arcm-1/arc_alarm".into()),
             Command::Reset,
             operator,
         )
@@ -521,6 +533,18 @@ async fn a_reset_the_detector_ignores_fails_and_the_alarm_stays() {
             .is_some_and(|a| a.condition)
     })
     .await;
+    gateway
+        .rules
+        .command(
+            Target::Alarm("R10/arcm-1/arc_alarm".into()),
+            Command::ConfirmFire,
+            Operator {
+                name: "wang".into(),
+                comment: None,
+            },
+        )
+        .await
+        .expect("the arc judged");
     gateway
         .rules
         .command(

@@ -231,6 +231,14 @@ fn latched_gas_level_2_needs_the_value_back_and_an_operator_reset() {
     };
     let mut out = Vec::new();
     assert_eq!(
+        engine.command(&key, &Command::Reset, &operator, 3_900, &mut out),
+        Err(CommandError::FireVerdictRequired),
+        "a fire nobody judged is not reset"
+    );
+    engine
+        .command(&key, &Command::ConfirmFire, &operator, 3_950, &mut out)
+        .expect("confirm");
+    assert_eq!(
         engine.command(&key, &Command::Reset, &operator, 4_000, &mut out),
         Err(CommandError::ConditionPresent)
     );
@@ -303,6 +311,9 @@ fn smoke_fire_alarm_is_critical_and_latched_and_a_test_press_is_a_test() {
     };
     let target = Target::Alarm("R13/s1/event".into());
     let mut out = Vec::new();
+    engine
+        .command(&target, &Command::ConfirmFire, &operator, 3400, &mut out)
+        .expect("confirm");
     assert_eq!(
         engine.command(&target, &Command::Reset, &operator, 3500, &mut out),
         Err(CommandError::ConditionPresent),

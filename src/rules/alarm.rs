@@ -90,6 +90,8 @@ pub enum CommandError {
     AlreadyFalseAlarm,
     #[error("a false alarm for another reason needs a comment saying what it was")]
     CommentRequired,
+    #[error("this fire has not been judged: confirm it or mark it a false alarm before the reset")]
+    FireVerdictRequired,
 }
 
 pub const MAX_SHELVE_MS: Ms = 24 * 3600 * 1000;
@@ -219,6 +221,11 @@ impl Alarm {
             Command::Reset => {
                 if !self.latched {
                     return Err(CommandError::NotLatched);
+                }
+                // A reset would end the fire before anyone judged it, and it would never
+                // be forwarded.
+                if matches!(self.fire, Some(FireVerdict::Pending { .. })) {
+                    return Err(CommandError::FireVerdictRequired);
                 }
                 if self.condition {
                     return Err(CommandError::ConditionPresent);

@@ -2,6 +2,8 @@
 //! the pushes they plan in one transaction, reading the journal, and verifying its chain and
 //! the anchors written outside it.
 
+use std::collections::BTreeMap;
+
 use super::*;
 
 impl Store {
@@ -153,6 +155,72 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Fires judged since `since_ms`, per enterprise: each fire (from a raise of its alarm to
+    /// the next) counted once, by its last verdict in the journal. Fires still waiting for a
+    /// verdict are not counted.
+    pub fn fire_tally(&self, since_ms: i64) -> Result<Vec<FireTally>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT key, enterprise, action, operator, value FROM journal
+             WHERE at_ms >= ?1 AND action IN ('raised', 'fire_confirmed', 'false_alarm')
+             ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![since_ms], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+            ))
+        })?;
+        // The verdict of each alarm's current fire: (enterprise, verdict, automatic, reason).
+        type Verdict = (String, String, bool, Option<String>);
+        let mut current: BTreeMap<String, Option<Verdict>> = BTreeMap::new();
+        let mut tallies: BTreeMap<String, FireTally> = BTreeMap::new();
+        let count = |v: Verdict, tallies: &mut BTreeMap<String, FireTally>| {
+            let (enterprise, action, automatic, reason) = v;
+            let t = tallies
+                .entry(enterprise.clone())
+                .or_insert_with(|| FireTally {
+                    enterprise,
+                    ..FireTally::default()
+                });
+            t.fires += 1;
+            match (action.as_str(), automatic) {
+                ("fire_confirmed", true) => t.confirmed_automatically += 1,
+                ("fire_confirmed", false) => t.confirmed_by_operator += 1,
+                _ => {
+                    t.false_alarms += 1;
+                    *t.false_alarm_reasons
+                        .entry(reason.unwrap_or_else(|| "other".into()))
+                        .or_default() += 1;
+                }
+            }
+        };
+        for row in rows {
+            let (key, enterprise, action, operator, value) = row?;
+            if action == "raised" {
+                if let Some(Some(v)) = current.insert(key, None) {
+                    count(v, &mut tallies);
+                }
+                continue;
+            }
+            let automatic = operator.as_deref() == Some("system");
+            let reason = value.map(|v| v.trim_matches('"').to_string());
+            current.insert(key, Some((enterprise, action, automatic, reason)));
+        }
+        for v in current.into_values().flatten() {
+            count(v, &mut tallies);
+        }
+        Ok(tallies
+            .into_values()
+            .map(|mut t| {
+                t.false_alarm_rate = f64::from(t.false_alarms) / f64::from(t.fires.max(1));
+                t
+            })
+            .collect())
+    }
+
     /// Walks the whole journal: every entry's hash must match its content and the previous
     /// entry's hash, sequence numbers must have no gaps, and the head must be the last entry.
     pub fn verify_journal(&self) -> Result<Verification, StoreError> {
@@ -288,6 +356,22 @@ impl Store {
 }
 
 pub(super) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One enterprise's fires over a period (see `Store::fire_tally`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FireTally {
+    pub enterprise: String,
+    /// Fires with a verdict.
+    pub fires: u32,
+    pub confirmed_by_operator: u32,
+    /// Nobody judged them within the confirmation time.
+    pub confirmed_automatically: u32,
+    pub false_alarms: u32,
+    /// False alarms per fire judged, 0 to 1.
+    pub false_alarm_rate: f64,
+    /// False alarms by reason (`cooking`, `steam`, ...).
+    pub false_alarm_reasons: BTreeMap<String, u32>,
+}
 
 /// One journal entry as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]

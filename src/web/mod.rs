@@ -157,6 +157,7 @@ pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<Shared>)> {
         (Method::POST, "/api/commands", post(api::command)),
         (Method::GET, "/api/events", get(api::events)),
         (Method::GET, "/api/journal", get(api::journal)),
+        (Method::GET, "/api/fire/tally", get(api::fire_tally)),
         (Method::GET, "/api/alarms/deliveries", get(api::deliveries)),
         (Method::GET, "/api/devices", get(api::devices)),
         (Method::GET, "/api/history", get(api::history)),

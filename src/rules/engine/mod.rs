@@ -660,7 +660,14 @@ impl RuleEngine {
         let level = inst.alarm.level;
         let threshold =
             level.and_then(|l| inst.binding.settings.ats.get(usize::from(l.index)).copied());
-        let value = inst.value.clone();
+        // A false alarm's journal entry keeps its reason as its value, so that false alarms
+        // can be counted by cause.
+        let value = match (action, &inst.alarm.fire) {
+            (Action::FalseAlarm, Some(FireVerdict::FalseAlarm { reason, .. })) => {
+                Some(Observed::Text(reason.as_str().to_string()))
+            }
+            _ => inst.value.clone(),
+        };
         let subject = if inst.binding.source.is_empty() {
             rule.name.to_string()
         } else {

@@ -24,3 +24,23 @@ pub async fn journal(
         Err(response) => response,
     }
 }
+
+#[derive(Deserialize)]
+pub struct FireTallyQuery {
+    days: Option<u32>,
+}
+
+/// Fires judged per enterprise over the last `days` (default 30): confirmed by an operator,
+/// confirmed because nobody answered, false alarms by reason, and the false-alarm rate.
+pub async fn fire_tally(
+    State(state): State<Shared>,
+    _caller: Caller,
+    Query(query): Query<FireTallyQuery>,
+) -> Response {
+    let days = i64::from(query.days.unwrap_or(30).clamp(1, 366));
+    let since = now_ms() - days * 24 * 3600 * 1000;
+    match on_store(&state, "fire tally", move |s| s.fire_tally(since)).await {
+        Ok(tallies) => Json(json!({ "days": days, "enterprises": tallies })).into_response(),
+        Err(response) => response,
+    }
+}

@@ -23,7 +23,7 @@ pub use commissioning::{commissioning_profile_test, commissioning_read, signoff}
 pub use devices::{devices, history};
 pub use events::{events, MAX_STREAMS, MAX_STREAMS_PER_SESSION};
 pub use health::{healthz, metrics, readyz};
-pub use journal::journal;
+pub use journal::{fire_tally, journal};
 pub use outputs::{output_operate, output_release, outputs};
 pub use session::{login, logout, session};
 

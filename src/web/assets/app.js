@@ -55,6 +55,14 @@ const I18N = {
     details: "详情", linkage_did: "联动动作", no_linkage: "没有联动动作",
     reset_pending: "复位已发送到设备，等待设备解除报警",
     act_reset_requested: "请求复位", act_reset_failed: "复位失败", act_linkage: "联动",
+    act_fire_confirmed: "确认火警", act_false_alarm: "误报",
+    confirm_fire: "确认火警", false_alarm: "误报", confirm_fire_title: "确认为真实火警", false_alarm_title: "判定为误报",
+    fire_pending: "待确认火警", fire_left: "剩余", fire_confirmed_by: "火警已确认", fire_automatic: "超时未处理，按火警转发",
+    false_alarm_by: "已判定误报", false_reason: "误报原因",
+    reason_cooking: "油烟", reason_steam: "水汽", reason_dust: "灰尘/虫", reason_smoking: "吸烟", reason_hot_work: "动火作业",
+    reason_test: "测试", reason_device_fault: "设备故障", reason_other: "其他（请在备注说明）",
+    fire_tally: "火警统计（近 30 天）", col_enterprise: "企业", col_fires: "火警", col_by_operator: "人工确认",
+    col_automatic: "超时转发", col_false: "误报", col_false_rate: "误报率", col_reasons: "误报原因",
   },
   en: {
     tab_board: "Alarms", tab_devices: "Devices", tab_journal: "Journal", tab_commissioning: "Commissioning",
@@ -108,6 +116,14 @@ const I18N = {
     details: "Details", linkage_did: "What linkage did", no_linkage: "Linkage did nothing",
     reset_pending: "reset sent to device, waiting for it to drop the alarm",
     act_reset_requested: "reset requested", act_reset_failed: "reset failed", act_linkage: "linkage",
+    act_fire_confirmed: "fire confirmed", act_false_alarm: "false alarm",
+    confirm_fire: "Confirm fire", false_alarm: "False alarm", confirm_fire_title: "Confirm a real fire", false_alarm_title: "Mark as a false alarm",
+    fire_pending: "Fire to confirm", fire_left: "left", fire_confirmed_by: "Fire confirmed", fire_automatic: "nobody answered: forwarded as a fire",
+    false_alarm_by: "False alarm", false_reason: "Cause",
+    reason_cooking: "cooking fumes", reason_steam: "steam", reason_dust: "dust or insects", reason_smoking: "smoking", reason_hot_work: "hot work",
+    reason_test: "test", reason_device_fault: "faulty detector", reason_other: "other (say what in the comment)",
+    fire_tally: "Fires, last 30 days", col_enterprise: "Enterprise", col_fires: "Fires", col_by_operator: "Confirmed by operator",
+    col_automatic: "Forwarded unanswered", col_false: "False alarms", col_false_rate: "False-alarm rate", col_reasons: "Causes",
   },
 };
 
@@ -329,6 +345,8 @@ function alarmRow(a) {
   if (a.suppressed_until_ms) flags.push(`${t("suppressed")} ${t("until")} ${fmtTime(a.suppressed_until_ms)}`);
   if (a.out_of_service) flags.push(t("out_of_service"));
   if (a.reset_pending) flags.push(t("reset_pending"));
+  const fire = a.fire || null;
+  const fireFlag = fire ? fireText(fire) : null;
   const value = a.value === null || a.value === undefined ? "" : fmtValue(a.value);
   // Flags and states have no meaningful threshold to show.
   const threshold = typeof a.value !== "number" || a.threshold === null || a.threshold === undefined
@@ -347,7 +365,15 @@ function alarmRow(a) {
       // active alarm can be shelved.
       actions.append(el("button", { type: "button", class: "shelve", onclick: () => openDialog("shelve", a) }, t("shelve")));
     }
-    if (a.latched) {
+    // A fire is judged before anything else: confirmed (forwarded to the fire department at
+    // once) or a false alarm (with its cause). An automatic confirmation can still be judged.
+    if (fire && !(fire.verdict === "confirmed" && !fire.automatic)) {
+      actions.append(el("button", { type: "button", class: "confirm-fire danger", onclick: () => openDialog("confirm_fire", a) }, t("confirm_fire")));
+    }
+    if (fire && fire.verdict !== "false_alarm") {
+      actions.append(el("button", { type: "button", class: "false-alarm", onclick: () => openDialog("false_alarm", a) }, t("false_alarm")));
+    }
+    if (a.latched && !(fire && fire.verdict === "pending")) {
       actions.append(el("button", { type: "button", class: "reset", onclick: () => openDialog("reset", a) }, t("reset")));
     }
   }
@@ -356,7 +382,7 @@ function alarmRow(a) {
   }
   return el("tr", { class: `${a.state} sev-${severity}${isHidden(a) ? " hidden-alarm" : ""}`, dataset: { key: a.key } },
     el("td", {}, el("span", { class: `badge sev sev-${severity}` }, t(`sev_${severity}`))),
-    el("td", { class: "state" }, t(`st_${a.state}`), flags.length ? el("div", { class: "flags" }, flags.join(", ")) : null),
+    el("td", { class: "state" }, t(`st_${a.state}`), fireFlag, flags.length ? el("div", { class: "flags" }, flags.join(", ")) : null),
     el("td", {}, fmtTime(a.raised_at_ms || a.changed_at_ms)),
     el("td", {}, place),
     el("td", { class: "device-name" }, a.device, a.source ? el("div", { class: "flags" }, a.source) : null),
@@ -364,6 +390,27 @@ function alarmRow(a) {
     el("td", {}, value + threshold),
     actions,
   );
+}
+
+// A fire's verdict under its state; a pending one counts down to its automatic confirmation.
+function fireText(fire) {
+  if (fire.verdict === "pending") {
+    return el("div", { class: "fire pending" }, `${t("fire_pending")} · ${t("fire_left")} `,
+      el("span", { class: "fire-countdown", dataset: { due: fire.due_ms } }, countdown(fire.due_ms)));
+  }
+  if (fire.verdict === "confirmed") {
+    return el("div", { class: "fire confirmed" }, `${t("fire_confirmed_by")} · ${fire.automatic ? t("fire_automatic") : fire.by} ${fmtTime(fire.at_ms)}`);
+  }
+  return el("div", { class: "fire false-alarm" }, `${t("false_alarm_by")} · ${t(`reason_${fire.reason}`)} · ${fire.by}`);
+}
+
+function countdown(dueMs) {
+  const left = Math.max(0, Math.round((Number(dueMs) - Date.now()) / 1000));
+  return `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
+}
+
+function tickCountdowns() {
+  for (const span of document.querySelectorAll(".fire-countdown")) span.textContent = countdown(span.dataset.due);
 }
 
 // ---- pushes of an alarm ------------------------------------------------------------------
@@ -433,11 +480,14 @@ function beep() {
 
 function openDialog(command, alarm) {
   app.dialogAction = { command, alarm };
-  const titles = { acknowledge: "ack_title", shelve: "shelve_title", reset: "reset_title", unshelve: "unshelve_title", return_to_service: "return_to_service" };
+  const titles = { acknowledge: "ack_title", shelve: "shelve_title", reset: "reset_title", unshelve: "unshelve_title", return_to_service: "return_to_service", confirm_fire: "confirm_fire_title", false_alarm: "false_alarm_title" };
   $("dialog-title").textContent = t(titles[command]);
   $("dialog-alarm").textContent = `${alarm.device} · ${ruleName(alarm)} · ${fmtValue(alarm.value)}`;
   $("dialog-minutes-row").hidden = command !== "shelve";
   $("dialog-reason-row").hidden = command !== "shelve";
+  $("dialog-cause-row").hidden = command !== "false_alarm";
+  $("dialog-cause").replaceChildren(...["cooking", "steam", "dust", "smoking", "hot_work", "test", "device_fault", "other"]
+    .map((r) => el("option", { value: r }, t(`reason_${r}`))));
   $("dialog-comment").value = "";
   $("dialog-reason").value = "";
   $("dialog-error").textContent = "";
@@ -453,6 +503,7 @@ async function confirmDialog() {
     body.minutes = Number($("dialog-minutes").value);
     body.reason = $("dialog-reason").value;
   }
+  if (command === "false_alarm") body.reason = $("dialog-cause").value;
   try {
     await api("POST", "/api/commands", body);
     $("dialog").close();
@@ -720,7 +771,20 @@ async function confirmOutputDialog() {
 
 // ---- journal -----------------------------------------------------------------------------
 
+async function loadFireTally() {
+  let tally = null;
+  try { tally = await api("GET", "/api/fire/tally?days=30"); } catch (_) { return; }
+  const names = new Map(app.devices.map((d) => [d.enterprise, d.enterprise_name || d.enterprise]));
+  $("fire-tally").tBodies[0].replaceChildren(...tally.enterprises.map((e) =>
+    el("tr", { dataset: { enterprise: e.enterprise } },
+      el("td", {}, names.get(e.enterprise) || e.enterprise), el("td", { class: "fires" }, e.fires),
+      el("td", {}, e.confirmed_by_operator), el("td", {}, e.confirmed_automatically),
+      el("td", { class: "false-alarms" }, e.false_alarms), el("td", { class: "false-rate" }, `${Math.round(e.false_alarm_rate * 100)}%`),
+      el("td", {}, Object.entries(e.false_alarm_reasons).map(([r, n]) => `${t(`reason_${r}`)} ${n}`).join(", ")))));
+}
+
 async function loadJournal() {
+  loadFireTally();
   const params = new URLSearchParams({ limit: "200" });
   const search = $("journal-search").value.trim();
   if (search) params.set("search", search);
@@ -771,6 +835,7 @@ function start() {
   $("detail-quantity").addEventListener("change", drawChart);
   $("detail-hours").addEventListener("change", drawChart);
   setInterval(() => { if (app.me && app.tab === "devices") loadDevices(); }, 5000);
+  setInterval(tickCountdowns, 1000);
   setInterval(() => { if (app.me && app.tab === "board" && app.pushesKey) loadPushes(); }, 5000);
   // Outputs have no live stream: re-read while shown, often enough to see a valve confirm.
   setInterval(() => { if (app.me && app.tab === "outputs") loadOutputs(); }, 1000);
