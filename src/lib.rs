@@ -45,6 +45,7 @@ pub mod linkage;
 pub mod live;
 pub mod metrics;
 pub mod model;
+pub mod northbound;
 pub mod pipeline;
 pub mod rules;
 pub mod rules_task;

@@ -170,27 +170,87 @@ pub fn now_ms() -> i64 {
     now_ns() / 1_000_000
 }
 
+/// A wall-clock date and time (no zone: the offset is the caller's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CivilTime {
+    pub year: i64,
+    pub month: u8,
+    pub day: u8,
+    pub hour: u8,
+    pub minute: u8,
+    pub second: u8,
+}
+
+impl CivilTime {
+    /// The time at `offset_minutes` from UTC.
+    pub fn at(at_ms: i64, offset_minutes: i32) -> CivilTime {
+        let secs = at_ms.div_euclid(1000) + i64::from(offset_minutes) * 60;
+        let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        CivilTime {
+            year: yoe + era * 400 + i64::from(month <= 2),
+            month: month as u8,
+            day: day as u8,
+            hour: (rem / 3600) as u8,
+            minute: (rem % 3600 / 60) as u8,
+            second: (rem % 60) as u8,
+        }
+    }
+
+    /// Milliseconds since the epoch of this time at `offset_minutes` from UTC; `None` for a
+    /// date that does not exist.
+    pub fn to_ms(self, offset_minutes: i32) -> Option<i64> {
+        let days_in_month = match self.month {
+            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+            4 | 6 | 9 | 11 => 30,
+            2 if self.year % 4 == 0 && (self.year % 100 != 0 || self.year % 400 == 0) => 29,
+            2 => 28,
+            _ => return None,
+        };
+        if self.day == 0 || self.day > days_in_month || self.hour > 23 || self.minute > 59 {
+            return None;
+        }
+        if self.second > 59 {
+            return None;
+        }
+        // Days from civil (the inverse of `at`).
+        let (m, d) = (i64::from(self.month), i64::from(self.day));
+        let y = self.year - i64::from(m <= 2);
+        let era = y.div_euclid(400);
+        let yoe = y.rem_euclid(400);
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        let secs = days * 86_400
+            + i64::from(self.hour) * 3600
+            + i64::from(self.minute) * 60
+            + i64::from(self.second)
+            - i64::from(offset_minutes) * 60;
+        Some(secs * 1000)
+    }
+}
+
 /// `YYYY-MM-DD HH:MM:SS` at `offset_minutes` from UTC, with the offset.
 pub fn local_time(at_ms: i64, offset_minutes: i32) -> String {
-    let secs = at_ms.div_euclid(1000) + i64::from(offset_minutes) * 60;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let t = CivilTime::at(at_ms, offset_minutes);
     let sign = if offset_minutes < 0 { '-' } else { '+' };
     let off = offset_minutes.unsigned_abs();
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} {sign}{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} {sign}{:02}:{:02}",
+        t.year,
+        t.month,
+        t.day,
+        t.hour,
+        t.minute,
+        t.second,
         off / 60,
         off % 60
     )
@@ -199,6 +259,32 @@ pub fn local_time(at_ms: i64, offset_minutes: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn civil_time_round_trips_and_refuses_dates_that_do_not_exist() {
+        // 2026-12-02 15:04:05 +08:00
+        let at = 1_796_195_045_000;
+        let t = CivilTime::at(at, 480);
+        assert_eq!(
+            (t.year, t.month, t.day, t.hour, t.minute, t.second),
+            (2026, 12, 2, 15, 4, 5)
+        );
+        assert_eq!(t.to_ms(480), Some(at));
+        for ms in [0, 951_782_400_000, 4_107_542_399_000, -86_400_000] {
+            assert_eq!(CivilTime::at(ms, -300).to_ms(-300), Some(ms), "{ms}");
+        }
+        let feb29 = |year| CivilTime {
+            year,
+            month: 2,
+            day: 29,
+            hour: 0,
+            minute: 0,
+            second: 0,
+        };
+        assert!(feb29(2028).to_ms(0).is_some());
+        assert!(feb29(2026).to_ms(0).is_none());
+        assert!(feb29(2100).to_ms(0).is_none());
+    }
 
     #[test]
     fn tag_pairs_merge_extra_tags_in_key_order_and_skip_empty_values() {

@@ -68,6 +68,8 @@ pub struct Gateway {
     /// Outputs (valves, fans, sounders): their states and manual control.
     pub linkage: LinkageHandle,
     linkage_task: JoinHandle<()>,
+    pub northbound: crate::northbound::Northbound,
+    northbound_tasks: Vec<JoinHandle<()>>,
     cancel: CancellationToken,
     ingest: Vec<JoinHandle<Option<()>>>,
     dispatcher: JoinHandle<Option<()>>,
@@ -225,6 +227,13 @@ impl Gateway {
         );
         let (rules_tx, rules_rx) = mpsc::channel::<RulesInput>(INGEST_CAPACITY);
         let downlinks = Downlinks::new();
+        // The monitoring centres' links, whose queues the rules' store writer fills.
+        let (northbound, northbound_queue, northbound_tasks) =
+            crate::northbound::spawn(&config, &open_store, linkage_status.clone(), cancel.clone())?;
+        let northbound_tasks: Vec<JoinHandle<()>> = northbound_tasks
+            .into_iter()
+            .map(|(name, task)| supervisor.watch_unit(name, task))
+            .collect();
         let (linkage_events, linkage_events_rx) = mpsc::unbounded_channel();
         let (linkage_notes_tx, linkage_notes) = mpsc::unbounded_channel();
         let (rules, rules_task) = rules_task::spawn(
@@ -233,7 +242,10 @@ impl Gateway {
             rules_rx,
             gateway_input,
             Some(Arc::clone(&outbox)),
-            alerts.as_ref().map(|(_, link)| link.clone()),
+            rules_task::Forwarding {
+                alerts: alerts.as_ref().map(|(_, link)| link.clone()),
+                northbound: northbound_queue,
+            },
             Arc::clone(&metrics),
             rules_task::RulesLiveness {
                 heartbeat: liveness.register("rules loop", Duration::from_secs(30)),
@@ -324,6 +336,7 @@ impl Gateway {
                     web_config,
                     rules.clone(),
                     linkage.clone(),
+                    northbound.clone(),
                     Arc::clone(&metrics),
                     Arc::clone(&latest),
                     open_store()?,
@@ -376,6 +389,8 @@ impl Gateway {
             web,
             linkage,
             linkage_task,
+            northbound,
+            northbound_tasks,
             cancel,
             ingest,
             dispatcher,
@@ -554,6 +569,9 @@ impl Gateway {
         let _ = self.rules_task.await;
         // Ends once the rules task has dropped its side; outputs keep their states.
         let _ = self.linkage_task.await;
+        for task in self.northbound_tasks {
+            let _ = task.await;
+        }
         if let Some(alerts) = self.alerts {
             // Pushes still queued are sent at the next start.
             alerts.shutdown().await;

@@ -140,7 +140,7 @@ pub fn spawn(
     mut input: mpsc::Receiver<RulesInput>,
     mut gateway_input: mpsc::UnboundedReceiver<ReadingBatch>,
     outbox: Option<Arc<Outbox>>,
-    alerts: Option<QueueLink>,
+    forwarding: Forwarding,
     metrics: Arc<Metrics>,
     liveness: RulesLiveness,
     downlinks: Option<Arc<Downlinks>>,
@@ -170,7 +170,7 @@ pub fn spawn(
                 store,
                 store_rx,
                 outbox,
-                alerts,
+                forwarding,
                 writer_metrics,
                 downlinks,
                 anchoring,
@@ -474,11 +474,40 @@ impl Anchoring {
     }
 }
 
+/// Where the store writer sends what it commits, in the journal's transaction: pushes
+/// (`alerts`) and the queues towards fire-monitoring centres (`northbound`).
+#[derive(Clone, Default)]
+pub struct Forwarding {
+    pub alerts: Option<QueueLink>,
+    pub northbound: Option<crate::northbound::QueueLink>,
+}
+
+/// Both planners as one: pushes first (their count is returned), then the centres' queues.
+struct Planners<'a>(&'a Forwarding);
+
+impl PushPlanner for Planners<'_> {
+    fn queue_pushes(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        event: &AlarmEvent,
+        seq: i64,
+    ) -> Result<u64, crate::store::StoreError> {
+        let pushes = match &self.0.alerts {
+            Some(alerts) => alerts.router.queue_pushes(tx, event, seq)?,
+            None => 0,
+        };
+        if let Some(northbound) = &self.0.northbound {
+            northbound.planner.queue_pushes(tx, event, seq)?;
+        }
+        Ok(pushes)
+    }
+}
+
 fn store_writer(
     mut store: Store,
     input: std::sync::mpsc::Receiver<StoreJob>,
     outbox: Option<Arc<Outbox>>,
-    alerts: Option<QueueLink>,
+    forwarding: Forwarding,
     metrics: Arc<Metrics>,
     downlinks: Option<Arc<Downlinks>>,
     anchoring: Option<Anchoring>,
@@ -545,8 +574,8 @@ fn store_writer(
         loop {
             attempt += 1;
             let alarm_batch = batch.as_ref().map(|(gz, n)| (&gz[..], *n));
-            let router = alerts.as_ref().map(|a| &*a.router as &dyn PushPlanner);
-            match store.record_and_route(&events, alarm_batch, router) {
+            let planners = Planners(&forwarding);
+            match store.record_and_route(&events, alarm_batch, Some(&planners)) {
                 Ok(queued) => {
                     if queued > 0 {
                         crate::crashpoint::reached(
@@ -560,9 +589,12 @@ fn store_writer(
                     if let (Some(outbox), Some((gz, _))) = (&outbox, &batch) {
                         outbox.added(gz.len() as i64);
                     }
-                    if let (Some(alerts), true) = (&alerts, queued > 0) {
+                    if let (Some(alerts), true) = (&forwarding.alerts, queued > 0) {
                         metrics.alerts_queued.fetch_add(queued, Ordering::Relaxed);
                         alerts.wake.notify_one();
+                    }
+                    if let Some(northbound) = &forwarding.northbound {
+                        northbound.notify();
                     }
                     break;
                 }

@@ -69,6 +69,10 @@ pub fn alert_critical_waiting(route: &str) -> String {
 pub fn linkage_failed(id: &str) -> String {
     format!("linkage_failed_{id}")
 }
+/// 1 while the link to monitoring centre `name` is down or a frame went unconfirmed.
+pub fn northbound_failed(name: &str) -> String {
+    format!("northbound_failed_{name}")
+}
 /// 1 while the store refuses writes.
 pub const STORE_FAILING: &str = "store_failing";
 /// 1 for a while after the clock stepped.
@@ -96,6 +100,13 @@ pub fn quantities(config: &Config) -> Vec<String> {
             .map(|m| modbus_down(&m.name)),
     );
     out.extend(config.site.outputs.iter().map(|o| linkage_failed(&o.id)));
+    out.extend(
+        config
+            .site
+            .northbound
+            .iter()
+            .map(|n| northbound_failed(&n.name)),
+    );
     if let Some(alerts) = &config.site.alerts {
         out.extend(alerts.routes.iter().map(|r| given_up_quantity(&r.name)));
         out.extend(

@@ -20,6 +20,7 @@ pub mod linkage;
 mod locate;
 mod modbus;
 mod mqtt;
+pub mod northbound;
 mod profile;
 pub mod rules;
 mod secret;
@@ -101,6 +102,10 @@ pub struct SiteFile {
     /// How fire alarms are confirmed or dismissed before they are forwarded.
     #[serde(default)]
     pub fire: fire::FireConfig,
+    /// Urban fire remote-monitoring centres that fires and the facilities' state are
+    /// forwarded to (GB/T 26875.3).
+    #[serde(default)]
+    pub northbound: Vec<northbound::NorthboundConfig>,
 }
 
 /// A loaded, validated configuration with resolved paths and secrets.
@@ -248,6 +253,12 @@ impl Config {
             );
             linkage::validate_linkage(&site.linkage, &site.outputs, &self.rules, report);
             fire::validate_fire(&site.fire, report);
+            northbound::validate_northbound(
+                &site.northbound,
+                &site.devices,
+                &ids.enterprises,
+                report,
+            );
         }
         secret::resolve_secrets(&mut self.site, &self.base_dir, report);
     }

@@ -46,6 +46,17 @@ pub struct WebConfig {
     pub metrics_token_sha256: Option<String>,
 }
 
+impl WebConfig {
+    /// The operator number GB/T 26875 records carry for user `name`: the user's place in
+    /// `[[web.users]]`, from 1; 0 for anyone else (API tokens, the gateway itself).
+    pub fn operator_number(&self, name: &str) -> u8 {
+        self.users
+            .iter()
+            .position(|u| u.name == name)
+            .map_or(0, |i| (i + 1).min(255) as u8)
+    }
+}
+
 fn default_max_connections() -> usize {
     256
 }

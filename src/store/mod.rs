@@ -17,6 +17,7 @@
 pub mod alerts;
 pub mod history;
 mod journal;
+mod northbound;
 pub mod outbox;
 mod outputs;
 mod schema;

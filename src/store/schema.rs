@@ -159,4 +159,6 @@ pub(super) const MIGRATIONS: &[&str] = &[
      DROP TABLE history;",
     // 7: outputs' last commanded and confirmed states (linkage).
     outputs::MIGRATION,
+    // 8: the queue towards fire-monitoring centres and their serial numbers (northbound).
+    northbound::MIGRATION,
 ];

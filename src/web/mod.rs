@@ -66,6 +66,7 @@ pub struct WebState {
     pub rules: RulesHandle,
     /// The outputs (valves, fans, sounders) and their manual control.
     pub linkage: LinkageHandle,
+    pub northbound: crate::northbound::Northbound,
     pub metrics: Arc<Metrics>,
     pub latest: Arc<LatestValues>,
     /// A reading connection to the store (journal, history); used from blocking threads.
@@ -158,6 +159,12 @@ pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<Shared>)> {
         (Method::GET, "/api/events", get(api::events)),
         (Method::GET, "/api/journal", get(api::journal)),
         (Method::GET, "/api/fire/tally", get(api::fire_tally)),
+        (Method::GET, "/api/northbound", get(api::northbound)),
+        (
+            Method::POST,
+            "/api/northbound/:name/duty-check",
+            post(api::duty_check_answer),
+        ),
         (Method::GET, "/api/alarms/deliveries", get(api::deliveries)),
         (Method::GET, "/api/devices", get(api::devices)),
         (Method::GET, "/api/history", get(api::history)),
@@ -282,6 +289,7 @@ pub async fn start(
     web: &WebConfig,
     rules: RulesHandle,
     linkage: LinkageHandle,
+    northbound: crate::northbound::Northbound,
     metrics: Arc<Metrics>,
     latest: Arc<LatestValues>,
     store: Store,
@@ -307,6 +315,7 @@ pub async fn start(
         hub,
         rules,
         linkage,
+        northbound,
         metrics,
         latest,
         store: Mutex::new(store),

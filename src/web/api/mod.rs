@@ -14,6 +14,7 @@ mod devices;
 mod events;
 mod health;
 mod journal;
+mod northbound;
 mod outputs;
 mod session;
 
@@ -24,6 +25,7 @@ pub use devices::{devices, history};
 pub use events::{events, MAX_STREAMS, MAX_STREAMS_PER_SESSION};
 pub use health::{healthz, metrics, readyz};
 pub use journal::{fire_tally, journal};
+pub use northbound::{duty_check_answer, northbound};
 pub use outputs::{output_operate, output_release, outputs};
 pub use session::{login, logout, session};
 

@@ -63,6 +63,7 @@ const I18N = {
     reason_test: "测试", reason_device_fault: "设备故障", reason_other: "其他（请在备注说明）",
     fire_tally: "火警统计（近 30 天）", col_enterprise: "企业", col_fires: "火警", col_by_operator: "人工确认",
     col_automatic: "超时转发", col_false: "误报", col_false_rate: "误报率", col_reasons: "误报原因",
+    duty_check: "消防监控中心查岗，请在以下时间内应答：", duty_answer: "应答查岗", centre_down: "与消防监控中心的通信中断",
   },
   en: {
     tab_board: "Alarms", tab_devices: "Devices", tab_journal: "Journal", tab_commissioning: "Commissioning",
@@ -124,6 +125,7 @@ const I18N = {
     reason_test: "test", reason_device_fault: "faulty detector", reason_other: "other (say what in the comment)",
     fire_tally: "Fires, last 30 days", col_enterprise: "Enterprise", col_fires: "Fires", col_by_operator: "Confirmed by operator",
     col_automatic: "Forwarded unanswered", col_false: "False alarms", col_false_rate: "False-alarm rate", col_reasons: "Causes",
+    duty_check: "Duty check from the fire-monitoring centre: answer within", duty_answer: "Answer duty check", centre_down: "No connection to the fire-monitoring centre",
   },
 };
 
@@ -771,6 +773,30 @@ async function confirmOutputDialog() {
 
 // ---- journal -----------------------------------------------------------------------------
 
+// ---- fire-monitoring centres ---------------------------------------------------------------
+
+// A centre's duty check (查岗) asks that someone is on duty: a banner with its countdown and
+// the answer button; a link that is down is said too.
+async function loadNorthbound() {
+  let links = [];
+  try { links = await api("GET", "/api/northbound"); } catch (_) { return; }
+  $("duty-checks").replaceChildren(...links.flatMap((l) => {
+    const out = [];
+    if (l.duty_check) {
+      out.push(el("div", { class: "duty-check", dataset: { link: l.name } },
+        `${t("duty_check")} `, el("span", { class: "fire-countdown", dataset: { due: l.duty_check.due_ms } }, countdown(l.duty_check.due_ms)), " ",
+        can("operator") ? el("button", { type: "button", class: "duty-answer primary", onclick: () => answerDutyCheck(l.name) }, t("duty_answer")) : null));
+    }
+    if (!l.connected) out.push(el("div", { class: "centre-down" }, `${t("centre_down")}: ${l.name}`));
+    return out;
+  }));
+}
+
+async function answerDutyCheck(name) {
+  try { await api("POST", `/api/northbound/${encodeURIComponent(name)}/duty-check`, {}); } catch (err) { alert(err.message); }
+  loadNorthbound();
+}
+
 async function loadFireTally() {
   let tally = null;
   try { tally = await api("GET", "/api/fire/tally?days=30"); } catch (_) { return; }
@@ -836,6 +862,7 @@ function start() {
   $("detail-hours").addEventListener("change", drawChart);
   setInterval(() => { if (app.me && app.tab === "devices") loadDevices(); }, 5000);
   setInterval(tickCountdowns, 1000);
+  setInterval(() => { if (app.me && app.tab === "board") loadNorthbound(); }, 2000);
   setInterval(() => { if (app.me && app.tab === "board" && app.pushesKey) loadPushes(); }, 5000);
   // Outputs have no live stream: re-read while shown, often enough to see a valve confirm.
   setInterval(() => { if (app.me && app.tab === "outputs") loadOutputs(); }, 1000);
