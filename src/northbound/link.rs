@@ -207,10 +207,14 @@ impl Link {
                     .send_new(
                         &mut stream,
                         &mut in_flight,
-                        None,
+                        Queued {
+                            id: 0,
+                            priority: Priority::Status as i64,
+                            unit,
+                            what: "run state".into(),
+                            serial: None,
+                        },
                         false,
-                        unit,
-                        "run state".into(),
                         timeout,
                     )
                     .await
@@ -289,37 +293,39 @@ impl Link {
                 }
                 continue;
             }
-            self.send_new(
-                stream,
-                in_flight,
-                Some(row.id),
-                row.is_fire(),
-                row.unit,
-                row.what,
-                timeout,
-            )
-            .await?;
+            let fire = row.is_fire();
+            self.send_new(stream, in_flight, row, fire, timeout).await?;
         }
         self.refresh_depth().await;
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Sends `item` (a queued row, or a heartbeat with id 0): with its serial when it was
+    /// sent before, else with the link's next one, kept with the row.
     async fn send_new(
         &self,
         stream: &mut TcpStream,
         in_flight: &mut HashMap<u16, InFlight>,
-        row: Option<i64>,
+        item: Queued,
         fire: bool,
-        unit: Vec<u8>,
-        what: String,
         timeout: Duration,
     ) -> Result<(), String> {
-        let name = self.config.name.clone();
-        let serial = self
-            .db(move |s| queue::next_serial(s.connection(), &name))
-            .await?;
-        let bytes = self.frame(serial, command::SEND_DATA, unit).encode();
+        let row = (item.id != 0).then_some(item.id);
+        let serial = match item.serial {
+            Some(serial) => serial,
+            None => {
+                let name = self.config.name.clone();
+                self.db(move |s| {
+                    let serial = queue::next_serial(s.connection(), &name)?;
+                    if let Some(id) = row {
+                        queue::set_serial(s.connection(), id, serial)?;
+                    }
+                    Ok(serial)
+                })
+                .await?
+            }
+        };
+        let bytes = self.frame(serial, command::SEND_DATA, item.unit).encode();
         self.write(stream, &bytes).await?;
         in_flight.insert(
             serial,
@@ -329,7 +335,7 @@ impl Link {
                 bytes,
                 sends: 1,
                 due: Instant::now() + timeout,
-                what,
+                what: item.what,
             },
         );
         Ok(())

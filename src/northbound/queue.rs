@@ -21,6 +21,9 @@ pub struct Queued {
     pub priority: i64,
     pub unit: Vec<u8>,
     pub what: String,
+    /// Set at its first send; repeats (also after a reconnect or a restart) keep it, so that
+    /// the centre recognises them.
+    pub serial: Option<u16>,
 }
 
 impl Queued {
@@ -60,7 +63,7 @@ pub fn head(
     skip: &[i64],
 ) -> Result<Vec<Queued>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, priority, unit, what FROM northbound_queue WHERE link = ?1
+        "SELECT id, priority, unit, what, serial FROM northbound_queue WHERE link = ?1
          ORDER BY priority, id LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![link, (limit + skip.len()) as i64], |r| {
@@ -69,6 +72,7 @@ pub fn head(
             priority: r.get(1)?,
             unit: r.get(2)?,
             what: r.get(3)?,
+            serial: r.get::<_, Option<i64>>(4)?.map(|s| s as u16),
         })
     })?;
     let mut out = Vec::new();
@@ -82,6 +86,15 @@ pub fn head(
         }
     }
     Ok(out)
+}
+
+/// The serial number row `id` was first sent with.
+pub fn set_serial(conn: &Connection, id: i64, serial: u16) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE northbound_queue SET serial = ?2 WHERE id = ?1",
+        params![id, serial],
+    )?;
+    Ok(())
 }
 
 /// The centre confirmed it.
