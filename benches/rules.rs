@@ -79,7 +79,7 @@ async fn run() -> bool {
         input_rx,
         gateway_rx,
         None,
-        None,
+        rules_task::Forwarding::default(),
         Arc::clone(&metrics),
         RulesLiveness {
             heartbeat: parkguard::health::Liveness::new()

@@ -228,8 +228,11 @@ impl Gateway {
         let (rules_tx, rules_rx) = mpsc::channel::<RulesInput>(INGEST_CAPACITY);
         let downlinks = Downlinks::new();
         // The monitoring centres' links, whose queues the rules' store writer fills.
-        let (northbound, northbound_queue, northbound_tasks) =
-            crate::northbound::spawn(&config, &open_store, linkage_status.clone(), cancel.clone())?;
+        let crate::northbound::Started {
+            northbound,
+            queue: northbound_queue,
+            tasks: northbound_tasks,
+        } = crate::northbound::spawn(&config, &open_store, linkage_status.clone(), cancel.clone())?;
         let northbound_tasks: Vec<JoinHandle<()>> = northbound_tasks
             .into_iter()
             .map(|(name, task)| supervisor.watch_unit(name, task))

@@ -85,16 +85,27 @@ impl Northbound {
     }
 }
 
+/// The started links: their handle for the web UI, the store writer's side (none without
+/// links), and their tasks by name.
+pub struct Started {
+    pub northbound: Northbound,
+    pub queue: Option<QueueLink>,
+    pub tasks: Vec<(String, JoinHandle<()>)>,
+}
+
 /// Starts one task per `[[northbound]]` link. `open_store` gives each its own connection.
 pub fn spawn(
     config: &Config,
     open_store: &dyn Fn() -> Result<Store, crate::store::StoreError>,
     gateway: StatusReporter,
     cancel: CancellationToken,
-) -> Result<(Northbound, Option<QueueLink>, Vec<(String, JoinHandle<()>)>), crate::store::StoreError>
-{
+) -> Result<Started, crate::store::StoreError> {
     let Some(planner) = queue::Planner::from_config(config) else {
-        return Ok((Northbound::default(), None, Vec::new()));
+        return Ok(Started {
+            northbound: Northbound::default(),
+            queue: None,
+            tasks: Vec::new(),
+        });
     };
     let mut handles = Vec::new();
     let mut wakes = Vec::new();
@@ -128,14 +139,14 @@ pub fn spawn(
         });
         wakes.push(wake);
     }
-    Ok((
-        Northbound {
+    Ok(Started {
+        northbound: Northbound {
             links: Arc::new(handles),
         },
-        Some(QueueLink {
+        queue: Some(QueueLink {
             planner: Arc::new(planner),
             wake: wakes,
         }),
         tasks,
-    ))
+    })
 }
