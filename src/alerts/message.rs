@@ -108,6 +108,8 @@ fn event_label(event: &str, lang: Language) -> String {
         "retired" => ("规则已删除", "Rule removed"),
         "unacknowledged" => ("超时未确认·升级", "Unacknowledged, escalated"),
         "reminder" => ("仍未确认·提醒", "Reminder: still unacknowledged"),
+        "fire_confirmed" => ("确认火警", "Fire confirmed"),
+        "false_alarm" => ("误报", "False alarm"),
         other => (other, other),
     };
     match lang {
@@ -135,6 +137,42 @@ fn number(n: f64) -> String {
 }
 
 /// Renders a notice in its route's language.
+/// The values an SMS or voice template's variables can take, in the route's language: the
+/// place (enterprise and location), the device, the alarm (rule name), the event, the value
+/// with its unit, the severity and the local time (`MM-DD HH:MM`). Each is at most 35
+/// characters, the providers' limit for a variable.
+pub fn template_value(
+    param: crate::config::alerts::TemplateParam,
+    notice: &Notice,
+    utc_offset_minutes: i32,
+) -> String {
+    use crate::config::alerts::TemplateParam;
+    let lang = notice.language;
+    let a = &notice.alarm;
+    let text = match param {
+        TemplateParam::Place => format!("{}{}", a.enterprise_name, a.location_name),
+        TemplateParam::Device => a.device_name.clone(),
+        TemplateParam::Alarm => match (lang, &a.rule_name_zh) {
+            (Language::Zh, Some(name)) => name.clone(),
+            _ => a.rule_name.clone(),
+        },
+        TemplateParam::Event => event_label(&notice.event, lang),
+        TemplateParam::Value => match &a.value {
+            Some(crate::model::alarm::Observed::Number(n)) => {
+                format!("{}{}", number(*n), a.unit.as_deref().unwrap_or(""))
+            }
+            Some(crate::model::alarm::Observed::Text(t)) => t.clone(),
+            None => String::new(),
+        },
+        TemplateParam::Severity => severity_label(a.severity, lang).to_string(),
+        TemplateParam::Time => {
+            let t = crate::model::CivilTime::at(notice.at_ms, utc_offset_minutes);
+            format!("{:02}-{:02} {:02}:{:02}", t.month, t.day, t.hour, t.minute)
+        }
+    };
+    text.chars().take(35).collect()
+}
+
 pub fn render(notice: &Notice, utc_offset_minutes: i32) -> Message {
     let lang = notice.language;
     let a = &notice.alarm;

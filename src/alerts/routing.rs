@@ -538,6 +538,12 @@ impl Router {
                     .iter()
                     .filter_map(|r| r.email.clone())
                     .collect()
+            } else if channel.kind.by_mobile() {
+                notice
+                    .recipients
+                    .iter()
+                    .filter_map(|r| r.mobile.clone())
+                    .collect()
             } else {
                 vec![String::new()]
             };

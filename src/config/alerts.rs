@@ -54,6 +54,17 @@ pub enum ChannelType {
     Mqtt,
     /// E-mail over SMTP, one message per recipient with an `email`.
     Email,
+    /// Aliyun SMS (阿里云短信, `SendSms`): one message per recipient with a `mobile`, from an
+    /// approved signature (`sign_name`) and template (`template`, `SMS_...`).
+    AliyunSms,
+    /// Tencent Cloud SMS (腾讯云短信, `SendSms`): one message per recipient with a `mobile`,
+    /// from the SMS application `sms_app_id`, an approved signature and template.
+    TencentSms,
+    /// Aliyun voice notification (阿里云语音通知, `SingleCallByTts`): a phone call reading a
+    /// TTS template (`template`, `TTS_...`) to each recipient with a `mobile`. Calls only for
+    /// what needs someone now: raised, escalated, re-annunciated, confirmed fires, unacknowledged
+    /// and reminders; other events are not called.
+    AliyunVoice,
 }
 
 impl ChannelType {
@@ -65,7 +76,18 @@ impl ChannelType {
             ChannelType::Feishu => "feishu",
             ChannelType::Mqtt => "mqtt",
             ChannelType::Email => "email",
+            ChannelType::AliyunSms => "aliyun_sms",
+            ChannelType::TencentSms => "tencent_sms",
+            ChannelType::AliyunVoice => "aliyun_voice",
         }
+    }
+
+    /// SMS and voice: one delivery per recipient's mobile.
+    pub fn by_mobile(self) -> bool {
+        matches!(
+            self,
+            ChannelType::AliyunSms | ChannelType::TencentSms | ChannelType::AliyunVoice
+        )
     }
 }
 
@@ -134,6 +156,87 @@ pub struct ChannelConfig {
     /// `email`: sender address, e.g. `parkguard <alarm@park.example>`.
     #[serde(default)]
     pub from: Option<String>,
+    /// `aliyun_sms`, `aliyun_voice`: the AccessKey ID; `tencent_sms`: the SecretId. Its
+    /// secret (AccessKey secret, SecretKey) goes in `secret`.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// `aliyun_sms`, `tencent_sms`: the SMS signature (签名) the provider approved, e.g.
+    /// `星河园区`.
+    #[serde(default)]
+    pub sign_name: Option<String>,
+    /// `aliyun_sms`: the template code (`SMS_123456789`); `tencent_sms`: the template id;
+    /// `aliyun_voice`: the TTS template code (`TTS_123456789`).
+    #[serde(default)]
+    pub template: Option<String>,
+    /// `aliyun_sms`, `tencent_sms`, `aliyun_voice`: the template's variables, each one of
+    /// `place`, `device`, `alarm`, `event`, `value`, `severity`, `time`. Aliyun takes them by
+    /// these names (a template reading `${place}发生${alarm}（${event}）`), Tencent in this
+    /// order (`{1}发生{2}（{3}）`). Each value is at most 35 characters.
+    #[serde(default = "default_template_params")]
+    pub template_params: Vec<TemplateParam>,
+    /// `tencent_sms`: the SMS application's SdkAppId (`1400...`).
+    #[serde(default)]
+    pub sms_app_id: Option<String>,
+    /// `aliyun_sms`, `aliyun_voice`: RegionId (default `cn-hangzhou`); `tencent_sms`: the
+    /// region (default `ap-guangzhou`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// `aliyun_sms`, `tencent_sms`, `aliyun_voice`: the API's address, changed only for a
+    /// proxy or a test receiver. Default: `https://dysmsapi.aliyuncs.com/`,
+    /// `https://sms.tencentcloudapi.com/`, `https://dyvmsapi.aliyuncs.com/`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// `aliyun_voice`: the number shown to the person called (one bought with the voice
+    /// service); absent: the provider's public number.
+    #[serde(default)]
+    pub called_show_number: Option<String>,
+    /// `aliyun_voice`: how many times the message is read in one call, 1 to 3.
+    #[serde(default = "default_play_times")]
+    pub play_times: u8,
+}
+
+/// A variable of an SMS or voice template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TemplateParam {
+    /// The enterprise's and the location's names.
+    Place,
+    Device,
+    /// The rule's name (Chinese when the route's language is `zh` and the rule has one).
+    Alarm,
+    /// What happened: 新报警, 确认火警, 已确认, ...
+    Event,
+    /// The value with its unit.
+    Value,
+    Severity,
+    /// Local time, `MM-DD HH:MM`.
+    Time,
+}
+
+impl TemplateParam {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TemplateParam::Place => "place",
+            TemplateParam::Device => "device",
+            TemplateParam::Alarm => "alarm",
+            TemplateParam::Event => "event",
+            TemplateParam::Value => "value",
+            TemplateParam::Severity => "severity",
+            TemplateParam::Time => "time",
+        }
+    }
+}
+
+fn default_template_params() -> Vec<TemplateParam> {
+    vec![
+        TemplateParam::Place,
+        TemplateParam::Alarm,
+        TemplateParam::Event,
+    ]
+}
+
+fn default_play_times() -> u8 {
+    2
 }
 
 fn default_channel_timeout_s() -> u64 {
@@ -153,7 +256,8 @@ pub struct RecipientConfig {
     /// `fire_department`, or any text.
     #[serde(default)]
     pub role: Option<String>,
-    /// Mobile number, @-mentioned in DingTalk and WeCom group robots.
+    /// Mobile number: @-mentioned in DingTalk and WeCom group robots, texted by `aliyun_sms`
+    /// and `tencent_sms` channels and called by `aliyun_voice` ones (11 digits, or +86...).
     #[serde(default)]
     pub mobile: Option<String>,
     /// E-mail address, for `email` channels.
@@ -323,7 +427,33 @@ pub fn validate(
             ),
             _ => {}
         }
-        if c.secret.is_some()
+        if c.kind.by_mobile() {
+            let mut need = |key: &str, present: bool| {
+                if !present {
+                    report(
+                        format!("alerts.channels[{i}]"),
+                        format!("type = \"{}\" needs `{key}`", c.kind.as_str()),
+                    );
+                }
+            };
+            need("access_key_id", c.access_key_id.is_some());
+            need("secret", c.secret.is_some());
+            need("template", c.template.is_some());
+            if c.kind != ChannelType::AliyunVoice {
+                need("sign_name", c.sign_name.is_some());
+            }
+            if c.kind == ChannelType::TencentSms {
+                need("sms_app_id", c.sms_app_id.is_some());
+            }
+            if let Some(endpoint) = &c.endpoint {
+                if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                    report(at("endpoint"), "must start with http:// or https://".into());
+                }
+            }
+            if !(1..=3).contains(&c.play_times) {
+                report(at("play_times"), "must be 1 to 3".into());
+            }
+        } else if c.secret.is_some()
             && !matches!(
                 c.kind,
                 ChannelType::Webhook | ChannelType::Dingtalk | ChannelType::Feishu

@@ -195,7 +195,11 @@ pub fn http_request(
             }
             doc.to_string()
         }
-        ChannelType::Mqtt | ChannelType::Email => String::new(),
+        ChannelType::Mqtt
+        | ChannelType::Email
+        | ChannelType::AliyunSms
+        | ChannelType::TencentSms
+        | ChannelType::AliyunVoice => String::new(),
     };
     Outgoing {
         url,

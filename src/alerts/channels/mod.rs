@@ -1,7 +1,8 @@
 //! The channels behind one `Notifier` trait, one file each: the generic webhook (parkguard's
 //! JSON, signed with HMAC-SHA256) and the WeCom, DingTalk and Feishu group robots in their
 //! documented formats (`http`), MQTT with retained state per alarm (`mqtt`) and e-mail over
-//! SMTP with lettre (`email`). `build` makes the configured channels' notifiers.
+//! SMTP with lettre (`email`), SMS and voice calls through Aliyun and Tencent Cloud (`sms`).
+//! `build` makes the configured channels' notifiers.
 //!
 //! Request building is pure (`http::http_request`), so formats and signatures are tested
 //! against golden files; the notifiers only send and judge the answer. Every send has a
@@ -10,6 +11,7 @@
 mod email;
 mod http;
 mod mqtt;
+pub mod sms;
 
 use super::message::{render, Message};
 use super::routing::{Notice, SCHEMA};
@@ -139,6 +141,16 @@ pub fn build(
             }),
             ChannelType::Mqtt => Arc::new(MqttNotifier::start(config, channel)?),
             ChannelType::Email => Arc::new(EmailNotifier::new(config, index, channel)?),
+            ChannelType::AliyunSms | ChannelType::TencentSms | ChannelType::AliyunVoice => {
+                Arc::new(sms::CloudNotifier {
+                    channel: sms::CloudChannel::from_config(channel),
+                    client: reqwest::Client::builder()
+                        .timeout(Duration::from_secs(channel.timeout_s))
+                        .connect_timeout(Duration::from_secs(channel.timeout_s))
+                        .build()?,
+                    utc_offset_minutes: alerts.utc_offset_minutes,
+                })
+            }
         };
         out.insert(channel.name.clone(), notifier);
     }
