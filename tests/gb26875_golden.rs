@@ -221,3 +221,24 @@ fn frames_split_at_every_byte_decode_the_same() {
         assert_eq!(frame.encode(), whole);
     }
 }
+
+/// The centre's own check of the goldens and of its protocol handling (an in-process device
+/// written in the self-test only): it must hold before the daemon is tried against it.
+#[test]
+fn the_independent_centre_passes_its_self_test() {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/gb26875_centre.py"
+    );
+    let out = std::process::Command::new("python3")
+        .args([script, "--self-test"])
+        .arg(golden_dir())
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
