@@ -161,6 +161,7 @@ pub fn spawn(
     let (transitions, _) = broadcast::channel(TRANSITION_BACKLOG);
     let watchers = transitions.clone();
     let (store_tx, store_rx) = std::sync::mpsc::channel::<StoreJob>();
+    let northbound_at_start = forwarding.northbound.clone();
     let writer_metrics = Arc::clone(&metrics);
     let writer = std::thread::Builder::new()
         .name("parkguard-store".into())
@@ -176,6 +177,9 @@ pub fn spawn(
                 anchoring,
             )
         })?;
+    if let Some(northbound) = &northbound_at_start {
+        northbound.planner.seed(&engine.not_normal(now_ms()));
+    }
     if let Some(linkage) = &linkage {
         // Alarms standing at start that had not yet operated their outputs (a crash in
         // between) operate them now; those that had are known to linkage and change nothing.

@@ -528,6 +528,7 @@ impl Link {
                             priority: Priority::Status,
                             unit,
                             what: format!("duty check answered by {name}"),
+                            supersedes: None,
                         };
                         let link = self.config.name.clone();
                         let queued = self

@@ -38,17 +38,26 @@ pub fn enqueue(
     items: &[Outgoing],
     at_ms: i64,
 ) -> Result<u64, StoreError> {
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO northbound_queue (link, priority, created_ms, unit, what)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO northbound_queue (link, priority, created_ms, unit, what, supersedes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    // Never a fire's row, and never one already sent (the centre may have it).
+    let mut superseded = tx.prepare_cached(
+        "DELETE FROM northbound_queue
+         WHERE link = ?1 AND supersedes = ?2 AND serial IS NULL AND priority > ?3",
     )?;
     for item in items {
-        stmt.execute(params![
+        if let Some(key) = &item.supersedes {
+            superseded.execute(params![link, key, Priority::Fire as i64])?;
+        }
+        insert.execute(params![
             link,
             item.priority as i64,
             at_ms,
             item.unit,
-            item.what
+            item.what,
+            item.supersedes
         ])?;
     }
     Ok(items.len() as u64)
@@ -151,6 +160,13 @@ impl Planner {
             .collect();
         (!links.is_empty()).then_some(Planner { links })
     }
+
+    /// The alarms standing at start (see `Mapper::seed`).
+    pub fn seed(&self, standing: &[AlarmEvent]) {
+        for (_, mapper) in &self.links {
+            mapper.seed(standing);
+        }
+    }
 }
 
 impl PushPlanner for Planner {
@@ -169,5 +185,65 @@ impl PushPlanner for Planner {
             }
         }
         Ok(queued)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(priority: Priority, what: &str, key: Option<&str>) -> Outgoing {
+        Outgoing {
+            priority,
+            unit: vec![2, 1],
+            what: what.into(),
+            supersedes: key.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_newer_state_replaces_unsent_ones_but_never_a_fire_or_a_frame_on_its_way() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = crate::store::Store::open(&dir.path().join("s.db")).expect("store");
+        let conn = store.connection();
+        let key = Some("state/d1");
+        enqueue(conn, "c", &[item(Priority::Status, "fault", key)], 1).expect("queue");
+        enqueue(
+            conn,
+            "c",
+            &[item(Priority::Status, "fault+supervisory", key)],
+            2,
+        )
+        .expect("queue");
+        let rows = head(conn, "c", 10, &[]).expect("head");
+        assert_eq!(
+            rows.iter().map(|r| r.what.as_str()).collect::<Vec<_>>(),
+            ["fault+supervisory"]
+        );
+        // Sent once: it stays, whatever comes after.
+        set_serial(conn, rows[0].id, 7).expect("serial");
+        enqueue(conn, "c", &[item(Priority::Fire, "fire", key)], 3).expect("queue");
+        enqueue(conn, "c", &[item(Priority::Fire, "no fire", key)], 4).expect("queue");
+        enqueue(conn, "c", &[item(Priority::Status, "fault", key)], 5).expect("queue");
+        let rows = head(conn, "c", 10, &[]).expect("head");
+        assert_eq!(
+            rows.iter().map(|r| r.what.as_str()).collect::<Vec<_>>(),
+            ["fire", "no fire", "fault+supervisory", "fault"],
+            "fires in order and first; the sent row kept"
+        );
+        assert_eq!(rows[2].serial, Some(7));
+        // Another device's rows are not touched; another link's neither.
+        enqueue(
+            conn,
+            "c",
+            &[item(Priority::Status, "other", Some("state/d2"))],
+            6,
+        )
+        .expect("queue");
+        enqueue(conn, "x", &[item(Priority::Status, "x", key)], 7).expect("queue");
+        assert_eq!(depth(conn, "c").expect("depth").0, 5);
+        assert_eq!(next_serial(conn, "c").expect("serial"), 1);
+        assert_eq!(next_serial(conn, "c").expect("serial"), 2);
+        assert_eq!(next_serial(conn, "x").expect("serial"), 1);
     }
 }

@@ -10,7 +10,8 @@ pub(super) const MIGRATION: &str = "CREATE TABLE northbound_queue (
         created_ms INTEGER NOT NULL,
         unit BLOB NOT NULL,
         what TEXT NOT NULL,
-        serial INTEGER
+        serial INTEGER,
+        supersedes TEXT
      );
      CREATE INDEX northbound_queue_order ON northbound_queue (link, priority, id);
      CREATE TABLE northbound_serial (

@@ -2,12 +2,15 @@
 //! operation records, each with its priority (fires ahead of states, states ahead of analog
 //! values), addressed as `[[northbound.components]]` says or by the defaults.
 //!
-//! A fire level's alarm is a fire (火警) for the centre, sent once confirmed (or when it is
-//! raised, with `send_fires = "at_once"`); its verdict and reset follow as operation records.
-//! Other alarms are supervisory states (监管), faults are faults (故障), an alarm out of service
-//! is disabled (屏蔽). Pre-alarms, tests and events are not sent.
+//! A component's state word is its device's: every standing alarm of the device adds its
+//! bit, and the word is sent when it changes. A fire level's alarm is a fire (火警), once
+//! confirmed (or when raised, with `send_fires = "at_once"`); its verdict, reset and silence
+//! follow as operation records. Other alarms are supervisory (监管), faults are faults (故障),
+//! an alarm out of service disables the component (屏蔽). Pre-alarms, tests and events add
+//! nothing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 use super::frame::time_tag;
 use super::unit::{self, analog, operation, state, Component};
@@ -31,6 +34,37 @@ pub struct Outgoing {
     pub priority: Priority,
     pub unit: Vec<u8>,
     pub what: String,
+    /// A device's state word or value replaces an older one of the same key that has not
+    /// been sent yet (and is not a fire's): the centre needs the present state, and a centre
+    /// away for a day does not get a day of a chattering device's states.
+    pub supersedes: Option<String>,
+}
+
+/// What the centre was last given of a device: each alarm's part of its state word, and the
+/// word.
+#[derive(Default)]
+struct DeviceState {
+    parts: BTreeMap<String, u16>,
+    sent: Option<u16>,
+}
+
+fn state_words(word: u16) -> String {
+    let names = [
+        (state::FIRE, "fire"),
+        (state::FAULT, "fault"),
+        (state::DISABLED, "disabled"),
+        (state::SUPERVISORY, "supervisory"),
+    ];
+    let set: Vec<&str> = names
+        .iter()
+        .filter(|(bit, _)| word & bit != 0)
+        .map(|(_, name)| *name)
+        .collect();
+    if set.is_empty() {
+        "normal".into()
+    } else {
+        set.join("+")
+    }
 }
 
 /// The component addresses and settings of one link.
@@ -40,6 +74,8 @@ pub struct Mapper {
     enterprises: Vec<String>,
     components: HashMap<String, Component>,
     web: Option<crate::config::WebConfig>,
+    /// The state of each device as the centre was last told, by device.
+    states: Mutex<HashMap<String, DeviceState>>,
 }
 
 /// `text` in GB18030, cut at a character boundary to at most 31 bytes.
@@ -94,6 +130,7 @@ impl Mapper {
             enterprises: link.enterprises.clone(),
             components,
             web: config.site.web.clone(),
+            states: Mutex::new(HashMap::new()),
         }
     }
 
@@ -105,7 +142,8 @@ impl Mapper {
         self.web.as_ref().map_or(0, |w| w.operator_number(name))
     }
 
-    /// What to send for `e`, in order.
+    /// What to send for `e`, in order: the device's state word when it changed (fires
+    /// first), the operation record of a fire's verdict, reset or silence, and the value.
     pub fn messages(&self, e: &AlarmEvent) -> Vec<Outgoing> {
         let mut out = Vec::new();
         let Some(component) = self.components.get(&e.tags.device) else {
@@ -114,87 +152,107 @@ impl Mapper {
         if !self.enterprises.is_empty() && !self.enterprises.contains(&e.tags.enterprise) {
             return out;
         }
-        if matches!(
-            e.kind,
-            AlarmKind::Event | AlarmKind::Test | AlarmKind::PreAlarm
-        ) {
-            return out;
-        }
         let at = time_tag(e.at_ms, self.utc_offset_minutes);
-        let operator = e
-            .operator
-            .as_ref()
-            .map_or(0, |o| self.operator_number(&o.name));
-        let state_of = |bits: u16, priority: Priority, what: &str, out: &mut Vec<Outgoing>| {
+        if let Some((word, fire)) = self.update_state(e) {
             out.push(Outgoing {
-                priority,
-                unit: unit::component_state(component, bits | state::RUNNING, at),
-                what: format!("{what} {}", e.key),
+                priority: if fire {
+                    Priority::Fire
+                } else {
+                    Priority::Status
+                },
+                unit: unit::component_state(component, word, at),
+                what: format!("state {} ({})", e.tags.device, state_words(word)),
+                supersedes: Some(format!("state/{}", e.tags.device)),
             });
-        };
-        let record = |bits: u8, what: &str, out: &mut Vec<Outgoing>| {
-            out.push(Outgoing {
-                priority: Priority::Fire,
-                unit: unit::operation_record(component, bits, operator, at),
-                what: format!("{what} {}", e.key),
-            });
-        };
+        }
+        if e.alarm.fire.is_some() {
+            let operation = match e.action {
+                Action::FireConfirmed => Some((operation::CONFIRM, "fire confirmed")),
+                Action::FalseAlarm => Some((operation::ALARM_CLEARED, "false alarm")),
+                Action::Reset => Some((operation::RESET, "reset")),
+                Action::Silenced => Some((operation::SILENCE, "silenced")),
+                _ => None,
+            };
+            if let Some((bits, what)) = operation {
+                let operator = e
+                    .operator
+                    .as_ref()
+                    .map_or(0, |o| self.operator_number(&o.name));
+                out.push(Outgoing {
+                    priority: Priority::Fire,
+                    unit: unit::operation_record(component, bits, operator, at),
+                    what: format!("{what} {}", e.key),
+                    supersedes: None,
+                });
+            }
+        }
         let raised = matches!(
             e.action,
             Action::Raised | Action::Escalated | Action::Reannunciated
         );
-        if let Some(fire) = &e.alarm.fire {
-            match (e.action, fire, self.send_fires) {
-                (_, FireVerdict::Confirmed { .. }, SendFires::Confirmed) if raised => {
-                    state_of(state::FIRE, Priority::Fire, "fire", &mut out);
-                }
-                (_, _, SendFires::AtOnce) if raised => {
-                    state_of(state::FIRE, Priority::Fire, "fire", &mut out);
-                }
-                (Action::FireConfirmed, _, mode) => {
-                    if mode == SendFires::Confirmed {
-                        state_of(state::FIRE, Priority::Fire, "fire", &mut out);
-                    }
-                    record(operation::CONFIRM, "fire confirmed", &mut out);
-                }
-                (Action::FalseAlarm, _, _) => {
-                    record(operation::ALARM_CLEARED, "false alarm", &mut out);
-                    state_of(0, Priority::Fire, "no fire", &mut out);
-                }
-                (Action::Reset, _, _) => {
-                    record(operation::RESET, "reset", &mut out);
-                    state_of(0, Priority::Fire, "no fire", &mut out);
-                }
-                (Action::Cleared, _, _) => state_of(0, Priority::Fire, "no fire", &mut out),
-                (Action::Silenced, _, _) => record(operation::SILENCE, "silenced", &mut out),
-                _ => {}
-            }
-        } else {
-            let bits = match e.kind {
-                AlarmKind::Fault => state::FAULT,
-                _ => state::SUPERVISORY,
-            };
-            match e.action {
-                _ if raised => state_of(bits, Priority::Status, "state", &mut out),
-                Action::RemovedFromService => {
-                    state_of(state::DISABLED, Priority::Status, "disabled", &mut out)
-                }
-                Action::Cleared | Action::Reset | Action::ReturnedToService => {
-                    state_of(0, Priority::Status, "normal", &mut out)
-                }
-                _ => {}
-            }
-        }
         if raised || e.action == Action::Cleared {
-            if let Some(value) = self.analog(e) {
+            if let Some((analog_type, value)) = self.analog(e) {
                 out.push(Outgoing {
                     priority: Priority::Analog,
-                    unit: unit::analog_value(component, value.0, value.1, at),
+                    unit: unit::analog_value(component, analog_type, value, at),
                     what: format!("value {}", e.key),
+                    supersedes: Some(format!("value/{}/{analog_type}", e.tags.device)),
                 });
             }
         }
         out
+    }
+
+    /// What one alarm adds to its device's state word. A fire counts once confirmed (or at
+    /// once with `send_fires = "at_once"`), never as a false alarm; other alarms are
+    /// supervisory and faults are faults while active and annunciated; an alarm out of
+    /// service disables the component. Pre-alarms, tests and events add nothing.
+    fn bits_of(&self, e: &AlarmEvent) -> u16 {
+        let a = &e.alarm;
+        if a.out_of_service {
+            return state::DISABLED;
+        }
+        if !a.active || !a.annunciated() || e.action == Action::Retired {
+            return 0;
+        }
+        if let Some(fire) = &a.fire {
+            return match (fire, self.send_fires) {
+                (FireVerdict::Confirmed { .. }, _) => state::FIRE,
+                (FireVerdict::Pending { .. }, SendFires::AtOnce) => state::FIRE,
+                _ => 0,
+            };
+        }
+        match a.level.map(|l| l.kind) {
+            Some(AlarmKind::Fault) => state::FAULT,
+            Some(AlarmKind::Alarm | AlarmKind::Supervisory) => state::SUPERVISORY,
+            _ => 0,
+        }
+    }
+
+    /// Records the alarm's part of its device's state; the device's new word, and whether a
+    /// fire appears or goes with it, when the word changed.
+    fn update_state(&self, e: &AlarmEvent) -> Option<(u16, bool)> {
+        let bits = self.bits_of(e);
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let device = states.entry(e.tags.device.clone()).or_default();
+        if bits == 0 {
+            device.parts.remove(&*e.key);
+        } else {
+            device.parts.insert(e.key.to_string(), bits);
+        }
+        let word = device.parts.values().fold(state::RUNNING, |w, b| w | b);
+        let before = device.sent.replace(word).unwrap_or(state::RUNNING);
+        (before != word).then_some((word, (before | word) & state::FIRE != 0))
+    }
+
+    /// The alarms standing at start: their part of their devices' words, as the centre was
+    /// last told (or will be, from the queue). Nothing is sent.
+    pub fn seed(&self, standing: &[AlarmEvent]) {
+        for e in standing {
+            if self.components.contains_key(&e.tags.device) {
+                self.update_state(e);
+            }
+        }
     }
 
     /// The event's value as an analog type and a count of its unit step, when the standard

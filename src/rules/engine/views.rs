@@ -80,6 +80,15 @@ impl RuleEngine {
             .collect()
     }
 
+    /// Every alarm that is not normal, as `Raised` events that are not journaled: what the
+    /// fire-monitoring centres' device states are made of, after a restart.
+    pub fn not_normal(&self, now: Ms) -> Vec<AlarmEvent> {
+        (0..self.instances.len())
+            .filter(|&i| !self.instances[i].alarm.is_normal())
+            .map(|i| self.event(i, Action::Raised, now, None, true))
+            .collect()
+    }
+
     pub fn alarm(&self, key: &str) -> Option<AlarmView> {
         self.instance_of(key).map(|i| self.view(i))
     }
