@@ -20,6 +20,8 @@
 pub mod drive;
 pub mod plan;
 pub mod port;
+mod reset;
+mod view;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -39,6 +41,9 @@ use crate::store::Store;
 use drive::{Cause, Drive, Outcome};
 use plan::{Hold, Holders, Intent, Interlocks};
 use port::{PortOp, Ports};
+use reset::DeviceResets;
+pub use view::OutputView;
+use view::{commanding, state_word};
 
 /// What linkage did, for the journal: on alarm `key` when there is one (the rules task adds
 /// it to the alarm's view), else on the output's own key `output/<output>`.
@@ -53,37 +58,6 @@ pub struct Note {
 
 /// Where notes go: the rules task, which journals them in order with the transitions.
 pub type Notes = mpsc::UnboundedSender<Note>;
-
-/// An output as the web UI and the API show it.
-#[derive(Debug, Clone, Serialize)]
-pub struct OutputView {
-    pub id: String,
-    pub name: String,
-    pub kind: OutputKind,
-    pub park: String,
-    pub enterprise: String,
-    pub location: String,
-    /// The word for its state now: `closed`/`open` for a valve, `running`/`stopped` for a
-    /// fan, ...; `unknown` before anything is known, `closing`/... while unconfirmed.
-    pub state: String,
-    /// What parkguard last commanded (true = operated).
-    pub commanded: Option<bool>,
-    /// What the device last confirmed.
-    pub confirmed: Option<bool>,
-    pub confirmed_at_ms: Option<Ms>,
-    /// A command is being applied and is not confirmed yet.
-    pub pending: bool,
-    /// Why the last command is not confirmed after the output's attempts.
-    pub failing: Option<String>,
-    /// After a restart: the device read otherwise than last commanded.
-    pub mismatch: Option<String>,
-    /// Alarms (and `manual:<name>`) holding it operated.
-    pub holders: Vec<String>,
-    /// It can be read back (Modbus); an MQTT output is only ever sent.
-    pub readback: bool,
-    /// A person must release it (gas valves, power trips).
-    pub manual_release_only: bool,
-}
 
 /// Why a manual operation was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -173,11 +147,6 @@ struct OutputRuntime {
     drive: watch::Sender<Option<Drive>>,
 }
 
-/// The quantity of the gateway device that is set while output `id` fails to confirm.
-pub fn fault_quantity(id: &str) -> String {
-    crate::status::linkage_failed(id)
-}
-
 /// Starts linkage: one driver per output and the task that plans and journals. `events` are
 /// the rules' transitions (with, first, the alarms standing at start); `store` a connection of
 /// its own for the outputs' states.
@@ -256,7 +225,9 @@ pub fn spawn(
     };
     let task = tokio::spawn(async move {
         for o in &linkage.outputs {
-            linkage.status.set(&fault_quantity(&o.config.id), false);
+            linkage
+                .status
+                .set(&crate::status::linkage_failed(&o.config.id), false);
         }
         loop {
             tokio::select! {
@@ -289,43 +260,6 @@ pub fn spawn(
     )
 }
 
-/// How each Modbus device with a profile `[reset]` is reset: (connection, unit, area,
-/// address, value), by device id.
-struct DeviceResets(BTreeMap<String, (String, u8, PortOp)>);
-
-impl DeviceResets {
-    fn from_config(config: &Config) -> Self {
-        let mut out = BTreeMap::new();
-        for link in &config.site.modbus {
-            for unit in &link.units {
-                let Some(device) = config.site.devices.iter().find(|d| d.id == unit.device) else {
-                    continue;
-                };
-                let Some(reset) = config
-                    .profiles
-                    .get(&device.profile)
-                    .and_then(|p| p.reset.as_ref())
-                else {
-                    continue;
-                };
-                out.insert(
-                    device.id.clone(),
-                    (
-                        link.name.clone(),
-                        unit.unit_id,
-                        PortOp::Write {
-                            area: reset.area,
-                            address: reset.address,
-                            value: reset.value,
-                        },
-                    ),
-                );
-            }
-        }
-        DeviceResets(out)
-    }
-}
-
 struct Linkage {
     interlocks: Interlocks,
     outputs: Vec<OutputRuntime>,
@@ -339,9 +273,6 @@ struct Linkage {
     /// Local time for the journal's messages (`alerts.utc_offset_minutes`).
     utc_offset: i32,
 }
-
-/// A device reset write is given this long, queueing behind the bus's polls included.
-const RESET_WRITE_LIMIT: Duration = Duration::from_secs(3);
 
 impl Linkage {
     async fn on_event(&mut self, event: AlarmEvent) {
@@ -470,8 +401,10 @@ impl Linkage {
                 info!(output = %o.config.id, state = word, latency_ms = took as u64, attempts, "Output confirmed.");
                 self.save(output);
                 if was_failing {
-                    self.status
-                        .set(&fault_quantity(&self.outputs[output].config.id), false);
+                    self.status.set(
+                        &crate::status::linkage_failed(&self.outputs[output].config.id),
+                        false,
+                    );
                 }
                 self.journal_causes(output, &drive.causes, message).await;
             }
@@ -510,7 +443,8 @@ impl Linkage {
                 let message = format!(
                     "{name} NOT confirmed {word} after {attempts} attempts: {error}; linkage fault raised, still trying"
                 );
-                self.status.set(&fault_quantity(&o.config.id), true);
+                self.status
+                    .set(&crate::status::linkage_failed(&o.config.id), true);
                 self.journal_causes(output, &drive.causes, message).await;
             }
             Outcome::Found {
@@ -623,45 +557,6 @@ impl Linkage {
         }));
     }
 
-    fn reset_device(&mut self, event: &AlarmEvent) {
-        let device = event.tags.device.clone();
-        let key = event.key.to_string();
-        let Some((connection, unit, op)) = self.resets.0.get(&device).cloned() else {
-            return;
-        };
-        let ports = self.ports.clone();
-        let notes = self.notes.clone();
-        let operator = event.operator.clone();
-        let tags = Arc::clone(&event.tags);
-        tokio::spawn(async move {
-            let result = ports.modbus(&connection, unit, op, RESET_WRITE_LIMIT).await;
-            let PortOp::Write {
-                area,
-                address,
-                value,
-            } = op
-            else {
-                return;
-            };
-            let message = match result {
-                Ok(_) => format!(
-                    "device reset written ({area:?} {address} = {value}); waiting for the device to drop the alarm"
-                ),
-                Err(err) => {
-                    warn!(device = %device, error = %err, "Device reset not written.");
-                    format!("device reset NOT written ({area:?} {address} = {value}): {err}")
-                }
-            };
-            let _ = notes.send(Note {
-                key: Some(key),
-                tags,
-                output: device,
-                message,
-                operator,
-            });
-        });
-    }
-
     /// Journals `message` for each alarm among `causes` (on the output for manual ones).
     async fn journal_causes(&mut self, output: usize, causes: &[Cause], message: String) {
         let mut on_output = false;
@@ -708,65 +603,5 @@ impl Linkage {
             // The command goes ahead: acting on the alarm matters more than remembering it.
             error!(output = %o.config.id, error = %err, "Output state not saved.");
         }
-    }
-
-    fn views(&self) -> Vec<OutputView> {
-        self.outputs
-            .iter()
-            .enumerate()
-            .map(|(i, o)| {
-                let place = &self.interlocks.outputs[i].2;
-                let (on, off) = o.config.kind.state_words();
-                let state = match (o.pending, o.saved.commanded, o.saved.confirmed) {
-                    (true, Some(c), _) => commanding(o.config.kind, c).to_string(),
-                    (_, _, Some(true)) => on.to_string(),
-                    (_, _, Some(false)) => off.to_string(),
-                    _ => "unknown".to_string(),
-                };
-                OutputView {
-                    id: o.config.id.clone(),
-                    name: o.config.display_name().to_string(),
-                    kind: o.config.kind,
-                    park: place.park.clone(),
-                    enterprise: place.enterprise.clone(),
-                    location: place.location.clone(),
-                    state,
-                    commanded: o.saved.commanded,
-                    confirmed: o.saved.confirmed,
-                    confirmed_at_ms: o.saved.confirmed_at_ms,
-                    pending: o.pending,
-                    failing: o.failing.clone(),
-                    mismatch: o.mismatch.clone(),
-                    holders: o.saved.holders.keys().cloned().collect(),
-                    readback: o.config.modbus.is_some(),
-                    manual_release_only: o.config.kind.manual_release_only(),
-                }
-            })
-            .collect()
-    }
-}
-
-fn state_word(kind: OutputKind, operated: bool) -> &'static str {
-    let (on, off) = kind.state_words();
-    if operated {
-        on
-    } else {
-        off
-    }
-}
-
-/// The word for a state being taken: `closing`, `opening`, `starting`, ...
-fn commanding(kind: OutputKind, operate: bool) -> &'static str {
-    match (kind, operate) {
-        (OutputKind::GasValve, true) => "closing",
-        (OutputKind::GasValve, false) => "opening",
-        (OutputKind::Fan, true) => "starting",
-        (OutputKind::Fan, false) => "stopping",
-        (OutputKind::Sounder | OutputKind::Strobe, true) => "switching on",
-        (OutputKind::Sounder | OutputKind::Strobe, false) => "switching off",
-        (OutputKind::PowerTrip, true) => "tripping",
-        (OutputKind::PowerTrip, false) => "restoring",
-        (OutputKind::Other, true) => "switching on",
-        (OutputKind::Other, false) => "switching off",
     }
 }

@@ -4,7 +4,8 @@
 //! chatter detection live here because they look across alarms.
 //!
 //! Here are the engine's state, operators' commands and the restore after a restart; binding is
-//! in `binding`, evaluation and timers in `evaluate`, floods and chatter in `flood`, and the
+//! in `binding`, evaluation and timers in `evaluate`, floods and chatter in `flood`, the
+//! events and their messages in `events`, resets that reach devices in `reset`, and the
 //! read-only snapshots in `views`.
 
 use std::cmp::Reverse;
@@ -26,6 +27,7 @@ use crate::rules::threshold::{Direction, Edge, LevelFilter, Ms};
 
 mod binding;
 mod evaluate;
+mod events;
 mod flood;
 mod reset;
 mod views;
@@ -55,16 +57,6 @@ pub const LATE_AFTER_MS: Ms = 30 * 1000;
 /// Samples a rate condition keeps per window: the rise is measured from the oldest one within
 /// the window, so over at least 7/8 of it.
 const RATE_SAMPLES_PER_WINDOW: Ms = 8;
-
-impl AlarmEvent {
-    fn mark_late(&mut self, began: Ms, at: Ms) {
-        self.late_began_ms = Some(began);
-        let ago = (at - began).max(0) / 1000;
-        self.message.push_str(&format!(
-            " [reported late: its condition began {ago} s before the gateway received it]"
-        ));
-    }
-}
 
 /// Which alarms a command is for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -645,87 +637,5 @@ impl RuleEngine {
         }
         out.push(self.event(i, action, at, operator, annunciated));
         out.append(&mut extra);
-    }
-
-    fn event(
-        &self,
-        i: usize,
-        action: Action,
-        at: Ms,
-        operator: Option<Operator>,
-        annunciated: bool,
-    ) -> AlarmEvent {
-        let inst = &self.instances[i];
-        let rule = &self.rules[inst.binding.settings.rule];
-        let level = inst.alarm.level;
-        let threshold =
-            level.and_then(|l| inst.binding.settings.ats.get(usize::from(l.index)).copied());
-        // A false alarm's journal entry keeps its reason as its value, so that false alarms
-        // can be counted by cause.
-        let value = match (action, &inst.alarm.fire) {
-            (Action::FalseAlarm, Some(FireVerdict::FalseAlarm { reason, .. })) => {
-                Some(Observed::Text(reason.as_str().to_string()))
-            }
-            _ => inst.value.clone(),
-        };
-        let subject = if inst.binding.source.is_empty() {
-            rule.name.to_string()
-        } else {
-            format!("{} {}", rule.name, inst.binding.source)
-        };
-        let unit = inst.unit.as_deref().unwrap_or("");
-        let message = match (action, &value, threshold, &inst.alarm.fire) {
-            (
-                Action::FireConfirmed,
-                _,
-                _,
-                Some(FireVerdict::Confirmed {
-                    automatic: true, ..
-                }),
-            ) => format!(
-                "{subject}: treated as a confirmed fire, nobody confirmed or dismissed it within {} s",
-                self.fire_confirm_timeout / 1000
-            ),
-            (Action::FireConfirmed, _, _, Some(FireVerdict::Confirmed { by, .. })) => {
-                format!("{subject}: fire confirmed by {by}")
-            }
-            (Action::FalseAlarm, _, _, Some(FireVerdict::FalseAlarm { by, reason, .. })) => {
-                format!(
-                    "{subject}: false alarm ({}), judged by {by}",
-                    reason.as_str().replace('_', " ")
-                )
-            }
-            (Action::Raised | Action::Escalated | Action::DeEscalated, Some(v), Some(t), _) => {
-                format!("{subject} {v}{unit} (threshold {t}{unit})")
-            }
-            (_, Some(v), _, _) => {
-                format!("{subject}: {} ({v})", action.as_str().replace('_', " "))
-            }
-            _ => format!("{subject}: {}", action.as_str().replace('_', " ")),
-        };
-        AlarmEvent {
-            key: Arc::from(self.key_of(inst)),
-            rule: Arc::clone(&rule.id),
-            rule_name: Arc::clone(&rule.name),
-            tags: Arc::clone(&self.devices[inst.device].tags),
-            source: Arc::clone(&inst.binding.source),
-            action,
-            at_ms: at,
-            state: inst.alarm.state(),
-            severity: level.map(|l| l.severity).unwrap_or_default(),
-            kind: level.map(|l| l.kind).unwrap_or_default(),
-            value,
-            unit: inst.unit.clone(),
-            threshold,
-            message,
-            operator,
-            annunciated,
-            alarm: inst.alarm.clone(),
-            filters: self.filters[inst.filters()]
-                .iter()
-                .map(|f| f.active)
-                .collect(),
-            late_began_ms: None,
-        }
     }
 }
