@@ -161,7 +161,11 @@ pub fn spawn(
     let (transitions, _) = broadcast::channel(TRANSITION_BACKLOG);
     let watchers = transitions.clone();
     let (store_tx, store_rx) = std::sync::mpsc::channel::<StoreJob>();
-    let northbound_at_start = forwarding.northbound.clone();
+    // What the centres' device states are made of at start (see `Planner::reconcile`).
+    let standing = match &forwarding.northbound {
+        Some(_) => engine.not_normal(now_ms()),
+        None => Vec::new(),
+    };
     let writer_metrics = Arc::clone(&metrics);
     let writer = std::thread::Builder::new()
         .name("parkguard-store".into())
@@ -172,14 +176,12 @@ pub fn spawn(
                 store_rx,
                 outbox,
                 forwarding,
+                standing,
                 writer_metrics,
                 downlinks,
                 anchoring,
             )
         })?;
-    if let Some(northbound) = &northbound_at_start {
-        northbound.planner.seed(&engine.not_normal(now_ms()));
-    }
     if let Some(linkage) = &linkage {
         // Alarms standing at start that had not yet operated their outputs (a crash in
         // between) operate them now; those that had are known to linkage and change nothing.
@@ -486,8 +488,9 @@ pub struct Forwarding {
     pub northbound: Option<crate::northbound::QueueLink>,
 }
 
-/// Both planners as one: pushes first (their count is returned), then the centres' queues.
-struct Planners<'a>(&'a Forwarding);
+/// Both planners as one: pushes first (their count is returned), then the centres' queues
+/// (their count kept apart, to wake the links only when they have something new).
+struct Planners<'a>(&'a Forwarding, std::cell::Cell<u64>);
 
 impl PushPlanner for Planners<'_> {
     fn queue_pushes(
@@ -501,7 +504,8 @@ impl PushPlanner for Planners<'_> {
             None => 0,
         };
         if let Some(northbound) = &self.0.northbound {
-            northbound.planner.queue_pushes(tx, event, seq)?;
+            let queued = northbound.planner.queue_pushes(tx, event, seq)?;
+            self.1.set(self.1.get() + queued);
         }
         Ok(pushes)
     }
@@ -512,11 +516,24 @@ fn store_writer(
     input: std::sync::mpsc::Receiver<StoreJob>,
     outbox: Option<Arc<Outbox>>,
     forwarding: Forwarding,
+    standing: Vec<AlarmEvent>,
     metrics: Arc<Metrics>,
     downlinks: Option<Arc<Downlinks>>,
     anchoring: Option<Anchoring>,
 ) {
     let outbox = outbox.filter(|o| o.has_sinks());
+    if let Some(northbound) = &forwarding.northbound {
+        match northbound
+            .planner
+            .reconcile(&mut store, &standing, now_ms())
+        {
+            Ok(queued) if queued > 0 => northbound.notify(),
+            Ok(_) => {}
+            Err(err) => {
+                error!(error = %err, "The monitoring centres' device states could not be brought up to date.")
+            }
+        }
+    }
     let mut text = String::new();
     // Whether the last transitions were stored: a device is acknowledged only then (its
     // retransmission, unanswered, brings the alarm again).
@@ -578,7 +595,7 @@ fn store_writer(
         loop {
             attempt += 1;
             let alarm_batch = batch.as_ref().map(|(gz, n)| (&gz[..], *n));
-            let planners = Planners(&forwarding);
+            let planners = Planners(&forwarding, std::cell::Cell::new(0));
             match store.record_and_route(&events, alarm_batch, Some(&planners)) {
                 Ok(queued) => {
                     if queued > 0 {
@@ -597,7 +614,8 @@ fn store_writer(
                         metrics.alerts_queued.fetch_add(queued, Ordering::Relaxed);
                         alerts.wake.notify_one();
                     }
-                    if let Some(northbound) = &forwarding.northbound {
+                    if let (Some(northbound), true) = (&forwarding.northbound, planners.1.get() > 0)
+                    {
                         northbound.notify();
                     }
                     break;

@@ -193,7 +193,7 @@ struct Site {
     url: String,
 }
 
-async fn start(centre_port: u16, northbound_extra: &str) -> Site {
+async fn start(centre_port: u16, northbound_extra: &str, confirm_timeout_s: u64) -> Site {
     let mosquitto = mosquitto();
     let port = mosquitto.port;
     let text = format!(
@@ -230,7 +230,7 @@ topic = "park/{{park}}/meter/{{device}}/up"
 profile = "adw300_json"
 
 [fire]
-confirm_timeout_s = 120
+confirm_timeout_s = {confirm_timeout_s}
 
 [[northbound]]
 name = "city"
@@ -362,7 +362,7 @@ impl Site {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_smoke_alarm_confirmed_on_the_board_reaches_the_centre_as_a_fire_within_a_second() {
     let centre = Centre::start(0);
-    let site = start(centre.port, "").await;
+    let site = start(centre.port, "", 120).await;
     site.wait_link("connected", |l| l["connected"] == true)
         .await;
     let driver = chromedriver();
@@ -473,8 +473,9 @@ async fn a_smoke_alarm_confirmed_on_the_board_reaches_the_centre_as_a_fire_withi
     )
     .await;
 
-    // A second detector: judged a false alarm on the board (cooking). The centre gets an
-    // "alarm cleared" record and a state without fire, and never a fire.
+    // A second detector: judged a false alarm on the board (cooking). The centre, which was
+    // told only that something is going on there (supervisory), is told it is over, and never
+    // of a fire.
     site.smoke("s2", "alarm");
     wait_script(
         &client,
@@ -507,12 +508,33 @@ async fn a_smoke_alarm_confirmed_on_the_board_reaches_the_centre_as_a_fire_withi
         .click()
         .await
         .expect("click ok");
-    let cleared = centre.wait_event(
-        "the false alarm at the centre",
+    let s2_state = |bits: &'static str| {
+        move |e: &Value| {
+            e["event"] == "frame"
+                && unit_type(e) == 2
+                && object(e)["component_address"] == 2
+                && object(e)["state_bits"] == json!(bits.split(',').collect::<Vec<_>>())
+        }
+    };
+    centre.wait_event(
+        "s2 supervisory while judged",
         Duration::from_secs(5),
-        |e| e["event"] == "frame" && has_operation(e, "alarm_cleared"),
+        s2_state("running,supervisory"),
     );
-    assert_eq!(object(&cleared)["operator"], 1);
+    centre.wait_event(
+        "s2 normal after the false alarm",
+        Duration::from_secs(5),
+        s2_state("running"),
+    );
+    // "Alarm cleared" names the whole system: not sent for a fire the centre never had.
+    assert!(
+        !centre
+            .data_frames()
+            .iter()
+            .any(|f| has_operation(f, "alarm_cleared")),
+        "{:#?}",
+        centre.data_frames()
+    );
     let fires: Vec<Value> = centre.data_frames().into_iter().filter(is_fire).collect();
     assert_eq!(fires.len(), 1, "only the confirmed fire: {fires:#?}");
     wait_script(
@@ -549,7 +571,7 @@ async fn a_smoke_alarm_confirmed_on_the_board_reaches_the_centre_as_a_fire_withi
 async fn the_centre_away_and_back_loses_nothing_and_gets_the_fire_first() {
     let centre = Centre::start(0);
     let port = centre.port;
-    let site = start(port, "").await;
+    let site = start(port, "", 120).await;
     site.wait_link("connected", |l| l["connected"] == true)
         .await;
     centre.stop();
@@ -617,7 +639,7 @@ async fn the_centre_away_and_back_loses_nothing_and_gets_the_fire_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_denied_frame_is_sent_again_a_dropped_link_reopened_and_the_clock_sync_confirmed() {
     let mut centre = Centre::start(0);
-    let site = start(centre.port, "").await;
+    let site = start(centre.port, "", 120).await;
     site.wait_link("connected", |l| l["connected"] == true)
         .await;
     centre.wait_event("the heartbeat", Duration::from_secs(5), |e| {
@@ -674,7 +696,7 @@ async fn a_denied_frame_is_sent_again_a_dropped_link_reopened_and_the_clock_sync
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duty_check_answered_on_the_board_reaches_the_centre_and_one_nobody_answers_is_missed() {
     let mut centre = Centre::start(0);
-    let site = start(centre.port, "").await;
+    let site = start(centre.port, "", 120).await;
     site.wait_link("connected", |l| l["connected"] == true)
         .await;
     let driver = chromedriver();
@@ -733,6 +755,57 @@ async fn a_duty_check_answered_on_the_board_reaches_the_centre_and_one_nobody_an
         .await
         .expect("post");
     assert_eq!(refused.status(), reqwest::StatusCode::FORBIDDEN);
+    site.gateway.shutdown().await;
+    centre.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fire_nobody_judged_goes_to_the_centre_and_a_later_false_alarm_clears_it_there() {
+    let centre = Centre::start(0);
+    let site = start(centre.port, "", 2).await;
+    site.wait_link("connected", |l| l["connected"] == true)
+        .await;
+    site.smoke("s1", "alarm");
+    // Nobody answers within the 2 s: forwarded as a fire, with a confirm record by the
+    // gateway (operator 0).
+    let fire = centre.wait_event("the unjudged fire", Duration::from_secs(10), |e| {
+        e["event"] == "frame" && is_fire(e)
+    });
+    assert_eq!(object(&fire)["component_address"], 3);
+    let record = centre.wait_event(
+        "the automatic confirm record",
+        Duration::from_secs(5),
+        |e| e["event"] == "frame" && has_operation(e, "confirm"),
+    );
+    assert_eq!(object(&record)["operator"], 0);
+    // Someone looks after all: steam. The centre had the fire: it is cleared there.
+    let (status, answer) = site
+        .post(
+            "/api/commands",
+            json!({"id": SMOKE, "command": "false_alarm", "reason": "steam"}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{answer}");
+    let cleared = centre.wait_event("alarm cleared", Duration::from_secs(5), |e| {
+        e["event"] == "frame" && has_operation(e, "alarm_cleared")
+    });
+    assert_eq!(object(&cleared)["operator"], 1);
+    centre.wait_event("the word without the fire", Duration::from_secs(5), |e| {
+        e["event"] == "frame"
+            && unit_type(e) == 2
+            && object(e)["component_address"] == 3
+            && object(e)["state_bits"] == json!(["running"])
+    });
+    // The detector alarms again: a false-alarm verdict does not stand for a new fire.
+    site.smoke("s1", "alarm_clear");
+    site.smoke("s1", "alarm");
+    let again = site
+        .wait_alarm(SMOKE, |a| a["fire"]["verdict"] != "false_alarm")
+        .await;
+    assert!(again["fire"].is_object(), "{again:#}");
+    centre.wait_event("the new fire forwarded", Duration::from_secs(10), |e| {
+        e["event"] == "frame" && is_fire(e) && e["serial"] != fire["serial"]
+    });
     site.gateway.shutdown().await;
     centre.stop();
 }

@@ -92,16 +92,13 @@ impl Notice {
     /// lane and is never held by a rate limit nor folded into a digest. (The store orders a
     /// lane's queue by the same test.)
     pub fn urgent(&self) -> bool {
-        self.alarm.severity == Severity::Critical
-            && matches!(
-                self.event.as_str(),
-                "raised"
-                    | "escalated"
-                    | "reannunciated"
-                    | "fire_confirmed"
-                    | "unacknowledged"
-                    | "reminder"
-            )
+        // A confirmed fire is the fire department's first word of it, at any severity.
+        self.event == "fire_confirmed"
+            || self.alarm.severity == Severity::Critical
+                && matches!(
+                    self.event.as_str(),
+                    "raised" | "escalated" | "reannunciated" | "unacknowledged" | "reminder"
+                )
     }
 }
 
@@ -323,15 +320,17 @@ impl Router {
             };
             self.queue(route, notice, &format!("j{seq}"), plan);
         };
-        // A fire nobody has confirmed yet (or judged false) is not for confirmed-only routes.
-        let unconfirmed_fire = e.alarm.fire.as_ref().is_some_and(|f| !f.confirmed());
+        // Confirmed-only routes (the fire department's) take fires once confirmed, and nothing
+        // else: not a fire waiting for its verdict, not a false alarm, not a gas level 1.
+        let confirmed_fire = e.alarm.fire.as_ref().is_some_and(|f| f.confirmed());
+        let takes = |route: &RouteConfig| !route.confirmed_only || confirmed_fire;
         match e.action {
             // Re-annunciated (shelving, suppression or out-of-service ended with the alarm
             // still active): told and escalated like a new alarm.
             Action::Raised | Action::Escalated | Action::Reannunciated if e.annunciated => {
                 let mut told = BTreeSet::new();
                 for route in self.matching_routes(&info) {
-                    if route.confirmed_only && unconfirmed_fire && !holders.contains(&route.name) {
+                    if !takes(route) {
                         continue;
                     }
                     told.insert(route.name.clone());
@@ -347,7 +346,7 @@ impl Router {
                 }
                 // A severity change is news to every route already told, matching or not.
                 for name in holders.iter().filter(|h| !told.contains(*h)) {
-                    if let Some(route) = self.route(name) {
+                    if let Some(route) = self.route(name).filter(|r| takes(r)) {
                         notice_for(route, &mut plan);
                     }
                 }
@@ -435,7 +434,13 @@ impl Router {
         );
         match timer.kind {
             TimerKind::Escalate => {
-                let Some(next) = route.escalate_to.as_deref().and_then(|n| self.route(n)) else {
+                // A confirmed-only route gets fires by their confirmation, never by escalation.
+                let Some(next) = route
+                    .escalate_to
+                    .as_deref()
+                    .and_then(|n| self.route(n))
+                    .filter(|r| !r.confirmed_only)
+                else {
                     return plan;
                 };
                 // A route takes by escalation only what it would select itself: the fire

@@ -319,9 +319,10 @@ pub struct RouteConfig {
     /// Alarms reach this route only by another route's `escalate_to`, never by matching.
     #[serde(default)]
     pub escalation_only: bool,
-    /// Fires (see `[fire]`) reach this route only once confirmed: at once when an operator
-    /// confirms, or when nobody judged them within `fire.confirm_timeout_s`; false alarms
-    /// never. For the fire department. Other alarms are routed by the filters as usual.
+    /// The fire department's route: it takes fires (see `[fire]`) once confirmed, at once
+    /// when an operator confirms or when nobody judged them within `fire.confirm_timeout_s`,
+    /// and nothing else (no fire waiting for its verdict, no false alarm, no other alarm its
+    /// filters match). It is never another route's `escalate_to`.
     #[serde(default)]
     pub confirmed_only: bool,
     /// Channels (by name) the route's messages go out on.
@@ -533,7 +534,31 @@ pub fn validate(
                 );
             }
         }
+        let by_mobile = r.channels.iter().any(|name| {
+            alerts
+                .channels
+                .iter()
+                .any(|c| c.name == *name && c.kind.by_mobile())
+        });
+        if by_mobile && !r.enterprise_contact && r.recipients.iter().all(|p| p.mobile.is_none()) {
+            report(
+                at("recipients"),
+                "an SMS or voice channel needs recipients with a `mobile` (or `enterprise_contact = true`): nobody would be told".into(),
+            );
+        }
         for (j, p) in r.recipients.iter().enumerate() {
+            if let Some(mobile) = &p.mobile {
+                let digits = mobile.chars().filter(char::is_ascii_digit).count();
+                let allowed = mobile
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || matches!(c, '+' | '-' | ' '));
+                if !allowed || !(7..=15).contains(&digits) {
+                    report(
+                        format!("alerts.routes[{i}].recipients[{j}].mobile"),
+                        format!("`{mobile}` is not a phone number (digits, `+`, `-`, spaces)"),
+                    );
+                }
+            }
             if let Some(email) = &p.email {
                 if email.parse::<lettre::Address>().is_err() {
                     report(
@@ -550,6 +575,17 @@ pub fn validate(
             ),
             Some(next) if !routes.contains(next.as_str()) => {
                 report(at("escalate_to"), format!("no route named `{next}`"))
+            }
+            Some(next)
+                if alerts
+                    .routes
+                    .iter()
+                    .any(|o| o.name == *next && o.confirmed_only) =>
+            {
+                report(
+                    at("escalate_to"),
+                    format!("`{next}` is confirmed_only: it gets fires by their confirmation, not by escalation"),
+                )
             }
             _ => {}
         }

@@ -253,9 +253,16 @@ impl Config {
             );
             linkage::validate_linkage(&site.linkage, &site.outputs, &self.rules, report);
             fire::validate_fire(&site.fire, report);
+            let kind_of = |d: &DeviceConfig| {
+                d.kind
+                    .clone()
+                    .or_else(|| self.profiles.get(&d.profile).map(|p| p.kind.clone()))
+                    .unwrap_or_default()
+            };
             northbound::validate_northbound(
                 &site.northbound,
                 &site.devices,
+                &kind_of,
                 &ids.enterprises,
                 report,
             );

@@ -126,6 +126,43 @@ fn default_utc_offset_minutes() -> i32 {
     480
 }
 
+/// Where a device is towards the centre: its system and its place in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ComponentAddress {
+    pub system_type: u8,
+    pub system_address: u8,
+    pub component_type: u8,
+    pub component_address: u32,
+}
+
+impl NorthboundConfig {
+    /// The address of the device at `position` (from 0) in `[[devices]]`, of `kind`:
+    /// `[[northbound.components]]` where it says, the defaults by kind otherwise.
+    pub fn component_address(
+        &self,
+        position: usize,
+        device: &DeviceConfig,
+        kind: &str,
+    ) -> ComponentAddress {
+        let (system_type, component_type) = match kind {
+            "smoke" => (1, 42),
+            "gas" => (1, 11),
+            _ => (0, 17),
+        };
+        let given = self.components.iter().find(|c| c.device == device.id);
+        ComponentAddress {
+            system_type: given.and_then(|g| g.system_type).unwrap_or(system_type),
+            system_address: given.and_then(|g| g.system_address).unwrap_or(1),
+            component_type: given
+                .and_then(|g| g.component_type)
+                .unwrap_or(component_type),
+            component_address: given
+                .and_then(|g| g.component_address)
+                .unwrap_or(position as u32 + 1),
+        }
+    }
+}
+
 /// The largest 6-byte address.
 pub const MAX_ADDRESS: u64 = (1 << 48) - 1;
 
@@ -138,6 +175,7 @@ pub fn gb18030(text: &str) -> Vec<u8> {
 pub(super) fn validate_northbound(
     northbound: &[NorthboundConfig],
     devices: &[DeviceConfig],
+    kind_of: &dyn Fn(&DeviceConfig) -> String,
     enterprises: &BTreeSet<&str>,
     report: &mut dyn FnMut(String, String),
 ) {
@@ -168,6 +206,21 @@ pub(super) fn validate_northbound(
         for e in &n.enterprises {
             if !enterprises.contains(e.as_str()) {
                 report(at("enterprises"), format!("no enterprise `{e}`"));
+            }
+        }
+        // Two devices at one address: the centre would show one's fire at the other's place.
+        let mut addresses = std::collections::BTreeMap::new();
+        for (position, d) in devices.iter().enumerate() {
+            let a = n.component_address(position, d, &kind_of(d));
+            let place = (a.system_type, a.system_address, a.component_address);
+            if let Some(other) = addresses.insert(place, d.id.as_str()) {
+                report(
+                    at("components"),
+                    format!(
+                        "devices `{other}` and `{}` have the same address (system type {}, system address {}, component address {}); give each its own `component_address`",
+                        d.id, place.0, place.1, place.2
+                    ),
+                );
             }
         }
         let mut seen = BTreeSet::new();

@@ -271,7 +271,7 @@ pub struct LevelConfig {
     /// This level is a fire (火警) that operators confirm or mark false, and that routes
     /// with `confirmed_only` and fire-monitoring centres receive once confirmed. Default: the
     /// `alarm` levels of a `fire` rule. Set `false` on a level that is a warning for the duty
-    /// room (gas level 1).
+    /// room (gas level 1). A fire level must latch.
     #[serde(default)]
     pub fire: Option<bool>,
 }
@@ -390,6 +390,14 @@ impl RuleConfig {
                     "a numeric condition needs a finite threshold `at`",
                 ),
                 _ => {}
+            }
+            // A fire that clears by itself could end, and be forgotten, before anyone judged
+            // it; latched, it stays until judged and reset.
+            if level.is_fire(self) && !level.latched.unwrap_or(self.latched) {
+                report(
+                    &format!("levels[{i}]"),
+                    "a fire level must latch (`latched = true` on the rule or the level), or say `fire = false`",
+                );
             }
             for (name, delay) in [
                 ("on_delay_s", level.on_delay_s),

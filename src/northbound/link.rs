@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::gb26875::frame::{command, tag_ms, time_tag, Decoder, Frame, FrameError};
 use super::gb26875::mapping::Priority;
@@ -34,6 +34,10 @@ use crate::store::Store;
 const WINDOW: usize = 4;
 /// Fires on their way at once.
 const FIRE_WINDOW: usize = 16;
+/// A frame that failed (no confirmation after every send) in this many connections in a row
+/// is set aside, so that the rest of the queue moves; G12 stays raised while it is. Set-aside
+/// frames are tried again at the next start.
+const SET_ASIDE_AFTER: u32 = 3;
 
 /// What the web UI shows of a link.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -53,6 +57,9 @@ pub struct LinkStatus {
     pub duty_check: Option<DutyCheck>,
     pub duty_checks_answered: u64,
     pub duty_checks_missed: u64,
+    /// Frames the centre refused in several connections in a row, set aside (G12 stays
+    /// raised); they are tried again at the next start.
+    pub set_aside: u64,
     /// The centre's clock minus the gateway's at the last clock sync, in milliseconds.
     pub clock_offset_ms: Option<i64>,
 }
@@ -80,6 +87,9 @@ pub struct Link {
     pub gateway: StatusReporter,
     pub commands: mpsc::Receiver<LinkCommand>,
     pub cancel: CancellationToken,
+    /// Rows whose transmission failed, with the connections in a row they failed in: G12
+    /// clears only once none is left.
+    pub failing: HashMap<i64, u32>,
 }
 
 /// A frame on its way: its row (none for a heartbeat), bytes, sends so far and when it is
@@ -91,6 +101,12 @@ struct InFlight {
     sends: u32,
     due: Instant,
     what: String,
+}
+
+enum Sending {
+    Row(Queued),
+    /// The gateway's run state: not kept in the queue (the next one says the same).
+    Heartbeat(Vec<u8>),
 }
 
 enum Ended {
@@ -133,16 +149,23 @@ impl Link {
     pub async fn run(mut self) {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let timeout = Duration::from_secs_f64(self.config.answer_timeout_s);
+        let name = self.config.name.clone();
+        if let Err(err) = self
+            .db(move |s| queue::restore_set_aside(s.connection(), &name))
+            .await
+        {
+            warn!(link = %self.config.name, error = %err, "Set-aside frames not restored.");
+        }
         loop {
             self.refresh_depth().await;
-            let connect = tokio::time::timeout(timeout, TcpStream::connect(&self.config.centre));
-            let stream = tokio::select! {
-                _ = self.cancel.cancelled() => return,
-                connected = connect => connected,
+            let centre = self.config.centre.clone();
+            let connect = tokio::time::timeout(timeout, TcpStream::connect(centre));
+            let Some(stream) = self.meanwhile(connect).await else {
+                return;
             };
+            let confirmed_before = self.status().last_confirmed_ms;
             let why = match stream {
                 Ok(Ok(stream)) => {
-                    backoff.reset();
                     let _ = stream.set_nodelay(true);
                     info!(link = %self.config.name, centre = %self.config.centre, "Connected to the monitoring centre.");
                     self.update(|s| s.connected = true);
@@ -156,6 +179,11 @@ impl Link {
                 Ok(Err(err)) => format!("cannot connect to {}: {err}", self.config.centre),
                 Err(_) => format!("no connection to {} within {timeout:?}", self.config.centre),
             };
+            // Only a centre that confirms is a centre that works: one that takes connections
+            // and refuses every frame must not be reconnected to at once, forever.
+            if self.status().last_confirmed_ms != confirmed_before {
+                backoff.reset();
+            }
             // The channel to the centre is down: nothing forwarded can reach it.
             self.gateway.set(&self.fault(), true);
             self.update(|s| {
@@ -163,9 +191,34 @@ impl Link {
                 s.last_error = Some(why.clone());
             });
             warn!(link = %self.config.name, error = %why, "Monitoring centre link failed; reconnecting.");
+            if self
+                .meanwhile(tokio::time::sleep(backoff.next_delay()))
+                .await
+                .is_none()
+            {
+                return;
+            }
+        }
+    }
+
+    fn status(&self) -> LinkStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Waits for `work` while answering operators (a duty check can be answered while the
+    /// link is down: the answer is queued) and expiring duty checks; `None` when cancelled.
+    async fn meanwhile<T>(&mut self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::pin!(work);
+        loop {
+            self.expire_duty_check();
             tokio::select! {
-                _ = self.cancel.cancelled() => return,
-                _ = tokio::time::sleep(backoff.next_delay()) => {}
+                _ = self.cancel.cancelled() => return None,
+                done = &mut work => return Some(done),
+                Some(cmd) = self.commands.recv() => self.command(cmd).await,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
     }
@@ -187,8 +240,9 @@ impl Link {
         let mut decoder = Decoder::default();
         let mut in_flight: HashMap<u16, InFlight> = HashMap::new();
         let mut buf = vec![0u8; 4096];
-        let heartbeat = Duration::from_secs(self.config.heartbeat_s.max(1));
-        let mut next_heartbeat = Instant::now();
+        let heartbeat =
+            (self.config.heartbeat_s > 0).then(|| Duration::from_secs(self.config.heartbeat_s));
+        let mut next_heartbeat = heartbeat.map(|_| Instant::now());
         let mut refill = true;
         loop {
             if refill {
@@ -197,39 +251,33 @@ impl Link {
                     return Ended::Failed(why);
                 }
             }
-            if self.config.heartbeat_s > 0 && Instant::now() >= next_heartbeat {
-                next_heartbeat = Instant::now() + heartbeat;
-                let unit = unit::device_state(
-                    device_state::NORMAL,
-                    time_tag(now_ms(), self.config.utc_offset_minutes),
-                );
-                if let Err(why) = self
-                    .send_new(
-                        &mut stream,
-                        &mut in_flight,
-                        Queued {
-                            id: 0,
-                            priority: Priority::Status as i64,
-                            unit,
-                            what: "run state".into(),
-                            serial: None,
-                        },
-                        false,
-                        timeout,
-                    )
-                    .await
-                {
-                    return Ended::Failed(why);
+            if let (Some(every), Some(at)) = (heartbeat, next_heartbeat) {
+                if Instant::now() >= at {
+                    next_heartbeat = Some(Instant::now() + every);
+                    let unit = unit::device_state(
+                        device_state::NORMAL,
+                        time_tag(now_ms(), self.config.utc_offset_minutes),
+                    );
+                    let sent = self
+                        .send_new(
+                            &mut stream,
+                            &mut in_flight,
+                            Sending::Heartbeat(unit),
+                            timeout,
+                        )
+                        .await;
+                    if let Err(why) = sent {
+                        return Ended::Failed(why);
+                    }
                 }
             }
             self.expire_duty_check();
+            let soon = Instant::now() + Duration::from_secs(1);
             let next_due = in_flight
                 .values()
                 .map(|f| f.due)
-                .min()
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
-                .min(Instant::now() + Duration::from_secs(1))
-                .min(next_heartbeat.max(Instant::now()));
+                .chain(next_heartbeat)
+                .fold(soon, Instant::min);
             tokio::select! {
                 _ = self.cancel.cancelled() => return Ended::Cancelled,
                 _ = self.wake.notified() => refill = true,
@@ -293,25 +341,27 @@ impl Link {
                 }
                 continue;
             }
-            let fire = row.is_fire();
-            self.send_new(stream, in_flight, row, fire, timeout).await?;
+            self.send_new(stream, in_flight, Sending::Row(row), timeout)
+                .await?;
         }
         self.refresh_depth().await;
         Ok(())
     }
 
-    /// Sends `item` (a queued row, or a heartbeat with id 0): with its serial when it was
-    /// sent before, else with the link's next one, kept with the row.
+    /// Sends a queued row (with its serial when it was sent before, else with the link's
+    /// next one, kept with the row) or a heartbeat.
     async fn send_new(
         &self,
         stream: &mut TcpStream,
         in_flight: &mut HashMap<u16, InFlight>,
-        item: Queued,
-        fire: bool,
+        item: Sending,
         timeout: Duration,
     ) -> Result<(), String> {
-        let row = (item.id != 0).then_some(item.id);
-        let serial = match item.serial {
+        let (row, fire, known, unit, what) = match item {
+            Sending::Row(q) => (Some(q.id), q.is_fire(), q.serial, q.unit, q.what),
+            Sending::Heartbeat(unit) => (None, false, None, unit, "run state".to_string()),
+        };
+        let serial = match known {
             Some(serial) => serial,
             None => {
                 let name = self.config.name.clone();
@@ -325,7 +375,7 @@ impl Link {
                 .await?
             }
         };
-        let bytes = self.frame(serial, command::SEND_DATA, item.unit).encode();
+        let bytes = self.frame(serial, command::SEND_DATA, unit).encode();
         self.write(stream, &bytes).await?;
         in_flight.insert(
             serial,
@@ -335,7 +385,7 @@ impl Link {
                 bytes,
                 sends: 1,
                 due: Instant::now() + timeout,
-                what: item.what,
+                what,
             },
         );
         Ok(())
@@ -344,7 +394,7 @@ impl Link {
     /// Frames whose confirmation did not come in time are sent again, the same serial and
     /// data; one sent `attempts` times has failed.
     async fn resend_due(
-        &self,
+        &mut self,
         stream: &mut TcpStream,
         in_flight: &mut HashMap<u16, InFlight>,
         timeout: Duration,
@@ -363,13 +413,23 @@ impl Link {
     }
 
     async fn resend(
-        &self,
+        &mut self,
         stream: &mut TcpStream,
         in_flight: &mut HashMap<u16, InFlight>,
         serial: u16,
         timeout: Duration,
         why: &str,
     ) -> Result<(), String> {
+        let Some(f) = in_flight.get(&serial) else {
+            return Ok(());
+        };
+        // A state word replaced by a newer one must not come after it.
+        if let Some(id) = f.row {
+            if !self.db(move |s| queue::exists(s.connection(), id)).await? {
+                in_flight.remove(&serial);
+                return Ok(());
+            }
+        }
         let Some(f) = in_flight.get_mut(&serial) else {
             return Ok(());
         };
@@ -378,9 +438,15 @@ impl Link {
                 "{} (serial {serial}) not confirmed after {} sends: {why}",
                 f.what, f.sends
             );
-            if f.row.is_none() {
-                // A heartbeat is not kept: the next one says the same.
-                in_flight.remove(&serial);
+            if let Some(id) = f.row {
+                let sessions = self.failing.entry(id).or_insert(0);
+                *sessions += 1;
+                if *sessions >= SET_ASIDE_AFTER {
+                    error!(link = %self.config.name, what = %f.what, "The centre refused a frame in {SET_ASIDE_AFTER} connections in a row; set aside until the next start.");
+                    self.db(move |s| queue::set_aside(s.connection(), id))
+                        .await?;
+                    self.update(|s| s.set_aside += 1);
+                }
             }
             return Err(failed);
         }
@@ -394,7 +460,7 @@ impl Link {
 
     /// Handles one frame from the centre; `Ok(true)` when a confirmation freed room.
     async fn received(
-        &self,
+        &mut self,
         stream: &mut TcpStream,
         in_flight: &mut HashMap<u16, InFlight>,
         frame: Result<Frame, FrameError>,
@@ -418,9 +484,11 @@ impl Link {
                 };
                 if let Some(id) = f.row {
                     self.db(move |s| queue::remove(s.connection(), id)).await?;
+                    self.failing.remove(&id);
                 }
                 self.update(|s| s.last_confirmed_ms = Some(now_ms()));
-                if in_flight.values().all(|f| f.sends < self.config.attempts) {
+                // A frame that failed, or one set aside, keeps the fault up until it is through.
+                if self.failing.is_empty() && self.status().set_aside == 0 {
                     self.gateway.set(&self.fault(), false);
                 }
                 Ok(true)
@@ -525,7 +593,7 @@ impl Link {
                             time_tag(at, self.config.utc_offset_minutes),
                         );
                         let item = super::gb26875::mapping::Outgoing {
-                            priority: Priority::Status,
+                            priority: Priority::Answer,
                             unit,
                             what: format!("duty check answered by {name}"),
                             supersedes: None,

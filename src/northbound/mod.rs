@@ -131,6 +131,7 @@ pub fn spawn(
             gateway: gateway.clone(),
             commands,
             cancel: cancel.clone(),
+            failing: std::collections::HashMap::new(),
         };
         tasks.push((format!("northbound {}", n.name), tokio::spawn(link.run())));
         handles.push(LinkHandle {

@@ -8,11 +8,11 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use super::gb26875::mapping::{Mapper, Outgoing, Priority};
+use super::gb26875::mapping::{DeviceState, Mapper, Outgoing, Priority};
 use crate::config::northbound::NorthboundType;
 use crate::config::Config;
 use crate::model::alarm::AlarmEvent;
-use crate::store::{PushPlanner, StoreError};
+use crate::store::{PushPlanner, Store, StoreError};
 
 /// One queued unit.
 #[derive(Debug, Clone)]
@@ -72,7 +72,8 @@ pub fn head(
     skip: &[i64],
 ) -> Result<Vec<Queued>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, priority, unit, what, serial FROM northbound_queue WHERE link = ?1
+        "SELECT id, priority, unit, what, serial FROM northbound_queue
+         WHERE link = ?1 AND set_aside = 0
          ORDER BY priority, id LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![link, (limit + skip.len()) as i64], |r| {
@@ -95,6 +96,35 @@ pub fn head(
         }
     }
     Ok(out)
+}
+
+/// Whether row `id` is still queued (not confirmed, not replaced by a newer state).
+pub fn exists(conn: &Connection, id: i64) -> Result<bool, StoreError> {
+    Ok(conn
+        .query_row("SELECT 1 FROM northbound_queue WHERE id = ?1", [id], |_| {
+            Ok(())
+        })
+        .optional()?
+        .is_some())
+}
+
+/// The centre refused it in several connections in a row: left out of the sending until
+/// the next start.
+pub fn set_aside(conn: &Connection, id: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE northbound_queue SET set_aside = 1 WHERE id = ?1",
+        [id],
+    )?;
+    Ok(())
+}
+
+/// At start, set-aside rows are tried again.
+pub fn restore_set_aside(conn: &Connection, link: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE northbound_queue SET set_aside = 0 WHERE link = ?1",
+        [link],
+    )?;
+    Ok(())
 }
 
 /// The serial number row `id` was first sent with.
@@ -160,12 +190,119 @@ impl Planner {
             .collect();
         (!links.is_empty()).then_some(Planner { links })
     }
+}
 
-    /// The alarms standing at start (see `Mapper::seed`).
-    pub fn seed(&self, standing: &[AlarmEvent]) {
-        for (_, mapper) in &self.links {
-            mapper.seed(standing);
+/// What link `link` last gave the centre of `device`.
+fn device_state(tx: &Connection, link: &str, device: &str) -> Result<DeviceState, StoreError> {
+    let json: Option<String> = tx
+        .prepare_cached("SELECT state FROM northbound_device WHERE link = ?1 AND device = ?2")?
+        .query_row(params![link, device], |r| r.get(0))
+        .optional()?;
+    // A state that cannot be read is as good as none: the next word is sent whole.
+    Ok(json
+        .and_then(|j| serde_json::from_str(&j).ok())
+        .unwrap_or_default())
+}
+
+fn save_device_state(
+    tx: &Connection,
+    link: &str,
+    device: &str,
+    state: &DeviceState,
+) -> Result<(), StoreError> {
+    let json = serde_json::to_string(state).map_err(|e| StoreError::BadState {
+        key: format!("northbound/{link}/{device}"),
+        error: e.to_string(),
+    })?;
+    tx.prepare_cached(
+        "INSERT INTO northbound_device (link, device, state) VALUES (?1, ?2, ?3)
+         ON CONFLICT (link, device) DO UPDATE SET state = excluded.state",
+    )?
+    .execute(params![link, device, json])?;
+    Ok(())
+}
+
+/// Whether another device of `device`'s system has a fire standing at the centre.
+fn other_fire_on_system(
+    tx: &Connection,
+    link: &str,
+    device: &str,
+    mapper: &Mapper,
+) -> Result<bool, StoreError> {
+    let mut stmt =
+        tx.prepare_cached("SELECT device, state FROM northbound_device WHERE link = ?1")?;
+    let rows = stmt.query_map([link], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    for row in rows {
+        let (other, json) = row?;
+        if other == device || !mapper.same_system(device, &other) {
+            continue;
         }
+        let state: DeviceState = serde_json::from_str(&json).unwrap_or_default();
+        if state.fire_sent() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+impl Planner {
+    /// After a start: every device's word from the alarms standing now, and what differs from
+    /// what the centre was last given is queued (an alarm retired with its rule, a link that
+    /// is new), in one transaction. Returns the units queued.
+    pub fn reconcile(
+        &self,
+        store: &mut Store,
+        standing: &[AlarmEvent],
+        at_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let tx = store.connection_mut().transaction()?;
+        let queued = self.reconcile_in(&tx, standing, at_ms)?;
+        tx.commit()?;
+        Ok(queued)
+    }
+
+    fn reconcile_in(
+        &self,
+        tx: &Transaction<'_>,
+        standing: &[AlarmEvent],
+        at_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let mut queued = 0;
+        for (name, mapper) in &self.links {
+            let now = mapper.parts_of(standing);
+            let mut devices: Vec<String> = now.keys().cloned().collect();
+            let mut stmt =
+                tx.prepare_cached("SELECT device FROM northbound_device WHERE link = ?1")?;
+            let known = stmt.query_map([name], |r| r.get::<_, String>(0))?;
+            for device in known {
+                devices.push(device?);
+            }
+            devices.sort();
+            devices.dedup();
+            for device in devices {
+                let Some(enterprise) = standing
+                    .iter()
+                    .find(|e| e.tags.device == device)
+                    .map(|e| e.tags.enterprise.clone())
+                    .or_else(|| mapper.enterprise_of(&device))
+                else {
+                    continue;
+                };
+                let Some(component) = mapper.component_of(&device, &enterprise) else {
+                    continue;
+                };
+                let mut state = device_state(tx, name, &device)?;
+                state.parts = now.get(&device).cloned().unwrap_or_default();
+                let at = super::gb26875::frame::time_tag(at_ms, mapper.utc_offset_minutes());
+                if let Some(word) = mapper.snapshot(&device, component, &mut state, at) {
+                    queued += enqueue(tx, name, &[word], at_ms)?;
+                }
+                save_device_state(tx, name, &device, &state)?;
+            }
+        }
+        Ok(queued)
     }
 }
 
@@ -179,7 +316,17 @@ impl PushPlanner for Planner {
     ) -> Result<u64, StoreError> {
         let mut queued = 0;
         for (name, mapper) in &self.links {
-            let items = mapper.messages(event);
+            let device = &event.tags.device;
+            if mapper
+                .component_of(device, &event.tags.enterprise)
+                .is_none()
+            {
+                continue;
+            }
+            let mut state = device_state(tx, name, device)?;
+            let other_fire = other_fire_on_system(tx, name, device, mapper)?;
+            let items = mapper.messages(event, &mut state, other_fire);
+            save_device_state(tx, name, device, &state)?;
             if !items.is_empty() {
                 queued += enqueue(tx, name, &items, event.at_ms)?;
             }

@@ -291,10 +291,11 @@ impl Alarm {
     }
 
     /// A fire level was reached while annunciated: the alarm waits for an operator's verdict
-    /// until `timeout` has passed. A verdict already given stands (an escalation within the
-    /// same fire does not ask again).
+    /// until `timeout` has passed. A confirmation stands and a pending verdict keeps its
+    /// countdown (an escalation within the same fire does not ask again), but a false alarm
+    /// does not: the detector alarming again may be the real fire.
     pub fn await_fire_verdict(&mut self, now: Ms, timeout: Ms) {
-        if self.fire.is_none() {
+        if matches!(self.fire, None | Some(FireVerdict::FalseAlarm { .. })) {
             self.fire = Some(FireVerdict::Pending {
                 since_ms: now,
                 due_ms: now + timeout,

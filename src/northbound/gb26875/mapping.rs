@@ -10,7 +10,8 @@
 //! nothing.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
 
 use super::frame::time_tag;
 use super::unit::{self, analog, operation, state, Component};
@@ -23,9 +24,12 @@ use crate::model::alarm::{Action, AlarmEvent, FireVerdict, Observed};
 pub enum Priority {
     /// A fire and what follows it (verdict, reset): first, always.
     Fire = 0,
-    /// Faults, supervisory and disabled states, the device's own state, duty-check answers.
-    Status = 1,
-    Analog = 2,
+    /// An operator's answer to the centre's duty check: after fires (the standard puts fires
+    /// ahead of duty-check answers), before states.
+    Answer = 1,
+    /// Faults, supervisory and disabled states, the device's own state.
+    Status = 2,
+    Analog = 3,
 }
 
 /// One application data unit to send, with what it is for the logs and the web UI.
@@ -41,11 +45,23 @@ pub struct Outgoing {
 }
 
 /// What the centre was last given of a device: each alarm's part of its state word, and the
-/// word.
-#[derive(Default)]
-struct DeviceState {
-    parts: BTreeMap<String, u16>,
-    sent: Option<u16>,
+/// word. Kept with the queue (in the journal's transaction), so that a transaction that is
+/// rolled back forgets it too.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeviceState {
+    pub parts: BTreeMap<String, u16>,
+    pub sent: Option<u16>,
+}
+
+impl DeviceState {
+    pub fn word(&self) -> u16 {
+        self.parts.values().fold(state::RUNNING, |w, b| w | b)
+    }
+
+    /// The centre was told of a fire of this device, and not yet of its end.
+    pub fn fire_sent(&self) -> bool {
+        self.sent.is_some_and(|w| w & state::FIRE != 0)
+    }
 }
 
 fn state_words(word: u16) -> String {
@@ -73,9 +89,9 @@ pub struct Mapper {
     utc_offset_minutes: i32,
     enterprises: Vec<String>,
     components: HashMap<String, Component>,
+    /// Each device's enterprise.
+    enterprise_of: HashMap<String, String>,
     web: Option<crate::config::WebConfig>,
-    /// The state of each device as the centre was last told, by device.
-    states: Mutex<HashMap<String, DeviceState>>,
 }
 
 /// `text` in GB18030, cut at a character boundary to at most 31 bytes.
@@ -95,29 +111,25 @@ impl Mapper {
     pub fn new(config: &Config, link: &NorthboundConfig) -> Mapper {
         let directory = crate::config::devices::DeviceDirectory::from_config(config);
         let mut components = HashMap::new();
+        let mut enterprise_of = HashMap::new();
         for (position, d) in config.site.devices.iter().enumerate() {
             let kind = directory
                 .get(&d.id)
                 .map(|t| t.kind.clone())
                 .unwrap_or_default();
-            let (system_type, component_type) = match kind.as_str() {
-                "smoke" => (1, 42),
-                "gas" => (1, 11),
-                _ => (0, 17),
-            };
+            if let Some(tags) = directory.get(&d.id) {
+                enterprise_of.insert(d.id.clone(), tags.enterprise.clone());
+            }
+            let address = link.component_address(position, d, &kind);
             let given = link.components.iter().find(|c| c.device == d.id);
             let name = d.name.as_deref().unwrap_or(&d.id);
             components.insert(
                 d.id.clone(),
                 Component {
-                    system_type: given.and_then(|g| g.system_type).unwrap_or(system_type),
-                    system_address: given.and_then(|g| g.system_address).unwrap_or(1),
-                    component_type: given
-                        .and_then(|g| g.component_type)
-                        .unwrap_or(component_type),
-                    component_address: given
-                        .and_then(|g| g.component_address)
-                        .unwrap_or(position as u32 + 1),
+                    system_type: address.system_type,
+                    system_address: address.system_address,
+                    component_type: address.component_type,
+                    component_address: address.component_address,
                     description: description(
                         given.and_then(|g| g.description.as_deref()).unwrap_or(name),
                     ),
@@ -129,8 +141,8 @@ impl Mapper {
             utc_offset_minutes: link.utc_offset_minutes,
             enterprises: link.enterprises.clone(),
             components,
+            enterprise_of,
             web: config.site.web.clone(),
-            states: Mutex::new(HashMap::new()),
         }
     }
 
@@ -142,35 +154,52 @@ impl Mapper {
         self.web.as_ref().map_or(0, |w| w.operator_number(name))
     }
 
+    /// The component of a device this link reports, when it does (its enterprise is
+    /// among the link's, and it is a configured device).
+    pub fn component_of(&self, device: &str, enterprise: &str) -> Option<&Component> {
+        if !self.enterprises.is_empty() && !self.enterprises.iter().any(|e| e == enterprise) {
+            return None;
+        }
+        self.components.get(device)
+    }
+
     /// What to send for `e`, in order: the device's state word when it changed (fires
     /// first), the operation record of a fire's verdict, reset or silence, and the value.
-    pub fn messages(&self, e: &AlarmEvent) -> Vec<Outgoing> {
+    /// `device` is what the centre was last given of the device, updated here.
+    /// `other_fire_on_system`: another component of the same system has a fire standing at
+    /// the centre. Operation records name only a system (type 4 has no component), so those
+    /// that could end another component's fire at the centre are not sent: "alarm cleared"
+    /// and "silence" only when the centre had this fire, "reset" only when no other fire of
+    /// the system stands.
+    pub fn messages(
+        &self,
+        e: &AlarmEvent,
+        device: &mut DeviceState,
+        other_fire_on_system: bool,
+    ) -> Vec<Outgoing> {
         let mut out = Vec::new();
-        let Some(component) = self.components.get(&e.tags.device) else {
-            return out; // the gateway itself, flood states, outputs' notes
+        let Some(component) = self.component_of(&e.tags.device, &e.tags.enterprise) else {
+            return out; // the gateway itself, flood states, outputs' notes, other enterprises
         };
-        if !self.enterprises.is_empty() && !self.enterprises.contains(&e.tags.enterprise) {
-            return out;
-        }
         let at = time_tag(e.at_ms, self.utc_offset_minutes);
-        if let Some((word, fire)) = self.update_state(e) {
-            out.push(Outgoing {
-                priority: if fire {
-                    Priority::Fire
-                } else {
-                    Priority::Status
-                },
-                unit: unit::component_state(component, word, at),
-                what: format!("state {} ({})", e.tags.device, state_words(word)),
-                supersedes: Some(format!("state/{}", e.tags.device)),
-            });
+        let fire_was_sent = device.fire_sent();
+        let bits = self.bits_of(e);
+        if bits == 0 {
+            device.parts.remove(&*e.key);
+        } else {
+            device.parts.insert(e.key.to_string(), bits);
         }
+        out.extend(self.snapshot(&e.tags.device, component, device, at));
         if e.alarm.fire.is_some() {
             let operation = match e.action {
                 Action::FireConfirmed => Some((operation::CONFIRM, "fire confirmed")),
-                Action::FalseAlarm => Some((operation::ALARM_CLEARED, "false alarm")),
-                Action::Reset => Some((operation::RESET, "reset")),
-                Action::Silenced => Some((operation::SILENCE, "silenced")),
+                Action::FalseAlarm if fire_was_sent => {
+                    Some((operation::ALARM_CLEARED, "false alarm"))
+                }
+                Action::Reset if fire_was_sent && !other_fire_on_system => {
+                    Some((operation::RESET, "reset"))
+                }
+                Action::Silenced if fire_was_sent => Some((operation::SILENCE, "silenced")),
                 _ => None,
             };
             if let Some((bits, what)) = operation {
@@ -204,7 +233,8 @@ impl Mapper {
     }
 
     /// What one alarm adds to its device's state word. A fire counts once confirmed (or at
-    /// once with `send_fires = "at_once"`), never as a false alarm; other alarms are
+    /// once with `send_fires = "at_once"`; until then it is supervisory), never as a false
+    /// alarm; other alarms are
     /// supervisory and faults are faults while active and annunciated; an alarm out of
     /// service disables the component. Pre-alarms, tests and events add nothing.
     fn bits_of(&self, e: &AlarmEvent) -> u16 {
@@ -216,10 +246,12 @@ impl Mapper {
             return 0;
         }
         if let Some(fire) = &a.fire {
+            // A fire being judged is something going on (gas at level 2), not yet a fire.
             return match (fire, self.send_fires) {
                 (FireVerdict::Confirmed { .. }, _) => state::FIRE,
                 (FireVerdict::Pending { .. }, SendFires::AtOnce) => state::FIRE,
-                _ => 0,
+                (FireVerdict::Pending { .. }, SendFires::Confirmed) => state::SUPERVISORY,
+                (FireVerdict::FalseAlarm { .. }, _) => 0,
             };
         }
         match a.level.map(|l| l.kind) {
@@ -229,29 +261,60 @@ impl Mapper {
         }
     }
 
-    /// Records the alarm's part of its device's state; the device's new word, and whether a
-    /// fire appears or goes with it, when the word changed.
-    fn update_state(&self, e: &AlarmEvent) -> Option<(u16, bool)> {
-        let bits = self.bits_of(e);
-        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-        let device = states.entry(e.tags.device.clone()).or_default();
-        if bits == 0 {
-            device.parts.remove(&*e.key);
-        } else {
-            device.parts.insert(e.key.to_string(), bits);
-        }
-        let word = device.parts.values().fold(state::RUNNING, |w, b| w | b);
+    /// The device's word, when it differs from what the centre was last given (which it
+    /// then becomes): sent as a fire when a fire appears or goes with it.
+    pub fn snapshot(
+        &self,
+        device_id: &str,
+        component: &Component,
+        device: &mut DeviceState,
+        at: super::frame::TimeTag,
+    ) -> Option<Outgoing> {
+        let word = device.word();
         let before = device.sent.replace(word).unwrap_or(state::RUNNING);
-        (before != word).then_some((word, (before | word) & state::FIRE != 0))
+        (before != word).then(|| Outgoing {
+            priority: if (before | word) & state::FIRE != 0 {
+                Priority::Fire
+            } else {
+                Priority::Status
+            },
+            unit: unit::component_state(component, word, at),
+            what: format!("state {device_id} ({})", state_words(word)),
+            supersedes: Some(format!("state/{device_id}")),
+        })
     }
 
-    /// The alarms standing at start: their part of their devices' words, as the centre was
-    /// last told (or will be, from the queue). Nothing is sent.
-    pub fn seed(&self, standing: &[AlarmEvent]) {
+    /// Each device's parts of its word from the alarms standing now, by device.
+    pub fn parts_of(&self, standing: &[AlarmEvent]) -> BTreeMap<String, BTreeMap<String, u16>> {
+        let mut out: BTreeMap<String, BTreeMap<String, u16>> = BTreeMap::new();
         for e in standing {
-            if self.components.contains_key(&e.tags.device) {
-                self.update_state(e);
+            if self
+                .component_of(&e.tags.device, &e.tags.enterprise)
+                .is_none()
+            {
+                continue;
             }
+            let bits = self.bits_of(e);
+            if bits != 0 {
+                out.entry(e.tags.device.clone())
+                    .or_default()
+                    .insert(e.key.to_string(), bits);
+            }
+        }
+        out
+    }
+
+    pub fn enterprise_of(&self, device: &str) -> Option<String> {
+        self.enterprise_of.get(device).cloned()
+    }
+
+    /// Whether two devices' components are of the same system (type and address).
+    pub fn same_system(&self, a: &str, b: &str) -> bool {
+        match (self.components.get(a), self.components.get(b)) {
+            (Some(x), Some(y)) => {
+                (x.system_type, x.system_address) == (y.system_type, y.system_address)
+            }
+            _ => false,
         }
     }
 

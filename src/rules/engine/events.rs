@@ -50,6 +50,16 @@ impl RuleEngine {
                 Some(FireVerdict::Confirmed {
                     automatic: true, ..
                 }),
+            ) if self.fire_confirm_timeout == 0 => {
+                format!("{subject}: a fire, confirmed as raised ([fire] confirm_timeout_s = 0)")
+            }
+            (
+                Action::FireConfirmed,
+                _,
+                _,
+                Some(FireVerdict::Confirmed {
+                    automatic: true, ..
+                }),
             ) => format!(
                 "{subject}: treated as a confirmed fire, nobody confirmed or dismissed it within {} s",
                 self.fire_confirm_timeout / 1000

@@ -612,11 +612,9 @@ impl RuleEngine {
             && self.at_fire_level(i)
         {
             let timeout = self.fire_confirm_timeout;
-            let alarm = &mut self.instances[i].alarm;
-            alarm.await_fire_verdict(at, timeout);
-            if timeout == 0 {
-                alarm.confirm_fire_if_due(at);
-            }
+            self.instances[i].alarm.await_fire_verdict(at, timeout);
+            // Its automatic confirmation must come even if nothing else wakes the alarm.
+            self.reschedule(i);
         }
         let inst = &self.instances[i];
         let rule_floodable = self.rules[inst.binding.settings.rule].flood_suppressible;
@@ -637,5 +635,15 @@ impl RuleEngine {
         }
         out.push(self.event(i, action, at, operator, annunciated));
         out.append(&mut extra);
+        // No confirmation time: the fire is confirmed as it is raised, and journaled so.
+        if self.fire_confirm_timeout == 0 {
+            if let Some(confirmed) = self.instances[i].alarm.confirm_fire_if_due(at) {
+                let operator = Operator {
+                    name: "system".into(),
+                    comment: Some("confirmed at once: [fire] confirm_timeout_s = 0".into()),
+                };
+                out.push(self.event(i, confirmed, at, Some(operator), annunciated));
+            }
+        }
     }
 }

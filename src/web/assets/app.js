@@ -780,6 +780,10 @@ async function confirmOutputDialog() {
 async function loadNorthbound() {
   let links = [];
   try { links = await api("GET", "/api/northbound"); } catch (_) { return; }
+  // A new duty check is announced like a critical alarm: someone must be at the desk.
+  const asked = links.filter((l) => l.duty_check).map((l) => `${l.name}@${l.duty_check.asked_ms}`);
+  if (asked.some((k) => !(app.dutyChecksSeen || []).includes(k))) beep();
+  app.dutyChecksSeen = asked;
   $("duty-checks").replaceChildren(...links.flatMap((l) => {
     const out = [];
     if (l.duty_check) {
@@ -862,7 +866,8 @@ function start() {
   $("detail-hours").addEventListener("change", drawChart);
   setInterval(() => { if (app.me && app.tab === "devices") loadDevices(); }, 5000);
   setInterval(tickCountdowns, 1000);
-  setInterval(() => { if (app.me && app.tab === "board") loadNorthbound(); }, 2000);
+  // On every tab: a duty check waits for whoever is at the desk.
+  setInterval(() => { if (app.me) loadNorthbound(); }, 2000);
   setInterval(() => { if (app.me && app.tab === "board" && app.pushesKey) loadPushes(); }, 5000);
   // Outputs have no live stream: re-read while shown, often enough to see a valve confirm.
   setInterval(() => { if (app.me && app.tab === "outputs") loadOutputs(); }, 1000);
