@@ -24,7 +24,7 @@ const RELEASED: &[&str] = &[
     "3b13a10ac9f3a12777e2d8db6c0264bc2ca690634b4a75eda892d0f926daafad",
     "5cffc3a1f042cefc858ab1d475226b3e62aea4ec7244d14ce0374e52897f1cb5",
     "380ee256f623d40bff10c8e38ba7cd724684d74bb1d181410d280595e2e6ac17",
-    "0c4419af1ca55dd17cf4d0ef1e1c8eb5d7c5ed9669e3d623bfa8cf6af3f362c1",
+    "c8a2716677c7eba8f0c1821be5e91f241e1367b557d1298febd9c2de8fd02ea7",
 ];
 
 #[test]

@@ -136,7 +136,6 @@ fn number(n: f64) -> String {
     format!("{}", (n * 1000.0).round() / 1000.0)
 }
 
-/// Renders a notice in its route's language.
 /// The values an SMS or voice template's variables can take, in the route's language: the
 /// place (enterprise and location), the device, the alarm (rule name), the event, the value
 /// with its unit, the severity and the local time (`MM-DD HH:MM`). Each is at most 35
@@ -173,6 +172,7 @@ pub fn template_value(
     text.chars().take(35).collect()
 }
 
+/// Renders a notice in its route's language.
 pub fn render(notice: &Notice, utc_offset_minutes: i32) -> Message {
     let lang = notice.language;
     let a = &notice.alarm;

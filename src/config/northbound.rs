@@ -65,7 +65,7 @@ pub struct NorthboundConfig {
     #[serde(default)]
     pub send_fires: SendFires,
     /// Seconds between reports of the gateway's own run state, which also show the centre
-    /// the link is alive; 0: only on change.
+    /// the link is alive; 0: none (states and fires are sent as they change either way).
     #[serde(default = "default_heartbeat_s")]
     pub heartbeat_s: u64,
     /// Offset of the local time written into the frames' time tags from UTC, in minutes

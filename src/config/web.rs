@@ -160,6 +160,13 @@ pub(super) fn validate_web(
         if u.name.trim().is_empty() {
             report(format!("web.users[{i}].name"), "must not be empty".into());
         }
+        // The journal's name for the gateway itself (automatic confirmations, expiries).
+        if u.name == "system" {
+            report(
+                format!("web.users[{i}].name"),
+                "`system` is the gateway's own name in the journal; choose another".into(),
+            );
+        }
         if !names.insert(u.name.as_str()) {
             report(
                 format!("web.users[{i}].name"),

@@ -181,6 +181,12 @@ pub async fn command(
         Err(HandleError::Refused(CommandError::UnknownAlarm(key))) => {
             error(StatusCode::NOT_FOUND, format!("no alarm `{key}`"))
         }
+        // What the request lacks is the caller's to fix; the rest is the alarm's state.
+        Err(HandleError::Refused(
+            refused @ (CommandError::CommentRequired
+            | CommandError::ReasonRequired
+            | CommandError::OperatorRequired),
+        )) => error(StatusCode::BAD_REQUEST, refused.to_string()),
         Err(HandleError::Refused(refused)) => error(StatusCode::CONFLICT, refused.to_string()),
         Err(HandleError::Stopped) => error(
             StatusCode::SERVICE_UNAVAILABLE,
