@@ -136,7 +136,7 @@ impl RulesHandle {
 #[allow(clippy::too_many_arguments)]
 pub fn spawn(
     mut engine: RuleEngine,
-    store: Store,
+    mut store: Store,
     mut input: mpsc::Receiver<RulesInput>,
     mut gateway_input: mpsc::UnboundedReceiver<ReadingBatch>,
     outbox: Option<Arc<Outbox>>,
@@ -161,11 +161,20 @@ pub fn spawn(
     let (transitions, _) = broadcast::channel(TRANSITION_BACKLOG);
     let watchers = transitions.clone();
     let (store_tx, store_rx) = std::sync::mpsc::channel::<StoreJob>();
-    // What the centres' device states are made of at start (see `Planner::reconcile`).
-    let standing = match &forwarding.northbound {
-        Some(_) => engine.not_normal(now_ms()),
-        None => Vec::new(),
-    };
+    // The centres' device states brought up to date with the alarms standing at start,
+    // before any transition is stored.
+    if let Some(northbound) = &forwarding.northbound {
+        match northbound
+            .planner
+            .reconcile(&mut store, &engine.not_normal(now_ms()), now_ms())
+        {
+            Ok(queued) if queued > 0 => northbound.notify(),
+            Ok(_) => {}
+            Err(err) => {
+                error!(error = %err, "The monitoring centres' device states could not be brought up to date.")
+            }
+        }
+    }
     let writer_metrics = Arc::clone(&metrics);
     let writer = std::thread::Builder::new()
         .name("parkguard-store".into())
@@ -176,7 +185,6 @@ pub fn spawn(
                 store_rx,
                 outbox,
                 forwarding,
-                standing,
                 writer_metrics,
                 downlinks,
                 anchoring,
@@ -516,24 +524,11 @@ fn store_writer(
     input: std::sync::mpsc::Receiver<StoreJob>,
     outbox: Option<Arc<Outbox>>,
     forwarding: Forwarding,
-    standing: Vec<AlarmEvent>,
     metrics: Arc<Metrics>,
     downlinks: Option<Arc<Downlinks>>,
     anchoring: Option<Anchoring>,
 ) {
     let outbox = outbox.filter(|o| o.has_sinks());
-    if let Some(northbound) = &forwarding.northbound {
-        match northbound
-            .planner
-            .reconcile(&mut store, &standing, now_ms())
-        {
-            Ok(queued) if queued > 0 => northbound.notify(),
-            Ok(_) => {}
-            Err(err) => {
-                error!(error = %err, "The monitoring centres' device states could not be brought up to date.")
-            }
-        }
-    }
     let mut text = String::new();
     // Whether the last transitions were stored: a device is acknowledged only then (its
     // retransmission, unanswered, brings the alarm again).
