@@ -436,6 +436,7 @@ async fn a_smoke_alarm_confirmed_on_the_board_reaches_the_centre_as_a_fire_withi
         e["event"] == "frame" && is_fire(e)
     });
     let took = clicked.elapsed();
+    eprintln!("confirm clicked -> fire frame at the centre: {took:?}");
     assert!(took < Duration::from_secs(1), "the fire took {took:?}");
     let o = object(&fire);
     assert_eq!(o["system_type"], 1, "fire alarm system");
