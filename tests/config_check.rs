@@ -306,3 +306,74 @@ fn check_takes_the_site_as_option_or_environment_and_tells_usage_from_invalid_co
     assert_eq!(run(&["--help"], None).0, 0);
     assert_eq!(run(&["--version"], None).0, 0);
 }
+
+/// What a technician gives the city's monitoring centre at registration: every device's
+/// address on the link, with its description as the centre will show it; and two devices at
+/// one address are refused.
+#[test]
+fn check_components_lists_each_devices_address_towards_the_centre_and_refuses_collisions() {
+    let site_text = |s1_address: u32| {
+        format!(
+            r#"{header}[[devices]]
+id = "s1"
+location = "l"
+profile = "nb_smoke"
+name = "A栋2层东侧走廊吸顶式光电感烟探测器"
+[[devices]]
+id = "g1"
+location = "l"
+profile = "gas_detector_lel"
+[[devices]]
+id = "m1"
+location = "l"
+profile = "adw300_json"
+
+[[northbound]]
+name = "city"
+type = "gb26875"
+centre = "203.0.113.5:9000"
+centre_address = 1
+device_address = 112233445566
+[[northbound.components]]
+device = "s1"
+component_address = {s1_address}
+"#,
+            header = support::site_header("l", "")
+        )
+    };
+    let (_dir, path) = support::site(&site_text(7));
+    let out = Command::new(env!("CARGO_BIN_EXE_parkguard"))
+        .args(["check", "--components", &path.display().to_string()])
+        .output()
+        .expect("run parkguard check --components");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .filter(|l| l.starts_with("  ") && !l.contains("system type"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    // Ordered by address; the meter (system 0) first; the gas detector at its position 2;
+    // the smoke detector where the site put it, its name cut to 31 bytes of GB18030.
+    assert_eq!(rows[0][..5], ["0", "1", "17", "3", "m1"], "{stdout}");
+    assert_eq!(rows[1][..5], ["1", "1", "11", "2", "g1"], "{stdout}");
+    assert_eq!(rows[2][..5], ["1", "1", "42", "7", "s1"], "{stdout}");
+    assert_eq!(rows[2][5], "A栋2层东侧走廊吸顶式光电感烟探", "{stdout}");
+
+    let (_dir, path) = support::site(&site_text(2));
+    let out = Command::new(env!("CARGO_BIN_EXE_parkguard"))
+        .args(["check", &path.display().to_string()])
+        .output()
+        .expect("run parkguard check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("devices `s1` and `g1` have the same address")
+            || stderr.contains("devices `g1` and `s1` have the same address"),
+        "{stderr}"
+    );
+}

@@ -1,5 +1,6 @@
 //! `parkguard check`: validates a site file and every profile and rule file it uses without
-//! starting anything; with `--plan`, prints each profile's Modbus read plan.
+//! starting anything; with `--plan`, prints each profile's Modbus read plan; with
+//! `--components`, each monitoring centre link's component addresses.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,22 +21,29 @@ pub struct CheckArgs {
     /// Also print the Modbus read plan of every profile: one line per request.
     #[arg(long)]
     plan: bool,
+    /// Also print, for each `[[northbound]]` link, every device's address towards the
+    /// monitoring centre: what to give the centre at registration.
+    #[arg(long)]
+    components: bool,
 }
 
 impl CheckArgs {
     pub fn run(self) -> ExitCode {
         match self.file.or(self.config) {
-            Some(file) => check(&file, self.plan),
+            Some(file) => check(&file, self.plan, self.components),
             None => usage_error("give the site file: parkguard check -c SITE.toml"),
         }
     }
 }
 
-fn check(file: &std::path::Path, print_plan: bool) -> ExitCode {
+fn check(file: &std::path::Path, print_plan: bool, print_components: bool) -> ExitCode {
     match load(file) {
         Ok(config) => {
             if print_plan {
                 print_read_plans(&config);
+            }
+            if print_components {
+                print_components_of(&config);
             }
             for warning in config.warnings() {
                 eprintln!("warning: {warning}");
@@ -56,6 +64,26 @@ fn check(file: &std::path::Path, print_plan: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(code) => code,
+    }
+}
+
+fn print_components_of(config: &Config) {
+    use parkguard::northbound::gb26875::mapping::Mapper;
+    for link in &config.site.northbound {
+        println!(
+            "northbound {} (device address {}, centre {} at {}):",
+            link.name, link.device_address, link.centre_address, link.centre
+        );
+        println!(
+            "  system type  system address  component type  component address  device  description"
+        );
+        for (device, c) in Mapper::new(config, link).components() {
+            let (description, _, _) = encoding_rs::GB18030.decode(&c.description);
+            println!(
+                "  {:>11}  {:>14}  {:>14}  {:>17}  {device}  {description}",
+                c.system_type, c.system_address, c.component_type, c.component_address
+            );
+        }
     }
 }
 

@@ -304,6 +304,23 @@ impl Mapper {
         out
     }
 
+    /// Every device this link reports and its component, ordered by address: what the
+    /// centre needs at registration (`parkguard check --components`).
+    pub fn components(&self) -> Vec<(&str, &Component)> {
+        let mut out: Vec<(&str, &Component)> = self
+            .components
+            .iter()
+            .filter(|(device, _)| {
+                self.enterprise_of
+                    .get(*device)
+                    .is_some_and(|e| self.enterprises.is_empty() || self.enterprises.contains(e))
+            })
+            .map(|(device, c)| (device.as_str(), c))
+            .collect();
+        out.sort_by_key(|(_, c)| (c.system_type, c.system_address, c.component_address));
+        out
+    }
+
     pub fn enterprise_of(&self, device: &str) -> Option<String> {
         self.enterprise_of.get(device).cloned()
     }
