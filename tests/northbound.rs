@@ -14,9 +14,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fantoccini::Locator;
@@ -24,20 +22,15 @@ use parkguard::config::Config;
 use parkguard::pipeline::Gateway;
 use serde_json::{json, Value};
 use support::browser::{browser, log_in, wait_script};
+use support::jsonl::JsonLines;
 use support::*;
 
 const DEVICE_ADDRESS: u64 = 112_233_445_566;
 const CENTRE_ADDRESS: u64 = 1;
 const SMOKE: &str = "R13/s1/event";
 
-/// The test centre as a child process: commands on its stdin, its JSON-lines report on
-/// stdout gathered by a thread.
-struct Centre {
-    child: Child,
-    stdin: ChildStdin,
-    events: Arc<Mutex<Vec<Value>>>,
-    port: u16,
-}
+/// The test centre as a child process (`support::jsonl`).
+struct Centre(JsonLines);
 
 impl Centre {
     /// Listens on `port` (0: any free one).
@@ -46,43 +39,21 @@ impl Centre {
             env!("CARGO_MANIFEST_DIR"),
             "/tests/interop/gb26875_centre.py"
         );
-        let mut child = Command::new("python3")
+        let mut command = Command::new("python3");
+        command
             .arg(script)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--address", &CENTRE_ADDRESS.to_string()])
-            .args(["--device", &DEVICE_ADDRESS.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the test centre (python3)");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let gathered = Arc::clone(&events);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    gathered.lock().expect("events").push(v);
-                }
-            }
-        });
-        let mut centre = Centre {
-            child,
-            stdin,
-            events,
-            port: 0,
-        };
-        let listening = centre.wait_event("listening", Duration::from_secs(10), |e| {
-            e["event"] == "listening"
-        });
-        centre.port = listening["port"].as_u64().expect("port") as u16;
-        centre
+            .args(["--device", &DEVICE_ADDRESS.to_string()]);
+        Centre(JsonLines::start(command, "the test centre (python3)"))
+    }
+
+    fn port(&self) -> u16 {
+        self.0.port
     }
 
     fn events(&self) -> Vec<Value> {
-        self.events.lock().expect("events").clone()
+        self.0.events()
     }
 
     /// Send-data frames from the gateway, in arrival order.
@@ -94,44 +65,11 @@ impl Centre {
     }
 
     fn wait_event(&self, what: &str, timeout: Duration, ready: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(e) = self.events().into_iter().find(|e| ready(e)) {
-                return e;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; the centre saw: {:#?}",
-                self.events()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.0.wait(what, timeout, ready)
     }
 
-    /// Sends a command and waits for its `command_ok`.
     fn command(&mut self, command: Value) {
-        let before = self
-            .events()
-            .iter()
-            .filter(|e| e["event"] == "command_ok")
-            .count();
-        writeln!(self.stdin, "{command}").expect("write to the centre");
-        self.stdin.flush().expect("flush");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self
-            .events()
-            .iter()
-            .filter(|e| e["event"] == "command_ok")
-            .count()
-            == before
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the centre did not take {command}: {:#?}",
-                self.events()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.0.command(command)
     }
 
     fn problems(&self) -> Vec<Value> {
@@ -141,25 +79,8 @@ impl Centre {
             .collect()
     }
 
-    fn stop(mut self) {
-        let _ = writeln!(self.stdin, "{}", json!({"cmd": "quit"}));
-        let _ = self.stdin.flush();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Centre {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn stop(self) {
+        self.0.stop()
     }
 }
 
@@ -362,7 +283,7 @@ impl Site {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_smoke_alarm_confirmed_on_the_board_reaches_the_centre_as_a_fire_within_a_second() {
     let centre = Centre::start(0);
-    let site = start(centre.port, "", 120).await;
+    let site = start(centre.port(), "", 120).await;
     site.wait_link("connected", |l| l["connected"] == true)
         .await;
     let driver = chromedriver();
@@ -571,7 +492,7 @@ async fn a_smoke_alarm_confirmed_on_the_board_reaches_the_centre_as_a_fire_withi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_centre_away_and_back_loses_nothing_and_gets_the_fire_first() {
     let centre = Centre::start(0);
-    let port = centre.port;
+    let port = centre.port();
     let site = start(port, "", 120).await;
     site.wait_link("connected", |l| l["connected"] == true)
         .await;
@@ -640,7 +561,7 @@ async fn the_centre_away_and_back_loses_nothing_and_gets_the_fire_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_denied_frame_is_sent_again_a_dropped_link_reopened_and_the_clock_sync_confirmed() {
     let mut centre = Centre::start(0);
-    let site = start(centre.port, "", 120).await;
+    let site = start(centre.port(), "", 120).await;
     site.wait_link("connected", |l| l["connected"] == true)
         .await;
     centre.wait_event("the heartbeat", Duration::from_secs(5), |e| {
@@ -697,7 +618,7 @@ async fn a_denied_frame_is_sent_again_a_dropped_link_reopened_and_the_clock_sync
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duty_check_answered_on_the_board_reaches_the_centre_and_one_nobody_answers_is_missed() {
     let mut centre = Centre::start(0);
-    let site = start(centre.port, "", 120).await;
+    let site = start(centre.port(), "", 120).await;
     site.wait_link("connected", |l| l["connected"] == true)
         .await;
     let driver = chromedriver();
@@ -763,7 +684,7 @@ async fn a_duty_check_answered_on_the_board_reaches_the_centre_and_one_nobody_an
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fire_nobody_judged_goes_to_the_centre_and_a_later_false_alarm_clears_it_there() {
     let centre = Centre::start(0);
-    let site = start(centre.port, "", 2).await;
+    let site = start(centre.port(), "", 2).await;
     site.wait_link("connected", |l| l["connected"] == true)
         .await;
     site.smoke("s1", "alarm");

@@ -11,14 +11,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use parkguard::config::Config;
 use parkguard::pipeline::Gateway;
 use serde_json::{json, Value};
+use support::jsonl::JsonLines;
 use support::*;
 
 const ALIYUN_ID: &str = "LTAI5tTestKeyId";
@@ -27,95 +26,36 @@ const TENCENT_ID: &str = "AKIDtestSecretId";
 const TENCENT_KEY: &str = "tencent-test-key";
 const SMOKE: &str = "R13/s1/event";
 
-struct Receiver {
-    child: Child,
-    stdin: ChildStdin,
-    events: Arc<Mutex<Vec<Value>>>,
-    port: u16,
-}
+/// The receiver as a child process (`support::jsonl`).
+struct Receiver(JsonLines);
 
 impl Receiver {
     fn start() -> Receiver {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/sms_receiver.py");
-        let mut child = Command::new("python3")
+        let mut command = Command::new("python3");
+        command
             .arg(script)
             .args(["--listen", "127.0.0.1:0"])
             .args(["--aliyun-id", ALIYUN_ID, "--aliyun-secret", ALIYUN_SECRET])
             .args(["--tencent-id", TENCENT_ID, "--tencent-key", TENCENT_KEY])
-            .args(["--max-skew-s", "60"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the SMS receiver (python3)");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let gathered = Arc::clone(&events);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    gathered.lock().expect("events").push(v);
-                }
-            }
-        });
-        let mut receiver = Receiver {
-            child,
-            stdin,
-            events,
-            port: 0,
-        };
-        let listening = receiver.wait("listening", |e| e["event"] == "listening");
-        receiver.port = listening["port"].as_u64().expect("port") as u16;
-        receiver
+            .args(["--max-skew-s", "60"]);
+        Receiver(JsonLines::start(command, "the SMS receiver (python3)"))
     }
 
     fn requests(&self) -> Vec<Value> {
-        self.events
-            .lock()
-            .expect("events")
-            .iter()
+        self.0
+            .events()
+            .into_iter()
             .filter(|e| e["event"] == "request")
-            .cloned()
             .collect()
     }
 
     fn wait(&self, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(e) = self
-                .events
-                .lock()
-                .expect("events")
-                .iter()
-                .find(|e| ready(e))
-            {
-                return e.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {:#?}",
-                self.events.lock().expect("events")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.0.wait(what, Duration::from_secs(20), ready)
     }
 
     fn command(&mut self, command: Value) {
-        writeln!(self.stdin, "{command}").expect("write");
-        self.stdin.flush().expect("flush");
-        let cmd = command["cmd"].clone();
-        self.wait("command_ok", |e| {
-            e["event"] == "command_ok" && e["cmd"] == cmd
-        });
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.command(command)
     }
 }
 
@@ -134,7 +74,7 @@ async fn smoke_alarm_goes_out_by_signed_sms_and_a_call_and_the_fire_department_w
     let secrets = tempfile::tempdir().expect("dir");
     let aliyun_secret = secret_file(secrets.path(), "aliyun", ALIYUN_SECRET);
     let tencent_secret = secret_file(secrets.path(), "tencent", TENCENT_KEY);
-    let endpoint = format!("http://127.0.0.1:{}/", receiver.port);
+    let endpoint = format!("http://127.0.0.1:{}/", receiver.0.port);
     let operator = parkguard::web::random_token();
     let text = format!(
         r#"{header}

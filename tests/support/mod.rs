@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 pub mod browser;
+pub mod jsonl;
 pub mod proxy;
 pub mod publisher;
 pub mod push_receiver;

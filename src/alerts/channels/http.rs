@@ -262,25 +262,11 @@ impl Notifier for HttpNotifier {
                 batch.sent_at_ms,
                 self.utc_offset_minutes,
             );
-            let mut request = self.client.post(&out.url).body(out.body);
-            for (k, v) in &out.headers {
-                request = request.header(k, v);
-            }
-            // The client's timeout covers connecting, sending and reading the answer.
-            let response = request
-                .send()
-                .await
-                .map_err(|e| SendError::new(format!("{}: {}", redact(&self.url), causes(e))))?;
-            let status = response.status();
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| crate::backoff::parse_retry_after(v, std::time::SystemTime::now()));
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| SendError::new(format!("reading the answer: {}", causes(e))))?;
+            let Answer {
+                status,
+                retry_after,
+                body,
+            } = post(&self.client, out).await?;
             if !status.is_success() {
                 return Err(SendError {
                     message: format!(

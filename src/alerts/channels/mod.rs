@@ -82,6 +82,43 @@ pub struct Outgoing {
     pub body: Vec<u8>,
 }
 
+/// An answer as the channels judge it: status, the pause asked for (Retry-After), body.
+struct Answer {
+    status: reqwest::StatusCode,
+    retry_after: Option<Duration>,
+    body: bytes::Bytes,
+}
+
+/// POSTs `out` (the client's timeout covers connecting, sending and reading the answer).
+/// A `host` header is left to reqwest, which sets it from the URL.
+async fn post(client: &reqwest::Client, out: Outgoing) -> Result<Answer, SendError> {
+    let mut request = client.post(&out.url).body(out.body);
+    for (k, v) in &out.headers {
+        if !k.eq_ignore_ascii_case("host") {
+            request = request.header(k, v);
+        }
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| SendError::new(format!("{}: {}", redact(&out.url), causes(e))))?;
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| crate::backoff::parse_retry_after(v, std::time::SystemTime::now()));
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| SendError::new(format!("reading the answer: {}", causes(e))))?;
+    Ok(Answer {
+        status,
+        retry_after,
+        body,
+    })
+}
+
 /// The error and its causes ("connection refused" is the useful part), without the URL,
 /// whose query may hold a robot's access key.
 fn causes(e: reqwest::Error) -> String {

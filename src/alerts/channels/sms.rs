@@ -397,27 +397,12 @@ impl Notifier for CloudNotifier {
                     self.utc_offset_minutes,
                 ),
             };
-            let mut request = self.client.post(&out.url).body(out.body);
-            for (k, v) in &out.headers {
-                // reqwest sets Host from the URL, which is what was signed.
-                if k != "host" {
-                    request = request.header(k, v);
-                }
-            }
-            let response = request
-                .send()
-                .await
-                .map_err(|e| SendError::new(format!("{}: {}", redact(&out.url), causes(e))))?;
-            let status = response.status();
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| crate::backoff::parse_retry_after(v, std::time::SystemTime::now()));
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| SendError::new(format!("reading the answer: {}", causes(e))))?;
+            // The Host reqwest sets from the URL is the one signed.
+            let Answer {
+                status,
+                retry_after,
+                body,
+            } = post(&self.client, out).await?;
             match judge_cloud_answer(self.channel.kind, &body) {
                 Ok(()) if status.is_success() => Ok(()),
                 Ok(()) => Err(SendError::new(format!("HTTP {status}"))),
