@@ -1,7 +1,7 @@
 //! A test-only crash hook: `PARKGUARD_TEST_CRASH_AT=<point>:<n>` makes the process abort
 //! (`std::process::abort`: no destructors, no flush, no acknowledgement sent afterwards, as
 //! with SIGKILL) the `n`th time the named point is reached, so that the crash tests
-//! (`tests/crash_windows.rs`) land a crash inside a window they name instead of hoping a
+//! (`tests/suite/crash_windows.rs`) land a crash inside a window they name instead of hoping a
 //! SIGKILL falls there. Just before aborting, it logs at ERROR
 //! `crash point <point> reached (test hook)`, which the tests read back.
 //!

@@ -7,7 +7,7 @@
 
 use super::*;
 
-/// What the web handler adds to `Metrics::render`; tests/web_api.rs checks the real
+/// What the web handler adds to `Metrics::render`; tests/suite/web_api.rs checks the real
 /// endpoint, these included, against docs/metrics.md.
 const WEB_FAMILIES: [&str; 3] = [
     "parkguard_alarms",

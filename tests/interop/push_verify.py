@@ -3,7 +3,7 @@
 
 Written from the documented formats only (docs/alerts.md for parkguard's own webhook; the
 robots' published signing rules for DingTalk, Feishu and WeCom), with Python's standard library
-(hmac, hashlib, base64, urllib): nothing of parkguard's code is used. `tests/golden_pushes.rs`
+(hmac, hashlib, base64, urllib): nothing of parkguard's code is used. `tests/suite/golden_pushes.rs`
 runs it on what the daemon really sent to a receiver.
 
     push_verify.py requests.json     verify captured requests; prints a JSON report
