@@ -250,7 +250,12 @@ pub fn render(notice: &Notice, utc_offset_minutes: i32) -> Message {
         (labels[3], format!("{} ({})", a.device_name, a.device)),
     ];
     if !a.quantity.is_empty() {
-        lines.push((labels[4], a.quantity.clone()));
+        let name = if zh { &a.quantity_zh } else { &a.quantity_en };
+        let shown = match name {
+            Some(name) => format!("{name} ({})", a.quantity),
+            None => a.quantity.clone(),
+        };
+        lines.push((labels[4], shown));
     }
     if let Some(v) = &a.value {
         let shown = match v {

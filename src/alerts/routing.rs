@@ -40,6 +40,12 @@ pub struct AlarmInfo {
     pub device_kind: String,
     /// The quantity watched; empty for whole-device rules.
     pub quantity: String,
+    /// The quantity's name in Chinese and in English, when the device's profile names it
+    /// (`[[quantities]]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity_zh: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity_en: Option<String>,
     pub value: Option<Observed>,
     pub unit: Option<String>,
     pub threshold: Option<f64>,
@@ -177,6 +183,10 @@ struct Names {
     locations: BTreeMap<String, String>,
     devices: BTreeMap<String, String>,
     rules_zh: BTreeMap<String, String>,
+    /// Device id -> its profile's id.
+    device_profiles: BTreeMap<String, String>,
+    /// Profile id -> quantity -> (name in Chinese, name in English).
+    quantity_names: BTreeMap<String, BTreeMap<String, (String, String)>>,
 }
 
 /// The routes of a site, ready to plan pushes.
@@ -226,6 +236,23 @@ impl Router {
                 .iter()
                 .filter_map(|r| Some((r.id.clone(), r.name_zh.clone()?)))
                 .collect(),
+            device_profiles: site
+                .devices
+                .iter()
+                .map(|d| (d.id.clone(), d.profile.clone()))
+                .collect(),
+            quantity_names: config
+                .profiles
+                .iter()
+                .map(|(id, p)| {
+                    let names = p
+                        .quantities
+                        .iter()
+                        .map(|q| (q.id.clone(), (q.zh.clone(), q.en.clone())))
+                        .collect();
+                    (id.clone(), names)
+                })
+                .collect(),
         };
         let channels = alerts
             .channels
@@ -253,6 +280,11 @@ impl Router {
         let lookup = |map: &BTreeMap<String, String>, id: &str| {
             map.get(id).cloned().unwrap_or_else(|| id.to_string())
         };
+        let quantity_name = n
+            .device_profiles
+            .get(&e.tags.device)
+            .and_then(|profile| n.quantity_names.get(profile))
+            .and_then(|names| names.get(&*e.source));
         AlarmInfo {
             key: e.key.to_string(),
             rule: e.rule.to_string(),
@@ -272,6 +304,8 @@ impl Router {
             device_name: lookup(&n.devices, &e.tags.device),
             device_kind: e.tags.kind.clone(),
             quantity: e.source.to_string(),
+            quantity_zh: quantity_name.map(|(zh, _)| zh.clone()),
+            quantity_en: quantity_name.map(|(_, en)| en.clone()),
             value: e.value.clone(),
             unit: e.unit.as_ref().map(|u| u.to_string()),
             threshold: e.threshold,

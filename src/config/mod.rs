@@ -37,7 +37,9 @@ pub use modbus::{
     ModbusConfig, ModbusLink, ModbusTransport, ModbusUnitConfig, Parity, SerialConfig,
 };
 pub use mqtt::{MqttConfig, MqttProtocol, MqttTlsConfig, SubscriptionConfig, UnknownDevices};
-pub use profile::{DeviceAckConfig, DeviceAlarm, MaintenanceState, Profile};
+pub use profile::{
+    DeviceAckConfig, DeviceAlarm, MaintenanceState, Profile, QuantityInfo, QuantityRole,
+};
 pub use rules::{
     AlarmKind, ConditionConfig, LevelConfig, RuleConfig, RuleOverride, RuleSetFile, Severity,
 };

@@ -64,7 +64,54 @@ pub struct Profile {
     /// the device still holds writes it and completes once the device drops the alarm.
     #[serde(default)]
     pub reset: Option<super::DeviceResetConfig>,
+    /// `[[quantities]]`: how the duty room sees the device's quantities, in the order shown:
+    /// a name in Chinese and English, a role, and whether it is one of the two to four
+    /// values the device list shows. Quantities not listed are shown on the device page only,
+    /// under their id.
+    #[serde(default)]
+    pub quantities: Vec<QuantityInfo>,
 }
+
+/// One `[[quantities]]` entry of a profile, e.g.
+/// `{ id = "leakage", zh = "剩余电流", en = "Residual current", primary = true }`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuantityInfo {
+    /// The quantity, as the payload mapping or register map names it (a flag of `bits` and
+    /// a field of `fields` count too).
+    pub id: String,
+    /// Its name in Chinese, e.g. `剩余电流`.
+    pub zh: String,
+    /// Its name in English, e.g. `Residual current`.
+    pub en: String,
+    /// `measurement` (default: a physical value to watch), `status` (states and flags),
+    /// `setting` (the device's own set-points and configuration) or `counter` (counts,
+    /// sequence numbers). Settings and counters are shown on the device page only.
+    #[serde(default)]
+    pub role: QuantityRole,
+    /// One of the values shown for the device in the device list (at most four a profile; a
+    /// measurement or a status).
+    #[serde(default)]
+    pub primary: bool,
+}
+
+/// What a quantity is to an operator.
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum QuantityRole {
+    /// A physical value to watch: current, temperature, concentration.
+    #[default]
+    Measurement,
+    /// A state or flag: alarm bits, events, battery state.
+    Status,
+    /// The device's own set-points and configuration.
+    Setting,
+    /// Counts and sequence numbers.
+    Counter,
+}
+
+/// The most values a device shows in the device list.
+pub const MAX_PRIMARY_QUANTITIES: usize = 4;
 
 /// One `[[device_alarms]]` entry of a profile.
 #[derive(Debug, Clone, Deserialize)]
@@ -121,6 +168,70 @@ impl Profile {
     pub fn measurement(&self) -> &str {
         self.measurement.as_deref().unwrap_or(&self.kind)
     }
+
+    /// Every quantity the profile's payload mapping or register map produces: mapped fields,
+    /// registers, their flags (`bits`) and their bit fields (`fields`).
+    pub fn produced_quantities(&self) -> std::collections::BTreeSet<&str> {
+        let mut names = std::collections::BTreeSet::new();
+        if let Some(payload) = &self.payload {
+            names.extend(payload.fields.iter().map(|f| f.quantity.as_str()));
+        }
+        if let Some(modbus) = &self.modbus {
+            for register in &modbus.registers {
+                names.insert(register.quantity.as_str());
+                names.extend(register.bits.values().map(String::as_str));
+                names.extend(register.fields.iter().map(|f| f.quantity.as_str()));
+            }
+        }
+        names
+    }
+
+    /// Problems of `[[quantities]]`, as (key path, message).
+    fn quantity_problems(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        let produced = self.produced_quantities();
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, q) in self.quantities.iter().enumerate() {
+            if !produced.contains(q.id.as_str()) {
+                problems.push((
+                    format!("quantities[{i}].id"),
+                    format!(
+                        "`{}` is not a quantity of this profile's payload mapping or register map",
+                        q.id
+                    ),
+                ));
+            }
+            if !seen.insert(q.id.as_str()) {
+                problems.push((
+                    format!("quantities[{i}].id"),
+                    format!("`{}` is listed twice", q.id),
+                ));
+            }
+            if q.zh.trim().is_empty() || q.en.trim().is_empty() {
+                problems.push((
+                    format!("quantities[{i}]"),
+                    "a quantity needs its name in both `zh` and `en`".to_string(),
+                ));
+            }
+            if q.primary && matches!(q.role, QuantityRole::Setting | QuantityRole::Counter) {
+                problems.push((
+                    format!("quantities[{i}].primary"),
+                    "settings and counters are shown on the device page only, not in the list"
+                        .to_string(),
+                ));
+            }
+        }
+        let primary = self.quantities.iter().filter(|q| q.primary).count();
+        if primary > MAX_PRIMARY_QUANTITIES {
+            problems.push((
+                "quantities".to_string(),
+                format!(
+                    "{primary} quantities are primary; the device list shows at most {MAX_PRIMARY_QUANTITIES}"
+                ),
+            ));
+        }
+        problems
+    }
 }
 
 /// Loads every `*.toml` in the profiles folder; problems inside a profile are located in its
@@ -173,6 +284,9 @@ pub(super) fn load_profiles(
                     for (path, message) in modbus.problems() {
                         problems.push(source.locate(&format!("modbus.{path}"), message));
                     }
+                }
+                for (path, message) in profile.quantity_problems() {
+                    problems.push(source.locate(&path, message));
                 }
                 if let Some(ack) = &profile.ack {
                     let decoded = profile

@@ -167,6 +167,7 @@ pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<Shared>)> {
         ),
         (Method::GET, "/api/alarms/deliveries", get(api::deliveries)),
         (Method::GET, "/api/devices", get(api::devices)),
+        (Method::GET, "/api/profiles", get(api::profiles)),
         (Method::GET, "/api/history", get(api::history)),
         (Method::GET, "/api/outputs", get(api::outputs)),
         (

@@ -94,6 +94,47 @@ fn problems_in_a_profile_are_located_in_the_profile_file() {
 }
 
 #[test]
+fn quantity_names_must_name_the_profiles_own_quantities_and_four_primary_at_most() {
+    let (dir, path) = support::site("[gateway]\nprofiles_dir = \"profiles\"\n");
+    let profile = dir.path().join("profiles/named.toml");
+    let mut text = String::from("kind = \"meter\"\n[payload]\n");
+    for q in ["a", "b", "c", "d", "e"] {
+        text.push_str(&format!(
+            "[[payload.fields]]\npointer = \"/{q}\"\nquantity = \"{q}\"\ntype = \"float\"\n"
+        ));
+    }
+    for q in ["a", "b", "c", "d", "e"] {
+        text.push_str(&format!(
+            "[[quantities]]\nid = \"{q}\"\nzh = \"量{q}\"\nen = \"Q {q}\"\nprimary = true\n"
+        ));
+    }
+    text.push_str(
+        "[[quantities]]\nid = \"leakage\"\nzh = \"剩余电流\"\nen = \"Residual current\"\n",
+    );
+    text.push_str(
+        "[[quantities]]\nid = \"a\"\nzh = \"\"\nen = \"A\"\nrole = \"counter\"\nprimary = true\n",
+    );
+    std::fs::write(&profile, text).expect("write");
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2, "{stderr}");
+    let at = profile.display().to_string();
+    for expected in [
+        "quantities: 6 quantities are primary; the device list shows at most 4",
+        "quantities[5].id: `leakage` is not a quantity of this profile's payload mapping or register map",
+        "quantities[6].id: `a` is listed twice",
+        "quantities[6]: a quantity needs its name in both `zh` and `en`",
+        "quantities[6].primary: settings and counters are shown on the device page only",
+    ] {
+        assert!(
+            stderr.lines().any(|l| l.starts_with(&at) && l.contains(expected)),
+            "`{expected}` located in {at}:\n{stderr}"
+        );
+    }
+    // A flag of a register's `bits` is a quantity of the profile too.
+    assert!(!stderr.contains("acrel_adw300_3p"), "{stderr}");
+}
+
+#[test]
 fn secrets_must_come_from_env_or_file_and_must_exist() {
     let (_dir, path) = support::site(
         "[gateway]\nprofiles_dir = \"profiles\"\n[[influx]]\nname = \"i\"\nurl = \"http://x\"\napi = \"v2\"\norg = \"o\"\nbucket = \"b\"\ntoken = { env = \"PARKGUARD_TEST_SURELY_UNSET\" }\n\n[[influx]]\nname = \"j\"\nurl = \"http://x\"\napi = \"v2\"\norg = \"o\"\nbucket = \"b\"\ntoken = \"inline-secret\"\n",

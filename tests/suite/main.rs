@@ -41,5 +41,6 @@ mod sim;
 mod sms;
 mod store_upgrade;
 mod web_api;
+mod web_devices;
 mod web_outputs;
 mod web_ui;

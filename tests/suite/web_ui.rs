@@ -266,7 +266,7 @@ async fn operator_sees_an_alarm_live_acknowledges_it_and_a_viewer_cannot() {
         "the device in alarm with its last values",
         "const d = document.querySelector('#device-tree .device'); \
          return !!d && d.querySelector('.badge').textContent === '报警' \
-           && d.querySelector('.values').textContent.includes('leakage=350') \
+           && d.querySelector('.values').textContent.includes('剩余电流 350 mA') \
            && document.querySelectorAll('#device-tree img').length === 0",
     )
     .await;

@@ -108,6 +108,35 @@ pub async fn devices(State(state): State<Shared>, _caller: Caller) -> Response {
     Json(list).into_response()
 }
 
+#[derive(Serialize)]
+struct ProfileView<'a> {
+    kind: &'a str,
+    manufacturer: Option<&'a str>,
+    model: Option<&'a str>,
+    /// The named quantities in the order shown.
+    quantities: &'a [crate::config::QuantityInfo],
+}
+
+/// Every profile with its named quantities, by profile id: fetched once by the UI, so that
+/// the device list (which can hold thousands of devices) does not repeat them per device.
+pub async fn profiles(State(state): State<Shared>, _caller: Caller) -> Response {
+    let views: BTreeMap<&str, ProfileView> = state
+        .config
+        .profiles
+        .iter()
+        .map(|(id, p)| {
+            let view = ProfileView {
+                kind: &p.kind,
+                manufacturer: p.manufacturer.as_deref(),
+                model: p.model.as_deref(),
+                quantities: &p.quantities,
+            };
+            (id.as_str(), view)
+        })
+        .collect();
+    Json(views).into_response()
+}
+
 #[derive(Deserialize)]
 pub struct HistoryQuery {
     device: String,

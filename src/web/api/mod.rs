@@ -21,7 +21,7 @@ mod session;
 pub use alarms::{alarms, command, deliveries};
 pub use assets::{asset, index, openapi};
 pub use commissioning::{commissioning_profile_test, commissioning_read, signoff};
-pub use devices::{devices, history};
+pub use devices::{devices, history, profiles};
 pub use events::{events, MAX_STREAMS, MAX_STREAMS_PER_SESSION};
 pub use health::{healthz, metrics, readyz};
 pub use journal::{fire_tally, journal};

@@ -24,6 +24,9 @@ const I18N = {
     status_ok: "正常", status_alarm: "报警", status_fault: "故障", status_offline: "离线",
     status_suppressed: "屏蔽", status_unknown: "无数据",
     summary_unack: "未确认", summary_active: "活动", summary_total: "全部",
+    filter_all_enterprises: "全部企业", filter_all_status: "全部状态", filter_all_kinds: "全部类型",
+    device_search: "搜索设备", role_measurement: "测量值", role_status: "状态", role_setting: "设定值",
+    role_counter: "计数", role_other: "其他", no_devices: "没有符合条件的设备",
     never: "从未", threshold: "阈值", show_hidden: "显示搁置/屏蔽", return_to_service: "恢复使用",
     until: "至",
     act_raised: "报警", act_escalated: "升级", act_de_escalated: "降级", act_condition_cleared: "条件消失",
@@ -86,6 +89,9 @@ const I18N = {
     status_ok: "OK", status_alarm: "Alarm", status_fault: "Fault", status_offline: "Offline",
     status_suppressed: "Suppressed", status_unknown: "No data",
     summary_unack: "Unacknowledged", summary_active: "Active", summary_total: "All",
+    filter_all_enterprises: "All enterprises", filter_all_status: "All states", filter_all_kinds: "All kinds",
+    device_search: "Search devices", role_measurement: "Measurements", role_status: "Status", role_setting: "Settings",
+    role_counter: "Counters", role_other: "Other", no_devices: "No device matches",
     never: "never", threshold: "threshold", show_hidden: "Show shelved/suppressed", return_to_service: "Return to service",
     until: "until",
     act_raised: "raised", act_escalated: "escalated", act_de_escalated: "de-escalated", act_condition_cleared: "condition cleared",
@@ -137,6 +143,8 @@ const app = {
   me: null,
   alarms: new Map(),
   devices: [],
+  // Device profiles by id, with their named quantities (GET /api/profiles).
+  profiles: {},
   tab: "board",
   events: null,
   chart: null,
@@ -337,6 +345,26 @@ function placeOf(deviceId) {
   return [d.enterprise_name || d.enterprise, d.location_name || d.location].filter(Boolean).join(" / ");
 }
 
+// A device's name from the device list, else its id.
+function deviceLabel(deviceId) {
+  const d = app.devices.find((x) => x.id === deviceId);
+  return (d && d.name) || deviceId;
+}
+
+// The quantity an alarm is about, by its profile's name when the device list is loaded.
+function sourceName(a) {
+  const d = app.devices.find((x) => x.id === a.device);
+  return d ? quantityName(d, a.source) : a.source;
+}
+
+// " mA" after an alarm's numeric value, from the device's latest reading of that quantity.
+function unitOf(a) {
+  if (typeof a.value !== "number") return "";
+  const d = app.devices.find((x) => x.id === a.device);
+  const v = d && d.values && d.values[a.source];
+  return v && v.unit ? ` ${v.unit}` : "";
+}
+
 function alarmRow(a) {
   const severity = a.severity || "low";
   const flags = [];
@@ -349,7 +377,7 @@ function alarmRow(a) {
   if (a.reset_pending) flags.push(t("reset_pending"));
   const fire = a.fire || null;
   const fireFlag = fire ? fireText(fire) : null;
-  const value = a.value === null || a.value === undefined ? "" : fmtValue(a.value);
+  const value = a.value === null || a.value === undefined ? "" : fmtValue(a.value) + unitOf(a);
   // Flags and states have no meaningful threshold to show.
   const threshold = typeof a.value !== "number" || a.threshold === null || a.threshold === undefined
     ? "" : ` (${t("threshold")} ${fmtValue(a.threshold)})`;
@@ -387,7 +415,7 @@ function alarmRow(a) {
     el("td", { class: "state" }, t(`st_${a.state}`), fireFlag, flags.length ? el("div", { class: "flags" }, flags.join(", ")) : null),
     el("td", {}, fmtTime(a.raised_at_ms || a.changed_at_ms)),
     el("td", {}, place),
-    el("td", { class: "device-name" }, a.device, a.source ? el("div", { class: "flags" }, a.source) : null),
+    el("td", { class: "device-name" }, deviceLabel(a.device), a.source ? el("div", { class: "flags" }, sourceName(a)) : null),
     el("td", {}, ruleName(a)),
     el("td", {}, value + threshold),
     actions,
@@ -518,16 +546,95 @@ async function confirmDialog() {
 
 async function loadDevices() {
   try {
+    if (!Object.keys(app.profiles).length) app.profiles = await api("GET", "/api/profiles");
     app.devices = await api("GET", "/api/devices");
     if (app.tab === "devices") renderDevices();
     else renderBoard();
   } catch (_) { /* login form shown on 401 */ }
 }
 
+// The profile's entry for a quantity of a device: names, role, primary.
+function quantityInfo(d, q) {
+  const profile = app.profiles[d.profile];
+  return profile && (profile.quantities || []).find((x) => x.id === q);
+}
+
+function quantityName(d, q) {
+  const info = quantityInfo(d, q);
+  if (!info) return q;
+  return app.lang === "zh" ? info.zh : info.en;
+}
+
+// The values shown for a device in the list: its profile's primary quantities; without
+// any, its first named measurements; a profile naming nothing shows its first values.
+function primaryQuantities(d) {
+  const profile = app.profiles[d.profile];
+  const named = (profile && profile.quantities) || [];
+  const primary = named.filter((q) => q.primary).map((q) => q.id);
+  if (primary.length) return primary;
+  const measured = named.filter((q) => q.role === "measurement").map((q) => q.id).slice(0, 3);
+  if (measured.length) return measured;
+  return Object.keys(d.values || {}).slice(0, 3);
+}
+
+// The most severe active alarm of a device about one quantity, if any.
+function alarmOn(deviceId, q) {
+  let worst = null;
+  for (const a of app.alarms.values()) {
+    if (a.device !== deviceId || a.source !== q || isNormal(a)) continue;
+    if (!worst || SEVERITY_RANK[a.severity] > SEVERITY_RANK[worst.severity]) worst = a;
+  }
+  return worst;
+}
+
+function deviceKind(d) {
+  return d.kind || (app.profiles[d.profile] && app.profiles[d.profile].kind) || "";
+}
+
+// Fills a filter's options, keeping what is chosen; untouched when they are the same, so that
+// the list's refresh does not close a select an operator has open.
+function fillFilter(select, allKey, options) {
+  const key = JSON.stringify([t(allKey), options]);
+  if (select.dataset.options === key) return;
+  select.dataset.options = key;
+  const chosen = select.value;
+  select.replaceChildren(el("option", { value: "" }, t(allKey)),
+    ...options.map(([value, label]) => el("option", { value }, label)));
+  select.value = options.some(([value]) => value === chosen) ? chosen : "";
+}
+
+function renderDeviceFilters() {
+  const enterprises = new Map();
+  const kinds = new Set();
+  for (const d of app.devices) {
+    if (d.enterprise) enterprises.set(d.enterprise, d.enterprise_name || d.enterprise);
+    const kind = deviceKind(d);
+    if (kind) kinds.add(kind);
+  }
+  fillFilter($("device-enterprise"), "filter_all_enterprises", [...enterprises]);
+  fillFilter($("device-status"), "filter_all_status",
+    ["alarm", "fault", "offline", "suppressed", "ok", "unknown"].map((s) => [s, t(`status_${s}`)]));
+  fillFilter($("device-kind"), "filter_all_kinds", [...kinds].sort().map((k) => [k, k]));
+}
+
+function deviceMatches(d) {
+  const enterprise = $("device-enterprise").value;
+  const status = $("device-status").value;
+  const kind = $("device-kind").value;
+  const text = $("device-search").value.trim().toLowerCase();
+  if (enterprise && d.enterprise !== enterprise) return false;
+  if (status && d.status !== status) return false;
+  if (kind && deviceKind(d) !== kind) return false;
+  if (!text) return true;
+  return [d.id, d.name, d.enterprise_name, d.enterprise, d.location_name, d.location, d.profile]
+    .some((x) => x && String(x).toLowerCase().includes(text));
+}
+
 function renderDevices() {
+  renderDeviceFilters();
   const tree = $("device-tree");
   const groups = new Map();
-  for (const d of app.devices) {
+  for (const d of app.devices.filter(deviceMatches)) {
     const park = d.park_name || d.park || "-";
     const enterprise = d.enterprise_name || d.enterprise || "-";
     const location = d.location_name || d.location || "-";
@@ -550,14 +657,27 @@ function renderDevices() {
     }
     nodes.push(parkNode);
   }
+  if (!nodes.length) nodes.push(el("p", { class: "note" }, t("no_devices")));
   tree.replaceChildren(...nodes);
+  if (app.detailDevice) {
+    const fresh = app.devices.find((x) => x.id === app.detailDevice.id);
+    if (fresh) renderDeviceDetail(fresh);
+  }
+}
+
+function valueText(v) {
+  if (!v) return t("never");
+  return `${fmtValue(v.value)}${v.unit ? " " + v.unit : ""}`;
 }
 
 function deviceRow(d) {
-  const values = Object.entries(d.values || {})
-    .slice(0, 6)
-    .map(([q, v]) => `${q}=${fmtValue(v.value)}${v.unit ? " " + v.unit : ""}`)
-    .join("  ");
+  const values = primaryQuantities(d).map((q) => {
+    const v = (d.values || {})[q];
+    const alarm = alarmOn(d.id, q);
+    return el("span", { class: `value${alarm ? " value-alarm sev-" + alarm.severity : ""}`, dataset: { quantity: q } },
+      el("span", { class: "value-name" }, quantityName(d, q)), " ",
+      el("b", {}, v ? valueText(v) : "–"));
+  });
   const signoff = d.signoff
     ? el("span", { class: "signoff", title: `${d.signoff.technician} ${fmtTime(d.signoff.at_ms)} ${d.signoff.firmware || ""} ${d.signoff.notes}` },
       `✔ ${t("signed_off")}: ${d.signoff.technician}`)
@@ -565,7 +685,7 @@ function deviceRow(d) {
   return el("div", { class: "device", dataset: { device: d.id }, onclick: () => openDevice(d.id) },
     el("span", { class: `badge status-${d.status}` }, t(`status_${d.status}`)),
     el("span", { class: "device-name" }, d.name || d.id),
-    el("span", { class: "values" }, values || t("never")),
+    el("span", { class: "values" }, Object.keys(d.values || {}).length ? values : t("never")),
     signoff,
   );
 }
@@ -575,17 +695,58 @@ function openDevice(id) {
   if (!d) return;
   app.detailDevice = d;
   $("device-detail").hidden = false;
-  $("detail-title").textContent = `${d.name || d.id} (${d.kind}, ${d.profile})`;
   const numeric = Object.entries(d.values || {}).filter(([, v]) => typeof v.value === "number").map(([q]) => q);
   const select = $("detail-quantity");
-  select.replaceChildren(...numeric.map((q) => el("option", { value: q }, q)));
+  fillQuantitySelect(d);
   // Open on the quantity an alarm of the device is about, if any.
   const alarmed = [...app.alarms.values()].find((a) => a.device === d.id && numeric.includes(a.source));
-  if (alarmed) select.value = alarmed.source;
-  $("detail-values").tBodies[0].replaceChildren(...Object.entries(d.values || {}).map(([q, v]) =>
-    el("tr", {}, el("td", {}, q), el("td", {}, fmtValue(v.value)), el("td", {}, v.unit || ""),
-      el("td", {}, v.quality), el("td", {}, fmtTime(v.at_ms)))));
+  select.value = alarmed ? alarmed.source : (select.options[0] && select.options[0].value) || "";
+  renderDeviceDetail(d);
   drawChart();
+}
+
+// The chart's quantities: named measurements first in the profile's order, then the other
+// named ones, then unnamed ones; keeps the one chosen.
+function fillQuantitySelect(d) {
+  const select = $("detail-quantity");
+  const chosen = select.value;
+  const profile = app.profiles[d.profile];
+  const named = (profile && profile.quantities) || [];
+  const rank = (q) => {
+    const i = named.findIndex((x) => x.id === q);
+    if (i < 0) return 2 * named.length;
+    return named[i].role === "measurement" ? i : named.length + i;
+  };
+  const numeric = Object.entries(d.values || {}).filter(([, v]) => typeof v.value === "number").map(([q]) => q);
+  numeric.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+  select.replaceChildren(...numeric.map((q) => el("option", { value: q }, quantityName(d, q))));
+  if (numeric.includes(chosen)) select.value = chosen;
+}
+
+// The device's values grouped by role, in the profile's order; unnamed ones last, by id.
+function renderDeviceDetail(d) {
+  app.detailDevice = d;
+  $("detail-title").textContent = `${d.name || d.id} (${deviceKind(d)}, ${d.profile})`;
+  fillQuantitySelect(d);
+  const values = d.values || {};
+  const profile = app.profiles[d.profile];
+  const named = ((profile && profile.quantities) || []).filter((q) => q.id in values);
+  const namedIds = new Set(named.map((q) => q.id));
+  const groups = ["measurement", "status", "setting", "counter"].map((role) => [role, named.filter((q) => q.role === role).map((q) => q.id)]);
+  groups.push(["other", Object.keys(values).filter((q) => !namedIds.has(q)).sort()]);
+  const rows = [];
+  for (const [role, ids] of groups) {
+    if (!ids.length) continue;
+    rows.push(el("tr", { class: "role-head" }, el("th", { colspan: 5 }, t(`role_${role}`))));
+    for (const q of ids) {
+      const v = values[q];
+      const alarm = alarmOn(d.id, q);
+      rows.push(el("tr", { class: alarm ? `value-alarm sev-${alarm.severity}` : null, dataset: { quantity: q } },
+        el("td", { title: q }, quantityName(d, q)), el("td", {}, fmtValue(v.value)), el("td", {}, v.unit || ""),
+        el("td", {}, v.quality), el("td", {}, fmtTime(v.at_ms))));
+    }
+  }
+  $("detail-values").tBodies[0].replaceChildren(...rows);
 }
 
 async function drawChart() {
@@ -607,9 +768,9 @@ async function drawChart() {
   const to = Date.now() / 1000;
   const from = to - Number(hours) * 3600;
   const options = {
-    width: Math.max(360, container.clientWidth || 480), height: 260,
+    width: Math.max(280, container.clientWidth || 480), height: 260,
     scales: { x: { time: true, range: () => [from, to] } },
-    series: [{}, { label: "min", stroke: "#93c5fd" }, { label: `${quantity} ${unit}`, stroke: "#2563eb", width: 2 }, { label: "max", stroke: "#f87171" }],
+    series: [{}, { label: "min", stroke: "#93c5fd" }, { label: `${quantityName(d, quantity)} ${unit}`, stroke: "#2563eb", width: 2 }, { label: "max", stroke: "#f87171" }],
     axes: [{}, { label: unit }],
   };
   app.chart = new uPlot(options, data, container);
@@ -862,7 +1023,15 @@ function start() {
   $("comm-profile-test").addEventListener("click", commissioningProfileTest);
   $("comm-signoff-form").addEventListener("submit", commissioningSignOff);
   $("journal-form").addEventListener("submit", (e) => { e.preventDefault(); loadJournal(); });
+  for (const id of ["device-enterprise", "device-status", "device-kind"]) $(id).addEventListener("change", renderDevices);
+  $("device-search").addEventListener("input", renderDevices);
   $("detail-quantity").addEventListener("change", drawChart);
+  // The chart is drawn to its container's width: again when the window changes size.
+  let resized = null;
+  window.addEventListener("resize", () => {
+    clearTimeout(resized);
+    resized = setTimeout(() => { if (app.tab === "devices" && app.detailDevice) drawChart(); }, 200);
+  });
   $("detail-hours").addEventListener("change", drawChart);
   setInterval(() => { if (app.me && app.tab === "devices") loadDevices(); }, 5000);
   setInterval(tickCountdowns, 1000);
