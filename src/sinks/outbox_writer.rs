@@ -27,7 +27,7 @@ use crate::model::{now_ns, BadMessage};
 use crate::sinks::{influx, line_protocol};
 use crate::status::{self, StatusReporter};
 use crate::store::history::{Accumulator, FineQuantities, Retention};
-use crate::store::{IngestCommit, Store, StoreError};
+use crate::store::{IngestCommit, Store, StoreError, BAD_MESSAGES_KEPT};
 
 /// Readings per commit at most: bounds the memory of one group and the latency of its acks.
 const MAX_COMMIT_READINGS: usize = 20_000;
@@ -36,6 +36,11 @@ const LAST_COMMIT_ATTEMPTS: u32 = 10;
 /// How often history buckets are closed and compacted.
 /// How often the writer wakes up with nothing to do, to close history buckets on time.
 const HISTORY_FLUSH: Duration = Duration::from_secs(1);
+/// Rejected messages are written at most this often, the newest `BAD_MESSAGES_KEPT` of them:
+/// a flood of bad messages (an attacker's distinct device ids, a broken firmware) costs the
+/// flash one write of at most that many records per interval instead of one per message. The
+/// first after a quiet interval is written with its own group.
+const BAD_MESSAGES_WRITE_EVERY: Duration = Duration::from_secs(5);
 /// Closed history buckets held for the next write at most (about 72 bytes each).
 const HISTORY_CLOSED_MAX: usize = 150_000;
 /// Longest a group of telemetry is gathered before its commit.
@@ -192,6 +197,9 @@ struct Writer {
     text: String,
     gzip: Vec<u8>,
     failing_since: Option<Instant>,
+    /// Rejected messages not written yet, the newest `BAD_MESSAGES_KEPT` at most.
+    bad_pending: std::collections::VecDeque<BadMessage>,
+    last_bad_write: Option<Instant>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -217,14 +225,17 @@ impl Writer {
             text: String::new(),
             gzip: Vec::new(),
             failing_since: None,
+            bad_pending: std::collections::VecDeque::new(),
+            last_bad_write: None,
         }
     }
 
     fn run(mut self, mut input: mpsc::Receiver<Ingested>) {
         let mut group: Vec<Ingested> = Vec::new();
         loop {
-            // History buckets close on time even when nothing arrives.
-            let first = if self.history.is_some() {
+            // History buckets close on time even when nothing arrives, and rejected messages
+            // waiting for their write are written.
+            let first = if self.history.is_some() || !self.bad_pending.is_empty() {
                 // The timer must be made inside the runtime's context, hence the async block.
                 let next = self
                     .runtime
@@ -323,7 +334,6 @@ impl Writer {
         self.text.clear();
         let mut points = 0u64;
         let mut unencodable = 0u64;
-        let mut bad: Vec<BadMessage> = Vec::new();
         for item in group.iter_mut() {
             if let Some(readings) = &item.readings {
                 if self.outbox.has_sinks() {
@@ -336,9 +346,22 @@ impl Writer {
                 }
             }
             if let Some(rejected) = item.rejected.take() {
-                bad.push(rejected);
+                if self.bad_pending.len() >= BAD_MESSAGES_KEPT {
+                    self.bad_pending.pop_front();
+                }
+                self.bad_pending.push_back(rejected);
             }
         }
+        let bad_due = !self.bad_pending.is_empty()
+            && (last
+                || self
+                    .last_bad_write
+                    .is_none_or(|at| now.duration_since(at) >= BAD_MESSAGES_WRITE_EVERY));
+        let bad: Vec<BadMessage> = if bad_due {
+            self.bad_pending.drain(..).collect()
+        } else {
+            Vec::new()
+        };
         // Written on time, or sooner when so many buckets wait that memory would suffer
         // (10,000 meters close 120,000 buckets every 10 s).
         let history_full = self
@@ -427,6 +450,9 @@ impl Writer {
         }
         if compact.is_some() {
             self.last_compact = now;
+        }
+        if !bad.is_empty() {
+            self.last_bad_write = Some(now);
         }
         let metrics = &self.outbox.metrics;
         metrics.outbox_commits.fetch_add(1, Ordering::Relaxed);

@@ -65,7 +65,7 @@ pub struct SignOff {
 }
 
 /// Undecodable messages kept for inspection; older ones are deleted.
-const BAD_MESSAGES_KEPT: i64 = 1000;
+pub const BAD_MESSAGES_KEPT: usize = 1000;
 
 /// What one commit of the ingest path writes.
 pub struct IngestCommit<'a> {
@@ -252,7 +252,7 @@ impl Store {
             }
             tx.execute(
                 "DELETE FROM bad_message WHERE id <= (SELECT MAX(id) FROM bad_message) - ?1",
-                params![BAD_MESSAGES_KEPT],
+                params![BAD_MESSAGES_KEPT as i64],
             )?;
         }
         if let Some(history) = commit.history.as_deref() {
