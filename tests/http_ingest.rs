@@ -44,9 +44,19 @@ impl Platform {
         command
             .arg(script)
             .args(["--listen", "127.0.0.1:0"])
-            .args(["--ctwing-app-key", "pgAppKey0001", "--ctwing-secret", "pgSecret0001"])
+            .args([
+                "--ctwing-app-key",
+                "pgAppKey0001",
+                "--ctwing-secret",
+                "pgSecret0001",
+            ])
             .args(["--ctwing-master-key", "5c1d7e0a9b2f4a6c8d0e1f2a3b4c5d6e"])
-            .args(["--onenet-token", ONENET_TOKEN, "--onenet-product-id", "pgPid0001"])
+            .args([
+                "--onenet-token",
+                ONENET_TOKEN,
+                "--onenet-product-id",
+                "pgPid0001",
+            ])
             .args([
                 "--onenet-access-key",
                 "cGFya2d1YXJkLW9uZW5ldC10ZXN0LWFjY2Vzcy1rZXk=",
@@ -184,17 +194,30 @@ impl Site {
     }
 
     /// The local history of a quantity (the last hour), once `ready` holds for its points.
-    async fn history(&self, device: &str, quantity: &str, ready: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    async fn history(
+        &self,
+        device: &str,
+        quantity: &str,
+        ready: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
         let path = format!("/api/history?device={device}&quantity={quantity}&hours=1");
         // Buckets are written once their 10 s period has ended.
         for _ in 0..300 {
-            let points = self.get(&path).await.as_array().cloned().unwrap_or_default();
+            let points = self
+                .get(&path)
+                .await
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             if ready(&points) {
                 return points;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("history of {device} {quantity}: {:#}", self.get(&path).await);
+        panic!(
+            "history of {device} {quantity}: {:#}",
+            self.get(&path).await
+        );
     }
 
     /// A device's latest value of a quantity, as `/api/devices` shows it.
@@ -284,9 +307,8 @@ async fn signed_pushes_of_each_kind_become_readings_and_raise_alarms() {
 
     // OneNET: the URL verification handshake, then NB-IoT pushes (an object, an array with
     // two data points and an offline message) and a Studio property push.
-    let verified = platform.send(
-        json!({"cmd": "verify_url", "platform": "onenet", "url": site.onenet_url}),
-    );
+    let verified =
+        platform.send(json!({"cmd": "verify_url", "platform": "onenet", "url": site.onenet_url}));
     assert_eq!(verified["ok"], true, "{verified:#}");
     let point = |ds: &str, value: Value| {
         json!({"type": 1, "dev_id": GAS_NBIOT_DEV_ID, "ds_id": ds, "at": now_ms(),
@@ -326,7 +348,10 @@ async fn signed_pushes_of_each_kind_become_readings_and_raise_alarms() {
     assert_eq!(site.latest(GAS_STUDIO, "status").await, "high_alarm");
     let count = |points: &[Value]| points.iter().filter_map(|p| p["n"].as_u64()).sum::<u64>();
     let gas = site.history(GAS_NBIOT_IMEI, "lel", |p| count(p) >= 2).await;
-    let max = gas.iter().filter_map(|p| p["max"].as_f64()).fold(0.0, f64::max);
+    let max = gas
+        .iter()
+        .filter_map(|p| p["max"].as_f64())
+        .fold(0.0, f64::max);
     assert_eq!((count(&gas), max), (2, 6.5), "{gas:?}");
     site.history(GAS_STUDIO, "lel", |p| count(p) >= 1).await;
 
@@ -341,7 +366,13 @@ async fn signed_pushes_of_each_kind_become_readings_and_raise_alarms() {
     assert_eq!(site.counted("ctwing", "accepted").await, 3.0);
     assert_eq!(site.counted("onenet", "accepted").await, 3.0);
     assert_eq!(site.counted("onenet", "verified").await, 1.0);
-    for result in ["bad_token", "bad_signature", "malformed", "too_large", "unknown_device"] {
+    for result in [
+        "bad_token",
+        "bad_signature",
+        "malformed",
+        "too_large",
+        "unknown_device",
+    ] {
         assert_eq!(site.counted("ctwing", result).await, 0.0, "{result}");
         assert_eq!(site.counted("onenet", result).await, 0.0, "{result}");
     }
@@ -379,7 +410,9 @@ async fn bad_pushes_are_refused_with_their_status_and_counted() {
                           "IMEI": "869999999999999", "payload": {"smoke_pct": 1.0}});
     let refused = platform.expect(404, ctwing(json!(CTWING_TOKEN), &stranger));
     assert!(
-        refused["body"].as_str().is_some_and(|b| b.contains("not-declared-1")),
+        refused["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("not-declared-1")),
         "{refused:#}"
     );
     platform.expect(200, ctwing(json!(CTWING_TOKEN), &smoke_report));

@@ -71,7 +71,11 @@ pub fn endpoints(
         .map(|e: &HttpIngestConfig| {
             let profile = config.profile(&e.profile)?;
             let mapping = profile.payload.as_ref().ok_or_else(|| {
-                anyhow::anyhow!("http_ingest {}: profile `{}` has no payload mapping", e.name, e.profile)
+                anyhow::anyhow!(
+                    "http_ingest {}: profile `{}` has no payload mapping",
+                    e.name,
+                    e.profile
+                )
             })?;
             let decoder = PayloadDecoder::new(mapping, profile.measurement())
                 .map_err(|err| anyhow::anyhow!("profile `{}`: {err}", e.profile))?
@@ -137,24 +141,29 @@ impl Endpoint {
                 return self.refused(refusal);
             }
         }
-        let body = match tokio::time::timeout(BODY_TIMEOUT, read_body(body, self.max_body_bytes))
-            .await
-        {
-            Ok(Ok(Some(body))) => body,
-            Ok(Ok(None)) => return self.too_large(),
-            Ok(Err(err)) => {
-                return (
-                    HttpIngestResult::Malformed,
-                    text(StatusCode::BAD_REQUEST, format!("the body could not be read: {err}")),
-                )
-            }
-            Err(_) => {
-                return (
-                    HttpIngestResult::Malformed,
-                    text(StatusCode::REQUEST_TIMEOUT, "the body took too long to arrive"),
-                )
-            }
-        };
+        let body =
+            match tokio::time::timeout(BODY_TIMEOUT, read_body(body, self.max_body_bytes)).await {
+                Ok(Ok(Some(body))) => body,
+                Ok(Ok(None)) => return self.too_large(),
+                Ok(Err(err)) => {
+                    return (
+                        HttpIngestResult::Malformed,
+                        text(
+                            StatusCode::BAD_REQUEST,
+                            format!("the body could not be read: {err}"),
+                        ),
+                    )
+                }
+                Err(_) => {
+                    return (
+                        HttpIngestResult::Malformed,
+                        text(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "the body took too long to arrive",
+                        ),
+                    )
+                }
+            };
         let received_ns = now_ns();
         let received_ms = received_ns / 1_000_000;
         let parsed = match self.platform {

@@ -21,8 +21,8 @@ pub fn check_token(expected: &str, query: Option<&str>) -> Result<(), Refusal> {
 /// The device messages of a push body: one, or none for message types that carry no device
 /// data (command responses and the like, which are acknowledged and ignored).
 pub fn parse_push(body: &[u8], received_ms: i64) -> Result<Vec<DeviceMessage>, Refusal> {
-    let push: Value = serde_json::from_slice(body)
-        .map_err(|e| Refusal::malformed(format!("not JSON: {e}")))?;
+    let push: Value =
+        serde_json::from_slice(body).map_err(|e| Refusal::malformed(format!("not JSON: {e}")))?;
     let Value::Object(push) = push else {
         return Err(Refusal::malformed("a CTWing push is a JSON object"));
     };
@@ -32,14 +32,18 @@ pub fn parse_push(body: &[u8], received_ms: i64) -> Result<Vec<DeviceMessage>, R
     let device_id = id_text(push.get("deviceId"));
     let imei = id_text(push.get("IMEI"));
     if device_id.is_none() && imei.is_none() {
-        return Err(Refusal::malformed("neither `deviceId` nor `IMEI` names the device"));
+        return Err(Refusal::malformed(
+            "neither `deviceId` nor `IMEI` names the device",
+        ));
     }
     let ts_ms = millis(push.get("timestamp")).unwrap_or(received_ms);
     let mut fields = Map::new();
     match message_type {
         "dataReport" => {
             let Some(Value::Object(payload)) = push.get("payload") else {
-                return Err(Refusal::malformed("a dataReport without a `payload` object"));
+                return Err(Refusal::malformed(
+                    "a dataReport without a `payload` object",
+                ));
             };
             match payload.get("serviceData") {
                 // Thing-model products with services: the service's properties.
@@ -66,11 +70,9 @@ pub fn parse_push(body: &[u8], received_ms: i64) -> Result<Vec<DeviceMessage>, R
             let online = match push.get("eventType").and_then(Value::as_i64) {
                 Some(1) => true,
                 Some(0) => false,
-                _ => {
-                    return Err(Refusal::malformed(
-                        "deviceOnlineOfflineReport: `eventType` is neither 1 (online) nor 0 (offline)",
-                    ))
-                }
+                _ => return Err(Refusal::malformed(
+                    "deviceOnlineOfflineReport: `eventType` is neither 1 (online) nor 0 (offline)",
+                )),
             };
             fields.insert("online".into(), Value::Bool(online));
         }
@@ -96,8 +98,18 @@ mod tests {
         assert_eq!(check_token("s3cret", Some("token=s3cret")), Ok(()));
         assert_eq!(check_token("s3cret", Some("a=1&token=s3cret")), Ok(()));
         assert_eq!(check_token("a b", Some("token=a+b")), Ok(()));
-        for bad in [None, Some(""), Some("token="), Some("token=s3cre"), Some("tok=s3cret")] {
-            assert_eq!(check_token("s3cret", bad), Err(Refusal::BadToken), "{bad:?}");
+        for bad in [
+            None,
+            Some(""),
+            Some("token="),
+            Some("token=s3cre"),
+            Some("tok=s3cret"),
+        ] {
+            assert_eq!(
+                check_token("s3cret", bad),
+                Err(Refusal::BadToken),
+                "{bad:?}"
+            );
         }
     }
 
@@ -121,8 +133,12 @@ mod tests {
         let m = &parse_push(body, RECEIVED_MS).expect("parsed")[0];
         assert_eq!(m.document["alarm"], true);
         assert_eq!(m.document["serviceId"], "smoke");
-        assert_eq!(m.document["ts"], RECEIVED_MS, "no timestamp: the receive time");
-        let body = br#"{"messageType":"dataReport","deviceId":"d1","payload":{"APPdata":"AQKg/w=="}}"#;
+        assert_eq!(
+            m.document["ts"], RECEIVED_MS,
+            "no timestamp: the receive time"
+        );
+        let body =
+            br#"{"messageType":"dataReport","deviceId":"d1","payload":{"APPdata":"AQKg/w=="}}"#;
         let m = &parse_push(body, RECEIVED_MS).expect("parsed")[0];
         assert_eq!(m.document["APPdata"], "AQKg/w==");
     }
@@ -138,7 +154,10 @@ mod tests {
         let m = &parse_push(body, RECEIVED_MS).expect("parsed")[0];
         assert_eq!(m.document["online"], false);
         let body = br#"{"messageType":"deviceOnlineOfflineReport","eventType":7,"deviceId":"d1"}"#;
-        assert!(matches!(parse_push(body, RECEIVED_MS), Err(Refusal::Malformed(_))));
+        assert!(matches!(
+            parse_push(body, RECEIVED_MS),
+            Err(Refusal::Malformed(_))
+        ));
     }
 
     #[test]

@@ -73,7 +73,10 @@ impl DeviceMessage {
     /// The ids a `[[devices]]` entry may have for this device, in the order they are looked
     /// up: the platform's device id, then the IMEI.
     pub fn candidate_ids(&self) -> impl Iterator<Item = &str> {
-        self.device_id.iter().chain(self.imei.iter()).map(String::as_str)
+        self.device_id
+            .iter()
+            .chain(self.imei.iter())
+            .map(String::as_str)
     }
 
     /// How logs and bad-message records name the device.
@@ -167,8 +170,14 @@ mod tests {
 
     #[test]
     fn ids_are_text_or_integers_and_never_the_platforms_undefined() {
-        assert_eq!(id_text(Some(&Value::from(2016617))).as_deref(), Some("2016617"));
-        assert_eq!(id_text(Some(&Value::from("860000000000001"))).as_deref(), Some("860000000000001"));
+        assert_eq!(
+            id_text(Some(&Value::from(2016617))).as_deref(),
+            Some("2016617")
+        );
+        assert_eq!(
+            id_text(Some(&Value::from("860000000000001"))).as_deref(),
+            Some("860000000000001")
+        );
         assert_eq!(id_text(Some(&Value::from("undefined"))), None);
         assert_eq!(id_text(Some(&Value::from(""))), None);
         assert_eq!(id_text(Some(&Value::from(1.5))), None);

@@ -92,8 +92,8 @@ pub fn parse_push(
     })?;
     let raw = envelope.msg.get();
     if raw.starts_with('"') {
-        let msg: String = serde_json::from_str(raw)
-            .map_err(|e| Refusal::malformed(format!("msg: {e}")))?;
+        let msg: String =
+            serde_json::from_str(raw).map_err(|e| Refusal::malformed(format!("msg: {e}")))?;
         let claimed = envelope
             .signature
             .as_deref()
@@ -116,6 +116,15 @@ pub fn parse_push(
     }
 }
 
+/// The data points of one device in an NB-IoT push, gathered into one document.
+struct DataPoints {
+    device_id: Option<String>,
+    imei: Option<String>,
+    latest_at: i64,
+    /// `{ds_id: value}`.
+    fields: Map<String, Value>,
+}
+
 /// NB-IoT suite messages: each device's data points of the push as one document (its latest
 /// `at` as the time), and each online/offline message as its own.
 fn nbiot_messages(raw: &str, received_ms: i64) -> Result<Vec<DeviceMessage>, Refusal> {
@@ -126,8 +135,7 @@ fn nbiot_messages(raw: &str, received_ms: i64) -> Result<Vec<DeviceMessage>, Ref
         item @ Value::Object(_) => vec![item],
         _ => return Err(Refusal::malformed("msg is neither an object nor an array")),
     };
-    // (device id, imei, latest at, data points) per device, in the order first seen.
-    let mut points: Vec<(Option<String>, Option<String>, i64, Map<String, Value>)> = Vec::new();
+    let mut points: Vec<DataPoints> = Vec::new();
     let mut out = Vec::new();
     for item in &items {
         let Value::Object(item) = item else {
@@ -148,35 +156,39 @@ fn nbiot_messages(raw: &str, received_ms: i64) -> Result<Vec<DeviceMessage>, Ref
                 };
                 let value = item.get("value").cloned().unwrap_or(Value::Null);
                 // One device: the same platform id, and no IMEI that says otherwise.
-                let same_device = |entry: &&mut (Option<String>, Option<String>, i64, _)| {
-                    entry.0 == device_id
-                        && (imei.is_none() || entry.1.is_none() || entry.1 == imei)
+                let same_device = |entry: &&mut DataPoints| {
+                    entry.device_id == device_id
+                        && (imei.is_none() || entry.imei.is_none() || entry.imei == imei)
                 };
                 match points.iter_mut().find(same_device) {
                     Some(entry) => {
-                        entry.2 = entry.2.max(at);
-                        if entry.1.is_none() {
-                            entry.1 = imei.clone();
+                        entry.latest_at = entry.latest_at.max(at);
+                        if entry.imei.is_none() {
+                            entry.imei = imei.clone();
                         }
-                        entry.3.insert(ds_id.to_string(), value);
+                        entry.fields.insert(ds_id.to_string(), value);
                     }
                     None => {
                         let mut fields = Map::new();
                         fields.insert(ds_id.to_string(), value);
-                        points.push((device_id, imei, at, fields));
+                        points.push(DataPoints {
+                            device_id,
+                            imei,
+                            latest_at: at,
+                            fields,
+                        });
                     }
                 }
             }
             Some(2) => {
-                let online = match item.get("status").and_then(Value::as_i64) {
-                    Some(1) => true,
-                    Some(0) => false,
-                    _ => {
-                        return Err(Refusal::malformed(
+                let online =
+                    match item.get("status").and_then(Value::as_i64) {
+                        Some(1) => true,
+                        Some(0) => false,
+                        _ => return Err(Refusal::malformed(
                             "an online/offline message (type 2) whose `status` is neither 1 nor 0",
-                        ))
-                    }
-                };
+                        )),
+                    };
                 let mut fields = Map::new();
                 fields.insert("online".into(), Value::Bool(online));
                 out.push(DeviceMessage::new("online", device_id, imei, at, fields));
@@ -188,9 +200,7 @@ fn nbiot_messages(raw: &str, received_ms: i64) -> Result<Vec<DeviceMessage>, Ref
     }
     let mut messages: Vec<DeviceMessage> = points
         .into_iter()
-        .map(|(device_id, imei, at, fields)| {
-            DeviceMessage::new("data", device_id, imei, at, fields)
-        })
+        .map(|p| DeviceMessage::new("data", p.device_id, p.imei, p.latest_at, p.fields))
         .collect();
     messages.append(&mut out);
     Ok(messages)
@@ -213,7 +223,9 @@ fn studio_messages(msg: &str, sent_ms: i64) -> Result<Vec<DeviceMessage>, Refusa
                 return Err(Refusal::malformed("a notify message without `deviceName`"));
             };
             let notify_type = doc.get("notifyType").and_then(Value::as_str).unwrap_or("");
-            let Some(params) = data.and_then(|d| d.get("params")).and_then(Value::as_object)
+            let Some(params) = data
+                .and_then(|d| d.get("params"))
+                .and_then(Value::as_object)
             else {
                 return Err(Refusal::malformed("a notify message without `data.params`"));
             };
@@ -312,8 +324,7 @@ mod tests {
             let expected = v["expected"].as_str().expect("expected");
             assert_eq!(signature(token, nonce, msg), expected, "{name}");
             let body = v["body"].as_str().expect("body");
-            let (style, messages) =
-                parse_push(token, body.as_bytes(), RECEIVED_MS).expect(name);
+            let (style, messages) = parse_push(token, body.as_bytes(), RECEIVED_MS).expect(name);
             let want = if v["style"] == "studio" {
                 Style::Studio
             } else {
@@ -394,7 +405,8 @@ mod tests {
 
     #[test]
     fn the_exact_msg_text_is_signed_spacing_and_key_order_included() {
-        let msg = r#"{ "type": 1, "ds_id": "gas_lel", "value": 12.5, "dev_id": 7, "at": 1714550400000 }"#;
+        let msg =
+            r#"{ "type": 1, "ds_id": "gas_lel", "value": 12.5, "dev_id": 7, "at": 1714550400000 }"#;
         let (_, messages) =
             parse_push(TOKEN, nbiot_body(msg, "abcdefgh").as_bytes(), RECEIVED_MS).expect("ok");
         assert_eq!(messages[0].document["gas_lel"], 12.5);
@@ -443,7 +455,10 @@ mod tests {
         let (_, messages) =
             parse_push(TOKEN, studio_body(msg, "n3").as_bytes(), RECEIVED_MS).expect("ok");
         assert_eq!(messages[0].document["online"], false);
-        assert_eq!(messages[0].document["ts"], 1_714_550_409_000_i64, "the push's time");
+        assert_eq!(
+            messages[0].document["ts"], 1_714_550_409_000_i64,
+            "the push's time"
+        );
     }
 
     #[test]
@@ -455,7 +470,10 @@ mod tests {
             r#"{"nonce":"x","msg_signature":"y"}"#,
         ] {
             assert!(
-                matches!(parse_push(TOKEN, body.as_bytes(), RECEIVED_MS), Err(Refusal::Malformed(_))),
+                matches!(
+                    parse_push(TOKEN, body.as_bytes(), RECEIVED_MS),
+                    Err(Refusal::Malformed(_))
+                ),
                 "{body}"
             );
         }
