@@ -27,6 +27,8 @@ const CTWING_TOKEN: &str = "ct-subscription-secret-42";
 const ONENET_TOKEN: &str = "pgPushToken0001";
 /// The CTWing smoke detector, declared by its CTWing deviceId.
 const SMOKE: &str = "15000001860000000000001";
+/// The CTWing smoke detector on a transparent product (its own bytes in `APPdata`).
+const SMOKE_BYTES: &str = "15000002860000000000003";
 /// The OneNET NB-IoT gas detector, declared by its IMEI (its `dev_id` is not declared).
 const GAS_NBIOT_IMEI: &str = "860000000000002";
 const GAS_NBIOT_DEV_ID: u64 = 2016617;
@@ -123,6 +125,12 @@ profile = "ctwing_nb_smoke"
 name = "二楼烟感"
 
 [[devices]]
+id = "{SMOKE_BYTES}"
+location = "l"
+profile = "ctwing_nb_smoke_bytes"
+name = "仓库烟感"
+
+[[devices]]
 id = "{GAS_NBIOT_IMEI}"
 location = "l"
 profile = "onenet_nb_gas"
@@ -141,6 +149,13 @@ path = "/ingest/ctwing"
 token = {{ file = "{ctwing_token}" }}
 profile = "ctwing_nb_smoke"
 max_body_bytes = 4096
+
+[[http_ingest]]
+name = "ctwing-bytes"
+platform = "ctwing"
+path = "/ingest/ctwing-bytes"
+token = {{ file = "{ctwing_token}" }}
+profile = "ctwing_nb_smoke_bytes"
 
 [[http_ingest]]
 name = "onenet"
@@ -305,6 +320,16 @@ async fn signed_pushes_of_each_kind_become_readings_and_raise_alarms() {
                            "eventType": 1}}),
     );
 
+    // CTWing, a transparent product: the detector's own bytes (alarm, 87 %, 41.0 % smoke,
+    // 23.5 °C, -95 dBm), which the profile reads at byte offsets.
+    platform.expect(
+        200,
+        json!({"cmd": "push", "platform": "ctwing", "url": format!("{}-bytes", site.ctwing_url),
+               "token": CTWING_TOKEN,
+               "message": {"messageType": "dataReport", "deviceId": SMOKE_BYTES,
+                           "IMEI": "860000000000003", "bytes_hex": "0157019A00EBFFA1"}}),
+    );
+
     // OneNET: the URL verification handshake, then NB-IoT pushes (an object, an array with
     // two data points and an offline message) and a Studio property push.
     let verified =
@@ -341,6 +366,11 @@ async fn signed_pushes_of_each_kind_become_readings_and_raise_alarms() {
     assert_eq!(site.latest(SMOKE, "smoke_pct").await, 41.0);
     assert_eq!(site.latest(SMOKE, "battery_pct").await, 87);
     assert_eq!(site.latest(SMOKE, "online").await, true);
+    assert_eq!(site.latest(SMOKE_BYTES, "event").await, "alarm");
+    assert_eq!(site.latest(SMOKE_BYTES, "battery_pct").await, 87);
+    assert_eq!(site.latest(SMOKE_BYTES, "smoke_pct").await, 41.0);
+    assert_eq!(site.latest(SMOKE_BYTES, "temp_c").await, 23.5);
+    assert_eq!(site.latest(SMOKE_BYTES, "rsrp_dbm").await, -95);
     assert_eq!(site.latest(GAS_NBIOT_IMEI, "lel").await, 6.5);
     assert_eq!(site.latest(GAS_NBIOT_IMEI, "battery_pct").await, 77);
     assert_eq!(site.latest(GAS_NBIOT_IMEI, "online").await, false);
@@ -360,10 +390,13 @@ async fn signed_pushes_of_each_kind_become_readings_and_raise_alarms() {
     let fire = site.alarm(&format!("R13/{SMOKE}/event")).await;
     assert_eq!(fire["state"], "unacknowledged", "{fire:#}");
     assert_eq!(fire["severity"], "critical", "{fire:#}");
+    let fire = site.alarm(&format!("R13/{SMOKE_BYTES}/event")).await;
+    assert_eq!(fire["state"], "unacknowledged", "{fire:#}");
     let gas_alarm = site.alarm(&format!("R11/{GAS_STUDIO}/lel")).await;
     assert_eq!(gas_alarm["severity"], "critical", "{gas_alarm:#}");
 
     assert_eq!(site.counted("ctwing", "accepted").await, 3.0);
+    assert_eq!(site.counted("ctwing-bytes", "accepted").await, 1.0);
     assert_eq!(site.counted("onenet", "accepted").await, 3.0);
     assert_eq!(site.counted("onenet", "verified").await, 1.0);
     for result in [

@@ -51,7 +51,7 @@ impl IngestPlatform {
 /// `{identifier: value}`, plus `device_id`, `imei`, `ts` (milliseconds since the epoch: map it
 /// with `timestamp = { pointer = "/ts", unit = "ms" }`), `message_type` and, for online and
 /// offline reports, `online` (a boolean). CTWing's transparent `APPdata` (Base64 of the
-/// device's own bytes) is passed on as the text `APPdata`.
+/// device's own bytes) is passed on as the text `APPdata`, which `[payload.bytes]` reads.
 ///
 /// A push is answered 200 only once its readings are committed to the outbox, so a push lost
 /// in a crash is sent again by the platform; 503 when that takes longer than
