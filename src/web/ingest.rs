@@ -338,3 +338,132 @@ async fn read_body(body: Body, limit: usize) -> Result<Option<Vec<u8>>, axum::Er
     }
     Ok(Some(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A site with one CTWing endpoint (token `t0k`, commit timeout 1 s) and device `d1`.
+    fn site() -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().expect("dir");
+        let profiles = dir.path().join("profiles");
+        std::fs::create_dir_all(&profiles).expect("profiles");
+        std::fs::write(
+            profiles.join("smoke.toml"),
+            "kind = \"smoke\"\n[payload]\n[[payload.fields]]\npointer = \"/smoke_pct\"\n\
+             quantity = \"smoke_pct\"\ntype = \"float\"\n",
+        )
+        .expect("profile");
+        std::fs::write(dir.path().join("token"), "t0k").expect("token");
+        let site = "[gateway]\nprofiles_dir = \"profiles\"\nrule_files = []\n\
+             [[parks]]\nid = \"p\"\n[[enterprises]]\nid = \"e\"\npark = \"p\"\n\
+             [[locations]]\nid = \"l\"\nenterprise = \"e\"\n\
+             [[devices]]\nid = \"d1\"\nlocation = \"l\"\nprofile = \"smoke\"\n\
+             [web]\nlisten = \"127.0.0.1:0\"\n\
+             [[http_ingest]]\nname = \"ct\"\nplatform = \"ctwing\"\npath = \"/ingest/ct\"\n\
+             token = { file = \"token\" }\nprofile = \"smoke\"\ncommit_timeout_s = 1\n";
+        let path = dir.path().join("site.toml");
+        std::fs::write(&path, site).expect("site");
+        let config = Config::load(&path).unwrap_or_else(|p| panic!("{p:#?}"));
+        (dir, config)
+    }
+
+    fn push(device: &str) -> Request {
+        let body = format!(
+            r#"{{"messageType":"dataReport","deviceId":"{device}","payload":{{"smoke_pct":2.5}}}}"#
+        );
+        Request::builder()
+            .method(Method::POST)
+            .uri("/ingest/ct?token=t0k")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .expect("request")
+    }
+
+    fn serving(
+        config: &Config,
+        output: mpsc::Sender<Ingested>,
+    ) -> (Arc<Endpoint>, Arc<HttpIngestMetrics>) {
+        let metrics = Metrics::for_config(config);
+        let link = IngestLink {
+            output,
+            devices: Arc::new(DeviceDirectory::from_config(config)),
+        };
+        let endpoint = endpoints(config, link, &metrics)
+            .expect("endpoints")
+            .remove(0);
+        (endpoint, metrics.http_ingest("ct"))
+    }
+
+    #[tokio::test]
+    async fn a_push_is_answered_200_only_once_its_commit_is_acknowledged() {
+        let (_dir, config) = site();
+        let (tx, mut rx) = mpsc::channel(8);
+        let (endpoint, counts) = serving(&config, tx);
+        // The outbox writer's part: acknowledge after the "commit".
+        let writer = tokio::spawn(async move {
+            let item: Ingested = rx.recv().await.expect("the push");
+            let readings = item.readings.clone().expect("readings");
+            assert_eq!(readings[0].value, crate::model::Value::Float(2.5));
+            assert_eq!(readings[0].tags.device, "d1");
+            item.ack.expect("an acknowledgement to send").send();
+            rx
+        });
+        let response = handle(Arc::clone(&endpoint), push("d1")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(counts.get(HttpIngestResult::Accepted), 1);
+        let _rx = writer.await.expect("writer");
+    }
+
+    #[tokio::test]
+    async fn without_a_commit_in_time_the_platform_is_told_to_send_it_again() {
+        let (_dir, config) = site();
+        let (tx, mut rx) = mpsc::channel(8);
+        let (endpoint, counts) = serving(&config, tx);
+        // Taken but never acknowledged: a stalled store.
+        let held = tokio::spawn(async move {
+            let item = rx.recv().await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            drop(item);
+        });
+        let started = std::time::Instant::now();
+        let response = handle(Arc::clone(&endpoint), push("d1")).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(started.elapsed() >= Duration::from_millis(900));
+        assert_eq!(counts.get(HttpIngestResult::NotCommitted), 1);
+        held.abort();
+
+        // The pipeline gone (the gateway stopping): at once.
+        let (tx, rx) = mpsc::channel(8);
+        drop(rx);
+        let (endpoint, counts) = serving(&config, tx);
+        let response = handle(endpoint, push("d1")).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(counts.get(HttpIngestResult::NotCommitted), 1);
+    }
+
+    #[tokio::test]
+    async fn refusals_never_reach_the_pipeline() {
+        let (_dir, config) = site();
+        let (tx, mut rx) = mpsc::channel(8);
+        let (endpoint, counts) = serving(&config, tx);
+        let response = handle(Arc::clone(&endpoint), push("d2")).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let mut wrong_token = push("d1");
+        *wrong_token.uri_mut() = "/ingest/ct?token=t0K".parse().expect("uri");
+        let response = handle(Arc::clone(&endpoint), wrong_token).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        let announced_large = Request::builder()
+            .method(Method::POST)
+            .uri("/ingest/ct?token=t0k")
+            .header(header::CONTENT_LENGTH, "70000")
+            .body(Body::empty())
+            .expect("request");
+        let response = handle(Arc::clone(&endpoint), announced_large).await;
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(counts.get(HttpIngestResult::UnknownDevice), 1);
+        assert_eq!(counts.get(HttpIngestResult::BadToken), 1);
+        assert_eq!(counts.get(HttpIngestResult::TooLarge), 1);
+        assert!(rx.try_recv().is_err(), "nothing was handed on");
+    }
+}
