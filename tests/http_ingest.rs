@@ -10,11 +10,16 @@
 //! - OneNET's URL verification is answered with its `msg`;
 //! - a wrong or missing token, a forged signature, a changed body, a malformed body, a body
 //!   over `max_body_bytes` and a push for an undeclared device are refused with 403, 403, 403,
-//!   400, 413 and 404, and counted on /metrics by endpoint and result.
+//!   400, 413 and 404, and counted on /metrics by endpoint and result;
+//! - a push during which the daemon crashes after the outbox commit and before its
+//!   acknowledgement (the test-only crash hook, src/crashpoint.rs) is not answered 200, so the
+//!   platform sends it again, and the resend is recorded after the restart.
 
 mod support;
 
-use std::process::Command;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use parkguard::config::Config;
@@ -521,5 +526,154 @@ async fn bad_pushes_are_refused_with_their_status_and_counted() {
     assert_eq!(count(&gas), 1, "{gas:?}");
     assert_eq!(site.latest(GAS_STUDIO, "lel").await, Value::Null);
     site.gateway.shutdown().await;
+    platform.0.stop();
+}
+
+// ---- a crash between the receipt of a push and its acknowledgement --------------------------
+
+const CRASH_ENV: &str = "PARKGUARD_TEST_CRASH_AT";
+const SIGABRT: i32 = 6;
+
+/// `parkguard run -c site`, logging to `log` (appended), armed at `crash` when given; returns
+/// once its web server answers.
+async fn spawn_daemon(site: &Path, log: &Path, port: u16, crash: Option<&str>) -> Child {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_parkguard"));
+    command
+        .args(["run", "-c"])
+        .arg(site)
+        .env("RUST_LOG", "info,rumqttd=off")
+        .env_remove(CRASH_ENV)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().expect("log"))
+        .stderr(log_file);
+    if let Some(point) = crash {
+        command.env(CRASH_ENV, point);
+    }
+    let daemon = command.spawn().expect("start parkguard");
+    let healthz = format!("http://127.0.0.1:{port}/healthz");
+    eventually("the daemon's web server", Duration::from_secs(30), || {
+        let healthz = healthz.clone();
+        async move {
+            client()
+                .get(&healthz)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await;
+    daemon
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_cut_off_by_a_crash_before_its_acknowledgement_is_not_answered_200_and_its_resend_is_recorded(
+) {
+    let mut platform = Platform::start();
+    let secrets = tempfile::tempdir().expect("dir");
+    let onenet_token = secret_file(secrets.path(), "onenet", ONENET_TOKEN);
+    let viewer = parkguard::web::random_token();
+    let port = free_port();
+    let text = format!(
+        r#"{header}
+[[devices]]
+id = "{GAS_NBIOT_IMEI}"
+location = "l"
+profile = "onenet_nb_gas"
+
+[[http_ingest]]
+name = "onenet"
+platform = "onenet"
+path = "/ingest/onenet"
+token = {{ file = "{onenet_token}" }}
+profile = "onenet_nb_gas"
+
+[web]
+listen = "127.0.0.1:{port}"
+[[web.tokens]]
+name = "dashboard"
+role = "viewer"
+token_sha256 = "{viewer_hash}"
+"#,
+        header = site_header(
+            "l",
+            "store = \"pg.db\"\nhistory_write_s = 1\nshutdown_grace_s = 1"
+        ),
+        viewer_hash = parkguard::web::token_sha256_hex(&viewer),
+    );
+    let (dir, path) = site(&text);
+    let log = dir.path().join("daemon.log");
+    let url = format!("http://127.0.0.1:{port}/ingest/onenet");
+    let push = json!({"cmd": "push", "platform": "onenet", "style": "nbiot", "url": url,
+                      "msg": {"type": 1, "dev_id": GAS_NBIOT_DEV_ID, "ds_id": "lel",
+                              "at": now_ms(), "value": 33.0, "imei": GAS_NBIOT_IMEI}});
+
+    // Armed: the daemon aborts once the outbox writer has committed the push, before the
+    // acknowledgement that would have let the handler answer 200.
+    let point = "outbox_committed_before_ack";
+    let mut daemon = spawn_daemon(&path, &log, port, Some(&format!("{point}:1"))).await;
+    let cut_off = platform.send(push.clone());
+    assert_ne!(
+        cut_off["status"], 200,
+        "answered before the acknowledgement: {cut_off:#}"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = daemon.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no crash");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.signal(), Some(SIGABRT), "{status}; log:\n{text}");
+    assert!(
+        text.contains(&format!("crash point {point} reached (test hook)")),
+        "log:\n{text}"
+    );
+
+    // The platform sends it again (CTWing and OneNET retry what was not answered 200): after
+    // the restart it is taken, and recorded.
+    wait_port_free(port);
+    let daemon = spawn_daemon(&path, &log, port, None).await;
+    platform.expect(200, push);
+    let history =
+        format!("http://127.0.0.1:{port}/api/history?device={GAS_NBIOT_IMEI}&quantity=lel&hours=1");
+    let mut points = Vec::new();
+    for _ in 0..300 {
+        points = client()
+            .get(&history)
+            .bearer_auth(&viewer)
+            .send()
+            .await
+            .expect("history")
+            .json::<Value>()
+            .await
+            .expect("json")
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if !points.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(points.len(), 1, "{points:?}");
+    assert_eq!(points[0]["max"], 33.0, "{points:?}");
+    let _ = Command::new("kill")
+        .args(["-INT", &daemon.id().to_string()])
+        .status();
+    let status = tokio::task::spawn_blocking(move || {
+        let mut daemon = daemon;
+        daemon.wait()
+    })
+    .await
+    .expect("join")
+    .expect("exit");
+    assert!(status.success(), "clean exit on SIGINT: {status}");
     platform.0.stop();
 }
