@@ -74,11 +74,12 @@ pub struct HttpIngestConfig {
     pub token: Secret,
     /// The device profile whose `[payload]` mapping decodes the devices' documents.
     pub profile: String,
-    /// Largest request body accepted, in bytes; larger pushes are refused with 413.
+    /// Largest request body accepted, in bytes (at least 1024); larger pushes are refused
+    /// with 413 without being read.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
-    /// Seconds a push may wait for its commit to the outbox; beyond that it is answered 503
-    /// and the platform sends it again.
+    /// Seconds (1 to 60) a push may wait for its commit to the outbox; beyond that it is
+    /// answered 503 and the platform sends it again.
     #[serde(default = "default_commit_timeout_s")]
     pub commit_timeout_s: u64,
 }

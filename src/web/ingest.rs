@@ -8,12 +8,13 @@
 //! the commit). Must not touch: logins, sessions and CSRF (the platforms cannot log in; the
 //! token or signature is their authentication), alarm state or the store.
 
-use std::sync::atomic::Ordering;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -32,6 +33,8 @@ use crate::model::{now_ns, BadMessage};
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first bytes of an undecodable document kept in the store's bad-message table.
 const BAD_DOCUMENT_KEPT: usize = 1024;
+/// Refusals are logged at most this often per endpoint.
+const REFUSAL_LOG_INTERVAL_MS: i64 = 60_000;
 
 /// What the endpoints need from the pipeline: where ingested messages go, and the devices.
 pub struct IngestLink {
@@ -51,6 +54,9 @@ pub struct Endpoint {
     link: Arc<IngestLink>,
     counts: Arc<HttpIngestMetrics>,
     metrics: Arc<Metrics>,
+    /// When a refusal was last logged (ms since the epoch), and how many were not since.
+    refusal_logged_ms: AtomicI64,
+    refusals_not_logged: AtomicU64,
 }
 
 /// The configured endpoints; an error for a profile or secret that validation let through,
@@ -95,6 +101,8 @@ pub fn endpoints(
                 link: Arc::clone(&link),
                 counts: metrics.http_ingest(&e.name),
                 metrics: Arc::clone(metrics),
+                refusal_logged_ms: AtomicI64::new(i64::MIN),
+                refusals_not_logged: AtomicU64::new(0),
             }))
         })
         .collect()
@@ -102,8 +110,22 @@ pub fn endpoints(
 
 /// Answers one request to `endpoint` and counts its result.
 pub async fn handle(endpoint: Arc<Endpoint>, request: Request) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
     let (result, response) = endpoint.answer(request).await;
     endpoint.counts.count(result);
+    let refused = !matches!(
+        result,
+        HttpIngestResult::Accepted
+            | HttpIngestResult::Verified
+            | HttpIngestResult::Ignored
+            | HttpIngestResult::NotCommitted
+    );
+    if refused {
+        endpoint.log_refusal(result, peer, response.status());
+    }
     response
 }
 
@@ -117,6 +139,26 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
 }
 
 impl Endpoint {
+    /// Logs a refusal at most once a minute per endpoint (a wrong token configured on one
+    /// side shows at once; a flood of guesses does not fill the log), with how many were not
+    /// logged since; the counters see every one.
+    fn log_refusal(&self, result: HttpIngestResult, peer: Option<SocketAddr>, status: StatusCode) {
+        let now_ms = now_ns() / 1_000_000;
+        let last = self.refusal_logged_ms.load(Ordering::Relaxed);
+        let due = now_ms.saturating_sub(last) >= REFUSAL_LOG_INTERVAL_MS
+            && self
+                .refusal_logged_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+        if !due {
+            self.refusals_not_logged.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let not_logged = self.refusals_not_logged.swap(0, Ordering::Relaxed);
+        let peer = peer.map_or_else(|| "?".to_string(), |p| p.to_string());
+        warn!(endpoint = %self.name, result = result.as_str(), status = status.as_u16(), %peer, refused_before_not_logged = not_logged, "Push refused (logged once a minute per endpoint; see parkguard_http_ingest_requests_total).");
+    }
+
     async fn answer(&self, request: Request) -> (HttpIngestResult, Response) {
         let (parts, body) = request.into_parts();
         let query = parts.uri.query().unwrap_or("");
