@@ -72,7 +72,9 @@ pub struct HttpIngestConfig {
     /// `{ credential = "NAME" }`. For CTWing the value of `?token=` in the subscription URL;
     /// for OneNET the push configuration's Token, with which the platform signs its pushes.
     pub token: Secret,
-    /// The device profile whose `[payload]` mapping decodes the devices' documents.
+    /// The device profile whose `[payload]` mapping decodes the devices' documents. Declare
+    /// the endpoint's devices with this profile too: rules bind to a device by the quantities
+    /// of its declared profile.
     pub profile: String,
     /// Largest request body accepted, in bytes (at least 1024); larger pushes are refused
     /// with 413 without being read.
