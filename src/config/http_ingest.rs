@@ -50,7 +50,9 @@ impl IngestPlatform {
 /// decodes: the thing-model properties, data points (by `ds_id`) or event fields as
 /// `{identifier: value}`, plus `device_id`, `imei`, `ts` (milliseconds since the epoch: map it
 /// with `timestamp = { pointer = "/ts", unit = "ms" }`), `message_type` and, for online and
-/// offline reports, `online` (a boolean). CTWing's transparent `APPdata` (Base64 of the
+/// offline reports, `online` (a boolean). A OneNET Studio event also gives `event`, the
+/// event's identifier, for `state` rules. The data points of one device in one NB-IoT push
+/// are one document, dated by the latest `at`. CTWing's transparent `APPdata` (Base64 of the
 /// device's own bytes) is passed on as the text `APPdata`, which `[payload.bytes]` reads.
 ///
 /// A push is answered 200 only once its readings are committed to the outbox, so a push lost

@@ -234,9 +234,10 @@ fn studio_messages(msg: &str, sent_ms: i64) -> Result<Vec<DeviceMessage>, Refusa
             for (identifier, entry) in params {
                 // `{identifier: {value, time}}`; a bare value is taken as it is.
                 let (value, time) = match entry {
-                    Value::Object(e) if e.contains_key("value") => {
-                        (e["value"].clone(), millis(e.get("time")))
-                    }
+                    Value::Object(e) => match e.get("value") {
+                        Some(value) => (value.clone(), millis(e.get("time"))),
+                        None => (entry.clone(), None),
+                    },
                     other => (other.clone(), None),
                 };
                 if let Some(time) = time {
