@@ -332,6 +332,7 @@ impl Gateway {
             ),
         );
         let config = Arc::new(config);
+        let devices = Arc::new(DeviceDirectory::from_config(&config));
         let web = match &config.site.web {
             Some(web_config) => {
                 let mut web = web::start(
@@ -343,6 +344,10 @@ impl Gateway {
                     Arc::clone(&metrics),
                     Arc::clone(&latest),
                     open_store()?,
+                    Some(web::ingest::IngestLink {
+                        output: ingest_tx.clone(),
+                        devices: Arc::clone(&devices),
+                    }),
                     cancel.clone(),
                 )
                 .await?;
@@ -355,7 +360,6 @@ impl Gateway {
             None => None,
         };
 
-        let devices = Arc::new(DeviceDirectory::from_config(&config));
         let mut ingest = Vec::new();
         for (index, mqtt) in config.site.mqtt.iter().enumerate() {
             let name = format!("mqtt {}", mqtt.name);
@@ -374,12 +378,14 @@ impl Gateway {
             let task = tokio::spawn(poller.run(ingest_tx.clone(), cancel.clone()));
             ingest.push(supervisor.watch(format!("modbus {}", modbus.name), task));
         }
-        // Kept until shutdown: a site with no ingest (everything from HTTP later, or nothing
-        // yet) must not end the dispatcher, which would read as a failure.
+        // Kept until shutdown: a site with no ingest (everything from HTTP, or nothing yet)
+        // must not end the dispatcher, which would read as a failure. The web server's push
+        // endpoints hold their own senders until it stops, which shutdown waits for first.
         let ingest_open = ingest_tx;
         info!(
             mqtt = config.site.mqtt.len(),
             modbus = config.site.modbus.len(),
+            http_ingest = config.site.http_ingest.len(),
             sinks = config.site.influx.len(),
             devices = config.site.devices.len(),
             "parkguard started."

@@ -15,6 +15,7 @@ mod broker;
 pub mod devices;
 pub mod fire;
 mod gateway;
+pub mod http_ingest;
 mod influx;
 pub mod linkage;
 mod locate;
@@ -30,6 +31,7 @@ mod web;
 
 pub use broker::{parse_broker_users, BrokerAcl, BrokerConfig, EmbeddedBrokerConfig};
 pub use gateway::GatewayConfig;
+pub use http_ingest::{HttpIngestConfig, IngestPlatform};
 pub use influx::{InfluxApi, InfluxSinkConfig};
 pub use linkage::{DeviceResetConfig, LinkageConfig, OutputConfig, OutputKind};
 pub use locate::{PathMap, Problem, SourceFile};
@@ -108,6 +110,10 @@ pub struct SiteFile {
     /// forwarded to (GB/T 26875.3).
     #[serde(default)]
     pub northbound: Vec<northbound::NorthboundConfig>,
+    /// Push endpoints of carrier IoT platforms (CTWing, OneNET) on the web server, for NB-IoT
+    /// and 4G detectors that report through them.
+    #[serde(default)]
+    pub http_ingest: Vec<HttpIngestConfig>,
 }
 
 /// A loaded, validated configuration with resolved paths and secrets.
@@ -235,6 +241,7 @@ impl Config {
             mqtt::validate_mqtt(&site.mqtt, &refs, report);
             modbus::validate_modbus(&site.modbus, &site.devices, &refs, report);
             influx::validate_influx(&site.influx, report);
+            http_ingest::validate_http_ingest(&site.http_ingest, site.web.is_some(), &refs, report);
             if let Some(web) = &site.web {
                 web::validate_web(web, &self.base_dir, report);
             }

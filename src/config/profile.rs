@@ -169,12 +169,15 @@ impl Profile {
         self.measurement.as_deref().unwrap_or(&self.kind)
     }
 
-    /// Every quantity the profile's payload mapping or register map produces: mapped fields,
-    /// registers, their flags (`bits`) and their bit fields (`fields`).
+    /// Every quantity the profile's payload mapping or register map produces: mapped fields
+    /// (JSON and `bytes`), registers, their flags (`bits`) and their bit fields (`fields`).
     pub fn produced_quantities(&self) -> std::collections::BTreeSet<&str> {
         let mut names = std::collections::BTreeSet::new();
         if let Some(payload) = &self.payload {
             names.extend(payload.fields.iter().map(|f| f.quantity.as_str()));
+            if let Some(bytes) = &payload.bytes {
+                names.extend(bytes.fields.iter().map(|f| f.quantity.as_str()));
+            }
         }
         if let Some(modbus) = &self.modbus {
             for register in &modbus.registers {

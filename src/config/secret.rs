@@ -101,6 +101,13 @@ pub(super) fn resolve_secrets(
         resolve(format!("influx[{i}].password"), &mut s.password);
         resolve(format!("influx[{i}].token"), &mut s.token);
     }
+    for (i, e) in site.http_ingest.iter_mut().enumerate() {
+        let mut token = Some(e.token.clone());
+        resolve(format!("http_ingest[{i}].token"), &mut token);
+        if let Some(token) = token {
+            e.token = token;
+        }
+    }
     if let Some(alerts) = &mut site.alerts {
         for (i, c) in alerts.channels.iter_mut().enumerate() {
             resolve(format!("alerts.channels[{i}].secret"), &mut c.secret);

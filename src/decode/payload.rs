@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::decode::bytes::{decode_text, BytesEncoding, BytesMapping, CompiledByteField};
 use crate::decode::json::{Json, Pointer};
 
 use crate::model::{Quality, Reading, Tags, TimestampNs, Value};
@@ -24,7 +25,12 @@ pub struct PayloadMapping {
     #[serde(default)]
     pub timestamp: Option<TimestampField>,
     /// `[[payload.fields]]`: one entry per quantity.
+    #[serde(default)]
     pub fields: Vec<FieldMapping>,
+    /// The device's own bytes, when the payload carries them as a Base64 or hex string (CTWing's
+    /// transparent `APPdata`), read as fields at byte offsets.
+    #[serde(default)]
+    pub bytes: Option<BytesMapping>,
 }
 
 /// `[payload.timestamp]`
@@ -135,6 +141,24 @@ impl PayloadMapping {
                 ));
             }
         }
+        if let Some(bytes) = &self.bytes {
+            for (path, message) in bytes.problems() {
+                problems.push((format!("bytes.{path}"), message));
+            }
+            for (i, f) in bytes.fields.iter().enumerate() {
+                if !seen.insert(f.quantity.as_str()) {
+                    problems.push((
+                        format!("bytes.fields[{i}].quantity"),
+                        format!("quantity `{}` is mapped twice", f.quantity),
+                    ));
+                }
+            }
+        } else if self.fields.is_empty() {
+            problems.push((
+                "fields".into(),
+                "map at least one field (or the device's bytes, `[payload.bytes]`)".into(),
+            ));
+        }
         problems
     }
 }
@@ -236,6 +260,8 @@ pub struct PayloadDecoder {
     device_pointer: Option<Pointer>,
     timestamp: Option<(Pointer, TimeUnit)>,
     fields: Vec<CompiledField>,
+    /// The device's bytes: where, how written, and their fields.
+    bytes: Option<(Pointer, BytesEncoding, Vec<CompiledByteField>)>,
     /// How far a device timestamp may be ahead of the receive time.
     max_ahead_ns: i64,
 }
@@ -271,6 +297,17 @@ impl PayloadDecoder {
                 None => None,
             },
             fields,
+            bytes: match &mapping.bytes {
+                Some(b) => Some((
+                    Pointer::parse(&b.pointer)?,
+                    b.encoding,
+                    b.fields
+                        .iter()
+                        .map(CompiledByteField::new)
+                        .collect::<Result<_, _>>()?,
+                )),
+                None => None,
+            },
             max_ahead_ns: DEFAULT_MAX_AHEAD_NS,
         })
     }
@@ -360,6 +397,40 @@ impl PayloadDecoder {
                 timestamp_ns,
                 quality: Quality::Good,
             });
+        }
+        if let Some((pointer, encoding, fields)) = &self.bytes {
+            let bytes = match parsed.0.get(pointer) {
+                // A message without the bytes (an online report) has none to read.
+                None | Some(Json::Null) => return,
+                Some(Json::Str(text)) => match decode_text(*encoding, text) {
+                    Ok(bytes) => bytes,
+                    Err(problem) => {
+                        problems.push(problem);
+                        return;
+                    }
+                },
+                Some(other) => {
+                    problems.push(DecodeError::new(
+                        DecodeErrorKind::WrongType,
+                        format!("`{pointer}` (the device's bytes) is {}", describe(other)),
+                    ));
+                    return;
+                }
+            };
+            for field in fields {
+                match field.read(&bytes) {
+                    Ok(value) => out.push(Reading {
+                        tags: Arc::clone(tags),
+                        measurement: Arc::clone(&self.measurement),
+                        quantity: Arc::clone(&field.quantity),
+                        value,
+                        unit: field.unit.clone(),
+                        timestamp_ns,
+                        quality: Quality::Good,
+                    }),
+                    Err(problem) => problems.push(problem),
+                }
+            }
         }
     }
 
@@ -490,6 +561,52 @@ mod tests {
         assert!(readings
             .iter()
             .all(|r| r.timestamp_ns == 1_718_000_000_000_000_000));
+    }
+
+    #[test]
+    fn the_devices_own_bytes_are_read_from_a_base64_string() {
+        let mapping: PayloadMapping = toml::from_str(
+            r#"
+            [bytes]
+            pointer = "/APPdata"
+            encoding = "base64"
+            [[bytes.fields]]
+            quantity = "event"
+            offset = 0
+            type = "u8"
+            enum = { 0 = "normal", 1 = "alarm" }
+            [[bytes.fields]]
+            quantity = "smoke_pct"
+            offset = 2
+            type = "u16"
+            scale = 0.1
+            "#,
+        )
+        .expect("mapping");
+        assert!(mapping.problems().is_empty(), "{:?}", mapping.problems());
+        let decoder = PayloadDecoder::new(&mapping, "smoke").expect("decoder");
+        let tags = Arc::new(Tags::default());
+        let run = |payload: &str| {
+            let parsed = decoder.parse(payload.as_bytes()).expect("json");
+            let (mut out, mut problems) = (Vec::new(), Vec::new());
+            decoder.readings(&parsed, &tags, RECEIVED_NS, &mut out, &mut problems);
+            (out, problems)
+        };
+        // 01 00 01 9A: alarm, 41.0 %.
+        let (readings, problems) = run(r#"{"APPdata":"AQABmg=="}"#);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(readings[0].value, Value::Text("alarm".into()));
+        assert_eq!(readings[1].value, Value::Float(410.0 * 0.1));
+        let (readings, problems) = run(r#"{"online":true}"#);
+        assert!(
+            readings.is_empty() && problems.is_empty(),
+            "no bytes, nothing to read"
+        );
+        let (_, problems) = run(r#"{"APPdata":12}"#);
+        assert_eq!(problems[0].kind, DecodeErrorKind::WrongType);
+        let (readings, problems) = run(r#"{"APPdata":"AQ=="}"#);
+        assert_eq!(readings.len(), 1, "the event byte is there");
+        assert_eq!(problems[0].kind, DecodeErrorKind::MissingField);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! the relay of `mqtt_guard`), the embedded broker (`broker`, with `broker_front` for TLS and
 //! topic rules; it runs only in a build with the `embedded-broker` feature), Modbus connections
 //! (`modbus`, executing the pure request plan of `read_plan`), and the publishers through which the
-//! gateway answers devices (`downlink`).
+//! gateway answers devices (`downlink`), and the push formats of the carrier IoT platforms
+//! (`http`, pure: the web server serves their endpoints).
 //!
 //! Owns: connections, subscriptions, reconnects with backoff and jitter, and handing decoded
 //! readings downstream with their acknowledgement. Must not touch: rules, sinks or storage; it
@@ -12,6 +13,7 @@ pub mod broker;
 #[cfg(feature = "embedded-broker")]
 pub mod broker_front;
 pub mod downlink;
+pub mod http;
 pub mod modbus;
 pub mod mqtt;
 pub mod mqtt_guard;

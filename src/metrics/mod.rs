@@ -82,6 +82,74 @@ pub struct Metrics {
     sinks: Mutex<BTreeMap<String, Arc<SinkMetrics>>>,
     mqtt: Mutex<BTreeMap<String, Arc<MqttMetrics>>>,
     modbus: Mutex<BTreeMap<String, Arc<ModbusMetrics>>>,
+    http_ingest: Mutex<BTreeMap<String, Arc<HttpIngestMetrics>>>,
+}
+
+/// What became of a request to a `[[http_ingest]]` endpoint (a carrier IoT platform's push).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpIngestResult {
+    /// Committed to the outbox, answered 200.
+    Accepted,
+    /// A OneNET URL verification answered with its `msg`.
+    Verified,
+    /// A valid push of a message type without device data (answered 200, nothing recorded).
+    Ignored,
+    /// A CTWing push without the right `?token=` (403).
+    BadToken,
+    /// A OneNET push or URL verification whose signature does not verify (403).
+    BadSignature,
+    /// Not the platform's envelope (400).
+    Malformed,
+    /// Over the endpoint's `max_body_bytes` (413).
+    TooLarge,
+    /// For no device of `[[devices]]` (404).
+    UnknownDevice,
+    /// Not committed within `commit_timeout_s`, or the gateway is stopping (503).
+    NotCommitted,
+}
+
+impl HttpIngestResult {
+    pub const ALL: [HttpIngestResult; 9] = [
+        HttpIngestResult::Accepted,
+        HttpIngestResult::Verified,
+        HttpIngestResult::Ignored,
+        HttpIngestResult::BadToken,
+        HttpIngestResult::BadSignature,
+        HttpIngestResult::Malformed,
+        HttpIngestResult::TooLarge,
+        HttpIngestResult::UnknownDevice,
+        HttpIngestResult::NotCommitted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpIngestResult::Accepted => "accepted",
+            HttpIngestResult::Verified => "verified",
+            HttpIngestResult::Ignored => "ignored",
+            HttpIngestResult::BadToken => "bad_token",
+            HttpIngestResult::BadSignature => "bad_signature",
+            HttpIngestResult::Malformed => "malformed",
+            HttpIngestResult::TooLarge => "too_large",
+            HttpIngestResult::UnknownDevice => "unknown_device",
+            HttpIngestResult::NotCommitted => "not_committed",
+        }
+    }
+}
+
+/// Requests to one `[[http_ingest]]` endpoint, by result.
+#[derive(Default)]
+pub struct HttpIngestMetrics {
+    results: [AtomicU64; HttpIngestResult::ALL.len()],
+}
+
+impl HttpIngestMetrics {
+    pub fn count(&self, result: HttpIngestResult) {
+        self.results[result as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, result: HttpIngestResult) -> u64 {
+        self.results[result as usize].load(Ordering::Relaxed)
+    }
 }
 
 #[derive(Default)]
@@ -176,6 +244,9 @@ impl Metrics {
         for route in config.site.alerts.iter().flat_map(|a| &a.routes) {
             metrics.route(&route.name);
         }
+        for endpoint in &config.site.http_ingest {
+            metrics.http_ingest(&endpoint.name);
+        }
         Arc::new(metrics)
     }
 
@@ -200,6 +271,11 @@ impl Metrics {
     pub fn modbus(&self, name: &str) -> Arc<ModbusMetrics> {
         let mut conns = self.modbus.lock().unwrap_or_else(|e| e.into_inner());
         Arc::clone(conns.entry(name.to_string()).or_default())
+    }
+
+    pub fn http_ingest(&self, endpoint: &str) -> Arc<HttpIngestMetrics> {
+        let mut endpoints = self.http_ingest.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(endpoints.entry(endpoint.to_string()).or_default())
     }
 
     /// Registers an alert route, whose series are exported from now on.

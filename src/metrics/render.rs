@@ -60,6 +60,27 @@ impl Metrics {
                 self.decode_errors(kind) as f64,
             );
         }
+        text.family(
+            "http_ingest_requests_total",
+            "counter",
+            "Pushes of carrier IoT platforms to an [[http_ingest]] endpoint, by result.",
+        );
+        let endpoints: Vec<(String, Arc<HttpIngestMetrics>)> = self
+            .http_ingest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(name, m)| (name.clone(), Arc::clone(m)))
+            .collect();
+        for (endpoint, m) in &endpoints {
+            for result in HttpIngestResult::ALL {
+                text.sample(
+                    "http_ingest_requests_total",
+                    &[("endpoint", endpoint), ("result", result.as_str())],
+                    m.get(result) as f64,
+                );
+            }
+        }
         for (name, help, counter) in [
             (
                 "readings_unencodable_total",

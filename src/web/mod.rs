@@ -3,7 +3,8 @@
 //! recent history, the journal, the pushes' deliveries, commissioning, the outputs (linkage)
 //! with their manual control, `/metrics`, `/healthz` and `/readyz`. The page and its assets
 //! are embedded in the binary. Handlers are under `api`; logins and roles are `auth`'s,
-//! connection limits `conn`'s, the live board `hub`'s.
+//! connection limits `conn`'s, the live board `hub`'s. The `[[http_ingest]]` endpoints of the
+//! carrier IoT platforms are `ingest`'s: served here, without logins.
 //!
 //! Owns: HTTP (axum, optional rustls), sessions and the route table. Must not touch: alarm state
 //! (it sends commands to the rules task and reads snapshots), outputs (manual operations go to
@@ -14,6 +15,7 @@ mod api;
 pub mod auth;
 pub mod conn;
 pub mod hub;
+pub mod ingest;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -75,6 +77,8 @@ pub struct WebState {
     pub tls: bool,
     /// Open event streams.
     pub streams: Arc<StreamCounts>,
+    /// The `[[http_ingest]]` endpoints, routed by their configured paths.
+    pub http_ingest: Vec<Arc<ingest::Endpoint>>,
 }
 
 /// A JSON error answer: `{"error": message}` with `status`.
@@ -199,6 +203,20 @@ pub fn router(state: Shared) -> Router {
     for (_, path, handler) in route_table() {
         router = router.route(path, handler);
     }
+    // The platforms' push endpoints, at the paths the site file gives (validation keeps them
+    // off the routes above). They take no login: the token or signature is checked instead.
+    for endpoint in &state.http_ingest {
+        let serve = |endpoint: &Arc<ingest::Endpoint>| {
+            let endpoint = Arc::clone(endpoint);
+            move |request: Request| ingest::handle(endpoint, request)
+        };
+        let mut methods = post(serve(endpoint));
+        if endpoint.platform == crate::config::IngestPlatform::Onenet {
+            // OneNET verifies the URL with a GET before it pushes.
+            methods = methods.get(serve(endpoint));
+        }
+        router = router.route(&endpoint.path, methods);
+    }
     router
         .fallback(api::not_found)
         .layer(middleware::from_fn(refuse_cross_site))
@@ -294,8 +312,13 @@ pub async fn start(
     metrics: Arc<Metrics>,
     latest: Arc<LatestValues>,
     store: Store,
+    ingest_link: Option<ingest::IngestLink>,
     cancel: CancellationToken,
 ) -> anyhow::Result<WebServer> {
+    let http_ingest = match ingest_link {
+        Some(link) => ingest::endpoints(&config, link, &metrics)?,
+        None => Vec::new(),
+    };
     let tls = match (&web.tls_cert, &web.tls_key) {
         (Some(cert), Some(key)) => Some(crate::secure::tls_acceptor(
             "web",
@@ -322,6 +345,7 @@ pub async fn start(
         store: Mutex::new(store),
         tls: tls.is_some(),
         streams: Arc::new(StreamCounts::default()),
+        http_ingest,
     });
     let app = router(state);
     let scheme = if tls.is_some() { "https" } else { "http" };

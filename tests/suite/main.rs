@@ -22,6 +22,7 @@ mod fuzz;
 mod gb26875_golden;
 mod golden_pushes;
 mod hostile;
+mod http_ingest;
 mod line_protocol_roundtrip;
 mod linkage;
 mod local_history;

@@ -425,11 +425,15 @@ pub(super) fn bind(
     })
 }
 
-/// Every quantity a profile can produce: payload fields, registers, and named bits.
+/// Every quantity a profile can produce: payload fields (the device's bytes' too), registers,
+/// and named bits.
 pub(super) fn profile_quantities(profile: &crate::config::Profile) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(payload) = &profile.payload {
         out.extend(payload.fields.iter().map(|f| f.quantity.clone()));
+        if let Some(bytes) = &payload.bytes {
+            out.extend(bytes.fields.iter().map(|f| f.quantity.clone()));
+        }
     }
     if let Some(modbus) = &profile.modbus {
         for r in &modbus.registers {
