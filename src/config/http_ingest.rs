@@ -26,6 +26,11 @@ pub enum IngestPlatform {
     Onenet,
 }
 
+/// The fewest characters an endpoint's token may have. The token is all that keeps strangers
+/// from raising and clearing alarms through an endpoint that takes no login; OneNET takes
+/// tokens of 3 to 32 characters, so 16 fits both platforms.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
 impl IngestPlatform {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -41,8 +46,10 @@ impl IngestPlatform {
 ///
 /// Devices are the site's `[[devices]]`: a push names its device by the platform's device id
 /// (CTWing `deviceId`, OneNET NB-IoT `dev_id`, OneNET Studio `deviceName`) and usually by its
-/// IMEI; a `[[devices]]` entry whose `id` is either one matches (the platform's device id is
-/// looked up first). A push for no declared device is refused with 404 and counted
+/// IMEI; a `[[devices]]` entry whose `id` is either one and whose `profile` is the endpoint's
+/// matches (the platform's device id is looked up first). An endpoint takes only its own
+/// devices: its token writes nothing for the site's other devices. A push for no such device
+/// is refused with 404 and counted
 /// (`parkguard_http_ingest_requests_total{result="unknown_device"}` and
 /// `parkguard_decode_errors_total{reason="unknown_device"}`).
 ///
@@ -73,13 +80,15 @@ pub struct HttpIngestConfig {
     /// The endpoint's secret, never written here: `{ env = "VAR" }`, `{ file = "path" }` or
     /// `{ credential = "NAME" }`. For CTWing the value of `?token=` in the subscription URL;
     /// for OneNET the push configuration's Token, with which the platform signs its pushes.
+    /// At least 16 characters, random (`openssl rand -hex 16`): it is the endpoint's only
+    /// protection.
     pub token: Secret,
-    /// The device profile whose `[payload]` mapping decodes the devices' documents. Declare
-    /// the endpoint's devices with this profile too: rules bind to a device by the quantities
-    /// of its declared profile.
+    /// The device profile whose `[payload]` mapping decodes the devices' documents. The
+    /// endpoint's devices are the `[[devices]]` declared with this profile.
     pub profile: String,
-    /// Largest request body accepted, in bytes (at least 1024); larger pushes are refused
-    /// with 413 without being read.
+    /// Largest request body accepted, in bytes (1024 to 1048576); a push announcing a larger
+    /// `Content-Length` is refused with 413 without being read, and one sent in chunks is
+    /// read up to this size and refused there.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
     /// Seconds (1 to 60) a push may wait for its commit to the outbox; beyond that it is
@@ -141,6 +150,12 @@ pub(super) fn validate_http_ingest(
             report(
                 format!("http_ingest[{i}].max_body_bytes"),
                 "must be at least 1024: a single push is about that large".into(),
+            );
+        }
+        if e.max_body_bytes > 1 << 20 {
+            report(
+                format!("http_ingest[{i}].max_body_bytes"),
+                "must be at most 1048576: a push is a few kilobytes, and every connection may hold this much".into(),
             );
         }
         if e.commit_timeout_s == 0 || e.commit_timeout_s > 60 {

@@ -66,7 +66,8 @@ pub struct Profile {
     pub reset: Option<super::DeviceResetConfig>,
     /// `[[quantities]]`: how the duty room sees the device's quantities, in the order shown:
     /// a name in Chinese and English, a role, and whether it is one of the two to four
-    /// values the device list shows. Quantities not listed are shown on the device page only,
+    /// values the device list shows (without any `primary`, the list shows the first named
+    /// measurements, or the first values). Quantities not listed are shown on the device page
     /// under their id.
     #[serde(default)]
     pub quantities: Vec<QuantityInfo>,
@@ -169,10 +170,11 @@ impl Profile {
         self.measurement.as_deref().unwrap_or(&self.kind)
     }
 
-    /// Every quantity the profile's payload mapping or register map produces: mapped fields
-    /// (JSON and `bytes`), registers, their flags (`bits`) and their bit fields (`fields`).
-    pub fn produced_quantities(&self) -> std::collections::BTreeSet<&str> {
-        let mut names = std::collections::BTreeSet::new();
+    /// Every quantity the profile's payload mapping or register map produces, in mapping
+    /// order: mapped fields (JSON and `bytes`), registers, their flags (`bits`) and their bit
+    /// fields (`fields`).
+    pub fn produced_quantities(&self) -> Vec<&str> {
+        let mut names = Vec::new();
         if let Some(payload) = &self.payload {
             names.extend(payload.fields.iter().map(|f| f.quantity.as_str()));
             if let Some(bytes) = &payload.bytes {
@@ -181,7 +183,7 @@ impl Profile {
         }
         if let Some(modbus) = &self.modbus {
             for register in &modbus.registers {
-                names.insert(register.quantity.as_str());
+                names.push(register.quantity.as_str());
                 names.extend(register.bits.values().map(String::as_str));
                 names.extend(register.fields.iter().map(|f| f.quantity.as_str()));
             }
@@ -192,7 +194,8 @@ impl Profile {
     /// Problems of `[[quantities]]`, as (key path, message).
     fn quantity_problems(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
-        let produced = self.produced_quantities();
+        let produced: std::collections::BTreeSet<&str> =
+            self.produced_quantities().into_iter().collect();
         let mut seen = std::collections::BTreeSet::new();
         for (i, q) in self.quantities.iter().enumerate() {
             if !produced.contains(q.id.as_str()) {

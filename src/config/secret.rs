@@ -101,10 +101,19 @@ pub(super) fn resolve_secrets(
         resolve(format!("influx[{i}].password"), &mut s.password);
         resolve(format!("influx[{i}].token"), &mut s.token);
     }
+    let mut short_tokens = Vec::new();
     for (i, e) in site.http_ingest.iter_mut().enumerate() {
         let mut token = Some(e.token.clone());
         resolve(format!("http_ingest[{i}].token"), &mut token);
         if let Some(token) = token {
+            // The token is all that keeps strangers from raising and clearing alarms through
+            // an endpoint that takes no login: an empty or guessable one is refused.
+            if let Some(value) = token.value() {
+                let chars = value.chars().count();
+                if chars < super::http_ingest::MIN_TOKEN_CHARS {
+                    short_tokens.push((i, chars));
+                }
+            }
             e.token = token;
         }
     }
@@ -113,5 +122,14 @@ pub(super) fn resolve_secrets(
             resolve(format!("alerts.channels[{i}].secret"), &mut c.secret);
             resolve(format!("alerts.channels[{i}].password"), &mut c.password);
         }
+    }
+    for (i, chars) in short_tokens {
+        report(
+            format!("http_ingest[{i}].token"),
+            format!(
+                "the token has {chars} characters; at least {} are needed (a random string: `openssl rand -hex 16`)",
+                super::http_ingest::MIN_TOKEN_CHARS
+            ),
+        );
     }
 }

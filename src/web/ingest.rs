@@ -47,6 +47,8 @@ pub struct Endpoint {
     pub path: String,
     pub platform: IngestPlatform,
     name: String,
+    /// The endpoint's profile: only devices declared with it are taken here.
+    profile: String,
     token: String,
     max_body_bytes: usize,
     commit_timeout: Duration,
@@ -94,6 +96,7 @@ pub fn endpoints(
                 path: e.path.clone(),
                 platform: e.platform,
                 name: e.name.clone(),
+                profile: e.profile.clone(),
                 token: token.to_string(),
                 max_body_bytes: e.max_body_bytes,
                 commit_timeout: Duration::from_secs(e.commit_timeout_s),
@@ -196,6 +199,7 @@ impl Endpoint {
                         ),
                     )
                 }
+                // Counted with the malformed bodies (400): both are bodies that never came whole.
                 Err(_) => {
                     return (
                         HttpIngestResult::Malformed,
@@ -240,8 +244,13 @@ impl Endpoint {
                 ),
             );
         }
+        let recorded = if items.is_empty() {
+            HttpIngestResult::Ignored
+        } else {
+            HttpIngestResult::Accepted
+        };
         if self.commit(items).await {
-            (HttpIngestResult::Accepted, text(StatusCode::OK, "ok"))
+            (recorded, text(StatusCode::OK, "ok"))
         } else {
             (
                 HttpIngestResult::NotCommitted,
@@ -253,13 +262,17 @@ impl Endpoint {
         }
     }
 
-    /// A message decoded for its declared device: `None` for an undeclared device (counted),
-    /// `Some(None)` when nothing of it is to be recorded.
+    /// A message decoded for its declared device: `None` for a device not declared with the
+    /// endpoint's profile (counted), `Some(None)` when nothing of it is to be recorded. Only
+    /// the endpoint's own devices: its token must not write readings for the site's other
+    /// devices (a Modbus breaker, an MQTT meter), nor decode them with a mapping not theirs.
     fn ingested(&self, message: &DeviceMessage, received_ns: i64) -> Option<Option<Ingested>> {
-        let Some(tags) = message
-            .candidate_ids()
-            .find_map(|id| self.link.devices.get(id))
-        else {
+        let Some(tags) = message.candidate_ids().find_map(|id| {
+            self.link
+                .devices
+                .get(id)
+                .filter(|tags| tags.profile == self.profile)
+        }) else {
             self.metrics
                 .count_decode_error(DecodeErrorKind::UnknownDevice);
             return None;

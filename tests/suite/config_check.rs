@@ -135,6 +135,35 @@ fn quantity_names_must_name_the_profiles_own_quantities_and_four_primary_at_most
 }
 
 #[test]
+fn an_http_ingest_endpoint_needs_a_token_of_16_characters() {
+    let (dir, path) = support::site(
+        "[gateway]\nprofiles_dir = \"profiles\"\n[web]\nlisten = \"127.0.0.1:0\"\n\
+         [[http_ingest]]\nname = \"ct\"\nplatform = \"ctwing\"\npath = \"/ingest/ct\"\n\
+         token = { file = \"ct.token\" }\nprofile = \"ctwing_nb_smoke\"\n\
+         [[http_ingest]]\nname = \"on\"\nplatform = \"onenet\"\npath = \"/ingest/on\"\n\
+         token = { file = \"on.token\" }\nprofile = \"onenet_nb_gas\"\n",
+    );
+    // An empty token would let anyone push (`?token=`); a short one can be guessed.
+    std::fs::write(dir.path().join("ct.token"), "").expect("write");
+    std::fs::write(dir.path().join("on.token"), "short-token\n").expect("write");
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("http_ingest[0].token: the token has 0 characters; at least 16 are needed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .contains("http_ingest[1].token: the token has 11 characters; at least 16 are needed"),
+        "{stderr}"
+    );
+    std::fs::write(dir.path().join("ct.token"), "0123456789abcdef").expect("write");
+    std::fs::write(dir.path().join("on.token"), "0123456789abcdef\n").expect("write");
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
 fn secrets_must_come_from_env_or_file_and_must_exist() {
     let (_dir, path) = support::site(
         "[gateway]\nprofiles_dir = \"profiles\"\n[[influx]]\nname = \"i\"\nurl = \"http://x\"\napi = \"v2\"\norg = \"o\"\nbucket = \"b\"\ntoken = { env = \"PARKGUARD_TEST_SURELY_UNSET\" }\n\n[[influx]]\nname = \"j\"\nurl = \"http://x\"\napi = \"v2\"\norg = \"o\"\nbucket = \"b\"\ntoken = \"inline-secret\"\n",

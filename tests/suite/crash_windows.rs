@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,45 +33,9 @@ use serde_json::Value as Json;
 use support::publisher::publish_acked;
 use support::*;
 
-const CRASH_ENV: &str = "PARKGUARD_TEST_CRASH_AT";
 const SIGABRT: i32 = 6;
 
 // ---- the daemon ---------------------------------------------------------------------------
-
-/// `parkguard run -c site`, logging to `log` (appended), armed at `crash` when given.
-fn spawn_daemon(site: &Path, log: &Path, crash: Option<&str>) -> Daemon {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_parkguard"));
-    command
-        .args(["run", "-c"])
-        .arg(site)
-        .env("RUST_LOG", "info,rumqttd=off")
-        .env_remove(CRASH_ENV)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log);
-    if let Some(point) = crash {
-        command.env(CRASH_ENV, point);
-    }
-    Daemon(command.spawn().expect("start parkguard"))
-}
-
-/// The daemon under test, killed when dropped: a failing test must not leave it running
-/// (holding its ports, its store, and whatever file descriptors it inherited).
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
 
 fn log_text(log: &Path) -> String {
     std::fs::read_to_string(log).unwrap_or_default()

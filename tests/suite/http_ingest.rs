@@ -19,7 +19,7 @@ use crate::support;
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use parkguard::config::Config;
@@ -29,7 +29,7 @@ use support::jsonl::JsonLines;
 use support::*;
 
 const CTWING_TOKEN: &str = "ct-subscription-secret-42";
-const ONENET_TOKEN: &str = "pgPushToken0001";
+const ONENET_TOKEN: &str = "pgPushToken0001-of-the-test";
 /// The CTWing smoke detector, declared by its CTWing deviceId.
 const SMOKE: &str = "15000001860000000000001";
 /// The CTWing smoke detector on a transparent product (its own bytes in `APPdata`).
@@ -453,6 +453,11 @@ async fn bad_pushes_are_refused_with_their_status_and_counted() {
             .is_some_and(|b| b.contains("not-declared-1")),
         "{refused:#}"
     );
+    // A device of the site that is not the endpoint's (declared with another profile): the
+    // endpoint's token writes nothing for it.
+    let not_its_own = json!({"messageType": "dataReport", "deviceId": GAS_STUDIO,
+                             "payload": {"smoke_pct": 99.0}});
+    platform.expect(404, ctwing(json!(CTWING_TOKEN), &not_its_own));
     platform.expect(200, ctwing(json!(CTWING_TOKEN), &smoke_report));
 
     // OneNET: signatures over the pushes and the URL verification.
@@ -488,7 +493,7 @@ async fn bad_pushes_are_refused_with_their_status_and_counted() {
         ("ctwing", "bad_token", 2.0),
         ("ctwing", "malformed", 2.0),
         ("ctwing", "too_large", 1.0),
-        ("ctwing", "unknown_device", 1.0),
+        ("ctwing", "unknown_device", 2.0),
         ("ctwing", "accepted", 1.0),
         ("onenet", "bad_signature", 5.0),
         ("onenet", "malformed", 2.0),
@@ -517,7 +522,7 @@ async fn bad_pushes_are_refused_with_their_status_and_counted() {
             "parkguard_decode_errors_total",
             &[("reason", "unknown_device")]
         ),
-        2.0
+        3.0
     );
     // Nothing refused was recorded: only the accepted readings.
     assert_eq!(site.latest(SMOKE, "smoke_pct").await, 1.0);
@@ -531,30 +536,12 @@ async fn bad_pushes_are_refused_with_their_status_and_counted() {
 
 // ---- a crash between the receipt of a push and its acknowledgement --------------------------
 
-const CRASH_ENV: &str = "PARKGUARD_TEST_CRASH_AT";
 const SIGABRT: i32 = 6;
 
 /// `parkguard run -c site`, logging to `log` (appended), armed at `crash` when given; returns
 /// once its web server answers.
-async fn spawn_daemon(site: &Path, log: &Path, port: u16, crash: Option<&str>) -> Child {
-    let log_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_parkguard"));
-    command
-        .args(["run", "-c"])
-        .arg(site)
-        .env("RUST_LOG", "info,rumqttd=off")
-        .env_remove(CRASH_ENV)
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().expect("log"))
-        .stderr(log_file);
-    if let Some(point) = crash {
-        command.env(CRASH_ENV, point);
-    }
-    let daemon = command.spawn().expect("start parkguard");
+async fn spawn_serving_daemon(site: &Path, log: &Path, port: u16, crash: Option<&str>) -> Daemon {
+    let daemon = spawn_daemon(site, log, crash);
     let healthz = format!("http://127.0.0.1:{port}/healthz");
     eventually("the daemon's web server", Duration::from_secs(30), || {
         let healthz = healthz.clone();
@@ -615,7 +602,7 @@ token_sha256 = "{viewer_hash}"
     // Armed: the daemon aborts once the outbox writer has committed the push, before the
     // acknowledgement that would have let the handler answer 200.
     let point = "outbox_committed_before_ack";
-    let mut daemon = spawn_daemon(&path, &log, port, Some(&format!("{point}:1"))).await;
+    let mut daemon = spawn_serving_daemon(&path, &log, port, Some(&format!("{point}:1"))).await;
     let cut_off = platform.send(push.clone());
     assert_ne!(
         cut_off["status"], 200,
@@ -623,7 +610,7 @@ token_sha256 = "{viewer_hash}"
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let status = loop {
-        if let Some(status) = daemon.try_wait().expect("try_wait") {
+        if let Some(status) = daemon.0.try_wait().expect("try_wait") {
             break status;
         }
         assert!(tokio::time::Instant::now() < deadline, "no crash");
@@ -639,7 +626,7 @@ token_sha256 = "{viewer_hash}"
     // The platform sends it again (CTWing and OneNET retry what was not answered 200): after
     // the restart it is taken, and recorded.
     wait_port_free(port);
-    let daemon = spawn_daemon(&path, &log, port, None).await;
+    let daemon = spawn_serving_daemon(&path, &log, port, None).await;
     platform.expect(200, push);
     let history =
         format!("http://127.0.0.1:{port}/api/history?device={GAS_NBIOT_IMEI}&quantity=lel&hours=1");
@@ -665,11 +652,11 @@ token_sha256 = "{viewer_hash}"
     assert_eq!(points.len(), 1, "{points:?}");
     assert_eq!(points[0]["max"], 33.0, "{points:?}");
     let _ = Command::new("kill")
-        .args(["-INT", &daemon.id().to_string()])
+        .args(["-INT", &daemon.0.id().to_string()])
         .status();
     let status = tokio::task::spawn_blocking(move || {
         let mut daemon = daemon;
-        daemon.wait()
+        daemon.0.wait()
     })
     .await
     .expect("join")

@@ -55,7 +55,11 @@ impl RuleEngine {
                 config,
                 device,
                 tags,
-                &profile_quantities(profile),
+                &profile
+                    .produced_quantities()
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>(),
                 interval,
             );
         }
@@ -423,26 +427,6 @@ pub(super) fn bind(
         ats,
         deadband,
     })
-}
-
-/// Every quantity a profile can produce: payload fields (the device's bytes' too), registers,
-/// and named bits.
-pub(super) fn profile_quantities(profile: &crate::config::Profile) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Some(payload) = &profile.payload {
-        out.extend(payload.fields.iter().map(|f| f.quantity.clone()));
-        if let Some(bytes) = &payload.bytes {
-            out.extend(bytes.fields.iter().map(|f| f.quantity.clone()));
-        }
-    }
-    if let Some(modbus) = &profile.modbus {
-        for r in &modbus.registers {
-            out.push(r.quantity.clone());
-            out.extend(r.bits.values().cloned());
-            out.extend(r.fields.iter().map(|f| f.quantity.clone()));
-        }
-    }
-    out
 }
 
 pub(super) fn matches(pattern: &str, quantity: &str) -> bool {

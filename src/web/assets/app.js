@@ -145,6 +145,8 @@ const app = {
   devices: [],
   // Device profiles by id, with their named quantities (GET /api/profiles).
   profiles: {},
+  // Devices by id, made again with each device list.
+  deviceIndex: new Map(),
   tab: "board",
   events: null,
   chart: null,
@@ -340,27 +342,27 @@ function ruleName(a) {
 
 // "enterprise name / location name" from the device list, when it is loaded.
 function placeOf(deviceId) {
-  const d = app.devices.find((x) => x.id === deviceId);
+  const d = deviceById(deviceId);
   if (!d) return "";
   return [d.enterprise_name || d.enterprise, d.location_name || d.location].filter(Boolean).join(" / ");
 }
 
 // A device's name from the device list, else its id.
 function deviceLabel(deviceId) {
-  const d = app.devices.find((x) => x.id === deviceId);
+  const d = deviceById(deviceId);
   return (d && d.name) || deviceId;
 }
 
 // The quantity an alarm is about, by its profile's name when the device list is loaded.
 function sourceName(a) {
-  const d = app.devices.find((x) => x.id === a.device);
+  const d = deviceById(a.device);
   return d ? quantityName(d, a.source) : a.source;
 }
 
 // " mA" after an alarm's numeric value, from the device's latest reading of that quantity.
 function unitOf(a) {
   if (typeof a.value !== "number") return "";
-  const d = app.devices.find((x) => x.id === a.device);
+  const d = deviceById(a.device);
   const v = d && d.values && d.values[a.source];
   return v && v.unit ? ` ${v.unit}` : "";
 }
@@ -548,6 +550,7 @@ async function loadDevices() {
   try {
     if (!Object.keys(app.profiles).length) app.profiles = await api("GET", "/api/profiles");
     app.devices = await api("GET", "/api/devices");
+    app.deviceIndex = new Map(app.devices.map((d) => [d.id, d]));
     if (app.tab === "devices") renderDevices();
     else renderBoard();
   } catch (_) { /* login form shown on 401 */ }
@@ -577,14 +580,30 @@ function primaryQuantities(d) {
   return Object.keys(d.values || {}).slice(0, 3);
 }
 
-// The most severe active alarm of a device about one quantity, if any.
-function alarmOn(deviceId, q) {
-  let worst = null;
+// Device -> quantity -> its most severe active alarm; made once per render of the list, not
+// once per value (thousands of devices, hundreds of alarms).
+function alarmsByQuantity() {
+  const index = new Map();
   for (const a of app.alarms.values()) {
-    if (a.device !== deviceId || a.source !== q || isNormal(a)) continue;
-    if (!worst || SEVERITY_RANK[a.severity] > SEVERITY_RANK[worst.severity]) worst = a;
+    if (!a.source || isNormal(a)) continue;
+    if (!index.has(a.device)) index.set(a.device, new Map());
+    const own = index.get(a.device);
+    const worst = own.get(a.source);
+    if (!worst || SEVERITY_RANK[a.severity] > SEVERITY_RANK[worst.severity]) own.set(a.source, a);
   }
-  return worst;
+  return index;
+}
+
+// The most severe active alarm of a device about one quantity, if any.
+function alarmOn(deviceId, q, index) {
+  const own = (index || alarmsByQuantity()).get(deviceId);
+  return (own && own.get(q)) || null;
+}
+
+// The device with this id, from the device list (looked up by id, not searched).
+function deviceById(id) {
+  if (app.deviceIndex.size !== app.devices.length) app.deviceIndex = new Map(app.devices.map((d) => [d.id, d]));
+  return app.deviceIndex.get(id);
 }
 
 function deviceKind(d) {
@@ -634,6 +653,7 @@ function renderDevices() {
   renderDeviceFilters();
   const tree = $("device-tree");
   const groups = new Map();
+  app.renderAlarms = alarmsByQuantity();
   for (const d of app.devices.filter(deviceMatches)) {
     const park = d.park_name || d.park || "-";
     const enterprise = d.enterprise_name || d.enterprise || "-";
@@ -673,7 +693,7 @@ function valueText(v) {
 function deviceRow(d) {
   const values = primaryQuantities(d).map((q) => {
     const v = (d.values || {})[q];
-    const alarm = alarmOn(d.id, q);
+    const alarm = alarmOn(d.id, q, app.renderAlarms);
     return el("span", { class: `value${alarm ? " value-alarm sev-" + alarm.severity : ""}`, dataset: { quantity: q } },
       el("span", { class: "value-name" }, quantityName(d, q)), " ",
       el("b", {}, v ? valueText(v) : "–"));
@@ -719,7 +739,12 @@ function fillQuantitySelect(d) {
   };
   const numeric = Object.entries(d.values || {}).filter(([, v]) => typeof v.value === "number").map(([q]) => q);
   numeric.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
-  select.replaceChildren(...numeric.map((q) => el("option", { value: q }, quantityName(d, q))));
+  const options = numeric.map((q) => [q, quantityName(d, q)]);
+  // Untouched when unchanged, so that the refresh every 5 s does not close it while open.
+  const key = JSON.stringify([d.id, options]);
+  if (select.dataset.options === key) return;
+  select.dataset.options = key;
+  select.replaceChildren(...options.map(([q, name]) => el("option", { value: q }, name)));
   if (numeric.includes(chosen)) select.value = chosen;
 }
 

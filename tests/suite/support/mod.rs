@@ -749,3 +749,42 @@ pub async fn parkguard(args: Vec<String>) -> std::process::Output {
     .await
     .expect("join")
 }
+
+/// The test-only crash hook's variable (src/crashpoint.rs).
+pub const CRASH_ENV: &str = "PARKGUARD_TEST_CRASH_AT";
+
+/// `parkguard run -c site` as a program, logging to `log` (appended), armed at crash point
+/// `crash` (`<point>:<n>`) when given.
+pub fn spawn_daemon(site: &Path, log: &Path, crash: Option<&str>) -> Daemon {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_parkguard"));
+    command
+        .args(["run", "-c"])
+        .arg(site)
+        .env("RUST_LOG", "info,rumqttd=off")
+        .env_remove(CRASH_ENV)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log);
+    if let Some(point) = crash {
+        command.env(CRASH_ENV, point);
+    }
+    Daemon(command.spawn().expect("start parkguard"))
+}
+
+/// A daemon run as a program, killed when dropped: a failing test must not leave it running
+/// (holding its ports, its store, and whatever file descriptors it inherited).
+pub struct Daemon(pub Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
