@@ -398,7 +398,7 @@ async fn read_body(body: Body, limit: usize) -> Result<Option<Vec<u8>>, axum::Er
 mod tests {
     use super::*;
 
-    /// A site with one CTWing endpoint (token `t0k`, commit timeout 1 s) and device `d1`.
+    /// A site with one CTWing endpoint (token `t0k-of-the-unit-tests`, commit timeout 1 s) and device `d1`.
     fn site() -> (tempfile::TempDir, Config) {
         let dir = tempfile::tempdir().expect("dir");
         let profiles = dir.path().join("profiles");
@@ -409,7 +409,7 @@ mod tests {
              quantity = \"smoke_pct\"\ntype = \"float\"\n",
         )
         .expect("profile");
-        std::fs::write(dir.path().join("token"), "t0k").expect("token");
+        std::fs::write(dir.path().join("token"), "t0k-of-the-unit-tests").expect("token");
         let site = "[gateway]\nprofiles_dir = \"profiles\"\nrule_files = []\n\
              [[parks]]\nid = \"p\"\n[[enterprises]]\nid = \"e\"\npark = \"p\"\n\
              [[locations]]\nid = \"l\"\nenterprise = \"e\"\n\
@@ -429,7 +429,7 @@ mod tests {
         );
         Request::builder()
             .method(Method::POST)
-            .uri("/ingest/ct?token=t0k")
+            .uri("/ingest/ct?token=t0k-of-the-unit-tests")
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from(body))
             .expect("request")
@@ -510,7 +510,7 @@ mod tests {
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         let announced_large = Request::builder()
             .method(Method::POST)
-            .uri("/ingest/ct?token=t0k")
+            .uri("/ingest/ct?token=t0k-of-the-unit-tests")
             .header(header::CONTENT_LENGTH, "70000")
             .body(Body::empty())
             .expect("request");
