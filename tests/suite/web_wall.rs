@@ -3,9 +3,10 @@
 //! fragment, it shows the counts by severity and the enterprises as tiles; a critical alarm
 //! published to mosquitto is on the wall within a second, with its place, and sounds; after the
 //! daemon is shut down it says it is disconnected, and once the daemon is back on the same port
-//! it logs in again by itself and shows a new alarm without a reload. A viewer who logs in with
+//! it logs in again by itself and shows a new alarm without a reload, and a smoke alarm as a
+//! fire waiting for its verdict. A viewer who logs in with
 //! a password opens it too; a token of a higher role opens no browser session. Screenshots:
-//! `target/tmp/web-wall.png`, `web-wall-disconnected.png`, `web-wall-en.png`.
+//! `target/tmp/web-wall.png`, `web-wall-en.png`, `web-wall-disconnected.png`, `web-wall-fire.png`.
 
 use crate::support;
 
@@ -66,6 +67,11 @@ id = "m3"
 name = "仓库配电箱"
 location = "l2"
 profile = "adw300_json"
+[[devices]]
+id = "s1"
+name = "仓库烟感"
+location = "l2"
+profile = "nb_smoke"
 
 [[rule_overrides]]
 rule = "R1"
@@ -80,6 +86,9 @@ client_id = "pg-web-wall-{mqtt_port}"
 [[mqtt.subscriptions]]
 topic = "park/{{park}}/meter/{{device}}/up"
 profile = "adw300_json"
+[[mqtt.subscriptions]]
+topic = "park/{{park}}/smoke/{{device}}/up"
+profile = "nb_smoke"
 
 {web}
 [[web.tokens]]
@@ -173,7 +182,7 @@ async fn the_wall_shows_a_new_critical_within_a_second_and_recovers_after_a_rest
     let operator_token = parkguard::web::random_token();
     let (_dir, path, gateway, port) =
         start_on_a_fixed_port(mosquitto.port, &wall_token, &operator_token).await;
-    wait_subscribed(&gateway, "park", 1).await;
+    wait_subscribed(&gateway, "park", 2).await;
     let url = format!("http://127.0.0.1:{port}");
     for device in ["m1", "m3"] {
         let topic = format!("park/p/meter/{device}/up");
@@ -398,6 +407,28 @@ async fn the_wall_shows_a_new_critical_within_a_second_and_recovers_after_a_rest
     println!(
         "after the restart, the new alarm was on the wall {shown_after:?} after it was published"
     );
+    // A smoke alarm: a fire waiting for its verdict, newest first, marked as such.
+    let smoke = format!(
+        r#"{{"dev":"s1","ts":{},"event":"alarm","seq":18,"smoke_pct":12.5,"battery_pct":93,"rsrp_dbm":-95,"hb_interval_s":14400}}"#,
+        now_s()
+    );
+    mosquitto_pub(mosquitto.port, "park/p/smoke/s1/up", &[smoke.as_bytes()]);
+    wait_script(
+        &client,
+        "the smoke alarm first on the wall, as a fire waiting for its verdict",
+        "const first = document.querySelector('#wall-criticals .wall-alarm'); \
+         return !!first && first.dataset.key.startsWith('R13/s1') \
+           && first.querySelector('.fire.pending').textContent.startsWith('待确认火警')",
+    )
+    .await;
+    // The new alarm's value with its unit, once the wall has re-read the device's values.
+    wait_script(
+        &client,
+        "m3's value with its unit",
+        "return document.querySelector('#wall-criticals .wall-alarm[data-key^=\"R1/m3/\"]').innerText.includes('650 mA')",
+    )
+    .await;
+    screenshot(&client, "web-wall-fire.png").await;
     wait_script(
         &client,
         "the second enterprise in alarm",

@@ -172,6 +172,9 @@ function openWallEvents() {
     if (anew && alarm.severity === "critical" && transition.annunciated) beep();
     if (transition.action === "raised") countRaised(alarm);
     renderWall();
+    // The device's latest values (the alarm's unit) and status, shortly after.
+    clearTimeout(app.wall.devicesSoon);
+    app.wall.devicesSoon = setTimeout(reloadWallDevices, 1000);
   });
   source.addEventListener("device", (e) => {
     const change = JSON.parse(e.data);
@@ -211,6 +214,12 @@ async function wallReload() {
   loadHourly();
 }
 
+async function reloadWallDevices() {
+  try { app.devices = await api("GET", "/api/devices"); } catch (_) { return; }
+  app.deviceIndex = new Map(app.devices.map((d) => [d.id, d]));
+  renderWall();
+}
+
 async function wallPoll() {
   if (!app.wall.on || !app.me || app.wall.retry) return;
   const abort = new AbortController();
@@ -228,11 +237,8 @@ async function wallPoll() {
     app.alarms = new Map(list.map((a) => [a.key, a]));
     // Devices heard from again (or for the first time) change no alarm: re-read every 30 s.
     app.wall.polls = (app.wall.polls || 0) + 1;
-    if (app.wall.polls % 3 === 0) {
-      app.devices = await api("GET", "/api/devices");
-      app.deviceIndex = new Map(app.devices.map((d) => [d.id, d]));
-    }
-    renderWall();
+    if (app.wall.polls % 3 === 0) await reloadWallDevices();
+    else renderWall();
   } catch (_) {
     if (app.events) { app.events.close(); app.events = null; }
     wallDisconnected();
