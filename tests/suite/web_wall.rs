@@ -4,7 +4,8 @@
 //! published to mosquitto is on the wall within a second, with its place, and sounds; after the
 //! daemon is shut down it says it is disconnected, and once the daemon is back on the same port
 //! it logs in again by itself and shows a new alarm without a reload, and a smoke alarm as a
-//! fire waiting for its verdict. A viewer who logs in with
+//! fire waiting for its verdict; a network that goes silent (a relay that stops passing bytes)
+//! is noticed and recovered from without a reload. A viewer who logs in with
 //! a password opens it too; a token of a higher role opens no browser session. Screenshots:
 //! `target/tmp/web-wall.png`, `web-wall-en.png`, `web-wall-disconnected.png`, `web-wall-fire.png`.
 
@@ -484,6 +485,111 @@ async fn the_wall_shows_a_new_critical_within_a_second_and_recovers_after_a_rest
         "the viewer's wall with the new alarm",
         "return app.wall.connected && app.me.role === 'viewer' && !document.getElementById('wall').hidden \
            && !!document.querySelector('#wall-criticals .wall-alarm[data-key^=\"R1/m3/\"]')",
+    )
+    .await;
+
+    client.close().await.expect("close the browser");
+    gateway.shutdown().await;
+}
+
+/// A TCP relay to the gateway whose "network" can be cut: while cut, connections open and
+/// new ones hang in silence (nothing goes through, nothing is closed), as when a cable is
+/// pulled; when restored, the hung ones are closed and new ones go through again.
+struct Relay {
+    port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(upstream: std::net::SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the relay");
+        let port = listener.local_addr().expect("relay address").port();
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut watch = watch.clone();
+                tokio::spawn(async move {
+                    let was_cut = *watch.borrow();
+                    if !was_cut {
+                        let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+                            _ = watch.wait_for(|cut| *cut) => {}
+                        }
+                    }
+                    // Cut: hold the connection in silence until the network is back.
+                    let _ = watch.wait_for(|cut| !*cut).await;
+                });
+            }
+        });
+        Relay { port, cut, task }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wall_notices_a_silent_network_drop_and_recovers_without_a_reload() {
+    let mosquitto = mosquitto();
+    let wall_token = parkguard::web::random_token();
+    let operator_token = parkguard::web::random_token();
+    let (_dir, _path, gateway, port) =
+        start_on_a_fixed_port(mosquitto.port, &wall_token, &operator_token).await;
+    wait_subscribed(&gateway, "park", 2).await;
+    let relay = Relay::start(([127, 0, 0, 1], port).into()).await;
+    let url = format!("http://127.0.0.1:{}", relay.port);
+
+    let driver = chromedriver();
+    let client = browser(&driver).await;
+    client
+        .goto(&format!("{url}/#wall?token={wall_token}"))
+        .await
+        .expect("open the wall");
+    wait_script(
+        &client,
+        "the wall connected through the relay",
+        "return app.wall.connected && document.querySelectorAll('#wall-tiles .wall-tile').length === 2",
+    )
+    .await;
+    script(&client, "window.sameWall = true; return true").await;
+
+    // The cable is pulled: no error, no close, just silence. The wall's re-read every 10 s
+    // gives up after 5 s and says it is disconnected.
+    relay.set_cut(true);
+    wait_script_for(
+        &client,
+        "the wall showing it is disconnected",
+        "return document.body.classList.contains('wall-offline') && !app.wall.connected",
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // Meanwhile an alarm is raised; once the network is back the wall reconnects and shows it.
+    mosquitto_pub(
+        mosquitto.port,
+        "park/p/meter/m1/up",
+        &[meter(650.0).as_bytes()],
+    );
+    relay.set_cut(false);
+    wait_script_for(
+        &client,
+        "the wall reconnected, with the alarm raised while it was cut off",
+        "return app.wall.connected && app.wall.reconnects >= 1 && window.sameWall === true \
+           && !!document.querySelector('#wall-criticals .wall-alarm[data-key^=\"R1/m1/\"]')",
+        Duration::from_secs(30),
     )
     .await;
 

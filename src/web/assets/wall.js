@@ -81,18 +81,29 @@ function startWall() {
   wallConnect();
 }
 
+// A request that gives up after `ms`: on a dropped network an answer may never come.
+async function fetchWithin(path, options, ms) {
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), ms);
+  try {
+    return await fetch(path, { credentials: "same-origin", ...options, signal: abort.signal });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 // Logged in (a session, or the token's), or null when the login form or an error is shown.
 // Throws when the gateway cannot be reached.
 async function wallSession() {
-  let response = await fetch("/api/session", { credentials: "same-origin" });
+  let response = await fetchWithin("/api/session", {}, 5000);
   if (response.ok) return response.json();
   if (response.status !== 401) throw new Error(response.statusText);
   if (!app.wall.token) { showLogin(); return null; }
-  response = await fetch("/api/login/token", {
-    method: "POST", credentials: "same-origin",
+  response = await fetchWithin("/api/login/token", {
+    method: "POST",
     headers: { "Content-Type": "application/json", Accept: "application/json" },
     body: JSON.stringify({ token: app.wall.token }),
-  });
+  }, 5000);
   if (response.ok) return response.json();
   if (response.status === 401 || response.status === 403) {
     const answer = await response.json().catch(() => ({}));
@@ -222,10 +233,8 @@ async function reloadWallDevices() {
 
 async function wallPoll() {
   if (!app.wall.on || !app.me || app.wall.retry) return;
-  const abort = new AbortController();
-  const timer = setTimeout(() => abort.abort(), 5000);
   try {
-    const response = await fetch("/api/alarms", { credentials: "same-origin", signal: abort.signal });
+    const response = await fetchWithin("/api/alarms", {}, 5000);
     if (response.status === 401) { wallUnauthorized(); return; }
     if (!response.ok) throw new Error(response.statusText);
     const list = await response.json();
@@ -243,8 +252,6 @@ async function wallPoll() {
     if (app.events) { app.events.close(); app.events = null; }
     wallDisconnected();
     wallRetry(3000);
-  } finally {
-    clearTimeout(timer);
   }
 }
 
