@@ -155,6 +155,36 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Alarms raised in each of `hours` hours from `from_ms` on: (all, critical ones), per
+    /// hour, oldest first. Events and tests are not alarms here.
+    pub fn alarms_raised_per_hour(
+        &self,
+        from_ms: i64,
+        hours: usize,
+    ) -> Result<Vec<(u32, u32)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT (at_ms - ?1) / 3600000 AS hour, COUNT(*), SUM(severity = 'critical')
+             FROM journal
+             WHERE at_ms >= ?1 AND action = 'raised' AND kind NOT IN ('event', 'test')
+             GROUP BY hour",
+        )?;
+        let rows = stmt.query_map(params![from_ms], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, u32>(2)?,
+            ))
+        })?;
+        let mut counts = vec![(0, 0); hours];
+        for row in rows {
+            let (hour, raised, critical) = row?;
+            if let Some(slot) = usize::try_from(hour).ok().and_then(|h| counts.get_mut(h)) {
+                *slot = (raised, critical);
+            }
+        }
+        Ok(counts)
+    }
+
     /// Fires judged since `since_ms`, per enterprise: each fire (from a raise of its alarm to
     /// the next) counted once, by its last verdict in the journal. Fires still waiting for a
     /// verdict are not counted.

@@ -86,6 +86,20 @@ struct Session {
     last_used: Instant,
 }
 
+/// Why a token opened no browser session (`Auth::token_login`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum TokenLoginError {
+    /// No such token.
+    Refused,
+    /// Too many failures from this address lately; try again after this long.
+    Limited(Duration),
+    /// The token is valid but not a viewer's.
+    NotViewer(Role),
+}
+
+/// The name token logins are counted under by the login limits.
+const TOKEN_LOGIN_NAME: &str = "\u{0}api-token";
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum LoginError {
     /// Wrong name or password (which of the two is not said).
@@ -346,28 +360,57 @@ impl Auth {
         match user {
             Some(user) if verified => {
                 self.failures().succeeded(address, name);
-                let caller = Caller {
-                    name: name.to_string(),
-                    role: user.role,
-                    csrf: Some(random_token()),
-                };
-                let id = random_token();
-                let mut sessions = self.sessions();
-                sessions.retain(|_, s| now.duration_since(s.last_used) < self.idle);
-                sessions.insert(
-                    id.clone(),
-                    Session {
-                        caller: caller.clone(),
-                        last_used: now,
-                    },
-                );
-                Ok((id, caller))
+                Ok(self.open_session(name, user.role))
             }
             _ => {
                 self.failures().failed(name, now);
                 Err(LoginError::Refused)
             }
         }
+    }
+
+    /// A new session for `name` with `role` and a fresh CSRF token: (its id, the caller).
+    fn open_session(&self, name: &str, role: Role) -> (String, Caller) {
+        let now = Instant::now();
+        let caller = Caller {
+            name: name.to_string(),
+            role,
+            csrf: Some(random_token()),
+        };
+        let id = random_token();
+        let mut sessions = self.sessions();
+        sessions.retain(|_, s| now.duration_since(s.last_used) < self.idle);
+        sessions.insert(
+            id.clone(),
+            Session {
+                caller: caller.clone(),
+                last_used: now,
+            },
+        );
+        (id, caller)
+    }
+
+    /// A browser session for the holder of a viewer API token: how the wall display's kiosk
+    /// browser logs in (an event stream cannot send an `Authorization` header). Counted by the
+    /// login limits like a password (all tokens as one name); a token of a higher role opens
+    /// no session, so that a screen on a wall can never give commands.
+    pub fn token_login(
+        &self,
+        address: IpAddr,
+        token: &str,
+    ) -> Result<(String, Caller), TokenLoginError> {
+        self.failures()
+            .admit(address, TOKEN_LOGIN_NAME, Instant::now())
+            .map_err(TokenLoginError::Limited)?;
+        let Some(holder) = self.token(token) else {
+            // The failure stays counted against the address.
+            return Err(TokenLoginError::Refused);
+        };
+        self.failures().succeeded(address, TOKEN_LOGIN_NAME);
+        if holder.role != Role::Viewer {
+            return Err(TokenLoginError::NotViewer(holder.role));
+        }
+        Ok(self.open_session(&holder.name, holder.role))
     }
 
     pub fn logout(&self, session_id: &str) {
@@ -597,6 +640,50 @@ mod tests {
         };
         assert!(viewer.require(Role::Operator).is_err());
         assert!(viewer.require(Role::Viewer).is_ok());
+    }
+
+    #[test]
+    fn only_a_viewer_token_opens_a_session_and_failures_are_limited() {
+        let mut config = WebConfig {
+            listen: "127.0.0.1:0".into(),
+            tls_cert: None,
+            tls_key: None,
+            session_idle_hours: 1.0,
+            users: Vec::new(),
+            tokens: Vec::new(),
+            max_connections: 256,
+            max_connections_per_address: 32,
+            metrics_token_sha256: None,
+        };
+        for (name, role, token) in [
+            ("wall", Role::Viewer, "wall-token"),
+            ("scada", Role::Operator, "op-token"),
+        ] {
+            config.tokens.push(crate::config::WebTokenConfig {
+                name: name.into(),
+                role,
+                token_sha256: token_sha256_hex(token),
+            });
+        }
+        let auth = Auth::new(&config);
+        let (id, caller) = auth.token_login(HOME, "wall-token").expect("viewer token");
+        assert_eq!((caller.name.as_str(), caller.role), ("wall", Role::Viewer));
+        assert!(caller.csrf.is_some());
+        assert_eq!(auth.session(&id).map(|c| c.name), Some("wall".into()));
+        assert_eq!(
+            auth.token_login(HOME, "op-token").err(),
+            Some(TokenLoginError::NotViewer(Role::Operator))
+        );
+        for _ in 0..LOGIN_FAILURES_ALLOWED {
+            assert_eq!(
+                auth.token_login(HOME, "guess").err(),
+                Some(TokenLoginError::Refused)
+            );
+        }
+        assert!(matches!(
+            auth.token_login(HOME, "wall-token"),
+            Err(TokenLoginError::Limited(_))
+        ));
     }
 
     #[test]

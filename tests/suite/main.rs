@@ -45,3 +45,4 @@ mod web_api;
 mod web_devices;
 mod web_outputs;
 mod web_ui;
+mod web_wall;

@@ -12,6 +12,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../assets/app.js"),
     ),
     (
+        "wall.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/wall.js"),
+    ),
+    (
         "app.css",
         "text/css; charset=utf-8",
         include_bytes!("../assets/app.css"),

@@ -44,3 +44,37 @@ pub async fn fire_tally(
         Err(response) => response,
     }
 }
+
+#[derive(Deserialize)]
+pub struct HourlyQuery {
+    hours: Option<u32>,
+}
+
+/// Alarms raised per hour over the last `hours` (default 24, at most 168), oldest first, the
+/// current hour last: for the wall display's chart. Events and tests are not counted.
+pub async fn alarms_hourly(
+    State(state): State<Shared>,
+    _caller: Caller,
+    Query(query): Query<HourlyQuery>,
+) -> Response {
+    const HOUR_MS: i64 = 3_600_000;
+    let hours = i64::from(query.hours.unwrap_or(24).clamp(1, 168));
+    let from_ms = (now_ms() / HOUR_MS - (hours - 1)) * HOUR_MS;
+    match on_store(&state, "hourly alarm count", move |s| {
+        s.alarms_raised_per_hour(from_ms, hours as usize)
+    })
+    .await
+    {
+        Ok(counts) => {
+            let hours: Vec<_> = counts
+                .iter()
+                .enumerate()
+                .map(|(i, (raised, critical))| {
+                    json!({ "at_ms": from_ms + i as i64 * HOUR_MS, "raised": raised, "critical": critical })
+                })
+                .collect();
+            Json(json!({ "from_ms": from_ms, "hour_ms": HOUR_MS, "hours": hours })).into_response()
+        }
+        Err(response) => response,
+    }
+}

@@ -24,14 +24,14 @@ pub use commissioning::{commissioning_profile_test, commissioning_read, signoff}
 pub use devices::{devices, history, profiles};
 pub use events::{events, MAX_STREAMS, MAX_STREAMS_PER_SESSION};
 pub use health::{healthz, metrics, readyz};
-pub use journal::{fire_tally, journal};
+pub use journal::{alarms_hourly, fire_tally, journal};
 pub use northbound::{duty_check_answer, northbound};
 pub use outputs::{output_operate, output_release, outputs};
-pub use session::{login, logout, session};
+pub use session::{login, login_token, logout, session};
 
 pub use super::error;
 
-use super::auth::{Caller, LoginError, Require, Technician, CHECK_SLOT_WAIT};
+use super::auth::{Caller, LoginError, Require, Technician, TokenLoginError, CHECK_SLOT_WAIT};
 use super::{session_cookie, session_id, Shared, OPENAPI};
 use crate::config::{AlarmKind, Role, Severity};
 use crate::live::DeviceLatest;

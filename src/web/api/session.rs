@@ -83,6 +83,62 @@ pub async fn login(
     }
 }
 
+#[derive(Deserialize)]
+pub struct TokenLoginRequest {
+    token: String,
+}
+
+/// A browser session for a viewer API token, sent in the body (never in a URL): the wall
+/// display's kiosk login. Same cookie and answer as `login`.
+pub async fn login_token(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Result<Json<TokenLoginRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let request = match json_body(request) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    if request.token.len() > 200 {
+        return error(StatusCode::BAD_REQUEST, "token too long");
+    }
+    match state.auth.token_login(peer.ip(), request.token.trim()) {
+        Ok((session, caller)) => {
+            tracing::info!(token = %caller.name, %peer, "Web login with a viewer token.");
+            let cookie = session_cookie(&session, state.auth.idle().as_secs(), state.tls);
+            let mut response = Json(&caller).into_response();
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().insert(header::SET_COOKIE, value);
+            }
+            response
+        }
+        Err(TokenLoginError::Refused) => {
+            tracing::warn!(%peer, "Web token login refused: unknown token.");
+            error(StatusCode::UNAUTHORIZED, "unknown API token")
+        }
+        Err(TokenLoginError::NotViewer(role)) => error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this token is a {}'s; only a viewer token opens a browser session",
+                role.as_str()
+            ),
+        ),
+        Err(TokenLoginError::Limited(wait)) => {
+            let mut response = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many failed logins; try again in {} s",
+                    wait.as_secs().max(1)
+                ),
+            );
+            if let Ok(value) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
+        }
+    }
+}
+
 pub async fn logout(State(state): State<Shared>, _caller: Caller, headers: HeaderMap) -> Response {
     if let Some(id) = session_id(&headers) {
         state.auth.logout(id);

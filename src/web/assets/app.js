@@ -159,6 +159,10 @@ const app = {
   outputs: [],
   outputsSeen: null,
   outputAction: null,
+  // The wall display (wall.js): on when the page was opened as /#wall.
+  wall: { on: false },
+  // Sounds made (for tests).
+  beeps: 0,
 };
 
 function t(key) {
@@ -206,7 +210,9 @@ async function api(method, path, body) {
   let data = null;
   const text = await response.text();
   if (text) { try { data = JSON.parse(text); } catch (_) { data = { error: text }; } }
-  if (response.status === 401 && path !== "/api/login") { showLogin(); }
+  if (response.status === 401 && path !== "/api/login") {
+    if (app.wall.on) wallUnauthorized(); else showLogin();
+  }
   if (!response.ok) throw new Error((data && data.error) || response.statusText);
   return data;
 }
@@ -220,10 +226,13 @@ function applyLanguage() {
   renderBoard();
   if (app.tab === "devices") renderDevices();
   renderOutputs();
+  if (app.wall.on) renderWall();
 }
 
 function showLogin() {
   app.me = null;
+  document.querySelector("main").hidden = false;
+  $("wall").hidden = true;
   if (app.events) { app.events.close(); app.events = null; }
   for (const view of document.querySelectorAll(".view")) view.hidden = true;
   $("tabs").hidden = true;
@@ -234,6 +243,7 @@ function showLogin() {
 }
 
 async function loggedIn(me) {
+  if (app.wall.on) { wallLoggedIn(me); return; }
   app.me = me;
   $("login-view").hidden = true;
   $("tabs").hidden = false;
@@ -496,6 +506,7 @@ function followAlarmLink() {
 let audio = null;
 function beep() {
   if (!$("sound").checked) return;
+  app.beeps += 1;
   try {
     audio = audio || new AudioContext();
     const osc = audio.createOscillator();
@@ -1061,11 +1072,14 @@ function start() {
   setInterval(() => { if (app.me && app.tab === "devices") loadDevices(); }, 5000);
   setInterval(tickCountdowns, 1000);
   // On every tab: a duty check waits for whoever is at the desk.
-  setInterval(() => { if (app.me) loadNorthbound(); }, 2000);
+  setInterval(() => { if (app.me && !app.wall.on) loadNorthbound(); }, 2000);
   setInterval(() => { if (app.me && app.tab === "board" && app.pushesKey) loadPushes(); }, 5000);
   // Outputs have no live stream: re-read while shown, often enough to see a valve confirm.
   setInterval(() => { if (app.me && app.tab === "outputs") loadOutputs(); }, 1000);
   window.addEventListener("hashchange", followAlarmLink);
+  // The wall display is its own page: entering or leaving it by the address loads it anew.
+  window.addEventListener("hashchange", () => { if (isWallHash() !== app.wall.on) location.reload(); });
+  if (isWallHash()) { startWall(); return; }
   applyLanguage();
   fetch("/api/session", { credentials: "same-origin" })
     .then((r) => (r.ok ? r.json() : null))
@@ -1073,4 +1087,6 @@ function start() {
     .catch(showLogin);
 }
 
-start();
+// After every script of the page (wall.js comes after this one) has loaded.
+if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+else start();
