@@ -357,6 +357,44 @@ mod tests {
     use super::{api_url_problem, path_problem};
 
     #[test]
+    fn api_credentials_belong_to_their_own_platform() {
+        let endpoint = |text: &str| -> super::HttpIngestConfig {
+            toml::from_str(&format!(
+                "name = \"e\"\npath = \"/ingest/e\"\ntoken = {{ env = \"T\" }}\nprofile = \"p\"\n{text}"
+            ))
+            .expect("endpoint")
+        };
+        let problems = |e: &super::HttpIngestConfig| {
+            let mut found = Vec::new();
+            super::validate_api(0, e, &mut |path, _| found.push(path));
+            found
+        };
+        let ctwing_api = "[ctwing_api]\napp_key = \"k\"\napp_secret = { env = \"S\" }\n\
+                          master_key = { env = \"M\" }\nproduct_id = 1\n";
+        let onenet_api = "[onenet_api]\nproduct_id = \"p\"\naccess_key = { env = \"K\" }\n";
+        let ok = endpoint(&format!("platform = \"ctwing\"\n{ctwing_api}"));
+        assert_eq!(ok.ctwing_api.as_ref().map(|a| a.ttl_s), Some(7200));
+        assert!(problems(&ok).is_empty());
+        let ok = endpoint(&format!("platform = \"onenet\"\n{onenet_api}"));
+        assert!(problems(&ok).is_empty());
+        let crossed = endpoint(&format!("platform = \"onenet\"\n{ctwing_api}"));
+        assert_eq!(problems(&crossed), ["http_ingest[0].ctwing_api"]);
+        let crossed = endpoint(&format!("platform = \"ctwing\"\n{onenet_api}"));
+        assert_eq!(problems(&crossed), ["http_ingest[0].onenet_api"]);
+        let bad = endpoint(&format!(
+            "platform = \"ctwing\"\n{ctwing_api}api_url = \"ag-api.ctwing.cn/\"\ntimeout_s = 0\nttl_s = 900000\n"
+        ));
+        assert_eq!(
+            problems(&bad),
+            [
+                "http_ingest[0].ctwing_api.api_url",
+                "http_ingest[0].ctwing_api.timeout_s",
+                "http_ingest[0].ctwing_api.ttl_s"
+            ]
+        );
+    }
+
+    #[test]
     fn api_urls_are_plain_bases() {
         assert_eq!(api_url_problem("https://ag-api.ctwing.cn"), None);
         assert_eq!(api_url_problem("http://127.0.0.1:8080"), None);

@@ -410,3 +410,42 @@ pub(super) fn load_profiles(
     }
     profiles
 }
+
+#[cfg(test)]
+mod tests {
+    use super::AckCommandConfig;
+
+    fn command(text: &str) -> AckCommandConfig {
+        toml::from_str(text).expect("command")
+    }
+
+    #[test]
+    fn an_ack_command_is_a_service_or_hex_bytes() {
+        assert_eq!(
+            command(
+                r#"service = "alarm_ack"
+            params = { a = 1 }"#
+            )
+            .problem(),
+            None
+        );
+        assert_eq!(command(r#"hex = "A5010f""#).problem(), None);
+        assert_eq!(
+            command(r#"hex = "A5010f""#).hex_bytes(),
+            Some(vec![0xA5, 1, 0x0F])
+        );
+        for bad in [
+            "",
+            r#"service = "a"
+            hex = "00""#,
+            r#"service = " ""#,
+            r#"hex = "A50""#,
+            r#"hex = "zz""#,
+            r#"hex = """#,
+            r#"hex = "00"
+            params = { a = 1 }"#,
+        ] {
+            assert!(command(bad).problem().is_some(), "{bad}");
+        }
+    }
+}

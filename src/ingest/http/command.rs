@@ -584,6 +584,68 @@ mod tests {
         assert!(onenet_call_service_body(&DeviceCommand::Bytes(vec![1]), "p", "d").is_err());
     }
 
+    fn ack_config(text: &str) -> crate::config::DeviceAckConfig {
+        toml::from_str(text).expect("ack")
+    }
+
+    fn event(state: &str) -> Vec<crate::model::Reading> {
+        vec![crate::model::Reading {
+            tags: std::sync::Arc::new(crate::model::Tags::default()),
+            measurement: "smoke".into(),
+            quantity: "event".into(),
+            value: crate::model::Value::Text(state.into()),
+            unit: None,
+            timestamp_ns: 0,
+            quality: crate::model::Quality::Good,
+        }]
+    }
+
+    #[test]
+    fn acknowledgements_fill_the_profiles_command_for_the_states_named() {
+        let ack = ack_config(
+            r#"quantity = "event"
+            states = ["alarm"]
+            command = { service = "alarm_ack", params = { event = "{event}", dev = "{device}", ts = "{ts}", at = "t={ts}", n = 1, on = true } }"#,
+        );
+        let sent = platform_ack("ct", &ack, "dev-9", &event("alarm"), 1_700_000_000);
+        let Some(crate::model::DeviceAck::Platform {
+            endpoint,
+            device_id,
+            command: DeviceCommand::Service { identifier, params },
+        }) = sent
+        else {
+            panic!("{sent:?}");
+        };
+        assert_eq!((endpoint.as_str(), device_id.as_str()), ("ct", "dev-9"));
+        assert_eq!(identifier, "alarm_ack");
+        assert_eq!(
+            Value::Object(params),
+            serde_json::json!({"event": "alarm", "dev": "dev-9", "ts": 1_700_000_000_i64,
+                               "at": "t=1700000000", "n": 1, "on": true})
+        );
+        assert_eq!(platform_ack("ct", &ack, "dev-9", &event("normal"), 0), None);
+        let mqtt_only = ack_config(
+            r#"quantity = "event"
+            states = ["alarm"]
+            topic = "t"
+            payload = "p""#,
+        );
+        assert_eq!(
+            platform_ack("ct", &mqtt_only, "d", &event("alarm"), 0),
+            None
+        );
+        let bytes = ack_config(
+            r#"quantity = "event"
+            states = ["alarm"]
+            command = { hex = "a5010F" }"#,
+        );
+        assert!(matches!(
+            platform_ack("ct", &bytes, "d", &event("alarm"), 0),
+            Some(crate::model::DeviceAck::Platform { command: DeviceCommand::Bytes(b), .. })
+                if b == [0xA5, 0x01, 0x0F]
+        ));
+    }
+
     #[test]
     fn answers_are_read_by_code_and_status() {
         let ok = br#"{"code":0,"msg":"ok","result":{"commandId":"1001"}}"#;
