@@ -24,10 +24,11 @@ pub struct Downlinks {
     publishers: Mutex<HashMap<String, Publisher>>,
     /// Per `[[http_ingest]]` endpoint: its platform API, and the runtime its commands run on.
     platforms: Mutex<HashMap<String, (Arc<PlatformApi>, tokio::runtime::Handle)>>,
-    /// Acknowledgements queued to a connection.
+    /// Acknowledgements queued to a connection or handed to a platform API client (which
+    /// counts what the platform made of them).
     pub sent: AtomicU64,
-    /// Acknowledgements that found no connection or a full client queue (the device then
-    /// retransmits, and the next one is tried).
+    /// Acknowledgements that found no connection, a full client queue or an endpoint without
+    /// API credentials (the device then retransmits, and the next one is tried).
     pub failed: AtomicU64,
 }
 

@@ -8,6 +8,7 @@
 //! and the reading of answers (`ingest::http::command`, pure), nor when a command is due (the
 //! caller sends a device's acknowledgement only once its alarm transition is journaled).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,11 @@ use crate::metrics::{CommandResult, Metrics, PlatformCommandMetrics};
 /// Tries of one command, the first included.
 pub const ATTEMPTS: u32 = 3;
 
+/// Commands of one endpoint under way at once, at most. A platform that hangs holds each for
+/// up to three time limits; beyond this many, new ones are not sent (counted `not_sent`)
+/// rather than piling up tasks and connections while every detector retransmits.
+pub const MAX_IN_FLIGHT: usize = 32;
+
 /// One endpoint's platform API client.
 pub struct PlatformApi {
     endpoint: String,
@@ -29,6 +35,16 @@ pub struct PlatformApi {
     timeout: Duration,
     backoff: Backoff,
     metrics: Arc<PlatformCommandMetrics>,
+    in_flight: AtomicUsize,
+}
+
+/// One command under way; counted down when it ends, however it ends.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 enum Api {
@@ -94,6 +110,7 @@ impl PlatformApi {
             timeout,
             backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(5)),
             metrics: metrics.platform_commands(&endpoint.name),
+            in_flight: AtomicUsize::new(0),
         })
     }
 
@@ -115,7 +132,15 @@ impl PlatformApi {
         device_id: &str,
         command: &DeviceCommand,
     ) -> Result<Option<String>, CommandError> {
-        let result = self.try_send(device_id, command).await;
+        let result = if self.in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_IN_FLIGHT {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            Err(CommandError::NotSent(format!(
+                "{MAX_IN_FLIGHT} commands to the platform are already under way"
+            )))
+        } else {
+            let _in_flight = InFlight(&self.in_flight);
+            self.try_send(device_id, command).await
+        };
         let counted = match &result {
             Ok(_) => CommandResult::Sent,
             Err(CommandError::Rejected { .. }) => CommandResult::Rejected,
@@ -147,9 +172,7 @@ impl PlatformApi {
             match result {
                 Err(err) if err.is_transient() && attempt < ATTEMPTS => {
                     attempt += 1;
-                    self.metrics
-                        .retries
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.metrics.retries.fetch_add(1, Ordering::Relaxed);
                     let pause = backoff.next_delay();
                     debug!(endpoint = %self.endpoint, error = %err, ?pause,
                         "Platform API request failed; trying again.");
@@ -246,5 +269,44 @@ impl PlatformApi {
                 self.timeout.as_secs()
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn commands_beyond_the_cap_are_not_sent_and_are_counted() {
+        let endpoint: HttpIngestConfig = toml::from_str(
+            "name = \"ct\"\nplatform = \"ctwing\"\npath = \"/ingest/ct\"\n\
+             token = { env = \"T\" }\nprofile = \"p\"\n[ctwing_api]\napp_key = \"k\"\n\
+             app_secret = { env = \"S\" }\nmaster_key = { env = \"M\" }\nproduct_id = 1\n\
+             api_url = \"http://127.0.0.1:9\"\n",
+        )
+        .expect("endpoint");
+        let metrics = Metrics::new();
+        let api = PlatformApi::for_endpoint(&endpoint, &metrics).expect("credentials");
+        let command = DeviceCommand::Bytes(vec![1]);
+        api.in_flight.store(MAX_IN_FLIGHT, Ordering::Relaxed);
+        let refused = api.send("d", &command).await;
+        assert!(
+            matches!(refused, Err(CommandError::NotSent(_))),
+            "{refused:?}"
+        );
+        assert_eq!(api.in_flight.load(Ordering::Relaxed), MAX_IN_FLIGHT);
+        // Under the cap: tried, and (no secret was loaded here) not sent either; the count
+        // comes back down.
+        api.in_flight.store(0, Ordering::Relaxed);
+        let unsigned = api.send("d", &command).await;
+        assert!(
+            matches!(unsigned, Err(CommandError::NotSent(_))),
+            "{unsigned:?}"
+        );
+        assert_eq!(api.in_flight.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            metrics.platform_commands("ct").get(CommandResult::NotSent),
+            2
+        );
     }
 }
