@@ -233,7 +233,22 @@ pub(super) fn validate_http_ingest(
                     e.profile
                 ),
             ),
-            Some(_) => {}
+            Some(p) => {
+                let hex_ack = p
+                    .ack
+                    .as_ref()
+                    .and_then(|a| a.command.as_ref())
+                    .is_some_and(|c| c.hex.is_some());
+                if hex_ack && e.onenet_api.is_some() {
+                    report(
+                        format!("http_ingest[{i}].onenet_api"),
+                        format!(
+                            "profile `{}` acknowledges with `hex` bytes, which OneNET Studio does not take: give its `[ack] command` a `service`",
+                            e.profile
+                        ),
+                    );
+                }
+            }
         }
         if e.max_body_bytes < 1024 {
             report(
