@@ -325,10 +325,48 @@ mod lossy_text {
 }
 
 /// An acknowledgement a device waits for on its downlink (a detector retransmits its alarm
-/// until it gets one): where and what to publish, on which MQTT connection.
+/// until it gets one): what to publish on which MQTT connection, or which command to send
+/// through a carrier platform's API.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceAck {
-    pub connection: String,
-    pub topic: String,
-    pub payload: Vec<u8>,
+pub enum DeviceAck {
+    /// A QoS 1 publish on an `[[mqtt]]` connection.
+    Mqtt {
+        connection: String,
+        topic: String,
+        payload: Vec<u8>,
+    },
+    /// A command through an `[[http_ingest]]` endpoint's platform API, to the platform's
+    /// device id (CTWing `deviceId`, OneNET Studio `deviceName`).
+    Platform {
+        endpoint: String,
+        device_id: String,
+        command: DeviceCommand,
+    },
+}
+
+impl DeviceAck {
+    /// Where it goes, for logs: the topic, or `endpoint/device`.
+    pub fn target(&self) -> String {
+        match self {
+            DeviceAck::Mqtt { topic, .. } => topic.clone(),
+            DeviceAck::Platform {
+                endpoint,
+                device_id,
+                ..
+            } => format!("{endpoint}/{device_id}"),
+        }
+    }
+}
+
+/// What a command through a carrier platform's API asks of a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceCommand {
+    /// A thing-model service call: CTWing `{serviceIdentifier, params}`, OneNET
+    /// `call-service` with `identifier` and `params`.
+    Service {
+        identifier: String,
+        params: serde_json::Map<String, serde_json::Value>,
+    },
+    /// The device's own bytes, for a CTWing transparent product (`dataType` 2, hex).
+    Bytes(Vec<u8>),
 }

@@ -227,6 +227,14 @@ impl Gateway {
         );
         let (rules_tx, rules_rx) = mpsc::channel::<RulesInput>(INGEST_CAPACITY);
         let downlinks = Downlinks::new();
+        // Devices behind CTWing or OneNET are acknowledged through their platform's API.
+        for endpoint in &config.site.http_ingest {
+            if let Some(api) =
+                crate::ingest::platform::PlatformApi::for_endpoint(endpoint, &metrics)
+            {
+                downlinks.register_platform(api);
+            }
+        }
         // The monitoring centres' links, whose queues the rules' store writer fills.
         let crate::northbound::Started {
             northbound,

@@ -561,13 +561,13 @@ fn store_writer(
             StoreJob::Transitions(events) => events,
             StoreJob::DeviceAck(ack) => {
                 if !last_stored {
-                    warn!(topic = %ack.topic, "Device not acknowledged: its alarm was not stored.");
+                    warn!(to = %ack.target(), "Device not acknowledged: its alarm was not stored.");
                     continue;
                 }
                 if let Some(downlinks) = &downlinks {
                     if let Err(err) = downlinks.send(&ack) {
                         // The device retransmits; its next message is acknowledged then.
-                        warn!(topic = %ack.topic, error = %err, "Device acknowledgement not sent.");
+                        warn!(to = %ack.target(), error = %err, "Device acknowledgement not sent.");
                     }
                 }
                 continue;

@@ -95,6 +95,95 @@ pub struct HttpIngestConfig {
     /// answered 503 and the platform sends it again.
     #[serde(default = "default_commit_timeout_s")]
     pub commit_timeout_s: u64,
+    /// `[http_ingest.ctwing_api]`: the CTWing application's API credentials, with which
+    /// parkguard sends commands to the endpoint's devices (CreateCommand). Only on a `ctwing`
+    /// endpoint; without it the endpoint only receives.
+    #[serde(default)]
+    pub ctwing_api: Option<CtwingApiConfig>,
+    /// `[http_ingest.onenet_api]`: the OneNET Studio product's API credentials, with which
+    /// parkguard calls the endpoint's devices' services (`thingmodel/call-service`). Only on
+    /// an `onenet` endpoint; without it the endpoint only receives.
+    #[serde(default)]
+    pub onenet_api: Option<OnenetApiConfig>,
+}
+
+/// The public CTWing API gateway.
+pub const CTWING_API_URL: &str = "https://ag-api.ctwing.cn";
+/// The public OneNET Studio application API.
+pub const ONENET_API_URL: &str = "https://iot-api.heclouds.com";
+
+/// `[http_ingest.ctwing_api]`: CTWing (AEP) application credentials for commands to devices
+/// (`POST /aep_device_command/command`, CreateCommand version 20190712225145). Each request is
+/// signed with the application's secret (HMAC-SHA1 over `application`, `timestamp`, the
+/// product's `MasterKey` and the body) and answered with a `code`, 0 for success. Find the
+/// values in the CTWing console: the application's App Key and App Secret, the product's ID
+/// and Master-APIkey.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CtwingApiConfig {
+    /// The application's App Key (sent as the `application` header).
+    pub app_key: String,
+    /// The application's App Secret, which signs every request: `{ env = "VAR" }`,
+    /// `{ file = "path" }` or `{ credential = "NAME" }`.
+    pub app_secret: Secret,
+    /// The product's Master-APIkey (the `MasterKey` header, signed too).
+    pub master_key: Secret,
+    /// The product's ID (an integer, `productId` of the command).
+    pub product_id: u64,
+    /// The API gateway, without a trailing `/`; change it only for a private deployment or a
+    /// test stand-in.
+    #[serde(default = "default_ctwing_api_url")]
+    pub api_url: String,
+    /// The command's `operator` (shown in the CTWing console's command log).
+    #[serde(default = "default_operator")]
+    pub operator: String,
+    /// Seconds (0 to 864000) the platform keeps a command for a sleeping NB-IoT device before
+    /// it expires; 0 sends it at once or not at all.
+    #[serde(default = "default_command_ttl_s")]
+    pub ttl_s: u32,
+    /// Seconds (1 to 60) each request may take; a request that takes longer, a connection
+    /// error or an HTTP 5xx is tried again (three tries in all, with jittered backoff).
+    #[serde(default = "default_api_timeout_s")]
+    pub timeout_s: u64,
+}
+
+/// `[http_ingest.onenet_api]`: OneNET Studio product credentials for commands to devices
+/// (`POST /thingmodel/call-service` with `{product_id, device_name, identifier, params}`).
+/// Each request carries an `authorization` token signed with the product's access key
+/// (HMAC-SHA1 over `et`, `method`, `res = products/{product_id}` and `version`, valid for an
+/// hour) and is answered with a `code`, 0 for success.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnenetApiConfig {
+    /// The product's ID as the console shows it (`product_id` of the calls).
+    pub product_id: String,
+    /// The product's access key (Base64, as the console hands it out), which signs the
+    /// token: `{ env = "VAR" }`, `{ file = "path" }` or `{ credential = "NAME" }`.
+    pub access_key: Secret,
+    /// The application API, without a trailing `/`; change it only for a private
+    /// deployment or a test stand-in.
+    #[serde(default = "default_onenet_api_url")]
+    pub api_url: String,
+    /// Seconds (1 to 60) each request may take; a request that takes longer, a connection
+    /// error or an HTTP 5xx is tried again (three tries in all, with jittered backoff).
+    #[serde(default = "default_api_timeout_s")]
+    pub timeout_s: u64,
+}
+
+fn default_ctwing_api_url() -> String {
+    CTWING_API_URL.into()
+}
+fn default_onenet_api_url() -> String {
+    ONENET_API_URL.into()
+}
+fn default_operator() -> String {
+    "parkguard".into()
+}
+fn default_command_ttl_s() -> u32 {
+    7200
+}
+fn default_api_timeout_s() -> u64 {
+    10
 }
 
 fn default_max_body_bytes() -> usize {
@@ -144,7 +233,22 @@ pub(super) fn validate_http_ingest(
                     e.profile
                 ),
             ),
-            Some(_) => {}
+            Some(p) => {
+                let hex_ack = p
+                    .ack
+                    .as_ref()
+                    .and_then(|a| a.command.as_ref())
+                    .is_some_and(|c| c.hex.is_some());
+                if hex_ack && e.onenet_api.is_some() {
+                    report(
+                        format!("http_ingest[{i}].onenet_api"),
+                        format!(
+                            "profile `{}` acknowledges with `hex` bytes, which OneNET Studio does not take: give its `[ack] command` a `service`",
+                            e.profile
+                        ),
+                    );
+                }
+            }
         }
         if e.max_body_bytes < 1024 {
             report(
@@ -164,6 +268,81 @@ pub(super) fn validate_http_ingest(
                 "must be between 1 and 60".into(),
             );
         }
+        validate_api(i, e, report);
+    }
+}
+
+/// The platform API credentials: the endpoint's own platform, a plain http(s) URL, sane limits.
+fn validate_api(i: usize, e: &HttpIngestConfig, report: &mut dyn FnMut(String, String)) {
+    let check = |key: &str, url: &str, timeout_s: u64, report: &mut dyn FnMut(String, String)| {
+        if let Some(problem) = api_url_problem(url) {
+            report(format!("http_ingest[{i}].{key}.api_url"), problem);
+        }
+        if timeout_s == 0 || timeout_s > 60 {
+            report(
+                format!("http_ingest[{i}].{key}.timeout_s"),
+                "must be between 1 and 60".into(),
+            );
+        }
+    };
+    if let Some(api) = &e.ctwing_api {
+        check("ctwing_api", &api.api_url, api.timeout_s, report);
+        if e.platform != IngestPlatform::Ctwing {
+            report(
+                format!("http_ingest[{i}].ctwing_api"),
+                "only a `ctwing` endpoint takes CTWing credentials; use `onenet_api`".into(),
+            );
+        }
+        if api.app_key.trim().is_empty() {
+            report(
+                format!("http_ingest[{i}].ctwing_api.app_key"),
+                "must not be empty".into(),
+            );
+        }
+        if api.operator.trim().is_empty() {
+            report(
+                format!("http_ingest[{i}].ctwing_api.operator"),
+                "must not be empty: CTWing requires an operator".into(),
+            );
+        }
+        if api.ttl_s > 864_000 {
+            report(
+                format!("http_ingest[{i}].ctwing_api.ttl_s"),
+                "must be at most 864000 (10 days), CTWing's limit".into(),
+            );
+        }
+    }
+    if let Some(api) = &e.onenet_api {
+        check("onenet_api", &api.api_url, api.timeout_s, report);
+        if e.platform != IngestPlatform::Onenet {
+            report(
+                format!("http_ingest[{i}].onenet_api"),
+                "only an `onenet` endpoint takes OneNET credentials; use `ctwing_api`".into(),
+            );
+        }
+        if api.product_id.trim().is_empty() {
+            report(
+                format!("http_ingest[{i}].onenet_api.product_id"),
+                "must not be empty".into(),
+            );
+        }
+    }
+}
+
+/// Why `url` cannot be a platform API's base URL, if it cannot.
+fn api_url_problem(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        None => Some("must start with `https://` (or `http://` for a local stand-in)".into()),
+        Some(host) if host.is_empty() || host.starts_with('/') => {
+            Some("must name a host, e.g. `https://ag-api.ctwing.cn`".into())
+        }
+        Some(_) if url.ends_with('/') || url.contains('?') || url.contains('#') => {
+            Some("no trailing `/`, query or fragment: the API's paths are appended".into())
+        }
+        Some(_) => None,
     }
 }
 
@@ -190,7 +369,61 @@ fn path_problem(path: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::path_problem;
+    use super::{api_url_problem, path_problem};
+
+    #[test]
+    fn api_credentials_belong_to_their_own_platform() {
+        let endpoint = |text: &str| -> super::HttpIngestConfig {
+            toml::from_str(&format!(
+                "name = \"e\"\npath = \"/ingest/e\"\ntoken = {{ env = \"T\" }}\nprofile = \"p\"\n{text}"
+            ))
+            .expect("endpoint")
+        };
+        let problems = |e: &super::HttpIngestConfig| {
+            let mut found = Vec::new();
+            super::validate_api(0, e, &mut |path, _| found.push(path));
+            found
+        };
+        let ctwing_api = "[ctwing_api]\napp_key = \"k\"\napp_secret = { env = \"S\" }\n\
+                          master_key = { env = \"M\" }\nproduct_id = 1\n";
+        let onenet_api = "[onenet_api]\nproduct_id = \"p\"\naccess_key = { env = \"K\" }\n";
+        let ok = endpoint(&format!("platform = \"ctwing\"\n{ctwing_api}"));
+        assert_eq!(ok.ctwing_api.as_ref().map(|a| a.ttl_s), Some(7200));
+        assert!(problems(&ok).is_empty());
+        let ok = endpoint(&format!("platform = \"onenet\"\n{onenet_api}"));
+        assert!(problems(&ok).is_empty());
+        let crossed = endpoint(&format!("platform = \"onenet\"\n{ctwing_api}"));
+        assert_eq!(problems(&crossed), ["http_ingest[0].ctwing_api"]);
+        let crossed = endpoint(&format!("platform = \"ctwing\"\n{onenet_api}"));
+        assert_eq!(problems(&crossed), ["http_ingest[0].onenet_api"]);
+        let bad = endpoint(&format!(
+            "platform = \"ctwing\"\n{ctwing_api}api_url = \"ag-api.ctwing.cn/\"\ntimeout_s = 0\nttl_s = 900000\n"
+        ));
+        assert_eq!(
+            problems(&bad),
+            [
+                "http_ingest[0].ctwing_api.api_url",
+                "http_ingest[0].ctwing_api.timeout_s",
+                "http_ingest[0].ctwing_api.ttl_s"
+            ]
+        );
+    }
+
+    #[test]
+    fn api_urls_are_plain_bases() {
+        assert_eq!(api_url_problem("https://ag-api.ctwing.cn"), None);
+        assert_eq!(api_url_problem("http://127.0.0.1:8080"), None);
+        for bad in [
+            "ag-api.ctwing.cn",
+            "https://",
+            "https:///x",
+            "https://a/",
+            "https://a?x=1",
+            "ftp://a",
+        ] {
+            assert!(api_url_problem(bad).is_some(), "{bad}");
+        }
+    }
 
     #[test]
     fn endpoint_paths_are_plain_and_stay_off_the_web_uis_own() {

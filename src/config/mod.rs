@@ -31,7 +31,7 @@ mod web;
 
 pub use broker::{parse_broker_users, BrokerAcl, BrokerConfig, EmbeddedBrokerConfig};
 pub use gateway::GatewayConfig;
-pub use http_ingest::{HttpIngestConfig, IngestPlatform};
+pub use http_ingest::{CtwingApiConfig, HttpIngestConfig, IngestPlatform, OnenetApiConfig};
 pub use influx::{InfluxApi, InfluxSinkConfig};
 pub use linkage::{DeviceResetConfig, LinkageConfig, OutputConfig, OutputKind};
 pub use locate::{PathMap, Problem, SourceFile};
@@ -40,7 +40,8 @@ pub use modbus::{
 };
 pub use mqtt::{MqttConfig, MqttProtocol, MqttTlsConfig, SubscriptionConfig, UnknownDevices};
 pub use profile::{
-    DeviceAckConfig, DeviceAlarm, MaintenanceState, Profile, QuantityInfo, QuantityRole,
+    AckCommandConfig, CommandParam, DeviceAckConfig, DeviceAlarm, MaintenanceState, Profile,
+    QuantityInfo, QuantityRole,
 };
 pub use rules::{
     AlarmKind, ConditionConfig, LevelConfig, RuleConfig, RuleOverride, RuleSetFile, Severity,

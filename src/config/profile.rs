@@ -146,11 +146,14 @@ pub struct MaintenanceState {
 }
 
 /// `[ack]` of a profile: once a message whose `quantity` is one of `states` is durably
-/// recorded (its alarm transition journaled), the gateway publishes `payload` to `topic`
-/// (QoS 1) on the MQTT connection the message came from, so that the device stops
-/// retransmitting. In `topic` and `payload`, `{name}` is a level the subscription's topic
-/// template captured (`{park}`, ...), `{device}` the device's id, `{event}` the state and
-/// `{ts}` the gateway's time in Unix seconds.
+/// recorded (its alarm transition journaled), the gateway acknowledges it so that the device
+/// stops retransmitting: for a device on MQTT it publishes `payload` to `topic` (QoS 1) on the
+/// connection the message came from; for a device that reports through an `[[http_ingest]]`
+/// endpoint with platform API credentials (`ctwing_api`, `onenet_api`) it sends `command`
+/// through the platform's API. In `topic`, `payload` and the command's text parameters,
+/// `{name}` is a level the subscription's topic template captured (`{park}`, ...; MQTT only),
+/// `{device}` the device's id, `{event}` the state and `{ts}` the gateway's time in Unix
+/// seconds. Give `topic` and `payload`, or `command`, or all three for a profile used both ways.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceAckConfig {
@@ -158,11 +161,84 @@ pub struct DeviceAckConfig {
     pub quantity: String,
     /// The states of `quantity` whose messages are acknowledged, e.g. `["alarm", "fault"]`.
     pub states: Vec<String>,
-    /// Topic of the acknowledgement, e.g. `park/{park}/smoke/{device}/down`.
-    pub topic: String,
-    /// The acknowledgement's payload text, e.g.
+    /// Topic of the acknowledgement (MQTT devices), e.g. `park/{park}/smoke/{device}/down`.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// The acknowledgement's payload text (MQTT devices), e.g.
     /// `'{"cmd":"ack","dev":"{device}","event":"{event}","ts":{ts}}'`.
-    pub payload: String,
+    #[serde(default)]
+    pub payload: Option<String>,
+    /// The acknowledgement as a platform command (devices behind CTWing or OneNET), e.g.
+    /// `command = { service = "alarm_ack", params = { event = "{event}" } }`, or for a
+    /// CTWing transparent product `command = { hex = "A5010F" }`.
+    #[serde(default)]
+    pub command: Option<AckCommandConfig>,
+}
+
+/// `[ack.command]`: a thing-model service call (`service` and `params`) or the device's own
+/// bytes (`hex`, CTWing transparent products only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckCommandConfig {
+    /// The service's identifier in the product's thing model (CTWing `serviceIdentifier`,
+    /// OneNET Studio `identifier`).
+    #[serde(default)]
+    pub service: Option<String>,
+    /// The service's parameters; in text values `{device}`, `{event}` and `{ts}` are filled
+    /// in (a value that is exactly `{ts}` becomes a number).
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, CommandParam>,
+    /// The bytes to send, in hex (an even number of digits), for a CTWing product without a
+    /// thing model.
+    #[serde(default)]
+    pub hex: Option<String>,
+}
+
+/// A parameter of a platform command: a boolean, an integer, a float or a text.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum CommandParam {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl AckCommandConfig {
+    /// The bytes of `hex`, when it is given and valid.
+    pub fn hex_bytes(&self) -> Option<Vec<u8>> {
+        self.hex.as_deref().and_then(hex_bytes)
+    }
+
+    /// Why this command cannot be sent, if it cannot.
+    pub fn problem(&self) -> Option<String> {
+        match (&self.service, &self.hex) {
+            (Some(_), Some(_)) | (None, None) => {
+                Some("give either `service` (with `params`) or `hex`".into())
+            }
+            (Some(service), None) if service.trim().is_empty() => {
+                Some("`service` must not be empty".into())
+            }
+            (None, Some(hex)) if hex.is_empty() || hex_bytes(hex).is_none() => {
+                Some(format!("`{hex}` is not an even number of hex digits"))
+            }
+            (None, Some(_)) if !self.params.is_empty() => {
+                Some("`params` belong to a `service`, not to `hex`".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The bytes of an even-length hex string.
+fn hex_bytes(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 impl Profile {
@@ -314,6 +390,18 @@ pub(super) fn load_profiles(
                             "name the states whose messages are acknowledged".to_string(),
                         ));
                     }
+                    let mqtt = ack.topic.is_some() && ack.payload.is_some();
+                    if ack.topic.is_some() != ack.payload.is_some()
+                        || (!mqtt && ack.command.is_none())
+                    {
+                        problems.push(source.locate(
+                            "ack",
+                            "give `topic` and `payload` (MQTT devices), or `command` (devices behind CTWing or OneNET)".to_string(),
+                        ));
+                    }
+                    if let Some(problem) = ack.command.as_ref().and_then(|c| c.problem()) {
+                        problems.push(source.locate("ack.command", problem));
+                    }
                 }
                 profiles.insert(id, profile);
             }
@@ -321,4 +409,43 @@ pub(super) fn load_profiles(
         }
     }
     profiles
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AckCommandConfig;
+
+    fn command(text: &str) -> AckCommandConfig {
+        toml::from_str(text).expect("command")
+    }
+
+    #[test]
+    fn an_ack_command_is_a_service_or_hex_bytes() {
+        assert_eq!(
+            command(
+                r#"service = "alarm_ack"
+            params = { a = 1 }"#
+            )
+            .problem(),
+            None
+        );
+        assert_eq!(command(r#"hex = "A5010f""#).problem(), None);
+        assert_eq!(
+            command(r#"hex = "A5010f""#).hex_bytes(),
+            Some(vec![0xA5, 1, 0x0F])
+        );
+        for bad in [
+            "",
+            r#"service = "a"
+            hex = "00""#,
+            r#"service = " ""#,
+            r#"hex = "A50""#,
+            r#"hex = "zz""#,
+            r#"hex = """#,
+            r#"hex = "00"
+            params = { a = 1 }"#,
+        ] {
+            assert!(command(bad).problem().is_some(), "{bad}");
+        }
+    }
 }

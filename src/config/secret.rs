@@ -102,6 +102,7 @@ pub(super) fn resolve_secrets(
         resolve(format!("influx[{i}].token"), &mut s.token);
     }
     let mut short_tokens = Vec::new();
+    let mut bad_access_keys = Vec::new();
     for (i, e) in site.http_ingest.iter_mut().enumerate() {
         let mut token = Some(e.token.clone());
         resolve(format!("http_ingest[{i}].token"), &mut token);
@@ -116,12 +117,50 @@ pub(super) fn resolve_secrets(
             }
             e.token = token;
         }
+        // The platform API's secrets are required fields: resolved through an `Option` like
+        // the optional ones, and put back with their value.
+        if let Some(api) = &mut e.ctwing_api {
+            for (key, secret) in [
+                ("app_secret", &mut api.app_secret),
+                ("master_key", &mut api.master_key),
+            ] {
+                let mut held = Some(secret.clone());
+                resolve(format!("http_ingest[{i}].ctwing_api.{key}"), &mut held);
+                if let Some(held) = held {
+                    *secret = held;
+                }
+            }
+        }
+        if let Some(api) = &mut e.onenet_api {
+            let mut held = Some(api.access_key.clone());
+            resolve(format!("http_ingest[{i}].onenet_api.access_key"), &mut held);
+            if let Some(held) = held {
+                // A key that is not Base64 could sign nothing: said at load, not at the
+                // first alarm.
+                if let Some(value) = held.value() {
+                    use base64::Engine;
+                    if base64::engine::general_purpose::STANDARD
+                        .decode(value.trim())
+                        .is_err()
+                    {
+                        bad_access_keys.push(i);
+                    }
+                }
+                api.access_key = held;
+            }
+        }
     }
     if let Some(alerts) = &mut site.alerts {
         for (i, c) in alerts.channels.iter_mut().enumerate() {
             resolve(format!("alerts.channels[{i}].secret"), &mut c.secret);
             resolve(format!("alerts.channels[{i}].password"), &mut c.password);
         }
+    }
+    for i in bad_access_keys {
+        report(
+            format!("http_ingest[{i}].onenet_api.access_key"),
+            "is not Base64: give the access key exactly as the OneNET console shows it".into(),
+        );
     }
     for (i, chars) in short_tokens {
         report(

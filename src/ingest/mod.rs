@@ -17,6 +17,7 @@ pub mod http;
 pub mod modbus;
 pub mod mqtt;
 pub mod mqtt_guard;
+pub mod platform;
 pub mod read_plan;
 
 use crate::model::{BadMessage, DeviceAck, ReadingBatch};

@@ -83,6 +83,61 @@ pub struct Metrics {
     mqtt: Mutex<BTreeMap<String, Arc<MqttMetrics>>>,
     modbus: Mutex<BTreeMap<String, Arc<ModbusMetrics>>>,
     http_ingest: Mutex<BTreeMap<String, Arc<HttpIngestMetrics>>>,
+    platform_commands: Mutex<BTreeMap<String, Arc<PlatformCommandMetrics>>>,
+}
+
+/// What became of a command to a device through a carrier platform's API (an
+/// `[[http_ingest]]` endpoint's `ctwing_api` or `onenet_api`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandResult {
+    /// The platform took it (`code` 0).
+    Sent,
+    /// The platform understood it and refused it (a non-zero `code`).
+    Rejected,
+    /// The platform refused the credentials.
+    AuthFailed,
+    /// No answer after every try (timeouts, connection errors, HTTP 5xx).
+    Unreachable,
+    /// Not sent: it could not be built (no secret, a bad access key, bytes for OneNET).
+    NotSent,
+}
+
+impl CommandResult {
+    pub const ALL: [CommandResult; 5] = [
+        CommandResult::Sent,
+        CommandResult::Rejected,
+        CommandResult::AuthFailed,
+        CommandResult::Unreachable,
+        CommandResult::NotSent,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandResult::Sent => "sent",
+            CommandResult::Rejected => "rejected",
+            CommandResult::AuthFailed => "auth_failed",
+            CommandResult::Unreachable => "unreachable",
+            CommandResult::NotSent => "not_sent",
+        }
+    }
+}
+
+/// Commands through one endpoint's platform API, by result, and the tries repeated.
+#[derive(Default)]
+pub struct PlatformCommandMetrics {
+    results: [AtomicU64; CommandResult::ALL.len()],
+    /// Requests sent again after a timeout, a connection error or an HTTP 5xx.
+    pub retries: AtomicU64,
+}
+
+impl PlatformCommandMetrics {
+    pub fn count(&self, result: CommandResult) {
+        self.results[result as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, result: CommandResult) -> u64 {
+        self.results[result as usize].load(Ordering::Relaxed)
+    }
 }
 
 /// What became of a request to a `[[http_ingest]]` endpoint (a carrier IoT platform's push).
@@ -246,6 +301,9 @@ impl Metrics {
         }
         for endpoint in &config.site.http_ingest {
             metrics.http_ingest(&endpoint.name);
+            if endpoint.ctwing_api.is_some() || endpoint.onenet_api.is_some() {
+                metrics.platform_commands(&endpoint.name);
+            }
         }
         Arc::new(metrics)
     }
@@ -275,6 +333,14 @@ impl Metrics {
 
     pub fn http_ingest(&self, endpoint: &str) -> Arc<HttpIngestMetrics> {
         let mut endpoints = self.http_ingest.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(endpoints.entry(endpoint.to_string()).or_default())
+    }
+
+    pub fn platform_commands(&self, endpoint: &str) -> Arc<PlatformCommandMetrics> {
+        let mut endpoints = self
+            .platform_commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         Arc::clone(endpoints.entry(endpoint.to_string()).or_default())
     }
 

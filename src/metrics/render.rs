@@ -81,6 +81,39 @@ impl Metrics {
                 );
             }
         }
+        text.family(
+            "platform_commands_total",
+            "counter",
+            "Commands to devices through a carrier platform's API, by endpoint and result.",
+        );
+        let commands: Vec<(String, Arc<PlatformCommandMetrics>)> = self
+            .platform_commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(name, m)| (name.clone(), Arc::clone(m)))
+            .collect();
+        for (endpoint, m) in &commands {
+            for result in CommandResult::ALL {
+                text.sample(
+                    "platform_commands_total",
+                    &[("endpoint", endpoint), ("result", result.as_str())],
+                    m.get(result) as f64,
+                );
+            }
+        }
+        text.family(
+            "platform_command_retries_total",
+            "counter",
+            "Requests to a carrier platform's API sent again after a timeout, a connection error or an HTTP 5xx.",
+        );
+        for (endpoint, m) in &commands {
+            text.sample(
+                "platform_command_retries_total",
+                &[("endpoint", endpoint)],
+                get(&m.retries),
+            );
+        }
         for (name, help, counter) in [
             (
                 "readings_unencodable_total",

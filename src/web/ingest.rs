@@ -22,9 +22,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::config::devices::DeviceDirectory;
-use crate::config::{Config, HttpIngestConfig, IngestPlatform};
+use crate::config::{Config, DeviceAckConfig, HttpIngestConfig, IngestPlatform};
 use crate::decode::payload::{DecodeErrorKind, PayloadDecoder};
-use crate::ingest::http::{self, ctwing, onenet, DeviceMessage, Refusal};
+use crate::ingest::http::{self, command, ctwing, onenet, DeviceMessage, Refusal};
 use crate::ingest::{Ack, Ingested};
 use crate::metrics::{HttpIngestMetrics, HttpIngestResult, Metrics};
 use crate::model::{now_ns, BadMessage};
@@ -59,6 +59,9 @@ pub struct Endpoint {
     /// When a refusal was last logged (ms since the epoch), and how many were not since.
     refusal_logged_ms: AtomicI64,
     refusals_not_logged: AtomicU64,
+    /// The profile's `[ack]`, when it has a `command` and the endpoint platform API
+    /// credentials to send it with.
+    ack: Option<DeviceAckConfig>,
 }
 
 /// The configured endpoints; an error for a profile or secret that validation let through,
@@ -106,6 +109,11 @@ pub fn endpoints(
                 metrics: Arc::clone(metrics),
                 refusal_logged_ms: AtomicI64::new(i64::MIN),
                 refusals_not_logged: AtomicU64::new(0),
+                ack: profile
+                    .ack
+                    .clone()
+                    .filter(|a| a.command.is_some())
+                    .filter(|_| e.ctwing_api.is_some() || e.onenet_api.is_some()),
             }))
         })
         .collect()
@@ -314,11 +322,23 @@ impl Endpoint {
         if readings.is_empty() && rejected.is_none() {
             return Some(None);
         }
+        // Sent by the rules' store writer once the alarm transition is journaled; addressed by
+        // the platform's own id of the device, which the command API takes.
+        let device_ack = self.ack.as_ref().and_then(|ack| {
+            let platform_id = message.device_id.as_deref().unwrap_or(&tags.device);
+            command::platform_ack(
+                &self.name,
+                ack,
+                platform_id,
+                &readings,
+                received_ns / 1_000_000_000,
+            )
+        });
         Some(Some(Ingested {
             readings: (!readings.is_empty()).then(|| readings.into()),
             rejected,
             ack: None,
-            device_ack: None,
+            device_ack,
         }))
     }
 

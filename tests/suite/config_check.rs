@@ -164,6 +164,38 @@ fn an_http_ingest_endpoint_needs_a_token_of_16_characters() {
 }
 
 #[test]
+fn platform_api_credentials_are_checked() {
+    let (dir, path) = support::site(
+        "[gateway]\nprofiles_dir = \"profiles\"\n[web]\nlisten = \"127.0.0.1:0\"\n\
+         [[http_ingest]]\nname = \"on\"\nplatform = \"onenet\"\npath = \"/ingest/on\"\n\
+         token = { file = \"token\" }\nprofile = \"hex_ack\"\n\
+         [http_ingest.onenet_api]\nproduct_id = \"p\"\naccess_key = { file = \"key\" }\n\
+         api_url = \"http://127.0.0.1:1/\"\n\
+         [http_ingest.ctwing_api]\napp_key = \"k\"\napp_secret = { file = \"key\" }\n\
+         master_key = { file = \"key\" }\nproduct_id = 1\n",
+    );
+    std::fs::write(dir.path().join("token"), "0123456789abcdef").expect("write");
+    std::fs::write(dir.path().join("key"), "not base64!").expect("write");
+    std::fs::write(
+        dir.path().join("profiles/hex_ack.toml"),
+        "kind = \"smoke\"\n[payload]\n[[payload.fields]]\npointer = \"/event\"\n\
+         quantity = \"event\"\ntype = \"text\"\n\
+         [ack]\nquantity = \"event\"\nstates = [\"alarm\"]\ncommand = { hex = \"A5\" }\n",
+    )
+    .expect("profile");
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2, "{stderr}");
+    for expected in [
+        "http_ingest[0].onenet_api.api_url: no trailing `/`",
+        "http_ingest[0].ctwing_api: only a `ctwing` endpoint takes CTWing credentials",
+        "http_ingest[0].onenet_api: profile `hex_ack` acknowledges with `hex` bytes",
+        "http_ingest[0].onenet_api.access_key: is not Base64",
+    ] {
+        assert!(stderr.contains(expected), "{expected}\n{stderr}");
+    }
+}
+
+#[test]
 fn secrets_must_come_from_env_or_file_and_must_exist() {
     let (_dir, path) = support::site(
         "[gateway]\nprofiles_dir = \"profiles\"\n[[influx]]\nname = \"i\"\nurl = \"http://x\"\napi = \"v2\"\norg = \"o\"\nbucket = \"b\"\ntoken = { env = \"PARKGUARD_TEST_SURELY_UNSET\" }\n\n[[influx]]\nname = \"j\"\nurl = \"http://x\"\napi = \"v2\"\norg = \"o\"\nbucket = \"b\"\ntoken = \"inline-secret\"\n",

@@ -16,6 +16,7 @@ mod crash_windows;
 mod demo;
 mod deploy;
 mod docs_links;
+mod downlink;
 mod durable_delivery;
 mod failsafe;
 mod fuzz;

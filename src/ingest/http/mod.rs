@@ -8,6 +8,7 @@
 //! web server reads the request, hands the readings downstream and answers), the clock
 //! (callers pass the receive time), counters or logging.
 
+pub mod command;
 pub mod ctwing;
 pub mod onenet;
 

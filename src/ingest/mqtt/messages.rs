@@ -301,6 +301,10 @@ pub(super) fn device_ack(
     tags: &Tags,
     readings: &[crate::model::Reading],
 ) -> Option<DeviceAck> {
+    // A profile acknowledged only through a platform's API has nothing to publish here.
+    let (Some(ack_topic), Some(ack_payload)) = (&ack.topic, &ack.payload) else {
+        return None;
+    };
     let state = readings.iter().find_map(|r| match &r.value {
         crate::model::Value::Text(t) if *r.quantity == *ack.quantity => {
             ack.states.iter().any(|s| **s == **t).then_some(t)
@@ -326,10 +330,10 @@ pub(super) fn device_ack(
                 text.replace(&format!("{{{name}}}"), value)
             })
     };
-    Some(DeviceAck {
+    Some(DeviceAck::Mqtt {
         connection: connection.to_string(),
-        topic: fill(&ack.topic),
-        payload: fill(&ack.payload).into_bytes(),
+        topic: fill(ack_topic),
+        payload: fill(ack_payload).into_bytes(),
     })
 }
 
