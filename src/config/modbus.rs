@@ -23,6 +23,16 @@ pub enum ModbusTransport {
     Rtu,
 }
 
+impl ModbusTransport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModbusTransport::Tcp => "tcp",
+            ModbusTransport::RtuOverTcp => "rtu_over_tcp",
+            ModbusTransport::Rtu => "rtu",
+        }
+    }
+}
+
 /// Parity of a serial line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]

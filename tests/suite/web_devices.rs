@@ -269,6 +269,15 @@ async fn the_device_list_and_page_show_named_quantities_with_units_and_the_one_i
         ]),
         "grouped by role, in the profile's order"
     );
+    // Its link, sign-off and (no) alarms under the values.
+    wait_script(
+        &client,
+        "the smoke detector's link and sign-off",
+        "return document.querySelector('#detail-more .detail-link').textContent === 'MQTT park · park/{park}/smoke/{device}/up' \
+           && document.querySelector('#detail-more .detail-signoff').textContent === '尚未调试签字' \
+           && !document.querySelector('#detail-more .detail-alarms')",
+    )
+    .await;
     let png = client.screenshot().await.expect("screenshot");
     std::fs::write(screenshots.join("web-devices-detail.png"), png).expect("save screenshot");
 
@@ -297,6 +306,16 @@ async fn the_device_list_and_page_show_named_quantities_with_units_and_the_one_i
     let meter_row = row_text(&client, "m1").await;
     assert!(meter_row.contains("Residual current"), "{meter_row}");
     assert!(meter_row.contains("Cable temperature 1"), "{meter_row}");
+    // The meter's page: its alarm and the alarm's journal entry.
+    click(&client, "#device-tree .device[data-device=\"m1\"]").await;
+    wait_script(
+        &client,
+        "the meter's alarm and journal on its page",
+        "return !!document.querySelector('#detail-more .detail-alarms li[data-key^=\"R1/m1\"]') \
+           && document.querySelector('#detail-more .detail-alarms li').textContent.includes('Residual current') \
+           && document.querySelectorAll('#detail-more .detail-journal li').length >= 1",
+    )
+    .await;
 
     // A phone: the list fits 375 px without scrolling sideways.
     client

@@ -21,8 +21,31 @@ struct DeviceView<'a> {
     modbus: bool,
     /// The newest commissioning sign-off.
     signoff: Option<crate::store::SignOff>,
+    /// How the gateway hears the device, as configured.
+    link: Option<LinkView<'a>>,
     #[serde(flatten)]
     latest: DeviceLatest,
+}
+
+/// How a device reaches the gateway: its Modbus connection and unit, the MQTT connection
+/// whose subscription decodes its profile, or the carrier platform's push endpoint.
+#[derive(Serialize, Clone)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum LinkView<'a> {
+    Modbus {
+        connection: &'a str,
+        transport: &'static str,
+        address: &'a str,
+        unit_id: u8,
+    },
+    Mqtt {
+        connection: &'a str,
+        topic: &'a str,
+    },
+    Platform {
+        endpoint: &'a str,
+        platform: &'static str,
+    },
 }
 
 /// Every declared device with its place, status and latest values, in park, enterprise,
@@ -54,11 +77,42 @@ pub async fn devices(State(state): State<Shared>, _caller: Caller) -> Response {
     for a in &alarms {
         alarms_of.entry(a.device.as_str()).or_default().push(a);
     }
-    let polled: HashSet<&str> = site
+    let polled: HashMap<&str, LinkView> = site
         .modbus
         .iter()
-        .flat_map(|m| m.units.iter().map(|u| u.device.as_str()))
+        .flat_map(|m| {
+            m.units.iter().map(move |u| {
+                let link = LinkView::Modbus {
+                    connection: &m.name,
+                    transport: m.transport.as_str(),
+                    address: &m.address,
+                    unit_id: u.unit_id,
+                };
+                (u.device.as_str(), link)
+            })
+        })
         .collect();
+    // Devices that publish or are pushed are found by their profile: the first subscription
+    // or endpoint that decodes it.
+    let mut by_profile: HashMap<&str, LinkView> = HashMap::new();
+    for e in &site.http_ingest {
+        by_profile
+            .entry(e.profile.as_str())
+            .or_insert(LinkView::Platform {
+                endpoint: &e.name,
+                platform: e.platform.as_str(),
+            });
+    }
+    for m in &site.mqtt {
+        for s in &m.subscriptions {
+            by_profile
+                .entry(s.profile.as_str())
+                .or_insert(LinkView::Mqtt {
+                    connection: &m.name,
+                    topic: &s.topic,
+                });
+        }
+    }
     let signoffs: HashMap<String, crate::store::SignOff> = signoffs
         .into_iter()
         .map(|s| (s.device.clone(), s))
@@ -96,8 +150,12 @@ pub async fn devices(State(state): State<Shared>, _caller: Caller) -> Response {
                     seen.last_seen_ms.is_some(),
                 ),
                 alarms: own.len(),
-                modbus: polled.contains(d.id.as_str()),
+                modbus: polled.contains_key(d.id.as_str()),
                 signoff: signoffs.get(&d.id).cloned(),
+                link: polled
+                    .get(d.id.as_str())
+                    .or_else(|| by_profile.get(d.profile.as_str()))
+                    .cloned(),
                 latest: seen,
             }
         })

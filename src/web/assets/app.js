@@ -27,6 +27,8 @@ const I18N = {
     filter_all_enterprises: "全部企业", filter_all_status: "全部状态", filter_all_kinds: "全部类型",
     device_search: "搜索设备", role_measurement: "测量值", role_status: "状态", role_setting: "设定值",
     role_counter: "计数", role_other: "其他", no_devices: "没有符合条件的设备",
+    detail_alarms: "当前报警", detail_journal: "最近日志", detail_link: "连接", detail_signoff: "调试签字",
+    last_seen: "最后上报", not_signed: "尚未调试签字", none: "无",
     never: "从未", threshold: "阈值", show_hidden: "显示搁置/屏蔽", return_to_service: "恢复使用",
     until: "至",
     act_raised: "报警", act_escalated: "升级", act_de_escalated: "降级", act_condition_cleared: "条件消失",
@@ -92,6 +94,8 @@ const I18N = {
     filter_all_enterprises: "All enterprises", filter_all_status: "All states", filter_all_kinds: "All kinds",
     device_search: "Search devices", role_measurement: "Measurements", role_status: "Status", role_setting: "Settings",
     role_counter: "Counters", role_other: "Other", no_devices: "No device matches",
+    detail_alarms: "Active alarms", detail_journal: "Recent journal", detail_link: "Link", detail_signoff: "Commissioning sign-off",
+    last_seen: "Last heard", not_signed: "not signed off yet", none: "none",
     never: "never", threshold: "threshold", show_hidden: "Show shelved/suppressed", return_to_service: "Return to service",
     until: "until",
     act_raised: "raised", act_escalated: "escalated", act_de_escalated: "de-escalated", act_condition_cleared: "condition cleared",
@@ -732,8 +736,28 @@ function openDevice(id) {
   // Open on the quantity an alarm of the device is about, if any.
   const alarmed = [...app.alarms.values()].find((a) => a.device === d.id && numeric.includes(a.source));
   select.value = alarmed ? alarmed.source : (select.options[0] && select.options[0].value) || "";
+  app.detailJournal = [];
   renderDeviceDetail(d);
   drawChart();
+  loadDeviceJournal(d);
+}
+
+// The device's newest journal entries (the search also matches other ids that contain this
+// one, hence the filter).
+async function loadDeviceJournal(d) {
+  const params = new URLSearchParams({ search: d.id, limit: "50" });
+  let entries = [];
+  try { entries = await api("GET", `/api/journal?${params}`); } catch (_) { return; }
+  if (!app.detailDevice || app.detailDevice.id !== d.id) return;
+  app.detailJournal = entries.filter((e) => e.device === d.id).slice(0, 10);
+  renderDeviceDetail(app.detailDevice);
+}
+
+function linkText(link) {
+  if (!link) return t("none");
+  if (link.kind === "modbus") return `Modbus ${link.transport} ${link.connection} · ${link.address} · unit ${link.unit_id}`;
+  if (link.kind === "mqtt") return `MQTT ${link.connection} · ${link.topic}`;
+  return `${link.platform} · ${link.endpoint}`;
 }
 
 // The chart's quantities: named measurements first in the profile's order, then the other
@@ -783,6 +807,27 @@ function renderDeviceDetail(d) {
     }
   }
   $("detail-values").tBodies[0].replaceChildren(...rows);
+  // Its alarms, journal, sign-off and link.
+  const own = [...app.alarms.values()].filter((a) => a.device === d.id && !isNormal(a));
+  const alarms = own.length
+    ? el("ul", { class: "detail-alarms" }, own.map((a) => el("li", { class: `sev-${a.severity}`, dataset: { key: a.key } },
+      el("span", { class: `badge sev sev-${a.severity}` }, t(`sev_${a.severity}`)), " ",
+      ruleName(a), a.source ? ` · ${quantityName(d, a.source)}` : "", " · ", t(`st_${a.state}`), " · ", fmtTime(a.raised_at_ms || a.changed_at_ms))))
+    : el("p", { class: "note" }, t("none"));
+  const journal = (app.detailJournal || []).length
+    ? el("ul", { class: "detail-journal" }, app.detailJournal.map((e) => el("li", {},
+      `${fmtTime(e.at_ms)} · ${t(`act_${e.action}`)} · ${e.rule}${e.operator ? " · " + e.operator : ""}${e.comment ? " · " + e.comment : ""}`)))
+    : el("p", { class: "note" }, t("none"));
+  const signoff = d.signoff
+    ? `${d.signoff.technician} · ${fmtTime(d.signoff.at_ms)}${d.signoff.firmware ? " · " + d.signoff.firmware : ""}${d.signoff.notes ? " · " + d.signoff.notes : ""}`
+    : t("not_signed");
+  $("detail-more").replaceChildren(
+    el("h3", {}, t("detail_alarms")), alarms,
+    el("h3", {}, t("detail_journal")), journal,
+    el("h3", {}, t("detail_signoff")), el("p", { class: "detail-signoff" }, signoff),
+    el("h3", {}, t("detail_link")), el("p", { class: "detail-link" }, linkText(d.link)),
+    el("p", { class: "detail-seen" }, `${t("last_seen")}: ${d.last_seen_ms ? fmtTime(d.last_seen_ms) : t("never")}`),
+  );
 }
 
 async function drawChart() {
