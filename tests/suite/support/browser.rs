@@ -54,16 +54,26 @@ pub async fn log_in(client: &Client, url: &str, name: &str, password: &str) {
     wait_script(client, "the board after login", "return !document.getElementById('tabs').hidden && document.getElementById('live').className.indexOf('off') < 0").await;
 }
 
+/// Clicks the element `css` finds once it is there. The live pages re-render (an event, the
+/// device list arriving), so an element found can be replaced before the click lands: a
+/// stale element is found again, for up to 5 s.
 pub async fn click(client: &Client, css: &str) {
-    client
-        .wait()
-        .at_most(Duration::from_secs(5))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let element = client
+            .wait()
+            .at_most(Duration::from_secs(5))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"));
+        match element.click().await {
+            Ok(()) => return,
+            Err(e) if e.to_string().contains("stale element") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("click {css}: {e}"),
+        }
+    }
 }
 
 /// Polls a script returning a boolean until it is true (10 s at most).
