@@ -15,7 +15,6 @@
 
 use crate::support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use parkguard::config::Config;
@@ -40,20 +39,23 @@ const SMOKE: &str = "15000001860000000000001";
 const GAS: &str = "gas-studio-1";
 
 fn platform() -> JsonLines {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/iot_platform.py");
-    let python = std::env::var("PARKGUARD_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let mut command = Command::new(&python);
-    command
-        .arg(script)
-        .args(["--listen", "127.0.0.1:0"])
-        .args(["--ctwing-app-key", APP_KEY, "--ctwing-secret", APP_SECRET])
-        .args(["--ctwing-master-key", MASTER_KEY])
-        .args(["--onenet-token", ONENET_PUSH_TOKEN])
-        .args(["--onenet-product-id", ONENET_PID])
-        .args(["--onenet-access-key", ACCESS_KEY])
+    iot_platform(&[
+        "--ctwing-app-key",
+        APP_KEY,
+        "--ctwing-secret",
+        APP_SECRET,
+        "--ctwing-master-key",
+        MASTER_KEY,
+        "--onenet-token",
+        ONENET_PUSH_TOKEN,
+        "--onenet-product-id",
+        ONENET_PID,
+        "--onenet-access-key",
+        ACCESS_KEY,
         // `answer hang` holds a request this long: beyond the client's 1 s limit.
-        .args(["--hang-s", "3"]);
-    JsonLines::start(command, &format!("the IoT platform stand-in ({python})"))
+        "--hang-s",
+        "3",
+    ])
 }
 
 /// A site whose endpoints carry API credentials pointing at the stand-in on `port`; the

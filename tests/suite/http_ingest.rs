@@ -45,33 +45,20 @@ struct Platform(JsonLines);
 
 impl Platform {
     fn start() -> Platform {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/iot_platform.py");
-        let python = std::env::var("PARKGUARD_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-        let mut command = Command::new(&python);
-        command
-            .arg(script)
-            .args(["--listen", "127.0.0.1:0"])
-            .args([
-                "--ctwing-app-key",
-                "pgAppKey0001",
-                "--ctwing-secret",
-                "pgSecret0001",
-            ])
-            .args(["--ctwing-master-key", "5c1d7e0a9b2f4a6c8d0e1f2a3b4c5d6e"])
-            .args([
-                "--onenet-token",
-                ONENET_TOKEN,
-                "--onenet-product-id",
-                "pgPid0001",
-            ])
-            .args([
-                "--onenet-access-key",
-                "cGFya2d1YXJkLW9uZW5ldC10ZXN0LWFjY2Vzcy1rZXk=",
-            ]);
-        Platform(JsonLines::start(
-            command,
-            &format!("the IoT platform stand-in ({python})"),
-        ))
+        Platform(iot_platform(&[
+            "--ctwing-app-key",
+            "pgAppKey0001",
+            "--ctwing-secret",
+            "pgSecret0001",
+            "--ctwing-master-key",
+            "5c1d7e0a9b2f4a6c8d0e1f2a3b4c5d6e",
+            "--onenet-token",
+            ONENET_TOKEN,
+            "--onenet-product-id",
+            "pgPid0001",
+            "--onenet-access-key",
+            "cGFya2d1YXJkLW9uZW5ldC10ZXN0LWFjY2Vzcy1rZXk=",
+        ]))
     }
 
     /// Runs a push-side command and returns the event it printed (`pushed`, `url_verified`).

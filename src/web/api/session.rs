@@ -56,19 +56,7 @@ pub async fn login(
             }
             error(StatusCode::UNAUTHORIZED, "wrong name or password")
         }
-        Ok(Err(LoginError::Limited(wait))) => {
-            let mut response = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "too many failed logins; try again in {} s",
-                    wait.as_secs().max(1)
-                ),
-            );
-            if let Ok(value) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            response
-        }
+        Ok(Err(LoginError::Limited(wait))) => too_many_failed_logins(wait),
         Ok(Err(LoginError::Busy)) => {
             let mut response = error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -123,19 +111,7 @@ pub async fn login_token(
                 role.as_str()
             ),
         ),
-        Err(TokenLoginError::Limited(wait)) => {
-            let mut response = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "too many failed logins; try again in {} s",
-                    wait.as_secs().max(1)
-                ),
-            );
-            if let Ok(value) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            response
-        }
+        Err(TokenLoginError::Limited(wait)) => too_many_failed_logins(wait),
     }
 }
 
@@ -152,4 +128,18 @@ pub async fn logout(State(state): State<Shared>, _caller: Caller, headers: Heade
 
 pub async fn session(caller: Caller) -> Json<Caller> {
     Json(caller)
+}
+
+/// 429 with `Retry-After` for a name or address whose failed logins (by password or by
+/// token) are being delayed.
+fn too_many_failed_logins(wait: std::time::Duration) -> Response {
+    let seconds = wait.as_secs().max(1);
+    let mut response = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("too many failed logins; try again in {seconds} s"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }

@@ -788,3 +788,16 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// The independent CTWing/OneNET stand-in (tests/interop/iot_platform.py) on a port of its
+/// own, with `args` (its credentials and options), as a JSON-lines child.
+pub fn iot_platform(args: &[&str]) -> jsonl::JsonLines {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/iot_platform.py");
+    let python = std::env::var("PARKGUARD_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut command = Command::new(&python);
+    command
+        .arg(script)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args);
+    jsonl::JsonLines::start(command, &format!("the IoT platform stand-in ({python})"))
+}
